@@ -1,0 +1,113 @@
+"""The delta batcher: merges text deltas per request before they reach the emitter.
+
+Owns: one ``DeltaBatcher`` per request with pending text, an idle-flush
+timer heap, and both ends of its channels. A pending run is flushed when it
+reaches ``update_char_limit`` characters, when a non-text item of the same
+request arrives, when the request ends, or ``idle_flush_ms`` after the run
+started (so a trickle of tiny deltas can never hold text back longer than
+that).
+
+On cancellation it stops; pending text belongs to requests the engine ends
+anyway. When its inbox ends it closes its outbox.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import trio
+
+from actors.delta_batching import DeltaBatcher
+from actors.draining import drain_nowait
+from engine.config import EngineConfig
+from engine.messages import (
+    BatchedItem,
+    BatchOut,
+    ParsedBatch,
+    RequestBatch,
+    StreamEnded,
+)
+from engine.statistics import ActorCounters
+
+__all__ = ["delta_batcher"]
+
+
+class _Batching:
+    """The shell's bookkeeping: per-request batchers and their flush timers."""
+
+    def __init__(self, config: EngineConfig, counters: ActorCounters) -> None:
+        self.char_limit = config.update_char_limit
+        self.idle_s = config.idle_flush_ms / 1000
+        self.counters = counters
+        self.batchers: dict[str, DeltaBatcher] = {}
+        self.timers: list[tuple[float, str]] = []  # lazy-deletion heap
+        self.armed: dict[str, float] = {}
+
+    def next_wakeup(self) -> float:
+        return self.timers[0][0] if self.timers else math.inf
+
+    def take(self, message: ParsedBatch | StreamEnded, out: list[BatchOut]) -> None:
+        rid = message.request_id
+        if isinstance(message, StreamEnded):
+            batcher = self.batchers.pop(rid, None)
+            self.armed.pop(rid, None)
+            if batcher is not None:
+                self._emit(rid, list(batcher.flush(final=True)), out)
+            out.append(message)
+            return
+        batcher = self.batchers.get(rid)
+        if batcher is None:
+            batcher = self.batchers[rid] = DeltaBatcher(rid, self.char_limit)
+        items: list[BatchedItem] = []
+        for item in message.items:
+            items.extend(batcher.push(item))
+        self._emit(rid, items, out)
+        if not batcher.has_pending:
+            self.armed.pop(rid, None)
+        elif self.idle_s > 0 and rid not in self.armed:
+            deadline = trio.current_time() + self.idle_s
+            self.armed[rid] = deadline
+            heapq.heappush(self.timers, (deadline, rid))
+
+    def flush_idle(self, out: list[BatchOut]) -> None:
+        now = trio.current_time()
+        while self.timers and self.timers[0][0] <= now:
+            deadline, rid = heapq.heappop(self.timers)
+            if self.armed.get(rid) != deadline:
+                continue  # stale: flushed or ended since
+            del self.armed[rid]
+            batcher = self.batchers.get(rid)
+            if batcher is not None:
+                self.counters.add("idle_flushes")
+                self._emit(rid, list(batcher.flush(final=False)), out)
+
+    def _emit(self, rid: str, items: list[BatchedItem], out: list[BatchOut]) -> None:
+        if items:
+            out.append(RequestBatch(request_id=rid, items=tuple(items)))
+
+
+async def delta_batcher(
+    inbox: trio.MemoryReceiveChannel[tuple[ParsedBatch | StreamEnded, ...]],
+    outbox: trio.MemorySendChannel[tuple[BatchOut, ...]],
+    *,
+    config: EngineConfig,
+    counters: ActorCounters,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    state = _Batching(config, counters)
+    with inbox, outbox:
+        task_status.started()
+        while True:
+            out: list[BatchOut] = []
+            with trio.move_on_at(state.next_wakeup()):
+                try:
+                    first = await inbox.receive()
+                except trio.EndOfChannel:
+                    return
+                for bundle in drain_nowait(inbox, first):
+                    for message in bundle:
+                        state.take(message, out)
+            state.flush_idle(out)
+            if out:
+                await outbox.send(tuple(out))

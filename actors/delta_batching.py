@@ -1,0 +1,91 @@
+"""Merges text deltas for one request. Synchronous core of the delta batcher.
+
+Consecutive deltas of one channel (answer text or reasoning) are merged until
+``char_limit`` characters are pending; any other item flushes the pending
+run first, so order holds. The run never ends in the first half of a UTF-16
+surrogate pair: that half is held back until its partner arrives, and pairs
+that came as two lone halves (two JSON escapes) are joined into the real
+character. Each run says how many upstream events it merged — their credits
+travel with it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from engine.messages import BatchedItem, DeltaChannel, DeltaEvent, StreamItem, TextRun
+
+__all__ = ["DeltaBatcher", "join_surrogates"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _is_high_surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udbff"
+
+
+def join_surrogates(text: str) -> str:
+    """Pairs of lone surrogates → real characters; a stray half → U+FFFD."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+class DeltaBatcher:
+    __slots__ = ("_channel", "_events", "_length", "_parts", "char_limit", "request_id")
+
+    def __init__(self, request_id: str, char_limit: int) -> None:
+        self.request_id = request_id
+        self.char_limit = char_limit
+        self._channel: DeltaChannel | None = None
+        self._parts: list[str] = []
+        self._length = 0
+        self._events = 0
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._parts)
+
+    def push(self, item: StreamItem) -> list[BatchedItem]:
+        """Take one item; return what is ready to go downstream."""
+        if isinstance(item, DeltaEvent):
+            out: list[BatchedItem] = []
+            if self._channel is not None and self._channel != item.channel:
+                out.extend(self.flush(final=True))
+            self._channel = item.channel
+            self._parts.append(item.text)
+            self._length += len(item.text)
+            self._events += 1
+            if self._length >= self.char_limit:
+                out.extend(self.flush(final=False))
+            return out
+        out = list(self.flush(final=True))
+        out.append(item)
+        return out
+
+    def flush(self, *, final: bool) -> list[TextRun]:
+        """The pending run (minus a trailing half pair unless ``final``)."""
+        if not self._parts or self._channel is None:
+            return []
+        text = "".join(self._parts)
+        held = ""
+        if not final and _is_high_surrogate(text[-1]):
+            text, held = text[:-1], text[-1]
+            if not text:
+                return []  # only the half pair is pending: it keeps its credits
+        channel, events = self._channel, self._events
+        # The held half carries no credit: the run takes all of them, so every
+        # run that reaches a consumer returns at least one credit.
+        self._parts = [held] if held else []
+        self._length = len(held)
+        self._events = 0
+        if not held:
+            self._channel = None
+        return [
+            TextRun(
+                request_id=self.request_id,
+                channel=channel,
+                text=join_surrogates(text),
+                events=events,
+            )
+        ]

@@ -1,0 +1,108 @@
+"""The emitter: turns each request's items into outbound events for its consumer.
+
+Owns: one ``ResponseMapper`` per request with items in flight, and the
+receive end of ``batch.out``. It hands events to the request's outbound
+buffer with ``RequestHandle.deliver`` (never blocking: that buffer is
+bounded by the request's credit window) and ends each request with
+``RequestHandle.finish`` when its ``StreamEnded`` arrives.
+
+Events that produce nothing for the consumer give their credits back at
+once, so a request streaming only bookkeeping events cannot stall itself.
+
+On cancellation it stops; requests it had not finished are ended by the
+engine's finaliser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import trio
+
+from actors.draining import drain_nowait
+from actors.response_mapper import ResponseMapper
+from engine.messages import BatchOut, OutboundEvent, StreamEnded, TextRun
+from engine.request import RequestHandle
+from engine.statistics import ActorCounters
+
+__all__ = ["emitter"]
+
+
+class _Emitting:
+    def __init__(self, requests: Mapping[str, RequestHandle], counters: ActorCounters) -> None:
+        self.requests = requests
+        self.counters = counters
+        self.mappers: dict[str, ResponseMapper] = {}
+        # Events that carry no credit wait for the request's next delivery,
+        # so every batch in an outbound buffer returns at least one credit.
+        self.carry: dict[str, list[OutboundEvent]] = {}
+
+    def mapper(self, rid: str) -> ResponseMapper:
+        mapper = self.mappers.get(rid)
+        if mapper is None:
+            mapper = self.mappers[rid] = ResponseMapper(rid)
+        return mapper
+
+    def take(self, message: BatchOut, pending: dict[str, tuple[list[OutboundEvent], int]]) -> None:
+        rid = message.request_id
+        if isinstance(message, StreamEnded):
+            self._end(message, pending.pop(rid, ([], 0)))
+            return
+        mapper = self.mapper(rid)
+        events, credits = pending.get(rid, ([], 0))
+        for item in message.items:
+            events.extend(mapper.map(item))
+            credits += item.events if isinstance(item, TextRun) else 1
+        pending[rid] = (events, credits)
+
+    def deliver(self, rid: str, events: list[OutboundEvent], credits: int) -> None:
+        handle = self.requests.get(rid)
+        if handle is None:
+            return  # already ended by the engine (shutdown); nobody is reading
+        carried = self.carry.pop(rid, None)
+        if carried:
+            events = carried + events
+        if credits == 0:
+            if events:
+                self.carry[rid] = events
+            return
+        self.counters.add("events", len(events))
+        if events:
+            handle.deliver(tuple(events), credits)
+        else:
+            handle.window.release(credits)
+
+    def _end(self, ended: StreamEnded, pending: tuple[list[OutboundEvent], int]) -> None:
+        rid = ended.request_id
+        mapper = self.mappers.pop(rid, None) or ResponseMapper(rid)
+        events, credits = pending
+        closing, ending = mapper.finish(ended)
+        events = self.carry.pop(rid, []) + events + closing
+        handle = self.requests.get(rid)
+        if mapper.unknown_types:
+            self.counters.add("unknown_events", sum(mapper.unknown_types.values()))
+        self.counters.add(f"ending_{type(ending).__name__.lower()}")
+        if handle is None:
+            return
+        if events or credits:
+            handle.deliver(tuple(events), credits)
+        handle.finish(ending)
+
+
+async def emitter(
+    inbox: trio.MemoryReceiveChannel[tuple[BatchOut, ...]],
+    *,
+    requests: Mapping[str, RequestHandle],
+    counters: ActorCounters,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    state = _Emitting(requests, counters)
+    with inbox:
+        task_status.started()
+        async for first in inbox:
+            pending: dict[str, tuple[list[OutboundEvent], int]] = {}
+            for bundle in drain_nowait(inbox, first):
+                for message in bundle:
+                    state.take(message, pending)
+            for rid, (events, credits) in pending.items():
+                state.deliver(rid, events, credits)

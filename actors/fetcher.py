@@ -1,0 +1,190 @@
+"""The fetcher actor: one upstream HTTP stream per admitted request.
+
+Owns: a nursery with one task per admitted request, and the send end of the
+shared ``fetch.out`` channel (closed after the last request task ends, so
+the parser pool sees the end only when no request can still send).
+
+Per request it POSTs the body, retries connect errors, 408/425/429/5xx and
+timeouts with backoff **only before the first event was forwarded** (after
+that a failure ends the request, never re-sending text), frames SSE, and
+forwards every chunk's events as one ``SseBatch`` numbered by sequence,
+taking credits from the request's window first — that wait is where a slow
+consumer stops the socket read.
+
+On cancellation (client gone, deadline): the request's own cancel scope is
+cancelled; the task then sends ``StreamEnded`` with the reason, outside that
+scope, so the pipeline still releases the request's state in order. If the
+whole engine is cancelled the send is cancelled too, and the engine's
+finaliser ends the request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import msgspec
+import trio
+
+from actors.retry_policy import RetryPolicy, http_error_from_response
+from actors.sse_framer import EventTooLarge, SseFramer
+from engine.config import EngineConfig
+from engine.errors import (
+    EngineError,
+    RequestDeadlineExceeded,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from engine.messages import FetchOut, SseBatch, StreamEnded
+from engine.ports import EnginePorts
+from engine.request import RequestHandle
+from engine.statistics import ActorCounters
+
+__all__ = ["fetcher"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Shared:
+    """What every request task of the fetcher uses."""
+
+    outbox: trio.MemorySendChannel[FetchOut]
+    config: EngineConfig
+    ports: EnginePorts
+    policy: RetryPolicy
+    counters: ActorCounters
+
+
+async def fetcher(
+    inbox: trio.MemoryReceiveChannel[RequestHandle],
+    outbox: trio.MemorySendChannel[FetchOut],
+    *,
+    config: EngineConfig,
+    ports: EnginePorts,
+    counters: ActorCounters,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    shared = _Shared(
+        outbox=outbox,
+        config=config,
+        ports=ports,
+        policy=RetryPolicy.from_config(config),
+        counters=counters,
+    )
+    with outbox:
+        async with trio.open_nursery() as nursery:
+            with inbox:
+                task_status.started()
+                async for handle in inbox:
+                    nursery.start_soon(
+                        _RequestFetch(handle, shared).run, name=f"fetch {handle.request_id}"
+                    )
+
+
+class _RequestFetch:
+    """One request's upstream stream; ``next_seq`` events were forwarded so far."""
+
+    def __init__(self, handle: RequestHandle, shared: _Shared) -> None:
+        self.handle = handle
+        self.shared = shared
+        self.next_seq = 0
+
+    async def run(self) -> None:
+        handle, shared = self.handle, self.shared
+        counters = shared.counters
+        failure: EngineError | None = None
+        counters.add("requests")
+        with handle.scope:
+            try:
+                await self._stream_with_retries()
+            except UpstreamError as exc:
+                failure = exc
+        cancel_reason = None
+        if handle.scope.cancelled_caught:
+            if handle.cancel_reason is not None:
+                cancel_reason = handle.cancel_reason
+                counters.add("cancelled")
+            else:  # only the deadline cancels the scope without a reason
+                failure = RequestDeadlineExceeded(shared.config.request_deadline_s)
+                counters.add("deadline_exceeded")
+        if failure is not None:
+            counters.add("failed")
+        await shared.outbox.send(
+            StreamEnded(
+                request_id=handle.request_id,
+                seq=self.next_seq,
+                failure=failure,
+                cancel_reason=cancel_reason,
+            )
+        )
+
+    async def _stream_with_retries(self) -> None:
+        shared = self.shared
+        body = _encode(self.handle.request.body())
+        retries = 0
+        while True:
+            try:
+                await self._one_attempt(body)
+                return
+            except UpstreamError as exc:
+                if self.next_seq > 0:
+                    raise  # output began: never re-send text
+                delay = shared.policy.delay(retries, exc, shared.ports.rng)
+                if delay is None:
+                    raise
+                retries += 1
+                shared.counters.add("retries")
+                await trio.sleep(delay)
+
+    async def _one_attempt(self, body: bytes) -> None:
+        config, counters = self.shared.config, self.shared.counters
+        total = config.total_timeout_s
+        with trio.move_on_after(total if total is not None else math.inf) as attempt_scope:
+            async with self.shared.ports.transport.stream(body) as response:
+                if response.status_code >= 400:
+                    error_body = await response.read_limited(config.max_error_body_bytes)
+                    counters.add(f"http_{response.status_code}")
+                    raise http_error_from_response(
+                        response.status_code, error_body, response.headers, time.time()
+                    )
+                framer = SseFramer(config.max_event_bytes)
+                async for chunk in response.iter_bytes():
+                    counters.add("bytes", len(chunk))
+                    try:
+                        payloads = framer.feed(chunk)
+                    except EventTooLarge as exc:
+                        raise UpstreamProtocolError(
+                            f"OpenRouter sent an event larger than {exc.limit:,} bytes, so the "
+                            "stream was stopped to protect memory; retry, or raise "
+                            "max_event_bytes."
+                        ) from exc
+                    if payloads:
+                        await self._forward(payloads)
+                    if framer.done:
+                        return
+                if payloads := framer.close():
+                    await self._forward(payloads)
+        if attempt_scope.cancelled_caught:
+            raise UpstreamTimeout("total time", total or 0.0)
+
+    async def _forward(self, payloads: list[bytes]) -> None:
+        """Send events downstream in window-sized batches, credits first."""
+        window, counters = self.handle.window, self.shared.counters
+        for start in range(0, len(payloads), window.capacity):
+            part = tuple(payloads[start : start + window.capacity])
+            await window.acquire(len(part))
+            try:
+                await self.shared.outbox.send(
+                    SseBatch(
+                        request_id=self.handle.request_id, first_seq=self.next_seq, payloads=part
+                    )
+                )
+            except BaseException:
+                window.release(len(part))  # not sent: nobody else will return them
+                raise
+            self.next_seq += len(part)
+            counters.add("events", len(part))
+            counters.add("batches")

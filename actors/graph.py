@@ -1,0 +1,93 @@
+"""The streaming actor graph, and ``open_engine`` with it filled in.
+
+::
+
+    admission ─▶ fetcher ─fetch.out─▶ parser pool ─parse.out─▶ reorderer
+       ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox (per request)
+
+Actors start downstream-first (``nursery.start`` waits for each to be
+ready), so nothing ever sends into an actor that is not there yet. Every
+channel comes from the engine's named factory and is sized from the config.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from actors.admission import AdmissionDesk, admission
+from actors.batcher import delta_batcher
+from actors.emitter import emitter
+from actors.fetcher import fetcher
+from actors.parser import parser_pool
+from actors.reorderer import reorderer
+from engine.config import EngineConfig
+from engine.ports import EnginePorts
+from engine.supervisor import Engine, Intake, ServiceSpec, Wiring
+from engine.supervisor import open_engine as _open_engine
+
+__all__ = ["open_engine", "streaming_graph"]
+
+
+async def streaming_graph(
+    wiring: Wiring, *, task_status: trio.TaskStatus[Intake] = trio.TASK_STATUS_IGNORED
+) -> None:
+    config, channels, counters = wiring.config, wiring.channels, wiring.counters
+    admit_send, admit_receive = channels.open("admission.out", config.admitted_buffer_size)
+    fetch_send, fetch_receive = channels.open("fetch.out", config.chunk_buffer_size)
+    parse_send, parse_receive = channels.open("parse.out", config.event_buffer_size)
+    order_send, order_receive = channels.open("reorder.out", config.ordered_buffer_size)
+    batch_send, batch_receive = channels.open("batch.out", config.batched_buffer_size)
+    desk = AdmissionDesk(config)
+    start = functools.partial
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            start(emitter, batch_receive, requests=wiring.requests, counters=counters("emitter"))
+        )
+        await nursery.start(
+            start(
+                delta_batcher,
+                order_receive,
+                batch_send,
+                config=config,
+                counters=counters("batcher"),
+            )
+        )
+        await nursery.start(
+            start(
+                reorderer, parse_receive, order_send, config=config, counters=counters("reorderer")
+            )
+        )
+        await nursery.start(
+            start(
+                parser_pool,
+                fetch_receive,
+                parse_send,
+                workers=config.parser_workers,
+                counters=counters("parser"),
+            )
+        )
+        await nursery.start(
+            start(
+                fetcher,
+                admit_receive,
+                fetch_send,
+                config=config,
+                ports=wiring.ports,
+                counters=counters("fetcher"),
+            )
+        )
+        await nursery.start(admission, desk, admit_send)
+        task_status.started(desk)
+
+
+@asynccontextmanager
+async def open_engine(
+    config: EngineConfig, ports: EnginePorts, *, services: tuple[ServiceSpec, ...] = ()
+) -> AsyncIterator[Engine]:
+    """``engine.open_engine`` with the streaming graph: the usual way in."""
+    async with _open_engine(config, ports, graph=streaming_graph, services=services) as engine:
+        yield engine

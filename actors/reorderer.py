@@ -1,0 +1,63 @@
+"""The reorderer: restores each request's sequence order after the parser pool.
+
+Owns: one ``ReorderWindow`` per request with items in flight (created on its
+first item, dropped when its ``StreamEnded`` is released), and both ends of
+its channels. Windows are bounded by the request's credit window, so the
+shared inbox is never blocked on one request (see ``engine.flow``).
+
+On cancellation it stops; held items belong to requests that the engine
+ends anyway. When its inbox ends it closes its outbox.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from actors.draining import drain_nowait
+from actors.reorder_window import ReorderWindow
+from engine.config import EngineConfig
+from engine.messages import ParsedBatch, ParseOut, StreamEnded
+from engine.statistics import ActorCounters
+
+__all__ = ["reorderer"]
+
+#: What the reorderer releases: ordered items and endings of one request.
+Ordered = ParsedBatch | StreamEnded
+
+
+async def reorderer(
+    inbox: trio.MemoryReceiveChannel[tuple[ParseOut, ...]],
+    outbox: trio.MemorySendChannel[tuple[Ordered, ...]],
+    *,
+    config: EngineConfig,
+    counters: ActorCounters,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    windows: dict[str, ReorderWindow[Ordered]] = {}
+    with inbox, outbox:
+        task_status.started()
+        async for first in inbox:
+            released: list[Ordered] = []
+            for bundle in drain_nowait(inbox, first):
+                for message in bundle:
+                    out = _offer(windows, message, config.request_window_events)
+                    if not out:
+                        counters.add("held_out_of_order")
+                    released.extend(out)
+            if released:
+                await outbox.send(tuple(released))
+
+
+def _offer(
+    windows: dict[str, ReorderWindow[Ordered]], message: ParseOut, capacity: int
+) -> list[Ordered]:
+    window = windows.get(message.request_id)
+    if window is None:
+        window = windows[message.request_id] = ReorderWindow(capacity)
+    if isinstance(message, StreamEnded):
+        released = window.offer(message.seq, 0, message)
+    else:
+        released = window.offer(message.first_seq, len(message.items), message)
+    if released and isinstance(released[-1], StreamEnded):
+        del windows[message.request_id]
+    return released

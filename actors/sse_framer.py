@@ -1,0 +1,99 @@
+"""Splits an SSE byte stream into event payloads (contract §1.8). Synchronous core.
+
+Handles LF and CRLF line ends, multi-line ``data:`` (joined with LF), comment
+lines (``: OPENROUTER PROCESSING``), and tolerates ``event:``, ``id:`` and
+``retry:`` fields. ``data: [DONE]`` ends the stream. Bytes are never
+decoded here, so a multi-byte character split across chunks is harmless.
+
+Memory is bounded: one event may not exceed ``max_event_bytes`` (including
+a partial line still waiting for its end), else ``EventTooLarge``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EventTooLarge", "SseFramer"]
+
+_DONE = b"[DONE]"
+_COLON = 0x3A
+
+
+class EventTooLarge(Exception):
+    """One SSE event grew past the configured limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"event of at least {size} bytes exceeds the {limit}-byte limit")
+        self.size = size
+        self.limit = limit
+
+
+class SseFramer:
+    """Feed it chunks; it returns the complete events' data payloads."""
+
+    __slots__ = ("_buffer", "_data", "_data_size", "done", "max_event_bytes")
+
+    def __init__(self, max_event_bytes: int) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._buffer = bytearray()
+        self._data: list[bytes] = []
+        self._data_size = 0
+        #: True once ``[DONE]`` was seen; later bytes are ignored.
+        self.done = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The payloads of every event completed by ``chunk``, in order."""
+        if self.done:
+            return []
+        buffer = self._buffer
+        buffer += chunk
+        events: list[bytes] = []
+        start = 0
+        while not self.done:
+            end = buffer.find(b"\n", start)
+            if end < 0:
+                break
+            line = bytes(buffer[start:end])
+            start = end + 1
+            self._line(line[:-1] if line.endswith(b"\r") else line, events)
+        del buffer[:start]
+        pending = len(buffer) + self._data_size
+        if pending > self.max_event_bytes:
+            raise EventTooLarge(pending, self.max_event_bytes)
+        return events
+
+    def close(self) -> list[bytes]:
+        """End of body: an unterminated last event is still delivered (lenient)."""
+        events: list[bytes] = []
+        if not self.done and self._buffer:
+            line = bytes(self._buffer)
+            self._line(line[:-1] if line.endswith(b"\r") else line, events)
+        self._buffer.clear()
+        if not self.done:
+            self._dispatch(events)
+        return events
+
+    def _line(self, line: bytes, events: list[bytes]) -> None:
+        if not line:
+            self._dispatch(events)
+            return
+        if line[0] == _COLON:
+            return  # a comment: keep-alive
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+            self._data_size += len(value) + 1
+            if self._data_size > self.max_event_bytes:
+                raise EventTooLarge(self._data_size, self.max_event_bytes)
+        # event:, id:, retry: and unknown fields carry nothing the engine needs.
+
+    def _dispatch(self, events: list[bytes]) -> None:
+        if not self._data:
+            return
+        payload = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+        self._data = []
+        self._data_size = 0
+        if payload == _DONE:
+            self.done = True
+        else:
+            events.append(payload)

@@ -1,0 +1,168 @@
+"""The engine's configuration: one frozen dataclass naming every knob.
+
+Every buffer in the engine is sized from a field here, so a researcher who
+wants to see what a queue does changes one value (``dataclasses.replace`` or
+``EngineConfig.with_overrides``) and nothing else. Defaults are the original
+Open WebUI pipe's (seed inventory §A.1) where it had the knob.
+
+Validation happens in ``__post_init__``: a bad value raises ``ConfigError``
+naming the field and the allowed range, so a typo in a bench ``--set`` or an
+Open WebUI valve is reported before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ConfigError
+
+__all__ = ["EngineConfig"]
+
+
+def _range(low: float, high: float, *, optional: bool = False) -> dict[str, Any]:
+    """Field metadata: the inclusive range a numeric knob must lie in."""
+    return {"range": (low, high), "optional": optional}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConfig:
+    """Every knob of the engine, with the original system's defaults.
+
+    Buffer sizes count *messages* on a channel; a message on the shared
+    pipeline channels is a bundle of whatever was waiting (DESIGN.md §2).
+    """
+
+    # --- upstream ---------------------------------------------------------
+    base_url: str = "https://openrouter.ai/api/v1"
+    connect_timeout_s: float = field(default=10.0, metadata=_range(0.01, 600))
+    #: No byte from OpenRouter for this long ends the request (the original's
+    #: HTTP_SOCK_READ_SECONDS).
+    read_idle_timeout_s: float = field(default=300.0, metadata=_range(0.01, 3600))
+    #: Whole-attempt limit; None disables it (the original's default).
+    total_timeout_s: float | None = field(default=None, metadata=_range(0.01, 86400, optional=True))
+    #: Retries before the first byte of output (attempts = retries + 1).
+    retry_attempts: int = field(default=3, metadata=_range(0, 10))
+    retry_backoff_initial_s: float = field(default=0.5, metadata=_range(0.0, 60))
+    retry_backoff_max_s: float = field(default=4.0, metadata=_range(0.0, 300))
+    #: A ``Retry-After`` longer than this is not waited for: the request ends
+    #: with "retry in N s" instead of stalling the user.
+    retry_after_cap_s: float = field(default=30.0, metadata=_range(0.0, 600))
+    #: A single SSE event larger than this ends the request (memory guard).
+    max_event_bytes: int = field(default=8 * 1024 * 1024, metadata=_range(1024, 256 * 1024**2))
+    #: Largest error body read from a failed HTTP response.
+    max_error_body_bytes: int = field(default=64 * 1024, metadata=_range(256, 16 * 1024**2))
+
+    # --- admission --------------------------------------------------------
+    max_concurrent_requests: int = field(default=200, metadata=_range(1, 10_000))
+    #: The waiting room in front of the concurrency limit.
+    queue_maxsize: int = field(default=500, metadata=_range(0, 100_000))
+    #: Shed a request that waited longer than this (CoDel-style); None = never.
+    queue_deadline_ms: float | None = field(
+        default=None, metadata=_range(1, 3_600_000, optional=True)
+    )
+    #: Hint given to a rejected caller.
+    busy_retry_after_s: float = field(default=5.0, metadata=_range(0.0, 3600))
+    #: Every request ends by this deadline, so an abandoned consumer cannot
+    #: leak a request.
+    request_deadline_s: float = field(default=1800.0, metadata=_range(0.01, 86400))
+
+    # --- pipeline buffers -------------------------------------------------
+    parser_workers: int = field(default=4, metadata=_range(1, 64))
+    #: fetcher → parser pool (the original's STREAMING_CHUNK_QUEUE_MAXSIZE).
+    chunk_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: parser pool → reorderer (the original's STREAMING_EVENT_QUEUE_MAXSIZE).
+    event_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: reorderer → delta batcher.
+    ordered_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: delta batcher → emitter.
+    batched_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: admission → fetcher hand-off.
+    admitted_buffer_size: int = field(default=0, metadata=_range(0, 100_000))
+    #: Upstream events one request may have in flight between its fetcher and
+    #: its consumer. It bounds that request's reorder window and outbound
+    #: buffer; a consumer that stops reading stops its fetcher here.
+    request_window_events: int = field(default=256, metadata=_range(1, 1_000_000))
+
+    # --- delta batching ---------------------------------------------------
+    update_char_limit: int = field(default=20, metadata=_range(1, 100_000))
+    #: Flush a partial text batch after this much quiet; 0 disables the timer.
+    idle_flush_ms: float = field(default=250.0, metadata=_range(0, 60_000))
+
+    # --- supervision and shutdown ----------------------------------------
+    shutdown_grace_s: float = field(default=5.0, metadata=_range(0.0, 600))
+    restart_max_attempts: int = field(default=5, metadata=_range(0, 1000))
+    restart_backoff_initial_s: float = field(default=0.5, metadata=_range(0.0, 60))
+    restart_backoff_max_s: float = field(default=30.0, metadata=_range(0.0, 3600))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if "range" in f.metadata:
+                _check_range(f.name, getattr(self, f.name), f.metadata)
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                "base_url",
+                self.base_url,
+                "an http:// or https:// URL, e.g. https://openrouter.ai/api/v1",
+            )
+        if self.retry_backoff_max_s < self.retry_backoff_initial_s:
+            raise ConfigError(
+                "retry_backoff_max_s",
+                self.retry_backoff_max_s,
+                f"at least retry_backoff_initial_s ({self.retry_backoff_initial_s})",
+            )
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> EngineConfig:
+        """A copy with some fields replaced; values given as text are parsed.
+
+        Used by the bench's ``--set name=value`` and by adapters that read
+        settings from text. An unknown name is a ``ConfigError`` listing the
+        known ones.
+        """
+        known = {f.name: f for f in dataclasses.fields(self)}
+        changes: dict[str, object] = {}
+        for name, raw in overrides.items():
+            if name not in known:
+                raise ConfigError(name, raw, "one of: " + ", ".join(sorted(known)))
+            current = getattr(self, name)
+            changes[name] = _coerce(name, raw, current, known[name].metadata)
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain values of every field, for reports and statistics."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _check_range(name: str, value: object, meta: Mapping[str, Any]) -> None:
+    low, high = meta["range"]
+    if value is None:
+        if meta["optional"]:
+            return
+        raise ConfigError(name, value, f"a number from {low} to {high}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(name, value, f"a number from {low} to {high}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(name, value, f"a finite number from {low} to {high}")
+    if not low <= value <= high:
+        extra = " (or None)" if meta["optional"] else ""
+        raise ConfigError(name, value, f"from {low} to {high}{extra}")
+
+
+def _coerce(name: str, raw: object, current: object, meta: Mapping[str, Any]) -> object:
+    """Turn text from a command line or a settings form into the field's type."""
+    if not isinstance(raw, str):
+        return raw
+    text = raw.strip()
+    if meta.get("optional") and text.lower() in {"none", "null", ""}:
+        return None
+    try:
+        if "range" in meta:
+            number = float(text)
+            is_int = isinstance(current, int) and not isinstance(current, bool)
+            return int(number) if is_int and number.is_integer() else number
+    except ValueError:
+        raise ConfigError(name, raw, "a number") from None
+    return text

@@ -1,0 +1,350 @@
+"""Typed messages: the public request and outbound events, and the pipeline's own.
+
+All are frozen, slotted, keyword-only dataclasses. Containers inside them are
+tuples or read-only mappings (``freeze_json``), so a message can be shared by
+several actors without anyone changing it underneath another.
+
+Channels carry one union alias each (DESIGN.md §2)::
+
+    admission ─RequestHandle─▶ fetcher ─FetchOut─▶ parser pool ─ParseBundle─▶
+    reorderer ─OrderedBundle─▶ delta batcher ─BatchedBundle─▶ emitter ─▶ OutboundBatch
+
+``StreamEnded`` carries a sequence number like every stream item, so it is
+released by the reorderer only after every earlier item: the end of a
+request can never overtake its last events.
+"""
+
+from __future__ import annotations
+
+import secrets
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.errors import EngineError, UsageError
+
+__all__ = [
+    "BatchOut",
+    "BatchedItem",
+    "Cancelled",
+    "ChatRequest",
+    "Citation",
+    "Completed",
+    "DeltaEvent",
+    "Ending",
+    "Failed",
+    "FetchOut",
+    "Incomplete",
+    "JsonObject",
+    "Notice",
+    "OutboundBatch",
+    "OutboundEvent",
+    "OutputItem",
+    "ParseFailed",
+    "ParseOut",
+    "ParsedBatch",
+    "ReasoningDelta",
+    "RequestBatch",
+    "SseBatch",
+    "Status",
+    "StreamEnded",
+    "StreamItem",
+    "TextDelta",
+    "TextRun",
+    "UpstreamEvent",
+    "Usage",
+    "freeze_json",
+    "new_request_id",
+    "thaw_json",
+]
+
+JsonObject = Mapping[str, Any]
+DeltaChannel = Literal["text", "reasoning"]
+
+
+def new_request_id() -> str:
+    """16 hex characters: unique enough per process, short enough for logs."""
+    return secrets.token_hex(8)
+
+
+def freeze_json(value: Any) -> Any:
+    """A read-only deep copy of JSON-like data (dicts → mapping proxies, lists → tuples)."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({str(k): freeze_json(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze_json(v) for v in value)
+    return value
+
+
+def thaw_json(value: Any) -> Any:
+    """The inverse of ``freeze_json``: plain dicts and lists, ready to encode."""
+    if isinstance(value, Mapping):
+        return {k: thaw_json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw_json(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------
+# The public request
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    """One chat turn to run against the Responses API.
+
+    ``input`` holds Responses input items (contract §1.3); ``options`` holds
+    any other request-body fields (``max_output_tokens``, ``reasoning``,
+    ``tools``, ``metadata``, ...). Both are frozen on construction.
+    """
+
+    model: str
+    input: tuple[JsonObject, ...]
+    instructions: str | None = None
+    options: JsonObject = field(default_factory=lambda: types.MappingProxyType({}))
+    request_id: str = field(default_factory=new_request_id)
+    user_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen dataclass: assignment goes through object.__setattr__ once, here.
+        object.__setattr__(self, "input", freeze_json(self.input))
+        object.__setattr__(self, "options", freeze_json(self.options))
+        reserved = {"model", "input", "instructions", "stream", "store"} & set(self.options)
+        if reserved:
+            raise UsageError(
+                f"options may not set {sorted(reserved)}; use the ChatRequest fields instead"
+            )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body for ``POST /responses`` (always streaming, never stored)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": thaw_json(self.input),
+            "stream": True,
+        }
+        if self.instructions is not None:
+            body["instructions"] = self.instructions
+        # OpenRouter rejects explicit nulls for optional fields (contract §1.2).
+        body.update({k: thaw_json(v) for k, v in self.options.items() if v is not None})
+        return body
+
+
+# --------------------------------------------------------------------------
+# Pipeline messages (engine-internal)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SseBatch:
+    """Raw SSE data payloads that arrived together, numbered from ``first_seq``."""
+
+    request_id: str
+    first_seq: int
+    payloads: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnded:
+    """The upstream stream of one request is over; ``seq`` is one past its last item.
+
+    ``failure`` is set when the stream broke, ``cancel_reason`` when the
+    request was cancelled; both unset means the body ended normally (whether
+    the response itself was complete is the emitter's judgement).
+    """
+
+    request_id: str
+    seq: int
+    failure: EngineError | None = None
+    cancel_reason: str | None = None
+
+
+FetchOut = SseBatch | StreamEnded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeltaEvent:
+    """A text or reasoning delta, already pulled out of its JSON event."""
+
+    seq: int
+    channel: DeltaChannel
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamEvent:
+    """Any other decoded Responses stream event."""
+
+    seq: int
+    type: str
+    data: JsonObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParseFailed:
+    """An event that could not be decoded; it still holds its sequence number."""
+
+    seq: int
+    reason: str
+    size: int
+
+
+StreamItem = DeltaEvent | UpstreamEvent | ParseFailed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedBatch:
+    """Decoded items of one ``SseBatch``, in sequence order."""
+
+    request_id: str
+    first_seq: int
+    items: tuple[StreamItem, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextRun:
+    """Consecutive deltas merged by the batcher; ``events`` is how many it merged."""
+
+    request_id: str
+    channel: DeltaChannel
+    text: str
+    events: int
+
+
+ParseOut = ParsedBatch | StreamEnded
+BatchedItem = TextRun | UpstreamEvent | ParseFailed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestBatch:
+    """The batcher's output for one request, in order."""
+
+    request_id: str
+    items: tuple[BatchedItem, ...]
+
+
+BatchOut = RequestBatch | StreamEnded
+
+
+# --------------------------------------------------------------------------
+# Outbound events (what a consumer of one request receives)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextDelta:
+    """More of the visible answer."""
+
+    request_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReasoningDelta:
+    """More of the model's reasoning (summary or raw reasoning text)."""
+
+    request_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Citation:
+    """A ``url_citation`` annotation; each URL is reported once per request."""
+
+    request_id: str
+    url: str
+    title: str
+    start_index: int | None = None
+    end_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """A progress line (e.g. "Searching the web…"); ``done`` closes it."""
+
+    request_id: str
+    description: str
+    done: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notice:
+    """A warning a user should see, without ending the request."""
+
+    request_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutputItem:
+    """A finished non-message output item (reasoning, function_call, ...)."""
+
+    request_id: str
+    item: JsonObject
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Token counts and cost from the terminal event."""
+
+    request_id: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completed:
+    """The response finished normally."""
+
+    request_id: str
+    response_id: str | None
+    text_chars: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Incomplete:
+    """The response finished early (e.g. the output token limit); text is partial."""
+
+    request_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failed:
+    """The request failed; ``message`` is written for the person who asked."""
+
+    request_id: str
+    error: EngineError
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancelled:
+    """The request was cancelled (consumer stopped, or an explicit cancel)."""
+
+    request_id: str
+    reason: str
+
+
+Ending = Completed | Incomplete | Failed | Cancelled
+OutboundEvent = (
+    TextDelta | ReasoningDelta | Citation | Status | Notice | OutputItem | Usage | Ending
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundBatch:
+    """Events for one consumer, and the upstream events they account for.
+
+    The consumer returns ``credits`` to the request's flow window when it
+    takes the batch; that is what lets the fetcher read on.
+    """
+
+    events: tuple[OutboundEvent, ...]
+    credits: int

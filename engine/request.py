@@ -1,0 +1,200 @@
+"""One request's engine-side state, and the stream its consumer reads.
+
+``RequestHandle`` owns the request's cancel scope, its credit window and the
+send end of its outbound buffer. Exactly one call to ``finish()`` delivers
+the request's ending and closes that buffer, whoever ends the request
+(emitter, admission, cancellation of a waiting request, engine shutdown).
+
+``ResponseStream`` is what ``Engine.submit`` returns: an async iterator of
+``OutboundEvent`` that always ends with exactly one ``Ending``. Closing it
+early cancels the request.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from engine.errors import EngineClosed
+from engine.flow import CreditWindow
+from engine.messages import (
+    Cancelled,
+    ChatRequest,
+    Completed,
+    Ending,
+    Failed,
+    Incomplete,
+    OutboundBatch,
+    OutboundEvent,
+)
+
+if TYPE_CHECKING:
+    from engine.channels import ChannelRegistry
+
+__all__ = ["RequestHandle", "ResponseStream"]
+
+_ENDINGS = (Completed, Incomplete, Failed, Cancelled)
+
+#: Outbound slots beyond the credit window: the ending, plus slack for the
+#: few batches that carry no credit (a held-back half surrogate pair).
+_OUTBOX_RESERVE = 4
+
+
+class RequestHandle:
+    """Engine-side state of one submitted request."""
+
+    def __init__(
+        self,
+        request: ChatRequest,
+        *,
+        window_events: int,
+        deadline: float,
+        channels: ChannelRegistry,
+        on_finished: Callable[[RequestHandle, Ending], None],
+    ) -> None:
+        self.request = request
+        self.request_id = request.request_id
+        self.submitted_at = trio.current_time()
+        self.admitted_at: float | None = None
+        self.scope = trio.CancelScope(deadline=deadline)
+        self.window = CreditWindow(window_events)
+        self.cancel_reason: str | None = None
+        self._on_finished = on_finished
+        self._finished = False
+        # Bounded by construction: every batch but the ending holds at least
+        # one credit, and at most ``window_events`` credits are out at once.
+        self._outbox_send: trio.MemorySendChannel[OutboundBatch]
+        self.outbox_receive: trio.MemoryReceiveChannel[OutboundBatch]
+        self._outbox_send, self.outbox_receive = channels.open(
+            "request.outbox", window_events + _OUTBOX_RESERVE
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def cancel(self, reason: str) -> None:
+        """Cancel the running request; the first reason given is the one reported."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.scope.cancel()
+
+    def deliver(self, events: tuple[OutboundEvent, ...], credits: int) -> None:
+        """Hand events to the consumer without waiting (see the bound above)."""
+        if self._finished:
+            self.window.release(credits)
+            return
+        try:
+            self._outbox_send.send_nowait(OutboundBatch(events=events, credits=credits))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The consumer went away; its cancellation is on its way.
+            self.window.release(credits)
+        except trio.WouldBlock:
+            raise RuntimeError(
+                f"outbound buffer of request {self.request_id} overflowed: credit accounting bug"
+            ) from None
+
+    def finish(self, ending: Ending) -> None:
+        """Deliver the ending and close the outbound buffer; later calls do nothing."""
+        if self._finished:
+            return
+        self._finished = True
+        # If the buffer is gone or full, ResponseStream synthesises an ending.
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
+        ):
+            self._outbox_send.send_nowait(OutboundBatch(events=(ending,), credits=0))
+        self._outbox_send.close()
+        self._on_finished(self, ending)
+
+
+class ResponseStream:
+    """The consumer's side of one request: ``async for event in stream``.
+
+    The last event is always an ``Ending``. ``aclose()`` (or leaving
+    ``async with``) before that cancels the request.
+    """
+
+    def __init__(self, handle: RequestHandle, cancel: Callable[[str, str], object]) -> None:
+        self._handle = handle
+        self._cancel = cancel
+        self._pending: collections.deque[OutboundEvent] = collections.deque()
+        self._ending: Ending | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self._handle.request_id
+
+    @property
+    def ending(self) -> Ending | None:
+        """The ending, once it has been read."""
+        return self._ending
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> OutboundEvent:
+        if not self._pending:
+            if self._ending is not None:
+                raise StopAsyncIteration
+            await self._refill()
+        event = self._pending.popleft()
+        if isinstance(event, _ENDINGS):
+            self._ending = event
+        return event
+
+    async def receive_batch(self) -> tuple[OutboundEvent, ...]:
+        """Everything available now (at least one event); ``()`` after the ending.
+
+        For consumers that handle events in bulk (the bench, adapters).
+        """
+        if not self._pending:
+            if self._ending is not None:
+                return ()
+            await self._refill()
+        events = tuple(self._pending)
+        self._pending.clear()
+        if events and isinstance(events[-1], _ENDINGS):
+            self._ending = events[-1]
+        return events
+
+    async def _refill(self) -> None:
+        try:
+            batch = await self._handle.outbox_receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            # Closed without an ending: only possible if the engine died.
+            self._pending.append(
+                Failed(
+                    request_id=self.request_id,
+                    error=EngineClosed(),
+                    message="The engine stopped before this answer finished; retry.",
+                )
+            )
+            return
+        self._handle.window.release(batch.credits)
+        self._pending.extend(batch.events)
+        # Take whatever else is already waiting: one wake-up, many batches.
+        while True:
+            try:
+                more = self._handle.outbox_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            self._handle.window.release(more.credits)
+            self._pending.extend(more.events)
+
+    async def aclose(self) -> None:
+        """Stop reading; an unfinished request is cancelled."""
+        if self._ending is None and not self._handle.finished:
+            self._cancel(self.request_id, "the consumer closed the stream")
+        self._handle.outbox_receive.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> ResponseStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -1,0 +1,81 @@
+"""Snapshots of what the engine is doing, for operators and researchers.
+
+``Engine.statistics()`` returns one ``EngineStatistics``: per named channel
+its occupancy, bound, waiting tasks and peak; admission counters; the
+per-request flow windows; per-actor counters; and supervisor restarts.
+Everything is a plain frozen value, so it can be sampled, diffed and
+written as JSON (``as_dict``) without touching live state.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from engine.channels import ChannelStats
+
+__all__ = [
+    "ActorCounters",
+    "AdmissionStats",
+    "EngineStatistics",
+    "FlowStats",
+]
+
+
+class ActorCounters:
+    """Monotonic counters owned by one actor (``counters.add("events")``)."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self._counts[name] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionStats:
+    """The waiting room and the concurrency limit."""
+
+    in_flight: int
+    waiting: int
+    max_concurrent: int
+    queue_maxsize: int
+    admitted_total: int
+    rejected_total: int
+    shed_total: int
+    withdrawn_total: int
+    queue_wait_max_s: float
+    queue_wait_total_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowStats:
+    """Per-request credit windows, summed over open requests."""
+
+    open_requests: int
+    credits_in_flight: int
+    credit_capacity: int
+    fetchers_waiting_credit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineStatistics:
+    """One consistent sample of the engine's state."""
+
+    channels: dict[str, ChannelStats]
+    admission: AdmissionStats
+    flow: FlowStats
+    actors: dict[str, dict[str, int]]
+    restarts: dict[str, int]
+    endings: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, ready for JSON."""
+        return dataclasses.asdict(self)

@@ -1,0 +1,324 @@
+"""``open_engine``: starts the actors, supervises them, and shuts them down.
+
+The engine package may not import ``actors`` (imports flow engine ← actors),
+so the actor graph is handed in: ``open_engine(config, ports, graph=...)``.
+``actors.open_engine`` is the same call with the streaming graph filled in,
+and is what bench, adapters and tests use.
+
+Lifecycle::
+
+    open_engine ─ nursery ─┬─ graph (admission ▶ fetcher ▶ parsers ▶ reorderer ▶ batcher ▶ emitter)
+                           └─ services, each under ``supervise`` (restart with backoff)
+
+* Start: the graph starts its actors downstream-first with ``nursery.start``
+  and reports the admission ``Intake``; only then does ``open_engine`` yield.
+* Normal shutdown (leaving the ``async with``, or ``Engine.aclose``): the
+  intake closes (waiting requests end with ``EngineClosed``), each actor's
+  ``async for`` ends and closes its outbox, down to the emitter; after
+  ``shutdown_grace_s`` whatever still runs is cancelled.
+* A crash that is a bug cancels everything and leaves ``open_engine`` as one
+  ``EngineCrashed`` (never an exception group). Every request still open gets
+  a ``Failed`` ending, so no consumer waits forever.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from engine.channels import ChannelRegistry
+from engine.config import EngineConfig
+from engine.errors import EngineClosed, EngineCrashed, UsageError
+from engine.messages import Cancelled, ChatRequest, Ending, Failed
+from engine.ports import EnginePorts
+from engine.request import RequestHandle, ResponseStream
+from engine.statistics import (
+    ActorCounters,
+    AdmissionStats,
+    EngineStatistics,
+    FlowStats,
+)
+
+__all__ = [
+    "ActorGraph",
+    "Engine",
+    "Intake",
+    "ServiceSpec",
+    "Wiring",
+    "open_engine",
+    "supervise",
+]
+
+
+class Intake(Protocol):
+    """The admission actor's synchronous front door (implemented in ``actors``)."""
+
+    def submit(self, handle: RequestHandle) -> None:
+        """Take a request into the waiting room or raise ``AdmissionRejected``."""
+
+    def withdraw(self, request_id: str) -> RequestHandle | None:
+        """Remove a still-waiting request; ``None`` if it was already admitted."""
+
+    def release(self, handle: RequestHandle) -> None:
+        """An admitted request ended: its slot is free."""
+
+    def close(self) -> list[RequestHandle]:
+        """Take no more requests; returns those still waiting (never started)."""
+
+    def statistics(self) -> AdmissionStats: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wiring:
+    """Everything an actor graph needs from the engine."""
+
+    config: EngineConfig
+    ports: EnginePorts
+    channels: ChannelRegistry
+    requests: Mapping[str, RequestHandle]
+    counters: Callable[[str], ActorCounters]
+
+
+class ActorGraph(Protocol):
+    """Runs the pipeline until its intake is closed and every actor has drained."""
+
+    async def __call__(
+        self, wiring: Wiring, *, task_status: trio.TaskStatus[Intake] = ...
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSpec:
+    """A long-lived actor that may fail on external faults and is restarted.
+
+    Exceptions of a type in ``restart_on`` restart it (counted in
+    ``statistics().restarts``); anything else is a bug and crashes the engine.
+    """
+
+    name: str
+    run: Callable[[], Awaitable[None]]
+    restart_on: tuple[type[Exception], ...] = field(default=(OSError,))
+
+
+class Engine:
+    """The handle ``open_engine`` yields: submit, cancel, observe, close."""
+
+    def __init__(self, config: EngineConfig, ports: EnginePorts) -> None:
+        self.config = config
+        self.ports = ports
+        self._channels = ChannelRegistry()
+        # Bounded: a request is here only between submit and its ending, so
+        # at most max_concurrent_requests + queue_maxsize entries.
+        self._requests: dict[str, RequestHandle] = {}
+        self._counters: dict[str, ActorCounters] = {}
+        self._restarts: collections.Counter[str] = collections.Counter()
+        self._endings: collections.Counter[str] = collections.Counter()
+        self._intake: Intake | None = None
+        self._nursery: trio.Nursery | None = None
+        self._closing = False
+        self._pipeline_done = trio.Event()
+
+    # -- public API ------------------------------------------------------
+
+    def submit(self, request: ChatRequest) -> ResponseStream:
+        """Admit a request, or raise at once (never waits).
+
+        Raises ``AdmissionRejected`` when the waiting room is full and
+        ``EngineClosed`` during shutdown. The returned stream yields the
+        request's events and ends with exactly one ``Ending``.
+        """
+        if self._closing or self._intake is None:
+            raise EngineClosed()
+        if request.request_id in self._requests:
+            raise UsageError(f"request id {request.request_id!r} is already in use")
+        handle = RequestHandle(
+            request,
+            window_events=self.config.request_window_events,
+            deadline=trio.current_time() + self.config.request_deadline_s,
+            channels=self._channels,
+            on_finished=self._request_finished,
+        )
+        self._intake.submit(handle)
+        self._requests[handle.request_id] = handle
+        return ResponseStream(handle, self.cancel)
+
+    def cancel(self, request_id: str, reason: str) -> bool:
+        """Cancel a request (waiting or running); False if it is not open."""
+        handle = self._requests.get(request_id)
+        if handle is None:
+            return False
+        if self._intake is not None and self._intake.withdraw(request_id) is not None:
+            handle.cancel_reason = reason
+            handle.finish(Cancelled(request_id=request_id, reason=reason))
+        else:
+            handle.cancel(reason)
+        return True
+
+    def statistics(self) -> EngineStatistics:
+        """A snapshot of every buffer, counter and window (cheap; sample freely)."""
+        handles = list(self._requests.values())
+        assert self._intake is not None, "statistics() is available inside open_engine"
+        return EngineStatistics(
+            channels=self._channels.statistics(),
+            admission=self._intake.statistics(),
+            flow=FlowStats(
+                open_requests=len(handles),
+                credits_in_flight=sum(h.window.in_flight for h in handles),
+                credit_capacity=sum(h.window.capacity for h in handles),
+                fetchers_waiting_credit=sum(h.window.waiting for h in handles),
+            ),
+            actors={name: c.snapshot() for name, c in sorted(self._counters.items())},
+            restarts=dict(self._restarts),
+            endings=dict(self._endings),
+        )
+
+    async def aclose(self) -> None:
+        """Graceful shutdown: finish in-flight work within the grace, then stop."""
+        if not self._closing:
+            self._closing = True
+            if self._intake is not None:
+                for handle in self._intake.close():
+                    handle.finish(_closed_ending(handle.request_id, "before it started"))
+        with trio.move_on_after(self.config.shutdown_grace_s):
+            await self._pipeline_done.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    # -- internals ---------------------------------------------------------
+
+    def _counter(self, name: str) -> ActorCounters:
+        return self._counters.setdefault(name, ActorCounters())
+
+    def _request_finished(self, handle: RequestHandle, ending: Ending) -> None:
+        self._requests.pop(handle.request_id, None)
+        self._endings[type(ending).__name__.lower()] += 1
+        if handle.admitted_at is not None and self._intake is not None:
+            self._intake.release(handle)
+
+    async def _run_graph(
+        self, graph: ActorGraph, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        wiring = Wiring(
+            config=self.config,
+            ports=self.ports,
+            channels=self._channels,
+            requests=self._requests,
+            counters=self._counter,
+        )
+        async with trio.open_nursery() as graph_nursery:
+            self._intake = await graph_nursery.start(graph, wiring)
+            task_status.started()
+        # The graph returns when every actor has drained after intake closed.
+        self._pipeline_done.set()
+
+    def _fail_open_requests(self) -> None:
+        for handle in list(self._requests.values()):
+            handle.finish(_closed_ending(handle.request_id, "before this answer finished"))
+
+
+def _closed_ending(request_id: str, when: str) -> Failed:
+    error = EngineClosed(f"The engine stopped {when}; retry in a moment.")
+    return Failed(request_id=request_id, error=error, message=error.message)
+
+
+@asynccontextmanager
+async def open_engine(
+    config: EngineConfig,
+    ports: EnginePorts,
+    *,
+    graph: ActorGraph,
+    services: tuple[ServiceSpec, ...] = (),
+) -> AsyncIterator[Engine]:
+    """Run an engine for the duration of the ``async with`` block."""
+    engine = Engine(config, ports)
+    body_error: BaseException | None = None
+    crash: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            engine._nursery = nursery
+            await nursery.start(engine._run_graph, graph)
+            for spec in services:
+                nursery.start_soon(supervise, spec, config, engine._restarts)
+            try:
+                yield engine
+            except BaseException as exc:
+                body_error = exc
+                nursery.cancel_scope.cancel()
+            else:
+                await engine.aclose()
+    except BaseException as exc:
+        crash = _collapse(exc)
+    finally:
+        engine._closing = True
+        engine._fail_open_requests()
+    if isinstance(crash, EngineCrashed):
+        raise crash
+    if body_error is not None:
+        raise body_error
+    if crash is not None:
+        raise crash
+
+
+async def supervise(
+    spec: ServiceSpec, config: EngineConfig, restarts: collections.Counter[str]
+) -> None:
+    """Run a service; restart it on external faults with capped, growing backoff.
+
+    ``restart_max_attempts`` consecutive failures end the engine with
+    ``EngineCrashed``. A run that lasted longer than the longest backoff
+    counts as recovered, so an occasional fault never adds up to a crash.
+    """
+    failures = 0
+    while True:
+        started = trio.current_time()
+        try:
+            await spec.run()
+            return
+        except spec.restart_on as exc:
+            if trio.current_time() - started > config.restart_backoff_max_s:
+                failures = 0
+            failures += 1
+            if failures > config.restart_max_attempts:
+                raise EngineCrashed(
+                    f"Service {spec.name!r} failed {failures} times in a row "
+                    f"({type(exc).__name__}: {exc}); check what it depends on."
+                ) from exc
+            restarts[spec.name] += 1
+            delay = min(
+                config.restart_backoff_max_s,
+                config.restart_backoff_initial_s * 2 ** (failures - 1),
+            )
+            await trio.sleep(delay)
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _collapse(exc: BaseException) -> BaseException:
+    """One exception for whatever left the nursery (DESIGN.md §4)."""
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        if isinstance(leaf, EngineCrashed):
+            return leaf
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled | KeyboardInterrupt | SystemExit):
+            crashed = EngineCrashed(
+                f"The engine stopped because of an internal error ({type(leaf).__name__}: "
+                f"{leaf}); this is a bug, please report it with the logs."
+            )
+            crashed.__cause__ = leaf
+            return crashed
+    for leaf in leaves:
+        if isinstance(leaf, KeyboardInterrupt | SystemExit):
+            return leaf
+    return leaves[0]
