@@ -35,7 +35,7 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
     """One payload → ``DeltaEvent`` | ``UpstreamEvent`` | ``ParseFailed``."""
     try:
         data: Any = _decode(payload)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         try:
             data = json.loads(payload)
         except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError

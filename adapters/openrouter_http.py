@@ -1,0 +1,166 @@
+"""The OpenRouter HTTP transport: ``engine.ports.UpstreamTransport`` over httpx.
+
+trio-flavoured (httpx picks its trio backend when run under trio). One
+shared ``httpx.AsyncClient`` per transport, so connections are kept alive
+and reused across requests (the original opened a session per request,
+weakness 20). Its pool is sized from the engine's concurrency limit.
+
+Every httpx exception is translated here, once, into an
+``engine.errors.UpstreamError`` with a message a person can act on. The API
+key lives only in the client's default headers: it is never part of a
+message, a ``repr`` or a statistic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+
+import httpx
+import trio
+
+from engine.config import EngineConfig
+from engine.errors import (
+    UpstreamConnectError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+
+__all__ = ["OpenRouterHttpTransport"]
+
+_APP_TITLE = "orpipe"
+_APP_URL = "https://github.com/orpipe/orpipe"
+_CLOSE_GRACE_S = 5.0
+
+
+class _Response:
+    """``UpstreamResponse`` over an httpx streaming response."""
+
+    def __init__(self, response: httpx.Response, read_idle_timeout_s: float) -> None:
+        self._response = response
+        self._idle = read_idle_timeout_s
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.ReadTimeout as exc:
+            raise UpstreamTimeout(
+                "idle read",
+                self._idle,
+                message=(
+                    f"OpenRouter sent nothing for {self._idle:g} s in the middle of the answer, "
+                    "so the request was stopped; retry."
+                ),
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamProtocolError(
+                "The connection to OpenRouter was cut in the middle of the answer "
+                f"({_describe(exc)}); retry to get a complete answer."
+            ) from exc
+
+    async def read_limited(self, limit: int) -> bytes:
+        body = bytearray()
+        try:
+            async for chunk in self._response.aiter_raw():
+                body += chunk
+                if len(body) >= limit:
+                    break
+        except httpx.TransportError:
+            pass  # the status code already tells what happened
+        return bytes(body[:limit])
+
+
+class OpenRouterHttpTransport:
+    """Streams ``POST {base_url}/responses``; use as ``async with``."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        api_key: str,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._config = config
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+            # Identity, so raw chunks are SSE bytes with no decoder in between.
+            "Accept-Encoding": "identity",
+            "HTTP-Referer": _APP_URL,
+            "X-Title": _APP_TITLE,
+            **(extra_headers or {}),
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        connections = config.max_concurrent_requests + 8
+        self._client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers=headers,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout_s,
+                read=config.read_idle_timeout_s,
+                write=config.connect_timeout_s,
+                pool=config.connect_timeout_s,
+            ),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenRouterHttpTransport(base_url={self._config.base_url!r})"
+
+    async def __aenter__(self) -> OpenRouterHttpTransport:
+        await self._client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._client.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def stream(self, body: bytes) -> AsyncIterator[_Response]:
+        request = self._client.build_request("POST", "responses", content=body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            phase, limit = _timeout_phase(exc, self._config)
+            raise UpstreamTimeout(phase, limit) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamConnectError(_describe(exc)) from exc
+        try:
+            yield _Response(response, self._config.read_idle_timeout_s)
+        finally:
+            # Shielded so a cancelled request still returns its connection to
+            # the pool; bounded so a dead peer cannot hold the cancellation.
+            with trio.move_on_after(_CLOSE_GRACE_S, shield=True):
+                await response.aclose()
+
+
+def _timeout_phase(exc: httpx.TimeoutException, config: EngineConfig) -> tuple[str, float]:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect", config.connect_timeout_s
+    if isinstance(exc, httpx.PoolTimeout):
+        return "waiting for a free connection", config.connect_timeout_s
+    if isinstance(exc, httpx.WriteTimeout):
+        return "sending the request", config.connect_timeout_s
+    return "waiting for the first byte", config.read_idle_timeout_s
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """Exception class and message; httpx messages carry no headers or keys."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
