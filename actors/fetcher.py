@@ -20,8 +20,10 @@ finaliser ends the request.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
@@ -82,6 +84,19 @@ async def fetcher(
                     nursery.start_soon(
                         _RequestFetch(handle, shared).run, name=f"fetch {handle.request_id}"
                     )
+
+
+#: After ``[DONE]`` the body should end at once; read at most this much more
+#: so the HTTP body iterators finish normally instead of being abandoned.
+_AFTER_DONE_LIMIT = 64 * 1024
+
+
+async def _drain_after_done(chunks: AsyncIterator[bytes]) -> None:
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > _AFTER_DONE_LIMIT:
+            return
 
 
 class _RequestFetch:
@@ -151,20 +166,24 @@ class _RequestFetch:
                         response.status_code, error_body, response.headers, time.time()
                     )
                 framer = SseFramer(config.max_event_bytes)
-                async for chunk in response.iter_bytes():
-                    counters.add("bytes", len(chunk))
-                    try:
-                        payloads = framer.feed(chunk)
-                    except EventTooLarge as exc:
-                        raise UpstreamProtocolError(
-                            f"OpenRouter sent an event larger than {exc.limit:,} bytes, so the "
-                            "stream was stopped to protect memory; retry, or raise "
-                            "max_event_bytes."
-                        ) from exc
-                    if payloads:
-                        await self._forward(payloads)
-                    if framer.done:
-                        return
+                # aclosing: leaving at [DONE] must close the body iterator now,
+                # not whenever the garbage collector gets to it.
+                async with contextlib.aclosing(response.iter_bytes()) as chunks:
+                    async for chunk in chunks:
+                        counters.add("bytes", len(chunk))
+                        try:
+                            payloads = framer.feed(chunk)
+                        except EventTooLarge as exc:
+                            raise UpstreamProtocolError(
+                                f"OpenRouter sent an event larger than {exc.limit:,} bytes, so "
+                                "the stream was stopped to protect memory; retry, or raise "
+                                "max_event_bytes."
+                            ) from exc
+                        if payloads:
+                            await self._forward(payloads)
+                        if framer.done:
+                            await _drain_after_done(chunks)
+                            return
                 if payloads := framer.close():
                     await self._forward(payloads)
         if attempt_scope.cancelled_caught:

@@ -13,6 +13,7 @@ message, a ``repr`` or a statistic.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -51,8 +52,9 @@ class _Response:
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.aiter_raw():
-                yield chunk
+            async with contextlib.aclosing(self._response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except httpx.ReadTimeout as exc:
             raise UpstreamTimeout(
                 "idle read",
@@ -71,10 +73,11 @@ class _Response:
     async def read_limited(self, limit: int) -> bytes:
         body = bytearray()
         try:
-            async for chunk in self._response.aiter_raw():
-                body += chunk
-                if len(body) >= limit:
-                    break
+            async with contextlib.aclosing(self._response.aiter_raw()) as chunks:
+                async for chunk in chunks:
+                    body += chunk
+                    if len(body) >= limit:
+                        break
         except httpx.TransportError:
             pass  # the status code already tells what happened
         return bytes(body[:limit])

@@ -188,8 +188,14 @@ class ResponseStream:
 
     async def aclose(self) -> None:
         """Stop reading; an unfinished request is cancelled."""
-        if self._ending is None and not self._handle.finished:
-            self._cancel(self.request_id, "the consumer closed the stream")
+        if self._ending is None:
+            reason = "the consumer closed the stream"
+            if not self._handle.finished:
+                self._cancel(self.request_id, reason)
+            # The consumer will not read the engine's ending any more; record
+            # the one that applies, and make further iteration stop.
+            self._ending = Cancelled(request_id=self.request_id, reason=reason)
+            self._pending.clear()
         self._handle.outbox_receive.close()
         await trio.lowlevel.checkpoint()
 
