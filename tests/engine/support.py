@@ -14,10 +14,10 @@ from adapters import OpenRouterHttpTransport
 from bench.mock_openrouter import MockServer, serve_mock
 from engine import (
     ChatRequest,
+    Ending,
     Engine,
     EngineConfig,
     EnginePorts,
-    Ending,
     OutboundEvent,
     ReasoningDelta,
     ResponseStream,
@@ -77,15 +77,21 @@ async def mock_server(**kwargs: object) -> AsyncIterator[MockServer]:
 @asynccontextmanager
 async def running_engine(server: MockServer, **overrides: object) -> AsyncIterator[Engine]:
     config = EngineConfig(base_url=server.base_url, **overrides)  # type: ignore[arg-type]
-    async with OpenRouterHttpTransport(config, api_key=API_KEY) as transport:
-        async with open_engine(config, EnginePorts(transport=transport)) as engine:
-            yield engine
+    async with (
+        OpenRouterHttpTransport(config, api_key=API_KEY) as transport,
+        open_engine(config, EnginePorts(transport=transport)) as engine,
+    ):
+        yield engine
 
 
-async def wait_until(predicate: Callable[[], bool], *, timeout: float = 10.0) -> None:
-    """Poll a condition (no fixed sleeps): fails the test if it never holds."""
-    with trio.fail_after(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool], *, limit_s: float = 10.0) -> None:
+    """Poll a condition (no fixed sleeps): fails the test if it never holds.
+
+    Polling, because the conditions are read from statistics and another
+    process's counters, which have no event to wait on.
+    """
+    with trio.fail_after(limit_s):
+        while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.005)
 
 

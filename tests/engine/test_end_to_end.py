@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 
 from bench.mock_scenarios import plan
 from engine import (
@@ -177,7 +178,7 @@ async def test_a_stall_ends_after_the_idle_read_timeout() -> None:
     async with mock_server() as server, running_engine(server, read_idle_timeout_s=0.3) as engine:
         with trio.fail_after(10):
             got = await collect(engine.submit(request("stall", tokens=20, stall_after=5)))
-        await trio.sleep(0)  # let the server notice the disconnect
+        await trio.lowlevel.checkpoint()  # let the server notice the disconnect
     assert isinstance(got.ending, Failed)
     assert isinstance(got.ending.error, UpstreamTimeout)
     assert "sent nothing for 0.3 s" in got.ending.message
