@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test lint typecheck pytest venv clean
+.PHONY: demo test pins lint typecheck pytest venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m bench run demo
 
+# Our ranges must accept Open WebUI 0.12.4's pinned versions (resolve only, install nothing).
+pins: $(STAMP)
+	$(PY) -m pip install --quiet --dry-run --ignore-installed \
+		-c tests/owui-0.12.4-pins.txt '.[bench]'
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine actors adapters bench tests
 
@@ -32,7 +37,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck pytest
+test: pins lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,90 @@
+"""The baseline phase: the least a client must do to consume the same streams.
+
+Owns the bare client: one shared ``httpx.AsyncClient`` (keep-alive, pool
+larger than the concurrency), one trio task per stream, a minimal inline
+SSE splitter, and ``msgspec`` decoding of each event into a dict. Nothing
+else: no validation, no batching, no per-request state beyond the stream.
+It is the yardstick the engine's CPU per event is divided by, so it must
+be a *fair* minimum: same HTTP library, same raw body reads, full decode.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import httpx
+import msgspec
+
+from bench.measure import Outcome, Phase, RequestRecord, drive
+from bench.scenarios import BenchScenario
+
+__all__ = ["run_baseline"]
+
+_TEXT_DELTA = "response.output_text.delta"
+_COMPLETED = "response.completed"
+
+
+class _Counter:
+    __slots__ = ("events",)
+
+    def __init__(self) -> None:
+        self.events = 0
+
+
+async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> None:
+    """Drive ``phase`` with bare httpx streams against the mock at ``base_url``."""
+    connections = phase.concurrency + 8
+    counter = _Counter()
+    phase.events_now = lambda: counter.events
+    phase.event_source = "client: SSE events decoded (excluding [DONE])"
+    body = {
+        "model": f"mock/{scenario.model_scenario}",
+        "input": [{"role": "user", "content": "bench"}],
+        "stream": True,
+        "metadata": scenario.mock_metadata(),
+    }
+    async with httpx.AsyncClient(
+        base_url=base_url.rstrip("/") + "/",
+        headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"},
+        timeout=httpx.Timeout(10.0, read=300.0),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    ) as client:
+        await drive(phase, partial(_one_stream, client, body, counter))
+
+
+async def _one_stream(
+    client: httpx.AsyncClient, body: dict[str, Any], counter: _Counter, record: RequestRecord
+) -> tuple[Outcome, str]:
+    decode = _decode
+    completed = False
+    try:
+        # Encoded per request, as any client building a fresh request would.
+        content = _encode(body)
+        async with client.stream(
+            "POST", "responses", content=content, headers={"Content-Type": "application/json"}
+        ) as response:
+            if response.status_code != 200:
+                return "failed", f"http {response.status_code}"
+            pending = b""
+            async for chunk in response.aiter_raw():
+                blocks = (pending + chunk).split(b"\n\n")
+                pending = blocks.pop()
+                for block in blocks:
+                    if not block.startswith(b"data: ") or block == b"data: [DONE]":
+                        continue  # keep-alive comments and the end marker
+                    event = decode(block[6:])
+                    counter.events += 1
+                    kind = event["type"]
+                    if kind == _TEXT_DELTA:
+                        if record.ttft is None:
+                            record.first_token()
+                    elif kind == _COMPLETED:
+                        completed = True
+    except (httpx.HTTPError, msgspec.DecodeError, KeyError) as exc:
+        return "failed", type(exc).__name__
+    return ("completed", "") if completed else ("failed", "no response.completed")
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode

@@ -1,0 +1,82 @@
+"""Bench scenarios as data: what load a ``python -m bench run NAME`` offers.
+
+Owns ``BenchScenario`` (one frozen dataclass per scenario) and the built-in
+table ``SCENARIOS``. Everything here is plain values so a later change can
+load the same fields from TOML without touching the runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SCENARIOS", "BenchScenario", "scenario_named"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchScenario:
+    """One offered load: the mock's stream shape and the closed-loop size."""
+
+    name: str
+    description: str
+    #: The mock scenario, sent as ``model="mock/<model_scenario>"``.
+    model_scenario: str = "text"
+    #: Text deltas per stream (the mock adds 8 framing events per stream).
+    tokens: int = 200
+    #: Tokens per second per stream; 0 sends as fast as the mock can.
+    tps: float = 0.0
+    #: SSE events per socket write; 1 is the worst case for a client.
+    events_per_write: int = 1
+    #: Closed-loop workers: each starts a new stream when its last one ends.
+    concurrency: int = 200
+    #: Counted seconds per phase, after the warm-up.
+    duration_s: float = 15.0
+    #: Seconds per phase run but not counted (connection setup, caches).
+    warmup_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1 or self.events_per_write < 1 or self.concurrency < 1:
+            raise ValueError("tokens, events_per_write and concurrency must be at least 1")
+        if self.tps < 0 or self.duration_s <= 0 or self.warmup_s < 0:
+            raise ValueError("tps and warmup_s must be ≥ 0 and duration_s > 0")
+
+    def replace(self, **changes: Any) -> BenchScenario:
+        return dataclasses.replace(self, **changes)
+
+    def mock_metadata(self) -> dict[str, str]:
+        """The request ``metadata`` that tells the mock how to stream (values are text)."""
+        return {
+            "mock.tokens": str(self.tokens),
+            "mock.tps": f"{self.tps:g}",
+            "mock.events_per_write": str(self.events_per_write),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SCENARIOS: dict[str, BenchScenario] = {
+    s.name: s
+    for s in (
+        BenchScenario(
+            name="demo",
+            description="short run for `make demo`: 200 streams, 1 event per write, 15 s a phase",
+            duration_s=15.0,
+        ),
+        BenchScenario(
+            name="streaming",
+            description="the demo's shape, measured for longer (60 s a phase)",
+            duration_s=60.0,
+            warmup_s=3.0,
+        ),
+    )
+}
+
+
+def scenario_named(name: str) -> BenchScenario:
+    """The built-in scenario ``name``; ``KeyError`` lists the known ones."""
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}") from None
