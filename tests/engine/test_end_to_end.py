@@ -25,7 +25,7 @@ from engine import (
     UpstreamTimeout,
     Usage,
 )
-from tests.engine.support import collect, metadata, mock_server, request, running_engine
+from tests.engine.support import API_KEY, collect, metadata, mock_server, request, running_engine
 
 
 async def test_plain_text_equals_what_the_mock_sent() -> None:
@@ -261,3 +261,26 @@ async def test_faults_do_not_harm_other_requests_on_the_same_engine() -> None:
     assert endings.count(Failed) == 6 and endings.count(Completed) == 1  # malformed completes
     assert stats.flow.open_requests == 0
     assert stats.admission.in_flight == 0
+
+
+async def test_the_api_key_appears_in_no_event_error_or_statistic() -> None:
+    scenarios = ["text", "http-401", "http-429", "drop", "failed", "stall", "malformed"]
+    seen: list[str] = []
+    async with (
+        mock_server() as server,
+        running_engine(server, read_idle_timeout_s=0.3, retry_attempts=0) as engine,
+    ):
+        for scenario in scenarios:
+            got = await collect(engine.submit(request(scenario, tokens=10, stall_after=2)))
+            seen.extend(repr(event) for event in got.events)
+            if isinstance(got.ending, Failed):
+                error = got.ending.error
+                seen.extend(
+                    [str(error), repr(error), repr(error.__cause__), repr(error.__context__)]
+                )
+        seen.append(repr(engine.statistics().as_dict()))
+        seen.append(repr(engine.ports))
+    assert len(seen) > 20
+    for text in seen:
+        assert API_KEY not in text
+        assert API_KEY[-12:] not in text
