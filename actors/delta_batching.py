@@ -69,7 +69,7 @@ class DeltaBatcher:
             return []
         text = "".join(self._parts)
         held = ""
-        if not final and _is_high_surrogate(text[-1]):
+        if not final and text and _is_high_surrogate(text[-1]):
             text, held = text[:-1], text[-1]
             if not text:
                 return []  # only the half pair is pending: it keeps its credits

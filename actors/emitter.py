@@ -84,8 +84,10 @@ class _Emitting:
         self.counters.add(f"ending_{type(ending).__name__.lower()}")
         if handle is None:
             return
-        if events or credits:
+        if events:
             handle.deliver(tuple(events), credits)
+        else:
+            handle.window.release(credits)
         handle.finish(ending)
 
 

@@ -86,17 +86,20 @@ async def fetcher(
                     )
 
 
-#: After ``[DONE]`` the body should end at once; read at most this much more
-#: so the HTTP body iterators finish normally instead of being abandoned.
+#: After ``[DONE]`` the body should end at once. Reading its end lets the HTTP
+#: body iterators finish normally instead of being abandoned, but a server that
+#: keeps the body open must not delay the request's ending: both are bounded.
 _AFTER_DONE_LIMIT = 64 * 1024
+_AFTER_DONE_GRACE_S = 0.1
 
 
 async def _drain_after_done(chunks: AsyncIterator[bytes]) -> None:
     seen = 0
-    async for chunk in chunks:
-        seen += len(chunk)
-        if seen > _AFTER_DONE_LIMIT:
-            return
+    with trio.move_on_after(_AFTER_DONE_GRACE_S):
+        async for chunk in chunks:
+            seen += len(chunk)
+            if seen > _AFTER_DONE_LIMIT:
+                return
 
 
 class _RequestFetch:

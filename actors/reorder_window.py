@@ -51,6 +51,11 @@ class ReorderWindow(Generic[T]):
                 f"sequence {first_seq}+{count} is beyond the window "
                 f"[{self.next_seq}, {self.next_seq + self.capacity})"
             )
+        for held_seq, (held_count, _) in self._held.items():
+            if held_seq < first_seq + count and first_seq < held_seq + held_count:
+                raise ReorderError(
+                    f"sequence {first_seq}+{count} overlaps {held_seq}+{held_count}, already held"
+                )
         if first_seq != self.next_seq:
             self._held[first_seq] = (count, item)
             self.held_events += count

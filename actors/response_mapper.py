@@ -99,6 +99,8 @@ class ResponseMapper:
         if self._terminal is not None:
             return []  # nothing after the terminal event counts
         match item:
+            case TextRun(text=""):
+                return []  # empty deltas: their credits go back, nothing to show
             case TextRun(channel="text", text=text):
                 self.text_chars += len(text)
                 return [TextDelta(request_id=self.request_id, text=text)]

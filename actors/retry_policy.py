@@ -84,7 +84,8 @@ def http_error_from_response(
         error = envelope.get("error")
         if isinstance(error, dict):
             raw_code = error.get("code")
-            code = raw_code if isinstance(raw_code, int | str) else None
+            valid = isinstance(raw_code, int | str) and not isinstance(raw_code, bool)
+            code = raw_code if valid else None
             detail = str(error.get("message") or "")
     if not detail:
         detail = body[:200].decode("utf-8", "replace").strip()

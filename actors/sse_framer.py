@@ -54,6 +54,9 @@ class SseFramer:
             line = bytes(buffer[start:end])
             start = end + 1
             self._line(line[:-1] if line.endswith(b"\r") else line, events)
+        if self.done:
+            buffer.clear()  # whatever follows [DONE] is not part of the stream
+            return events
         del buffer[:start]
         pending = len(buffer) + self._data_size
         if pending > self.max_event_bytes:

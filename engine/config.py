@@ -101,7 +101,9 @@ class EngineConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if "range" in f.metadata:
-                _check_range(f.name, getattr(self, f.name), f.metadata)
+                # Annotations are strings here (postponed evaluation).
+                whole = f.type in ("int", "int | None")
+                _check_range(f.name, getattr(self, f.name), f.metadata, whole=whole)
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(
                 "base_url",
@@ -136,7 +138,7 @@ class EngineConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _check_range(name: str, value: object, meta: Mapping[str, Any]) -> None:
+def _check_range(name: str, value: object, meta: Mapping[str, Any], *, whole: bool) -> None:
     low, high = meta["range"]
     if value is None:
         if meta["optional"]:
@@ -144,6 +146,8 @@ def _check_range(name: str, value: object, meta: Mapping[str, Any]) -> None:
         raise ConfigError(name, value, f"a number from {low} to {high}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(name, value, f"a number from {low} to {high}")
+    if whole and not isinstance(value, int):
+        raise ConfigError(name, value, f"a whole number from {low} to {high}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(name, value, f"a finite number from {low} to {high}")
     if not low <= value <= high:

@@ -2,7 +2,10 @@
 
 All are frozen, slotted, keyword-only dataclasses. Containers inside them are
 tuples or read-only mappings (``freeze_json``), so a message can be shared by
-several actors without anyone changing it underneath another.
+several actors without anyone changing it underneath another. One exception,
+for the hot path: a decoded upstream event's payload (``UpstreamEvent.data``,
+``OutputItem.item``) is the decoder's own dict, typed read-only (``Mapping``)
+and never mutated, instead of being deep-copied for every event.
 
 Channels carry one union alias each (DESIGN.md §2)::
 

@@ -24,7 +24,9 @@ class UpstreamResponse(Protocol):
     def status_code(self) -> int: ...
 
     @property
-    def headers(self) -> Mapping[str, str]: ...
+    def headers(self) -> Mapping[str, str]:
+        """Response headers; lookups ignore case (``headers.get("retry-after")``)."""
+        ...
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Body chunks as they arrive.

@@ -163,6 +163,10 @@ class ResponseStream:
         return events
 
     async def _refill(self) -> None:
+        while not self._pending:
+            await self._receive_more()
+
+    async def _receive_more(self) -> None:
         try:
             batch = await self._handle.outbox_receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):

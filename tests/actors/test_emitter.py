@@ -1,0 +1,228 @@
+"""The emitter: deliveries into RequestHandle outboxes, credits, endings via finish."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+import trio.testing
+
+from actors.emitter import emitter
+from engine.errors import UpstreamTimeout
+from engine.messages import (
+    BatchOut,
+    Cancelled,
+    Completed,
+    Failed,
+    OutboundBatch,
+    ParseFailed,
+    RequestBatch,
+    StreamEnded,
+    TextDelta,
+    TextRun,
+    UpstreamEvent,
+    Usage,
+)
+from engine.request import RequestHandle, ResponseStream
+from engine.statistics import ActorCounters
+from tests.actors.fakes import Finished, drain_outbound, make_handle, tasks_named
+
+
+def _run(rid: str, text: str, events: int) -> TextRun:
+    return TextRun(request_id=rid, channel="text", text=text, events=events)
+
+
+def _ev(kind: str, **data: object) -> UpstreamEvent:
+    return UpstreamEvent(seq=0, type=kind, data={"type": kind, **data})
+
+
+def _open(requests: dict[str, RequestHandle]):
+    send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](100)
+    counters = ActorCounters()
+    actor = functools.partial(emitter, receive, requests=requests, counters=counters)
+    return send, counters, actor
+
+
+async def test_deliveries_credits_and_the_ending() -> None:
+    finished = Finished()
+    handle = make_handle(window_events=8, finished=finished)
+    rid = handle.request_id
+    await handle.window.acquire(6)  # what the fetcher took for six upstream events
+    send, counters, actor = _open({rid: handle})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        # A run of two deltas and a quiet event: one batch, three credits.
+        await send.send(
+            (
+                RequestBatch(
+                    request_id=rid, items=(_run(rid, "Hel", 2), _ev("response.in_progress"))
+                ),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain_outbound(handle) == [
+            OutboundBatch(events=(TextDelta(request_id=rid, text="Hel"),), credits=3)
+        ]
+        handle.window.release(3)  # the consumer took it
+        assert handle.window.in_flight == 3
+        # Events with no outbound effect give their credits back at once.
+        await send.send(
+            (
+                RequestBatch(
+                    request_id=rid,
+                    items=(_ev("response.output_text.done"), _ev("response.content_part.done")),
+                ),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain_outbound(handle) == []
+        assert handle.window.in_flight == 1
+        usage = {"input_tokens": 2, "output_tokens": 3, "total_tokens": 5}
+        completed = _ev("response.completed", response={"id": "resp_1", "usage": usage})
+        await send.send(
+            (RequestBatch(request_id=rid, items=(completed,)), StreamEnded(request_id=rid, seq=6))
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        ending = Completed(request_id=rid, response_id="resp_1", text_chars=3)
+        assert drain_outbound(handle) == [
+            OutboundBatch(
+                events=(Usage(request_id=rid, input_tokens=2, output_tokens=3, total_tokens=5),),
+                credits=1,
+            ),
+            OutboundBatch(events=(ending,), credits=0),
+        ]
+        assert handle.finished
+        assert finished.endings == [(handle, ending)]
+        with pytest.raises(trio.EndOfChannel):
+            handle.outbox_receive.receive_nowait()  # finish() closed the request's outbox
+        await send.aclose()
+    snapshot = counters.snapshot()
+    assert snapshot["ending_completed"] == 1
+    assert snapshot["events"] == 1
+
+
+async def test_a_consumer_reads_it_through_response_stream() -> None:
+    handle = make_handle(window_events=4)
+    rid = handle.request_id
+    send, _, actor = _open({rid: handle})
+    cancels: list[tuple[str, str]] = []
+    stream = ResponseStream(handle, lambda r, why: cancels.append((r, why)))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await handle.window.acquire(3)
+        await send.send(
+            (
+                RequestBatch(request_id=rid, items=(_run(rid, "a", 1), _run(rid, "b", 1))),
+                RequestBatch(request_id=rid, items=(ParseFailed(seq=2, reason="bad", size=1),)),
+                StreamEnded(request_id=rid, seq=3, failure=UpstreamTimeout("idle read", 300)),
+            )
+        )
+        events = [event async for event in stream]
+        await send.aclose()
+    assert [type(e).__name__ for e in events] == ["TextDelta", "TextDelta", "Notice", "Failed"]
+    assert isinstance(stream.ending, Failed)
+    assert "2 characters" in stream.ending.message
+    assert handle.window.in_flight == 0  # every credit came back
+    assert cancels == []
+
+
+async def test_credit_less_events_wait_for_the_next_delivery() -> None:
+    handle = make_handle(window_events=4)
+    rid = handle.request_id
+    send, _, actor = _open({rid: handle})
+    await handle.window.acquire(1)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        # A run of zero events (a stray half pair made whole): nothing to pay with.
+        await send.send((RequestBatch(request_id=rid, items=(_run(rid, "\ufffd", 0),)),))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain_outbound(handle) == []
+        await send.send((RequestBatch(request_id=rid, items=(_run(rid, "x", 1),)),))
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain_outbound(handle) == [
+            OutboundBatch(
+                events=(
+                    TextDelta(request_id=rid, text="\ufffd"),
+                    TextDelta(request_id=rid, text="x"),
+                ),
+                credits=1,
+            )
+        ]
+        await send.aclose()
+
+
+async def test_cancelled_ending_and_unknown_requests() -> None:
+    handle = make_handle()
+    rid = handle.request_id
+    send, counters, actor = _open({rid: handle})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(
+            (
+                RequestBatch(request_id="ghost", items=(_ev("response.in_progress"),)),
+                StreamEnded(request_id="ghost", seq=1),
+                StreamEnded(request_id=rid, seq=0, cancel_reason="client left"),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert drain_outbound(handle) == [
+            OutboundBatch(events=(Cancelled(request_id=rid, reason="client left"),), credits=0)
+        ]
+        await send.aclose()
+    snapshot = counters.snapshot()
+    assert snapshot["ending_cancelled"] == 1
+    assert snapshot["ending_failed"] == 1  # the ghost: no terminal event
+
+
+async def test_unknown_event_types_are_counted() -> None:
+    handle = make_handle()
+    rid = handle.request_id
+    await handle.window.acquire(2)
+    send, counters, actor = _open({rid: handle})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(
+            (
+                RequestBatch(
+                    request_id=rid, items=(_ev("response.brand_new"), _ev("response.brand_new"))
+                ),
+                StreamEnded(request_id=rid, seq=2),
+            )
+        )
+        await send.aclose()
+    assert counters.snapshot()["unknown_events"] == 2
+    batches = drain_outbound(handle)
+    # Effect-less events give their credits straight back; only the ending is delivered.
+    assert handle.window.in_flight == 0
+    assert [b.credits for b in batches] == [0]
+    assert isinstance(batches[0].events[0], Failed)
+
+
+async def test_inbox_end_ends_the_emitter() -> None:
+    send, _, actor = _open({})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.aclose()
+        with trio.fail_after(1):
+            while tasks_named("emitter-actor"):
+                await trio.testing.wait_all_tasks_blocked()
+                await trio.lowlevel.checkpoint()
+    assert send.statistics().open_receive_channels == 0  # it closed its inbox
+
+
+async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockClock) -> None:
+    handle = make_handle()
+    rid = handle.request_id
+    await handle.window.acquire(1)
+    send, _, actor = _open({rid: handle})
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor, name="emitter-actor")
+            await send.send((RequestBatch(request_id=rid, items=(_run(rid, "a", 1),)),))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()  # mid-request: no ending delivered yet
+    assert nursery.cancel_scope.cancelled_caught
+    assert not tasks_named("emitter-actor")
+    assert send.statistics().open_receive_channels == 0
+    assert not handle.finished  # the engine's finaliser ends it, not the emitter
