@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 import msgspec
@@ -93,7 +93,7 @@ _AFTER_DONE_LIMIT = 64 * 1024
 _AFTER_DONE_GRACE_S = 0.1
 
 
-async def _drain_after_done(chunks: AsyncIterator[bytes]) -> None:
+async def _drain_after_done(chunks: AsyncGenerator[bytes, None]) -> None:
     seen = 0
     with trio.move_on_after(_AFTER_DONE_GRACE_S):
         async for chunk in chunks:

@@ -41,8 +41,6 @@ class SseFramer:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The payloads of every event completed by ``chunk``, in order."""
-        if self.done:
-            return []
         buffer = self._buffer
         buffer += chunk
         events: list[bytes] = []

@@ -14,9 +14,10 @@ message, a ``repr`` or a statistic.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import cast
 
 import httpx
 import trio
@@ -50,9 +51,9 @@ class _Response:
     def headers(self) -> Mapping[str, str]:
         return self._response.headers
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         try:
-            async with contextlib.aclosing(self._response.aiter_raw()) as chunks:
+            async with contextlib.aclosing(_raw_chunks(self._response)) as chunks:
                 async for chunk in chunks:
                     yield chunk
         except httpx.ReadTimeout as exc:
@@ -73,7 +74,7 @@ class _Response:
     async def read_limited(self, limit: int) -> bytes:
         body = bytearray()
         try:
-            async with contextlib.aclosing(self._response.aiter_raw()) as chunks:
+            async with contextlib.aclosing(_raw_chunks(self._response)) as chunks:
                 async for chunk in chunks:
                     body += chunk
                     if len(body) >= limit:
@@ -151,6 +152,11 @@ class OpenRouterHttpTransport:
             # the pool; bounded so a dead peer cannot hold the cancellation.
             with trio.move_on_after(_CLOSE_GRACE_S, shield=True):
                 await response.aclose()
+
+
+def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """httpx's ``aiter_raw`` is an async generator, though typed as an iterator."""
+    return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
 
 
 def _timeout_phase(exc: httpx.TimeoutException, config: EngineConfig) -> tuple[str, float]:

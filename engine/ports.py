@@ -9,7 +9,7 @@ at its own edge.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,7 +28,7 @@ class UpstreamResponse(Protocol):
         """Response headers; lookups ignore case (``headers.get("retry-after")``)."""
         ...
 
-    def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncGenerator[bytes, None]:
         """Body chunks as they arrive.
 
         Raises ``UpstreamTimeout`` when no byte arrives within the idle read
