@@ -12,6 +12,7 @@ the baseline counts when it decodes them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 
 from actors import open_engine
@@ -71,7 +72,7 @@ def _parser_events(engine: Engine) -> int:
 async def _one_request(
     engine: Engine,
     model: str,
-    options: dict[str, object],
+    options: Mapping[str, object],
     outbound: _Outbound,
     record: RequestRecord,
 ) -> tuple[Outcome, str]:

@@ -16,7 +16,6 @@ end (streams still open when the drain time runs out count as unfinished).
 from __future__ import annotations
 
 import collections
-import math
 import os
 import sys
 import time
@@ -95,6 +94,8 @@ class Phase:
         #: Upstream events so far; the client installs its own counter.
         self.events_now: Callable[[], int] = lambda: 0
         self.event_source = ""
+        #: CPU seconds of the mock process so far (None where unknown), for context only.
+        self.mock_cpu_now: Callable[[], float | None] = lambda: None
         self.accepting = True
         self.started_at = trio.current_time()
         self.counts: collections.Counter[str] = collections.Counter()
@@ -105,21 +106,26 @@ class Phase:
         self.all_completed = 0
         self.extra: dict[str, Any] = {}
         self._window_open = False
-        self._opened: tuple[float, float, int] | None = None  # wall, cpu, events
-        self._closed: tuple[float, float, int] | None = None
+        self._opened: tuple[float, float, int, float | None] | None = (
+            None  # wall, cpu, events, mock
+        )
+        self._closed: tuple[float, float, int, float | None] | None = None
 
     # -- the counted window -------------------------------------------------
 
     def open_window(self) -> None:
-        self._opened = (trio.current_time(), time.process_time(), self.events_now())
+        self._opened = self._sample()
         self._window_open = True
 
     def close_window(self) -> None:
         """Idempotent; also called on Ctrl-C, so an interrupted phase keeps its figures."""
         if self._window_open and self._closed is None:
-            self._closed = (trio.current_time(), time.process_time(), self.events_now())
+            self._closed = self._sample()
         self._window_open = False
         self.accepting = False
+
+    def _sample(self) -> tuple[float, float, int, float | None]:
+        return (trio.current_time(), time.process_time(), self.events_now(), self.mock_cpu_now())
 
     # -- requests -----------------------------------------------------------
 
@@ -153,10 +159,13 @@ class Phase:
 
     def result(self) -> dict[str, Any]:
         window_s = events = cpu_s = 0.0
+        mock_cpu_s: float | None = None
         if self._opened is not None and self._closed is not None:
             window_s = self._closed[0] - self._opened[0]
             cpu_s = self._closed[1] - self._opened[1]
             events = float(self._closed[2] - self._opened[2])
+            if self._opened[3] is not None and self._closed[3] is not None:
+                mock_cpu_s = self._closed[3] - self._opened[3]
         counts = {k: self.counts[k] for k in _COUNT_KEYS}
         counts["admitted"] = counts["submitted"] - counts["rejected"]
         return {
@@ -171,6 +180,9 @@ class Phase:
             "cpu_s": cpu_s,
             "cpu_us_per_event": cpu_s * 1e6 / events if events > 0 else None,
             "cpu_share_of_one_core": cpu_s / window_s if window_s > 0 else 0.0,
+            "mock_cpu_share_of_one_core": (
+                mock_cpu_s / window_s if mock_cpu_s is not None and window_s > 0 else None
+            ),
             "requests": counts,
             "outcome_details": dict(self.details),
             "warmup_requests": self.warmup_requests,
@@ -233,7 +245,7 @@ def _write_stderr(text: str) -> None:
 
 
 async def _progress(phase: Phase) -> None:
-    """Rewrite one status line ~2×/s; the write runs in a thread, off the event loop."""
+    """Rewrite one status line twice a second; the write runs in a thread, off the loop."""
     last_time, last_events = trio.current_time(), phase.events_now()
     try:
         while True:
@@ -253,7 +265,3 @@ async def _progress(phase: Phase) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_write_stderr, "\r" + " " * 80 + "\r")
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

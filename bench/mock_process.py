@@ -28,6 +28,7 @@ _READY = re.compile(rb"mock-openrouter listening on (http://\S+)")
 _READY_LIMIT = 8192
 _STOP_GRACE_S = 5.0
 _REPO = Path(__file__).resolve().parents[1]
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 class BenchError(Exception):
@@ -41,6 +42,15 @@ class MockProcess:
     base_url: str
     pid: int
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the mock so far (Linux ``/proc``; None elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
     @property
     def stats_url(self) -> str:
         return self.base_url.rsplit("/api/v1", 1)[0] + "/mock/stats"
@@ -51,7 +61,9 @@ async def running_mock(
     *, log_path: Path | None = None, ready_timeout_s: float = 20.0
 ) -> AsyncIterator[MockProcess]:
     """Start the mock, yield once it listens, and always stop it afterwards."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
+    # The repo on the path, so the child finds ``bench`` even without an install.
+    path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
     try:
         process = await trio.lowlevel.open_process(
@@ -89,9 +101,7 @@ async def _await_ready(process: trio.Process, timeout_s: float, log_path: Path |
     match = _READY.search(seen)
     if match is None:
         where = f" (its log: {log_path})" if log_path is not None else ""
-        raise BenchError(
-            f"the mock OpenRouter did not report ready within {timeout_s:g} s{where}"
-        )
+        raise BenchError(f"the mock OpenRouter did not report ready within {timeout_s:g} s{where}")
     return match.group(1).decode()
 
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SCENARIOS", "BenchScenario", "scenario_named"]
+__all__ = ["SCENARIOS", "BenchScenario"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,7 +24,9 @@ class BenchScenario:
     model_scenario: str = "text"
     #: Text deltas per stream (the mock adds 8 framing events per stream).
     tokens: int = 200
-    #: Tokens per second per stream; 0 sends as fast as the mock can.
+    #: Tokens per second per stream; 0 sends as fast as the mock can (``--tps``
+    #: paces it; note a paced run's streams last ``tokens / tps`` seconds and the
+    #: drain waits for them).
     tps: float = 0.0
     #: SSE events per socket write; 1 is the worst case for a client.
     events_per_write: int = 1
@@ -61,7 +63,7 @@ SCENARIOS: dict[str, BenchScenario] = {
     for s in (
         BenchScenario(
             name="demo",
-            description="short run for `make demo`: 200 streams, 1 event per write, 15 s a phase",
+            description="`make demo`: 200 streams flat out, 1 event per write, 15 s a phase",
             duration_s=15.0,
         ),
         BenchScenario(
@@ -72,11 +74,3 @@ SCENARIOS: dict[str, BenchScenario] = {
         ),
     )
 }
-
-
-def scenario_named(name: str) -> BenchScenario:
-    """The built-in scenario ``name``; ``KeyError`` lists the known ones."""
-    try:
-        return SCENARIOS[name]
-    except KeyError:
-        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}") from None

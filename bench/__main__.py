@@ -1,0 +1,7 @@
+"""``python -m bench``: the load bench's command line (see ``bench.cli``)."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""The command line: ``python -m bench run SCENARIO [options]``.
+
+Owns argument parsing and validation (scenario names, ``--set`` engine
+overrides through ``EngineConfig.with_overrides``), exit codes, and what is
+printed: the results table on stdout, one summary line on stderr. A bad
+argument is one line on stderr and exit code 2, never a traceback.
+
+Exit codes: 0 done, 1 the run failed, 2 bad arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import trio
+
+from bench.report import format_table
+from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
+from bench.scenarios import SCENARIOS, BenchScenario
+from engine import ConfigError, EngineConfig
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line (argparse prints usage + message)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bench", description="orpipe load bench (loopback only)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = commands.add_parser("run", help="run a scenario: baseline phase, then engine phase")
+    run.add_argument("scenario", choices=sorted(SCENARIOS), help="built-in scenario")
+    run.add_argument("--concurrency", type=_positive_int, help="concurrent streams")
+    run.add_argument("--duration", type=_positive_float, help="counted seconds per phase")
+    run.add_argument("--warmup", type=_non_negative_float, help="uncounted seconds per phase")
+    run.add_argument("--tokens", type=_positive_int, help="text deltas per stream")
+    run.add_argument("--tps", type=_non_negative_float, help="tokens/s per stream (0: flat out)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an EngineConfig field (repeatable), e.g. --set parser_workers=2",
+    )
+    run.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
+        if name.strip() == "base_url":
+            raise ValueError(
+                "--set base_url is not allowed: the bench points the engine at its mock"
+            )
+        overrides[name.strip()] = value
+    return overrides
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    """Validated options, or ``ValueError``/``ConfigError`` with a one-line reason."""
+    overrides = _parse_overrides(args.overrides)
+    config = EngineConfig().with_overrides(overrides)
+    scenario: BenchScenario = SCENARIOS[args.scenario]
+    changes = {
+        key: value
+        for key, value in (
+            ("concurrency", args.concurrency),
+            ("duration_s", args.duration),
+            ("warmup_s", args.warmup),
+            ("tokens", args.tokens),
+            ("tps", args.tps),
+        )
+        if value is not None
+    }
+    scenario = scenario.replace(**changes)
+    out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
+    return RunOptions(scenario=scenario, config=config, overrides=overrides, out_dir=out_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bench``; returns the exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        options = _options(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"{parser.prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        outcome = trio.run(run_bench, options)
+    except KeyboardInterrupt:  # only before the run installed its own SIGINT handling
+        print(f"{parser.prog}: interrupted before anything was measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _report(outcome, options)
+
+
+def _report(outcome: RunOutcome, options: RunOptions) -> int:
+    document = outcome.document
+    if outcome.phases:
+        print(f"scenario {options.scenario.name}: {_shape(document['scenario'])}")
+        print(format_table(outcome.phases, document.get("cpu_ratio")))
+    status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
+    name = options.scenario.name
+    print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)
+    if outcome.error is not None:
+        print(f"bench: error: {_one_line(outcome.error)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+
+
+def _shape(scenario: Mapping[str, object]) -> str:
+    return (
+        f"{scenario['concurrency']} streams, {scenario['tokens']} tokens each, "
+        f"tps {scenario['tps']:g}, {scenario['events_per_write']} event(s)/write, "
+        f"{scenario['warmup_s']:g} s warm-up + {scenario['duration_s']:g} s counted per phase"
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

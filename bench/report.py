@@ -1,0 +1,120 @@
+"""Presenting a run: the results table, the CPU ratio, and ``results.json``.
+
+Owns the shape of the report only; every figure comes from
+``Phase.result()`` dictionaries assembled by ``bench.runner``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CPU_RATIO_GOAL", "cpu_ratio", "format_table", "ratio_line", "write_results"]
+
+#: engine CPU per event ÷ baseline CPU per event must stay at or under this.
+CPU_RATIO_GOAL = 1.25
+
+_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("phase", "phase"),
+    ("admitted", "admitted"),
+    ("rejected", "rejected"),
+    ("failed", "failed"),
+    ("completed", "completed"),
+    ("events/s", "events_per_s"),
+    ("TTFT p50 ms", "ttft_p50"),
+    ("TTFT p99 ms", "ttft_p99"),
+    ("e2e p50 ms", "e2e_p50"),
+    ("e2e p99 ms", "e2e_p99"),
+    ("CPU µs/event", "cpu_us_per_event"),
+)
+
+
+def cpu_ratio(phases: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """Engine CPU per event over baseline CPU per event; None if either is missing."""
+    try:
+        engine = phases["engine"]["cpu_us_per_event"]
+        baseline = phases["baseline"]["cpu_us_per_event"]
+    except KeyError:
+        return None
+    if engine is None or not baseline:
+        return None
+    return float(engine) / float(baseline)
+
+
+def ratio_line(ratio: float | None) -> str:
+    shown = "n/a" if ratio is None else f"{ratio:.2f}"
+    verdict = "" if ratio is None else ("  ok" if ratio <= CPU_RATIO_GOAL else "  OVER GOAL")
+    return f"engine/baseline CPU per event: {shown} (goal ≤ {CPU_RATIO_GOAL:.2f}){verdict}"
+
+
+def _cells(result: Mapping[str, Any]) -> dict[str, str]:
+    requests = result["requests"]
+    ttft, e2e = result["ttft_ms"], result["e2e_ms"]
+    return {
+        "phase": result["phase"],
+        "admitted": str(requests["admitted"]),
+        "rejected": str(requests["rejected"]),
+        "failed": str(requests["failed"] + requests["unfinished"]),
+        "completed": str(requests["completed"]),
+        "events_per_s": f"{result['events_per_s']:,.0f}",
+        "ttft_p50": _ms(ttft["p50_ms"]),
+        "ttft_p99": _ms(ttft["p99_ms"]),
+        "e2e_p50": _ms(e2e["p50_ms"]),
+        "e2e_p99": _ms(e2e["p99_ms"]),
+        "cpu_us_per_event": _num(result["cpu_us_per_event"], "{:.1f}"),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return _num(value, "{:,.1f}")
+
+
+def _num(value: float | None, pattern: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else pattern.format(value)
+
+
+def format_table(results: Sequence[Mapping[str, Any]], ratio: float | None) -> str:
+    """Aligned plain-text table (phase left, numbers right) and the ratio line."""
+    rows = [_cells(r) for r in results]
+    widths = {
+        key: max(len(title), *(len(row[key]) for row in rows)) if rows else len(title)
+        for title, key in _COLUMNS
+    }
+
+    def line(values: Mapping[str, str]) -> str:
+        parts = [
+            values[key].ljust(widths[key]) if key == "phase" else values[key].rjust(widths[key])
+            for _, key in _COLUMNS
+        ]
+        return "  ".join(parts).rstrip()
+
+    header = line({key: title for title, key in _COLUMNS})
+    rule = "-" * len(header)
+    return "\n".join([header, rule, *(line(row) for row in rows), rule, ratio_line(ratio)])
+
+
+def write_results(directory: Path, document: Mapping[str, Any]) -> Path:
+    """Write ``results.json`` atomically (a half-written file never replaces a good one)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "results.json"
+    temporary = directory / "results.json.tmp"
+    temporary.write_text(json.dumps(_plain(document), indent=2, sort_keys=False) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: non-finite floats become null, unknown objects their ``str``."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -1,0 +1,149 @@
+"""The load bench end to end, scaled down: real mock process, real engine, real CLI.
+
+Checks the shape and the internal consistency of ``results.json`` (counts add
+up, percentiles are ordered, the ratio is engine ÷ baseline), the one-line
+usage errors, and that Ctrl-C still leaves an ``interrupted`` result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.cli import main
+from bench.report import CPU_RATIO_GOAL, format_table
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_RUN = [
+    *("--concurrency", "8", "--duration", "1.5", "--warmup", "0.3", "--tokens", "20", "--tps", "0")
+]
+
+
+def _check_phase(phase: dict[str, Any]) -> None:
+    requests = phase["requests"]
+    assert requests["submitted"] > 0
+    assert (
+        requests["completed"] + requests["failed"] + requests["rejected"] + requests["unfinished"]
+        == requests["submitted"]
+    )
+    assert requests["unfinished"] == 0  # flat-out 20-token streams finish well within the drain
+    assert requests["failed"] == 0, phase["outcome_details"]
+    assert requests["admitted"] == requests["submitted"] - requests["rejected"]
+    assert phase["events"] > 0
+    assert phase["events_per_s"] > 0
+    assert phase["cpu_s"] > 0
+    assert phase["cpu_us_per_event"] > 0
+    assert math.isclose(
+        phase["cpu_us_per_event"], phase["cpu_s"] * 1e6 / phase["events"], rel_tol=1e-9
+    )
+    for name in ("ttft_ms", "e2e_ms"):
+        summary = phase[name]
+        assert summary["count"] == requests["completed"]
+        assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert phase["ttft_ms"]["p50_ms"] <= phase["e2e_ms"]["p99_ms"]
+
+
+def test_small_run_writes_consistent_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "demo", *SMALL_RUN, "--set", "parser_workers=2", "--out", str(tmp_path)])
+    assert code == 0
+    document = json.loads((tmp_path / "results.json").read_text())
+
+    assert document["interrupted"] is False
+    assert document["scenario"]["concurrency"] == 8
+    assert document["overrides"] == {"parser_workers": "2"}
+    assert document["config"]["parser_workers"] == 2
+    assert document["config"]["base_url"].startswith("http://127.0.0.1:")
+    assert document["machine"]["cpu_count"] >= 1
+    baseline, engine = document["phases"]["baseline"], document["phases"]["engine"]
+    _check_phase(baseline)
+    _check_phase(engine)
+    assert document["cpu_ratio"] == pytest.approx(
+        engine["cpu_us_per_event"] / baseline["cpu_us_per_event"]
+    )
+    assert engine["engine_statistics"]["endings"]["completed"] >= engine["requests"]["completed"]
+    assert "sk-bench-dummy" not in (tmp_path / "results.json").read_text()
+
+    out = capsys.readouterr().out
+    assert "baseline" in out and "engine" in out
+    assert f"engine/baseline CPU per event: {document['cpu_ratio']:.2f}" in out
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("no_such_knob=1", "Invalid setting no_such_knob"),
+        ("parser_workers=abc", "Invalid setting parser_workers='abc'"),
+        ("parser_workers=0", "Invalid setting parser_workers=0"),
+        ("parser_workers", "--set expects NAME=VALUE"),
+    ],
+)
+def test_bad_set_is_a_one_line_usage_error(
+    setting: str, expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["run", "demo", "--set", setting, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "bench", "run", "demo", *SMALL_RUN, "--duration", "60"]
+    process = subprocess.Popen(
+        [*command, "--out", str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        # mock.log appears once the run handles SIGINT itself; then let it count a little.
+        while not (tmp_path / "mock.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, err.decode()
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["interrupted"] is True
+    baseline = document["phases"]["baseline"]
+    assert baseline["events"] > 0 and baseline["window_s"] < 5
+    assert "engine" not in document["phases"]
+    assert b"interrupted" in err
+
+
+def test_table_lines_up_and_flags_the_goal() -> None:
+    def phase(name: str, cpu: float) -> dict[str, Any]:
+        latency = {"count": 1, "p50_ms": 1.0, "p99_ms": 2.0, "max_ms": 2.0}
+        requests = {"admitted": 3, "rejected": 0, "failed": 0, "unfinished": 0, "completed": 3}
+        return {
+            "phase": name,
+            "requests": requests,
+            "events_per_s": 1000.0,
+            "ttft_ms": latency,
+            "e2e_ms": latency,
+            "cpu_us_per_event": cpu,
+        }
+
+    table = format_table([phase("baseline", 10.0), phase("engine", 13.0)], 1.3)
+    lines = table.splitlines()
+    assert len({len(line) for line in lines[:3]}) == 1  # header, rule and rows align
+    assert lines[-1].startswith(f"engine/baseline CPU per event: 1.30 (goal ≤ {CPU_RATIO_GOAL}")
+    assert "OVER GOAL" in lines[-1]
