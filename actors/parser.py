@@ -46,18 +46,31 @@ async def _worker(
 ) -> None:
     with inbox, outbox:
         async for first in inbox:
-            bundle = tuple(_parse(message, counters) for message in drain_nowait(inbox, first))
+            tally = _Tally()
+            bundle = tuple([_parse(message, tally) for message in drain_nowait(inbox, first)])
+            # One counter update per bundle, not per event: this is the hot path.
             counters.add("bundles")
+            counters.add("events", tally.events)
+            if tally.failed:
+                counters.add("parse_failed", tally.failed)
             await outbox.send(bundle)
 
 
-def _parse(message: FetchOut, counters: ActorCounters) -> ParseOut:
+class _Tally:
+    __slots__ = ("events", "failed")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.failed = 0
+
+
+def _parse(message: FetchOut, tally: _Tally) -> ParseOut:
     if not isinstance(message, SseBatch):
         return message  # StreamEnded passes through, keeping its place by seq
     seq = message.first_seq
-    items = tuple(decode_event(seq + i, payload) for i, payload in enumerate(message.payloads))
-    counters.add("events", len(items))
-    failures = sum(isinstance(item, ParseFailed) for item in items)
-    if failures:
-        counters.add("parse_failed", failures)
+    items = tuple([decode_event(seq + i, payload) for i, payload in enumerate(message.payloads)])
+    tally.events += len(items)
+    for item in items:
+        if type(item) is ParseFailed:
+            tally.failed += 1
     return ParsedBatch(request_id=message.request_id, first_seq=seq, items=items)

@@ -41,6 +41,24 @@ class SseFramer:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The payloads of every event completed by ``chunk``, in order."""
+        # Fast path for the usual chunk: exactly one whole "data: ...\n\n" event
+        # and nothing pending. Same result as the general path, a third of the work.
+        if (
+            not self._buffer
+            and not self._data
+            and not self.done
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n\n")
+            and len(chunk) - 8 <= self.max_event_bytes
+        ):
+            payload = chunk[6:-2]
+            if payload.endswith(b"\r"):
+                payload = payload[:-1]
+            if payload == _DONE:
+                self.done = True
+                return []
+            return [payload]
         buffer = self._buffer
         buffer += chunk
         events: list[bytes] = []

@@ -1,9 +1,10 @@
 """The OpenRouter HTTP transport: ``engine.ports.UpstreamTransport`` over httpx.
 
-trio-flavoured (httpx picks its trio backend when run under trio). One
-shared ``httpx.AsyncClient`` per transport, so connections are kept alive
-and reused across requests (the original opened a session per request,
-weakness 20). Its pool is sized from the engine's concurrency limit.
+trio-flavoured (httpx picks its trio backend when run under trio). The
+transport's connections are kept alive and reused across requests (the
+original opened a session per request, weakness 20); they live in a few
+small httpx clients (``adapters.http_pool``) sized together from the
+engine's concurrency limit.
 
 Every httpx exception is translated here, once, into an
 ``engine.errors.UpstreamError`` with a message a person can act on. The API
@@ -22,6 +23,7 @@ from typing import cast
 import httpx
 import trio
 
+from adapters.http_pool import ShardedClients
 from engine.config import EngineConfig
 from engine.errors import (
     UpstreamConnectError,
@@ -106,8 +108,8 @@ class OpenRouterHttpTransport:
         }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        connections = config.max_concurrent_requests + 8
-        self._client = httpx.AsyncClient(
+        self._clients = ShardedClients(
+            config.max_concurrent_requests + 8,
             base_url=config.base_url.rstrip("/") + "/",
             headers=headers,
             timeout=httpx.Timeout(
@@ -116,7 +118,6 @@ class OpenRouterHttpTransport:
                 write=config.connect_timeout_s,
                 pool=config.connect_timeout_s,
             ),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             follow_redirects=False,
         )
 
@@ -124,7 +125,7 @@ class OpenRouterHttpTransport:
         return f"OpenRouterHttpTransport(base_url={self._config.base_url!r})"
 
     async def __aenter__(self) -> OpenRouterHttpTransport:
-        await self._client.__aenter__()
+        await self._clients.__aenter__()
         return self
 
     async def __aexit__(
@@ -133,13 +134,14 @@ class OpenRouterHttpTransport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._client.__aexit__(exc_type, exc, tb)
+        await self._clients.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def stream(self, body: bytes) -> AsyncIterator[_Response]:
-        request = self._client.build_request("POST", "responses", content=body)
+        client = self._clients.next()
+        request = client.build_request("POST", "responses", content=body)
         try:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
         except httpx.TimeoutException as exc:
             phase, limit = _timeout_phase(exc, self._config)
             raise UpstreamTimeout(phase, limit) from exc

@@ -1,8 +1,8 @@
 """The baseline phase: the least a client must do to consume the same streams.
 
-Owns the bare client: one shared ``httpx.AsyncClient`` (keep-alive, pool
-larger than the concurrency), one trio task per stream, a minimal inline
-SSE splitter, and ``msgspec`` decoding of each event into a dict. Nothing
+Owns the bare client: httpx clients with keep-alive laid out exactly as the
+engine's transport lays them out (``adapters.http_pool``), one trio task per
+stream, a minimal inline SSE splitter, and ``msgspec`` decoding of each event into a dict. Nothing
 else: no validation, no batching, no per-request state beyond the stream.
 It is the yardstick the engine's CPU per event is divided by, so it must
 be a *fair* minimum: same HTTP library, same raw body reads, full decode.
@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from adapters.http_pool import ShardedClients
 from bench.measure import Outcome, Phase, RequestRecord, drive
 from bench.scenarios import BenchScenario
 
@@ -44,24 +45,25 @@ async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> 
         "stream": True,
         "metadata": scenario.mock_metadata(),
     }
-    async with httpx.AsyncClient(
+    # The same pool layout as the engine's transport (see adapters.http_pool).
+    async with ShardedClients(
+        connections,
         base_url=base_url.rstrip("/") + "/",
         headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"},
         timeout=httpx.Timeout(10.0, read=300.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    ) as client:
-        await drive(phase, partial(_one_stream, client, body, counter))
+    ) as clients:
+        await drive(phase, partial(_one_stream, clients, body, counter))
 
 
 async def _one_stream(
-    client: httpx.AsyncClient, body: dict[str, Any], counter: _Counter, record: RequestRecord
+    clients: ShardedClients, body: dict[str, Any], counter: _Counter, record: RequestRecord
 ) -> tuple[Outcome, str]:
     decode = _decode
     completed = False
     try:
         # Encoded per request, as any client building a fresh request would.
         content = _encode(body)
-        async with client.stream(
+        async with clients.next().stream(
             "POST", "responses", content=content, headers={"Content-Type": "application/json"}
         ) as response:
             if response.status_code != 200:

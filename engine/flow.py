@@ -34,6 +34,13 @@ class CreditWindow:
         """Tasks waiting for credit (the fetcher, when the consumer is slow)."""
         return len(self._lot)
 
+    def try_acquire(self, count: int) -> bool:
+        """Take ``count`` credits if they are free now; never waits."""
+        if self.in_flight + count > self.capacity or len(self._lot):
+            return False  # (waiters first: no overtaking a parked fetcher)
+        self.in_flight += count
+        return True
+
     async def acquire(self, count: int) -> None:
         """Take ``count`` credits (1..capacity), waiting while the window is full."""
         if not 1 <= count <= self.capacity:
