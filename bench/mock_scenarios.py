@@ -432,13 +432,31 @@ class ScenarioPlan:
     stall_before_in_progress: bool
     oversize_delta: str
     http_error: HttpError | None
-    # knobs repeated at top level because most tests want them
-    tokens: int
-    tps: float
-    events_per_write: int
-    seed: int
-    keepalive: bool
-    split_surrogates: bool
+
+    # Shortcuts to the knobs most callers want (derived, not stored twice).
+    @property
+    def tokens(self) -> int:
+        return self.knobs.tokens
+
+    @property
+    def tps(self) -> float:
+        return self.knobs.tps
+
+    @property
+    def events_per_write(self) -> int:
+        return self.knobs.events_per_write
+
+    @property
+    def seed(self) -> int:
+        return self.knobs.seed
+
+    @property
+    def keepalive(self) -> bool:
+        return self.knobs.keepalive
+
+    @property
+    def split_surrogates(self) -> bool:
+        return self.knobs.split_surrogates
 
 
 def _citations(count: int) -> tuple[tuple[str, str], ...]:
@@ -552,12 +570,6 @@ def plan(
         stall_before_in_progress=scenario == "stall" and knobs.stall_after == 0,
         oversize_delta=_oversize_text(knobs.oversize_bytes) if scenario == "oversized" else "",
         http_error=http_error_for(scenario, knobs) if scenario in HTTP_ERROR_SCENARIOS else None,
-        tokens=knobs.tokens,
-        tps=knobs.tps,
-        events_per_write=knobs.events_per_write,
-        seed=knobs.seed,
-        keepalive=knobs.keepalive,
-        split_surrogates=knobs.split_surrogates,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -67,9 +68,9 @@ async def collect(stream: ResponseStream) -> Collected:
 
 
 @asynccontextmanager
-async def mock_server(**kwargs: object) -> AsyncIterator[MockServer]:
+async def mock_server(*, api_key: str | None = None) -> AsyncIterator[MockServer]:
     async with trio.open_nursery() as nursery:
-        server: MockServer = await nursery.start(serve_mock)
+        server: MockServer = await nursery.start(functools.partial(serve_mock, api_key=api_key))
         yield server
         nursery.cancel_scope.cancel()
 
