@@ -109,5 +109,7 @@ async def delta_batcher(
                     for message in bundle:
                         state.take(message, out)
             state.flush_idle(out)
+            counters.level("pending_runs", len(state.armed))
+            counters.level("open_requests", len(state.batchers))
             if out:
                 await outbox.send(tuple(out))

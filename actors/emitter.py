@@ -108,3 +108,4 @@ async def emitter(
                     state.take(message, pending)
             for rid, (events, credits) in pending.items():
                 state.deliver(rid, events, credits)
+            counters.level("open_requests", len(state.mappers))

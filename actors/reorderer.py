@@ -34,30 +34,36 @@ async def reorderer(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     windows: dict[str, ReorderWindow[Ordered]] = {}
+    held_events = 0  # across all windows, kept as a running total
     with inbox, outbox:
         task_status.started()
         async for first in inbox:
             released: list[Ordered] = []
             for bundle in drain_nowait(inbox, first):
                 for message in bundle:
-                    out = _offer(windows, message, config.request_window_events)
+                    out, held_change = _offer(windows, message, config.request_window_events)
+                    held_events += held_change
                     if not out:
                         counters.add("held_out_of_order")
                     released.extend(out)
+            counters.level("held_events", held_events)
+            counters.level("open_requests", len(windows))
             if released:
                 await outbox.send(tuple(released))
 
 
 def _offer(
     windows: dict[str, ReorderWindow[Ordered]], message: ParseOut, capacity: int
-) -> list[Ordered]:
+) -> tuple[list[Ordered], int]:
+    """What ``message`` releases, and how the number of held events changed."""
     window = windows.get(message.request_id)
     if window is None:
         window = windows[message.request_id] = ReorderWindow(capacity)
+    before = window.held_events
     if isinstance(message, StreamEnded):
         released = window.offer(message.seq, 0, message)
     else:
         released = window.offer(message.first_seq, len(message.items), message)
     if released and isinstance(released[-1], StreamEnded):
         del windows[message.request_id]
-    return released
+    return released, window.held_events - before

@@ -25,18 +25,29 @@ __all__ = [
 
 
 class ActorCounters:
-    """Monotonic counters owned by one actor (``counters.add("events")``)."""
+    """What one actor reports: monotonic counters and current levels.
 
-    __slots__ = ("_counts",)
+    ``add("events")`` counts; ``level("held_events", n)`` records how much an
+    actor holds right now (per-request state inside a shared stage), shown
+    as ``now_held_events``.
+    """
+
+    __slots__ = ("_counts", "_levels")
 
     def __init__(self) -> None:
         self._counts: collections.Counter[str] = collections.Counter()
+        self._levels: dict[str, int] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
         self._counts[name] += amount
 
+    def level(self, name: str, value: int) -> None:
+        self._levels[name] = value
+
     def snapshot(self) -> dict[str, int]:
-        return dict(self._counts)
+        report = dict(self._counts)
+        report.update({f"now_{name}": value for name, value in self._levels.items()})
+        return report
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

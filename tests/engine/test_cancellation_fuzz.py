@@ -88,3 +88,8 @@ async def test_random_cancellations_always_end_each_request_once(seed: int) -> N
     assert sum(stats.endings.values()) == REQUESTS
     for name in ("admission.out", "fetch.out", "parse.out", "reorder.out", "batch.out"):
         assert stats.channels[name].current_buffer_used == 0, name
+    # The shared stages hold no per-request state any more.
+    assert stats.actors["reorderer"]["now_held_events"] == 0
+    for actor in ("reorderer", "batcher", "emitter"):
+        assert stats.actors[actor]["now_open_requests"] == 0, actor
+    assert stats.actors["batcher"]["now_pending_runs"] == 0

@@ -9,6 +9,7 @@ import pytest
 
 from engine.errors import UsageError
 from engine.messages import ChatRequest, SseBatch, TextRun, freeze_json, thaw_json
+from engine.statistics import ActorCounters
 
 
 def _request(**kwargs: object) -> ChatRequest:
@@ -111,3 +112,12 @@ def test_pipeline_messages_are_frozen_slotted_keyword_only() -> None:
     assert not hasattr(batch, "__dict__")
     with pytest.raises(TypeError):
         TextRun("r", "text", "x", 1)  # type: ignore[misc]
+
+
+def test_actor_counters_report_counts_and_current_levels() -> None:
+    counters = ActorCounters()
+    counters.add("events", 3)
+    counters.add("events")
+    counters.level("held_events", 7)
+    counters.level("held_events", 2)
+    assert counters.snapshot() == {"events": 4, "now_held_events": 2}
