@@ -1,0 +1,637 @@
+"""The asyncio side of the engine: run trio next to an asyncio loop (Open WebUI).
+
+Two ways to run trio, one request hand-off shared by both (DESIGN.md §6):
+
+* ``GuestModeBridge`` runs trio with ``trio.lowlevel.start_guest_run`` on the
+  *running* asyncio loop (asyncio or uvloop): trio code runs on the loop
+  thread, between asyncio callbacks. One guest run per thread, so one bridge
+  per loop.
+* ``ThreadBridge`` runs ``trio.run`` in a dedicated daemon thread; the
+  fallback, and the comparison point for the bench.
+
+Flavours:
+
+* asyncio-flavoured (await them from asyncio code on the bridge's loop):
+  ``EngineBridge.start / submit / statistics / aclose`` of both bridges, and
+  ``BridgedStream.__anext__ / receive_batch / aclose``.
+* trio-flavoured (run inside the trio run only): ``_Run.main`` (the trio main:
+  transport + engine + pumps) and ``_Pump.run`` (one per request).
+* Synchronous hand-offs: functions given to ``TrioToken.run_sync_soon`` run
+  in trio context (``_Pump.give_credit``, ``_Pump.cancel``, the submit and
+  statistics callbacks); functions given to ``loop.call_soon_threadsafe`` run
+  on the asyncio loop (``BridgedStream._post``, future resolution).
+
+asyncio → trio happens only through those synchronous, non-blocking
+``run_sync_soon`` calls (never ``trio.from_thread``, which would block the
+loop). trio → asyncio goes through ``call_soon_threadsafe``, per request
+bounded by credits: a pump holds at most ``window_batches`` batches on the
+asyncio side, so a slow consumer stops its pump, which stops reading the
+engine stream, which (through the engine's own credit window) stops the
+upstream read.
+
+Lifetime: ``aclose()`` ends the trio run (guest: its done callback fires;
+thread: the thread is joined). If the loop is closed *without* ``aclose()``:
+
+* guest mode: the guest run is abandoned mid-flight. Its tasks never run
+  again, its sockets stay open until the process exits, trio's I/O thread
+  fails to post to the closed loop, and the loop thread keeps trio's
+  "inside a run" marker, so no other trio run can start on that thread.
+* thread mode: the engine goes on idling in its daemon thread until the
+  process exits; pumps notice the closed loop at their next post and cancel
+  their requests.
+
+Open WebUI's loop lives as long as the worker process, so neither matters
+there; tests and short-lived scripts must call ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import threading
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+import outcome
+import trio
+
+from actors import open_engine
+from adapters.openrouter_http import OpenRouterHttpTransport
+from engine import (
+    Cancelled,
+    ChatRequest,
+    Completed,
+    Ending,
+    Engine,
+    EngineClosed,
+    EngineConfig,
+    EngineCrashed,
+    EnginePorts,
+    EngineStatistics,
+    Failed,
+    Incomplete,
+    OutboundEvent,
+    RequestDeadlineExceeded,
+    ResponseStream,
+    UpstreamTransport,
+    UsageError,
+)
+
+__all__ = [
+    "BridgedStream",
+    "EngineBridge",
+    "GuestModeBridge",
+    "ThreadBridge",
+    "TransportFactory",
+]
+
+T = TypeVar("T")
+
+_ENDINGS = (Completed, Incomplete, Failed, Cancelled)
+
+#: After the engine has stopped, pumps get this long to hand what the engine
+#: already produced to their consumers; then they are cancelled, so a
+#: consumer that stopped reading cannot hold the shutdown.
+_HANDOVER_GRACE_S = 0.5
+
+#: The pump outlives the engine-side request deadline by this much, so the
+#: engine's own deadline ending normally arrives first.
+_PUMP_DEADLINE_SLACK_S = 1.0
+
+_SUBMIT_GONE = "the submitting asyncio task was cancelled"
+
+#: Builds the upstream transport inside the trio run (tests inject faults here).
+TransportFactory = Callable[[EngineConfig], AbstractAsyncContextManager[UpstreamTransport]]
+
+
+class EngineBridge(Protocol):
+    """What an asyncio host (the Open WebUI pipe) needs from the engine.
+
+    Every method is asyncio-flavoured and must be awaited on the loop the
+    bridge was started on. No trio exception type crosses: failures are
+    ``engine`` errors (``AdmissionRejected``, ``EngineClosed``, ``EngineCrashed``,
+    ``UsageError``).
+    """
+
+    async def start(self) -> None:
+        """Start the engine if it is not running (idempotent; also restarts after a crash)."""
+
+    async def submit(self, request: ChatRequest) -> BridgedStream:
+        """Submit a request, starting the engine lazily; raises as ``Engine.submit`` would."""
+
+    async def statistics(self) -> EngineStatistics:
+        """A snapshot of the engine's statistics (taken inside the trio run)."""
+
+    async def aclose(self) -> None:
+        """Graceful shutdown, waiting until the trio run has ended (idempotent)."""
+
+
+class BridgedStream:
+    """One request's events, read from asyncio: ``async for event in stream``.
+
+    Ends after the ending event (``Completed`` / ``Incomplete`` / ``Failed`` /
+    ``Cancelled``). Owns the asyncio half of the request's hand-off: the
+    queue of batches posted by the trio pump (at most ``window_batches``,
+    because the pump posts only while it holds a credit, and a credit comes
+    back only when a batch is taken here).
+
+    Closing early cancels the request in the engine, promptly (one
+    ``run_sync_soon``, nothing awaited): ``aclose()``, leaving ``async with``,
+    or the consuming task being cancelled while it waits here (what Open
+    WebUI's stop button does). A pipe's async generator should still call
+    ``aclose()`` in its ``finally``, for a cancellation that lands elsewhere.
+    """
+
+    def __init__(self, run: _Run, request_id: str) -> None:
+        self._run = run
+        self.request_id = request_id
+        self._batches: collections.deque[tuple[OutboundEvent, ...]] = collections.deque()
+        self._current: collections.deque[OutboundEvent] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._pump: _Pump | None = None
+        self._ending: Ending | None = None
+        self._closed = False
+        #: The most batches ever queued here at once (never above the window).
+        self.queued_high_water = 0
+
+    @property
+    def ending(self) -> Ending | None:
+        """The ending, once read (or the ``Cancelled`` recorded by an early close)."""
+        return self._ending
+
+    @property
+    def queued_batches(self) -> int:
+        """Batches posted by the pump and not yet taken."""
+        return len(self._batches)
+
+    def __aiter__(self) -> BridgedStream:
+        return self
+
+    async def __anext__(self) -> OutboundEvent:
+        if not self._current:
+            batch = await self.receive_batch()
+            if not batch:
+                raise StopAsyncIteration
+            self._current.extend(batch)
+        return self._current.popleft()
+
+    async def receive_batch(self) -> tuple[OutboundEvent, ...]:
+        """Everything available now (at least one event); ``()`` after the ending."""
+        if self._current:
+            rest = tuple(self._current)
+            self._current.clear()
+            return rest
+        while not self._batches:
+            if self._ending is not None or self._closed:
+                return ()
+            waiter = self._run.loop.create_future()
+            self._waiter = waiter
+            try:
+                await waiter
+            except BaseException:
+                # The consuming task was cancelled (Open WebUI's stop button):
+                # cancel the request now, not when the engine deadline hits.
+                self._close_now("the consuming asyncio task was cancelled")
+                raise
+            finally:
+                self._waiter = None
+        events = self._batches.popleft()
+        if isinstance(events[-1], _ENDINGS):
+            self._ending = events[-1]
+        elif self._pump is not None:
+            # One batch taken, one credit back: the pump may post another.
+            self._run.to_trio(self._pump.give_credit)
+        return events
+
+    async def aclose(self) -> None:
+        """Stop reading; an unfinished request is cancelled (does not wait for the engine)."""
+        self._close_now("the consumer closed the stream")
+
+    async def __aenter__(self) -> BridgedStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- called on the loop ------------------------------------------------
+
+    def _attach(self, pump: _Pump) -> None:
+        self._pump = pump
+
+    def _post(self, events: tuple[OutboundEvent, ...]) -> None:
+        """A batch from the pump (scheduled with ``call_soon_threadsafe``)."""
+        if self._closed:
+            return
+        self._batches.append(events)
+        self.queued_high_water = max(self.queued_high_water, len(self._batches))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close_now(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._batches.clear()
+        self._current.clear()
+        if self._ending is None:
+            self._ending = Cancelled(request_id=self.request_id, reason=reason)
+            if self._pump is not None:
+                self._run.to_trio(functools.partial(self._pump.cancel, reason))
+
+
+class _Pump:
+    """The trio half of one request's hand-off: engine stream → asyncio queue.
+
+    Owns the request's ``ResponseStream``, a credit semaphore and a cancel
+    scope bounded by the request deadline. Its methods run in trio context.
+    On cancellation (consumer closed, deadline, engine stopped or crashed) it
+    cancels the request in the engine and posts one ending the consumer has
+    not seen yet, so an asyncio reader never waits forever.
+    """
+
+    def __init__(
+        self, run: _Run, stream: ResponseStream, target: BridgedStream, window: int
+    ) -> None:
+        self._run = run
+        self._stream = stream
+        self._target = target
+        self._credits = trio.Semaphore(window)
+        self._scope = trio.CancelScope(
+            deadline=trio.current_time() + run.config.request_deadline_s + _PUMP_DEADLINE_SLACK_S
+        )
+        self._reason: str | None = None
+
+    def give_credit(self) -> None:
+        self._credits.release()
+
+    def cancel(self, reason: str) -> None:
+        if self._reason is None:
+            self._reason = reason
+        # At once, not when the pump next runs: the engine frees the slot and
+        # closes the upstream connection in this same trio tick.
+        if self._run.engine is not None:
+            self._run.engine.cancel(self._stream.request_id, reason)
+        self._scope.cancel()
+
+    async def run(self) -> None:
+        delivered = False
+        try:
+            with self._scope:
+                while not delivered:
+                    await self._credits.acquire()
+                    events = await self._stream.receive_batch()
+                    if not events:
+                        break
+                    delivered = isinstance(events[-1], _ENDINGS)
+                    if not self._run.to_loop(self._target._post, events):
+                        self._reason = "the asyncio event loop closed"
+                        break
+        finally:
+            if not delivered:
+                ending = self._substitute_ending()
+                if self._run.engine is not None and isinstance(ending, Cancelled):
+                    self._run.engine.cancel(self._stream.request_id, ending.reason)
+                self._run.to_loop(self._target._post, (ending,))
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    def _substitute_ending(self) -> Ending:
+        rid = self._stream.request_id
+        if self._reason is not None:
+            return Cancelled(request_id=rid, reason=self._reason)
+        error: EngineCrashed | EngineClosed | RequestDeadlineExceeded
+        if self._run.crash is not None:
+            error = EngineCrashed(self._run.crash.message)
+        elif self._scope.cancelled_caught:
+            error = RequestDeadlineExceeded(self._run.config.request_deadline_s)
+        else:
+            error = EngineClosed("The engine stopped before this answer finished; retry.")
+        return Failed(request_id=rid, error=error, message=error.message)
+
+
+class _Run:
+    """One trio run hosting one engine, and its asyncio-side bookkeeping.
+
+    Shared by both bridges; only how ``main`` is started differs. Attributes
+    ``engine``, ``pumps`` and ``stop`` belong to the trio side; ``ready``,
+    ``done`` and ``pending`` to the loop.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        config: EngineConfig,
+        transport_factory: TransportFactory,
+        window_batches: int,
+    ) -> None:
+        self.loop = loop
+        self.config = config
+        self.window_batches = window_batches
+        self._transport_factory = transport_factory
+        self.ready: asyncio.Future[trio.lowlevel.TrioToken] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.pending: set[asyncio.Future[Any]] = set()
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.engine: Engine | None = None
+        self.pumps: trio.Nursery | None = None
+        self.stop: trio.Event | None = None
+        self.crash: EngineCrashed | None = None
+
+    # -- crossing over ------------------------------------------------------
+
+    def to_loop(self, fn: Callable[..., object], *args: object) -> bool:
+        """Schedule ``fn(*args)`` on the loop (any thread); False if the loop is closed."""
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            return False
+        return True
+
+    def to_trio(self, fn: Callable[[], object]) -> bool:
+        """Schedule ``fn()`` in trio context (any thread); False if the run has ended."""
+        if self.token is None:
+            return False
+        try:
+            self.token.run_sync_soon(fn)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    async def call_in_trio(self, fn: Callable[[], T]) -> T:
+        """asyncio: run ``fn`` synchronously in trio context and await its result."""
+        future: asyncio.Future[T] = self.loop.create_future()
+
+        def in_trio() -> None:
+            try:
+                result = fn()
+            except BaseException as exc:
+                self.to_loop(_set_exception, future, exc)
+            else:
+                self.to_loop(_set_result, future, result)
+
+        self.pending.add(future)
+        try:
+            if self.done.done() or not self.to_trio(in_trio):
+                raise self.closed_error()
+            return await future
+        finally:
+            self.pending.discard(future)
+
+    def closed_error(self) -> EngineCrashed | EngineClosed:
+        if self.crash is not None:
+            crashed = EngineCrashed(self.crash.message)
+            crashed.__cause__ = self.crash
+            return crashed
+        return EngineClosed()
+
+    # -- asyncio side ---------------------------------------------------------
+
+    async def submit(self, request: ChatRequest) -> BridgedStream:
+        target = BridgedStream(self, request.request_id)
+
+        def in_trio() -> _Pump:
+            if self.engine is None or self.pumps is None:
+                raise self.closed_error()
+            stream = self.engine.submit(request)  # AdmissionRejected / EngineClosed pass through
+            pump = _Pump(self, stream, target, self.window_batches)
+            self.pumps.start_soon(pump.run, name=f"pump {request.request_id}")
+            return pump
+
+        try:
+            pump = await self.call_in_trio(in_trio)
+        except asyncio.CancelledError:
+            # The submitting task was cancelled while the engine took the
+            # request: cancel it there too (if it got in), so nothing leaks.
+            rid = request.request_id
+            self.to_trio(lambda: self.engine is not None and self.engine.cancel(rid, _SUBMIT_GONE))
+            raise
+        target._attach(pump)
+        return target
+
+    def request_stop(self) -> None:
+        """Ask the trio main to leave (any thread); harmless if it already has."""
+        if self.stop is not None:
+            self.to_trio(self.stop.set)
+
+    def finished(self, result: outcome.Outcome[None]) -> None:
+        """On the loop: the trio run has ended; fail whatever still waits on it."""
+        error: BaseException | None = None
+        if isinstance(result, outcome.Error):
+            error = result.error
+        if not self.ready.done():
+            self.ready.set_exception(error if error is not None else self.closed_error())
+        elif error is not None:
+            # A bug in the bridge itself; nobody is waiting on the run, so say it here.
+            self.loop.call_exception_handler(
+                {"message": "orpipe: the trio run of the engine bridge failed", "exception": error}
+            )
+        for future in list(self.pending):
+            if not future.done():
+                future.set_exception(self.closed_error())
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # -- trio side ------------------------------------------------------------
+
+    async def main(self) -> None:
+        """trio: transport + engine + pumps, until ``stop`` is set or the engine crashes."""
+        self.stop = trio.Event()
+        async with (
+            self._transport_factory(self.config) as transport,
+            trio.open_nursery() as pumps,
+        ):
+            try:
+                async with open_engine(self.config, EnginePorts(transport=transport)) as engine:
+                    self.engine, self.pumps = engine, pumps
+                    self.token = trio.lowlevel.current_trio_token()
+                    self.to_loop(_set_result, self.ready, self.token)
+                    await self.stop.wait()
+            except EngineCrashed as exc:
+                # Reported to asyncio (pending calls, open streams, new submits),
+                # not raised: the run itself ends cleanly.
+                self.crash = exc
+            finally:
+                if self.crash is not None:
+                    pumps.cancel_scope.cancel()
+                else:
+                    # Every request has its ending by now; let the pumps hand
+                    # it over, but never wait on a consumer that stopped reading.
+                    pumps.cancel_scope.deadline = trio.current_time() + _HANDOVER_GRACE_S
+
+
+def _set_result(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+class _BridgeBase:
+    """The asyncio API shared by both bridges; subclasses say how trio runs."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        api_key: str,
+        *,
+        window_batches: int = 8,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        if window_batches < 1:
+            raise UsageError(f"window_batches must be at least 1, not {window_batches}")
+        self.config = config
+        self.window_batches = window_batches
+        self._transport_factory: TransportFactory = transport_factory or functools.partial(
+            _http_transport, api_key=api_key
+        )
+        self._run: _Run | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while a trio run of this bridge exists (started and not yet ended)."""
+        return self._run is not None and not self._run.done.done()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        run = self._run
+        if run is not None and not run.done.done():
+            if run.loop is not loop:
+                raise UsageError(
+                    "this bridge already runs on another event loop; use one bridge per loop"
+                )
+            await asyncio.shield(run.ready)
+            return
+        run = _Run(loop, self.config, self._transport_factory, self.window_batches)
+        self._run = run
+        self._launch(run)
+        await asyncio.shield(run.ready)
+
+    async def submit(self, request: ChatRequest) -> BridgedStream:
+        run = self._run
+        if run is not None and run.done.done() and run.crash is not None:
+            # Report the crash until someone decides to start() again.
+            raise run.closed_error()
+        await self.start()
+        assert self._run is not None
+        return await self._run.submit(request)
+
+    async def statistics(self) -> EngineStatistics:
+        run = self._run
+        if run is None or not run.ready.done() or run.ready.exception() is not None:
+            raise EngineClosed("The engine is not running; submit a request to start it.")
+
+        def in_trio() -> EngineStatistics:
+            assert run.engine is not None
+            return run.engine.statistics()
+
+        return await run.call_in_trio(in_trio)
+
+    async def aclose(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        if run.loop is not asyncio.get_running_loop():
+            raise UsageError("aclose() must be awaited on the loop the bridge was started on")
+        # If it never started, ``done`` is (or will be) set all the same.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(run.ready)
+        run.request_stop()
+        await asyncio.shield(run.done)
+        await self._after_done()
+
+    def _launch(self, run: _Run) -> None:
+        raise NotImplementedError
+
+    async def _after_done(self) -> None:
+        """Hook: what is left once the trio run has reported it ended."""
+
+
+class GuestModeBridge(_BridgeBase):
+    """trio as a guest on the running asyncio loop (``trio.lowlevel.start_guest_run``).
+
+    Trio code runs on the loop thread; only trio's I/O wait happens in a
+    helper thread. One guest run per thread, so one bridge per loop.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        api_key: str,
+        *,
+        window_batches: int = 8,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        super().__init__(
+            config, api_key, window_batches=window_batches, transport_factory=transport_factory
+        )
+        #: The outcome the last guest run's done callback reported (None before).
+        self.last_outcome: outcome.Outcome[None] | None = None
+
+    def _launch(self, run: _Run) -> None:
+        def done(result: outcome.Outcome[None]) -> None:
+            self.last_outcome = result
+            run.finished(result)
+
+        try:
+            trio.lowlevel.start_guest_run(
+                run.main,
+                run_sync_soon_threadsafe=run.loop.call_soon_threadsafe,
+                run_sync_soon_not_threadsafe=run.loop.call_soon,
+                done_callback=done,
+                # Never take over the process-wide signal wakeup fd: uvloop
+                # (and asyncio with signal handlers) already owns it, and the
+                # engine handles no signals.
+                host_uses_signal_set_wakeup_fd=True,
+            )
+        except RuntimeError as exc:
+            self._run = None
+            raise UsageError(
+                "a trio run is already active on this event loop's thread "
+                "(another GuestModeBridge?); use one bridge per loop"
+            ) from exc
+
+
+class ThreadBridge(_BridgeBase):
+    """trio in a dedicated daemon thread (``trio.run``); same behaviour as guest mode."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        api_key: str,
+        *,
+        window_batches: int = 8,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        super().__init__(
+            config, api_key, window_batches=window_batches, transport_factory=transport_factory
+        )
+        #: The thread of the current (or last) trio run.
+        self.thread: threading.Thread | None = None
+
+    def _launch(self, run: _Run) -> None:
+        def thread_main() -> None:
+            result: outcome.Outcome[None] = outcome.capture(trio.run, run.main)
+            # If the loop is already closed there is nobody left to tell.
+            run.to_loop(run.finished, result)
+
+        self.thread = threading.Thread(target=thread_main, name="orpipe-trio", daemon=True)
+        self.thread.start()
+
+    async def _after_done(self) -> None:
+        thread = self.thread
+        if thread is not None:
+            # ``finished`` is the thread's last act, so this join is immediate;
+            # still done off the loop, as a join must never block it.
+            await asyncio.to_thread(thread.join)
+
+
+def _http_transport(
+    config: EngineConfig, *, api_key: str
+) -> AbstractAsyncContextManager[UpstreamTransport]:
+    return OpenRouterHttpTransport(config, api_key=api_key)
