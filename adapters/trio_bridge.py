@@ -487,9 +487,7 @@ class _BridgeBase:
             raise UsageError(f"window_batches must be at least 1, not {window_batches}")
         self.config = config
         self.window_batches = window_batches
-        self._transport_factory: TransportFactory = transport_factory or functools.partial(
-            _http_transport, api_key=api_key
-        )
+        self._transport_factory: TransportFactory = transport_factory or _http_transport(api_key)
         self._run: _Run | None = None
 
     @property
@@ -559,19 +557,8 @@ class GuestModeBridge(_BridgeBase):
     helper thread. One guest run per thread, so one bridge per loop.
     """
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        api_key: str,
-        *,
-        window_batches: int = 8,
-        transport_factory: TransportFactory | None = None,
-    ) -> None:
-        super().__init__(
-            config, api_key, window_batches=window_batches, transport_factory=transport_factory
-        )
-        #: The outcome the last guest run's done callback reported (None before).
-        self.last_outcome: outcome.Outcome[None] | None = None
+    #: The outcome the last guest run's done callback reported (None before).
+    last_outcome: outcome.Outcome[None] | None = None
 
     def _launch(self, run: _Run) -> None:
         def done(result: outcome.Outcome[None]) -> None:
@@ -600,19 +587,8 @@ class GuestModeBridge(_BridgeBase):
 class ThreadBridge(_BridgeBase):
     """trio in a dedicated daemon thread (``trio.run``); same behaviour as guest mode."""
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        api_key: str,
-        *,
-        window_batches: int = 8,
-        transport_factory: TransportFactory | None = None,
-    ) -> None:
-        super().__init__(
-            config, api_key, window_batches=window_batches, transport_factory=transport_factory
-        )
-        #: The thread of the current (or last) trio run.
-        self.thread: threading.Thread | None = None
+    #: The thread of the current (or last) trio run.
+    thread: threading.Thread | None = None
 
     def _launch(self, run: _Run) -> None:
         def thread_main() -> None:
@@ -631,7 +607,11 @@ class ThreadBridge(_BridgeBase):
             await asyncio.to_thread(thread.join)
 
 
-def _http_transport(
-    config: EngineConfig, *, api_key: str
-) -> AbstractAsyncContextManager[UpstreamTransport]:
-    return OpenRouterHttpTransport(config, api_key=api_key)
+def _http_transport(api_key: str) -> TransportFactory:
+    """The real transport's factory. A closure, not ``functools.partial``: a
+    partial's repr would print the key."""
+
+    def open_transport(config: EngineConfig) -> AbstractAsyncContextManager[UpstreamTransport]:
+        return OpenRouterHttpTransport(config, api_key=api_key)
+
+    return open_transport

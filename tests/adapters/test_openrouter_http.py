@@ -8,6 +8,7 @@ import trio
 
 from adapters import OpenRouterHttpTransport
 from adapters.http_pool import CONNECTIONS_PER_CLIENT, ShardedClients
+from adapters.trio_bridge import GuestModeBridge, ThreadBridge
 from engine import (
     Completed,
     EngineConfig,
@@ -72,3 +73,9 @@ def test_the_key_is_not_in_the_repr() -> None:
     transport = OpenRouterHttpTransport(EngineConfig(), api_key=API_KEY)
     assert API_KEY not in repr(transport)
     assert "openrouter.ai" in repr(transport)
+
+
+def test_the_key_is_not_in_the_bridges_reprs() -> None:
+    for kind in (GuestModeBridge, ThreadBridge):
+        bridge = kind(EngineConfig(), api_key=API_KEY)
+        assert API_KEY not in repr(vars(bridge))
