@@ -8,19 +8,11 @@ behavioural test runs for both bridges on both loops.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
@@ -40,11 +32,14 @@ from engine import (
     UpstreamResponse,
     UpstreamTransport,
 )
+from tests.adapters.asyncio_support import (
+    Mock,
+    mock_idle,
+    mock_streams_are,
+    run_on,
+    wait_until,
+)
 from tests.engine.support import API_KEY, metadata, request
-
-REPO = Path(__file__).resolve().parents[2]
-READY = re.compile(r"mock-openrouter listening on (http://\S+)")
-TEST_LIMIT_S = 5.0
 
 Bridge = GuestModeBridge | ThreadBridge
 BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
@@ -53,86 +48,9 @@ BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
 }
 
 
-# -- the mock, in a subprocess -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Mock:
-    base_url: str
-
-    def stats(self) -> dict[str, Any]:
-        url = self.base_url.rsplit("/api/v1", 1)[0] + "/mock/stats"
-        stats: dict[str, Any] = httpx.get(url, timeout=5.0).json()
-        return stats
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[Mock]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"],
-        stdout=subprocess.PIPE,
-        env=env,
-        cwd=str(REPO),
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    try:
-        # The readiness line comes from a thread, so a silent mock fails the
-        # test after a bound instead of hanging on readline().
-        line: list[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(process.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(20.0)
-        match = READY.search(line[0].decode()) if line else None
-        assert match is not None, "the mock OpenRouter did not report ready within 20 s"
-        yield Mock(base_url=match.group(1))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(5.0)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        process.stdout.close()
-
-
-# -- running a scenario on a loop ---------------------------------------------------
-
-
-def new_loop(kind: str) -> asyncio.AbstractEventLoop:
-    if kind == "asyncio":
-        return asyncio.new_event_loop()
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        pytest.fail(
-            "uvloop is not installed; the bridge must be tested on uvloop (Open WebUI's loop): "
-            "pip install 'uvloop>=0.19,<0.24'"
-        )
-    return uvloop.new_event_loop()
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture(params=sorted(BRIDGES))
 def bridge_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def run_on(loop_kind: str, scenario: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(TEST_LIMIT_S):
-            await scenario()
-
-    with asyncio.Runner(loop_factory=lambda: new_loop(loop_kind)) as runner:
-        runner.run(bounded())
 
 
 def make_bridge(kind: str, mock: Mock, **kwargs: Any) -> Bridge:
@@ -175,22 +93,6 @@ async def read_all(stream: BridgedStream) -> Read:
         if isinstance(event, TextDelta):
             out.text += event.text
     return out
-
-
-async def wait_until(predicate: Callable[[], Awaitable[bool]], *, limit_s: float = 3.0) -> None:
-    """Poll a condition with a bound (statistics have no event to wait on)."""
-    async with asyncio.timeout(limit_s):
-        while not await predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-async def mock_streams_are(mock: Mock, n: int) -> bool:
-    stats = await asyncio.to_thread(mock.stats)
-    return bool(stats["streams_active"] == n)
-
-
-async def mock_idle(mock: Mock) -> bool:
-    return await mock_streams_are(mock, 0)
 
 
 def text_of(req: ChatRequest) -> str:
