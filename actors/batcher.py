@@ -5,7 +5,8 @@ timer heap, and both ends of its channels. A pending run is flushed when it
 reaches ``update_char_limit`` characters, when a non-text item of the same
 request arrives, when the request ends, or ``idle_flush_ms`` after the run
 started (so a trickle of tiny deltas can never hold text back longer than
-that).
+that). A request may carry its own limits (``ChatRequest.update_char_limit``
+/ ``idle_flush_ms``); the engine's config gives the rest.
 
 On cancellation it stops; pending text belongs to requests the engine ends
 anyway. When its inbox ends it closes its outbox.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Mapping
 
 import trio
 
@@ -24,10 +26,12 @@ from engine.config import EngineConfig
 from engine.messages import (
     BatchedItem,
     BatchOut,
+    ChatRequest,
     ParsedBatch,
     RequestBatch,
     StreamEnded,
 )
+from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 
 __all__ = ["delta_batcher"]
@@ -36,11 +40,18 @@ __all__ = ["delta_batcher"]
 class _Batching:
     """The shell's bookkeeping: per-request batchers and their flush timers."""
 
-    def __init__(self, config: EngineConfig, counters: ActorCounters) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        counters: ActorCounters,
+        requests: Mapping[str, RequestHandle],
+    ) -> None:
         self.char_limit = config.update_char_limit
-        self.idle_s = config.idle_flush_ms / 1000
+        self.idle_ms = config.idle_flush_ms
         self.counters = counters
+        self.requests = requests
         self.batchers: dict[str, DeltaBatcher] = {}
+        self.idle_s: dict[str, float] = {}
         self.timers: list[tuple[float, str]] = []  # lazy-deletion heap
         self.armed: dict[str, float] = {}
 
@@ -52,23 +63,37 @@ class _Batching:
         if isinstance(message, StreamEnded):
             batcher = self.batchers.pop(rid, None)
             self.armed.pop(rid, None)
+            self.idle_s.pop(rid, None)
             if batcher is not None:
                 self._emit(rid, list(batcher.flush(final=True)), out)
             out.append(message)
             return
         batcher = self.batchers.get(rid)
         if batcher is None:
-            batcher = self.batchers[rid] = DeltaBatcher(rid, self.char_limit)
+            batcher = self._open(rid)
         items: list[BatchedItem] = []
         for item in message.items:
             items.extend(batcher.push(item))
         self._emit(rid, items, out)
         if not batcher.has_pending:
             self.armed.pop(rid, None)
-        elif self.idle_s > 0 and rid not in self.armed:
-            deadline = trio.current_time() + self.idle_s
+        elif self.idle_s[rid] > 0 and rid not in self.armed:
+            deadline = trio.current_time() + self.idle_s[rid]
             self.armed[rid] = deadline
             heapq.heappush(self.timers, (deadline, rid))
+
+    def _open(self, rid: str) -> DeltaBatcher:
+        """A batcher for a request's first items, with the request's own limits if it set any."""
+        handle = self.requests.get(rid)
+        request: ChatRequest | None = handle.request if handle is not None else None
+        char_limit, idle_ms = self.char_limit, self.idle_ms
+        if request is not None and request.update_char_limit is not None:
+            char_limit = request.update_char_limit
+        if request is not None and request.idle_flush_ms is not None:
+            idle_ms = request.idle_flush_ms
+        self.idle_s[rid] = idle_ms / 1000
+        batcher = self.batchers[rid] = DeltaBatcher(rid, char_limit)
+        return batcher
 
     def flush_idle(self, out: list[BatchOut]) -> None:
         now = trio.current_time()
@@ -93,9 +118,10 @@ async def delta_batcher(
     *,
     config: EngineConfig,
     counters: ActorCounters,
+    requests: Mapping[str, RequestHandle] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    state = _Batching(config, counters)
+    state = _Batching(config, counters, requests if requests is not None else {})
     with inbox, outbox:
         task_status.started()
         while True:

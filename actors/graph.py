@@ -54,6 +54,7 @@ async def streaming_graph(
                 batch_send,
                 config=config,
                 counters=counters("batcher"),
+                requests=wiring.requests,
             )
         )
         await nursery.start(

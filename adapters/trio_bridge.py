@@ -29,6 +29,13 @@ asyncio side, so a slow consumer stops its pump, which stops reading the
 engine stream, which (through the engine's own credit window) stops the
 upstream read.
 
+Reconfiguration: ``reconfigure(config, transport_factory)`` starts a new
+engine *generation* (transport + engine) inside the same trio run and sends
+new requests to it; the previous generation takes no new work and closes
+once its last request has ended (each is bounded by its deadline), so a
+change of settings never drops an answer in flight. One trio run per loop
+hosts them all, which guest mode requires anyway (one guest run per thread).
+
 Lifetime: ``aclose()`` ends the trio run (guest: its done callback fires;
 thread: the thread is joined). If the loop is closed *without* ``aclose()``:
 
@@ -49,9 +56,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -62,6 +70,7 @@ from actors import open_engine
 from adapters.openrouter_http import OpenRouterHttpTransport
 from engine import (
     Cancelled,
+    ChannelStats,
     ChatRequest,
     Completed,
     Ending,
@@ -81,6 +90,7 @@ from engine import (
 )
 
 __all__ = [
+    "BRIDGE_CHANNEL",
     "BridgedStream",
     "EngineBridge",
     "GuestModeBridge",
@@ -102,6 +112,9 @@ _HANDOVER_GRACE_S = 0.5
 _PUMP_DEADLINE_SLACK_S = 1.0
 
 _SUBMIT_GONE = "the submitting asyncio task was cancelled"
+
+#: The name under which the asyncio-side per-request queues appear in statistics.
+BRIDGE_CHANNEL = "bridge.to_asyncio"
 
 #: Builds the upstream transport inside the trio run (tests inject faults here).
 TransportFactory = Callable[[EngineConfig], AbstractAsyncContextManager[UpstreamTransport]]
@@ -167,6 +180,16 @@ class BridgedStream:
         """Batches posted by the pump and not yet taken."""
         return len(self._batches)
 
+    @property
+    def consumer_waiting(self) -> bool:
+        """The asyncio reader waits for the pump."""
+        return self._waiter is not None
+
+    @property
+    def pump_waiting(self) -> bool:
+        """The pump has used its whole window and waits for the reader."""
+        return self._pump is not None and self._pump.waiting_credit
+
     def __aiter__(self) -> BridgedStream:
         return self
 
@@ -201,6 +224,7 @@ class BridgedStream:
         events = self._batches.popleft()
         if isinstance(events[-1], _ENDINGS):
             self._ending = events[-1]
+            self._run.open_streams.discard(self)
         elif self._pump is not None:
             # One batch taken, one credit back: the pump may post another.
             self._run.to_trio(self._pump.give_credit)
@@ -220,6 +244,7 @@ class BridgedStream:
 
     def _attach(self, pump: _Pump) -> None:
         self._pump = pump
+        self._run.open_streams.add(self)
 
     def _post(self, events: tuple[OutboundEvent, ...]) -> None:
         """A batch from the pump (scheduled with ``call_soon_threadsafe``)."""
@@ -227,6 +252,7 @@ class BridgedStream:
             return
         self._batches.append(events)
         self.queued_high_water = max(self.queued_high_water, len(self._batches))
+        self._run.peak_queued = max(self._run.peak_queued, self.queued_high_water)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -236,6 +262,7 @@ class BridgedStream:
         self._closed = True
         self._batches.clear()
         self._current.clear()
+        self._run.open_streams.discard(self)
         if self._ending is None:
             self._ending = Cancelled(request_id=self.request_id, reason=reason)
             if self._pump is not None:
@@ -253,16 +280,23 @@ class _Pump:
     """
 
     def __init__(
-        self, run: _Run, stream: ResponseStream, target: BridgedStream, window: int
+        self,
+        generation: _Generation,
+        stream: ResponseStream,
+        target: BridgedStream,
+        window: int,
     ) -> None:
-        self._run = run
+        self._run = generation.run
+        self._generation = generation
+        self._engine = generation.engine
         self._stream = stream
         self._target = target
         self._credits = trio.Semaphore(window)
-        self._scope = trio.CancelScope(
-            deadline=trio.current_time() + run.config.request_deadline_s + _PUMP_DEADLINE_SLACK_S
-        )
+        deadline_s = generation.config.request_deadline_s + _PUMP_DEADLINE_SLACK_S
+        self._scope = trio.CancelScope(deadline=trio.current_time() + deadline_s)
         self._reason: str | None = None
+        #: The pump holds every credit it was given and waits for one more.
+        self.waiting_credit = False
 
     def give_credit(self) -> None:
         self._credits.release()
@@ -272,8 +306,7 @@ class _Pump:
             self._reason = reason
         # At once, not when the pump next runs: the engine frees the slot and
         # closes the upstream connection in this same trio tick.
-        if self._run.engine is not None:
-            self._run.engine.cancel(self._stream.request_id, reason)
+        self._engine.cancel(self._stream.request_id, reason)
         self._scope.cancel()
 
     async def run(self) -> None:
@@ -281,7 +314,9 @@ class _Pump:
         try:
             with self._scope:
                 while not delivered:
+                    self.waiting_credit = self._credits.value == 0
                     await self._credits.acquire()
+                    self.waiting_credit = False
                     events = await self._stream.receive_batch()
                     if not events:
                         break
@@ -292,11 +327,12 @@ class _Pump:
         finally:
             if not delivered:
                 ending = self._substitute_ending()
-                if self._run.engine is not None and isinstance(ending, Cancelled):
-                    self._run.engine.cancel(self._stream.request_id, ending.reason)
+                if isinstance(ending, Cancelled):
+                    self._engine.cancel(self._stream.request_id, ending.reason)
                 self._run.to_loop(self._target._post, (ending,))
             with trio.CancelScope(shield=True):
                 await self._stream.aclose()
+            self._generation.pump_ended(self)
 
     def _substitute_ending(self) -> Ending:
         rid = self._stream.request_id
@@ -306,18 +342,84 @@ class _Pump:
         if self._run.crash is not None:
             error = EngineCrashed(self._run.crash.message)
         elif self._scope.cancelled_caught:
-            error = RequestDeadlineExceeded(self._run.config.request_deadline_s)
+            error = RequestDeadlineExceeded(self._generation.config.request_deadline_s)
         else:
             error = EngineClosed("The engine stopped before this answer finished; retry.")
         return Failed(request_id=rid, error=error, message=error.message)
 
 
+class _Generation:
+    """One engine and its upstream transport, inside a run.
+
+    Trio-flavoured. Runs as a task of the run's engine nursery from
+    ``open`` until it is told to leave: ``retire()`` (a newer generation
+    takes new requests; leave once the last pump of this one has ended) or
+    ``close_now()`` (the run is stopping; leave at once, which closes the
+    engine gracefully and gives every open request an ending). A crash is
+    handed to the run, never raised into the nursery.
+    """
+
+    def __init__(self, run: _Run, config: EngineConfig, factory: TransportFactory) -> None:
+        self.run = run
+        self.config = config
+        self._factory = factory
+        self._engine: Engine | None = None
+        self._pumps: set[_Pump] = set()
+        self._retiring = False
+        self._leave = trio.Event()
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise self.run.closed_error()
+        return self._engine
+
+    @property
+    def pumps(self) -> frozenset[_Pump]:
+        return frozenset(self._pumps)
+
+    def pump_started(self, pump: _Pump) -> None:
+        self._pumps.add(pump)
+
+    def pump_ended(self, pump: _Pump) -> None:
+        self._pumps.discard(pump)
+        if self._retiring and not self._pumps:
+            self._leave.set()
+
+    def retire(self) -> None:
+        self._retiring = True
+        if not self._pumps:
+            self._leave.set()
+
+    def close_now(self) -> None:
+        self._leave.set()
+
+    async def open(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            async with (
+                self._factory(self.config) as transport,
+                open_engine(self.config, EnginePorts(transport=transport)) as engine,
+            ):
+                self._engine = engine
+                started = True
+                task_status.started()
+                await self._leave.wait()
+        except EngineCrashed as exc:
+            if not started:
+                raise  # to whoever is starting this generation
+            self.run.crashed(exc)
+        finally:
+            self.run.generations.discard(self)
+
+
 class _Run:
-    """One trio run hosting one engine, and its asyncio-side bookkeeping.
+    """One trio run hosting the engine generations, and its asyncio-side bookkeeping.
 
     Shared by both bridges; only how ``main`` is started differs. Attributes
-    ``engine``, ``pumps`` and ``stop`` belong to the trio side; ``ready``,
-    ``done`` and ``pending`` to the loop.
+    ``current``, ``generations``, ``tasks``, ``engines`` and ``stop`` belong
+    to the trio side; ``ready``, ``done``, ``pending`` and ``open_streams``
+    to the loop.
     """
 
     def __init__(
@@ -334,11 +436,22 @@ class _Run:
         self.ready: asyncio.Future[trio.lowlevel.TrioToken] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.pending: set[asyncio.Future[Any]] = set()
+        #: Streams handed to asyncio whose ending has not been read yet.
+        self.open_streams: set[BridgedStream] = set()
+        #: The most batches one request ever had queued on the asyncio side.
+        self.peak_queued = 0
         self.token: trio.lowlevel.TrioToken | None = None
-        self.engine: Engine | None = None
-        self.pumps: trio.Nursery | None = None
+        self.current: _Generation | None = None
+        self.generations: set[_Generation] = set()
+        self.tasks: trio.Nursery | None = None
+        self.engines: trio.Nursery | None = None
         self.stop: trio.Event | None = None
         self.crash: EngineCrashed | None = None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine that takes new requests (None before start and after a crash)."""
+        return self.current.engine if self.current is not None else None
 
     # -- crossing over ------------------------------------------------------
 
@@ -393,11 +506,14 @@ class _Run:
         target = BridgedStream(self, request.request_id)
 
         def in_trio() -> _Pump:
-            if self.engine is None or self.pumps is None:
+            generation = self.current
+            if generation is None or self.tasks is None or self.crash is not None:
                 raise self.closed_error()
-            stream = self.engine.submit(request)  # AdmissionRejected / EngineClosed pass through
-            pump = _Pump(self, stream, target, self.window_batches)
-            self.pumps.start_soon(pump.run, name=f"pump {request.request_id}")
+            # AdmissionRejected / EngineClosed pass through to the caller.
+            stream = generation.engine.submit(request)
+            pump = _Pump(generation, stream, target, self.window_batches)
+            generation.pump_started(pump)
+            self.tasks.start_soon(pump.run, name=f"pump {request.request_id}")
             return pump
 
         try:
@@ -406,7 +522,7 @@ class _Run:
             # The submitting task was cancelled while the engine took the
             # request: cancel it there too (if it got in), so nothing leaks.
             rid = request.request_id
-            self.to_trio(lambda: self.engine is not None and self.engine.cancel(rid, _SUBMIT_GONE))
+            self.to_trio(lambda: self._cancel_everywhere(rid, _SUBMIT_GONE))
             raise
         target._attach(pump)
         return target
@@ -434,32 +550,106 @@ class _Run:
         if not self.done.done():
             self.done.set_result(None)
 
+    async def call_async_in_trio(self, afn: Callable[[], Awaitable[T]]) -> T:
+        """asyncio: run ``await afn()`` as a task of the trio run and await its result.
+
+        A trio cancellation (the run stopping) reaches asyncio as the run's
+        closed error, never as a trio exception.
+        """
+        future: asyncio.Future[T] = self.loop.create_future()
+
+        async def in_trio() -> None:
+            result = await outcome.acapture(afn)
+            if isinstance(result, outcome.Value):
+                self.to_loop(_set_result, future, result.value)
+                return
+            error = result.error
+            if isinstance(error, Exception):
+                self.to_loop(_set_exception, future, error)
+                return
+            self.to_loop(_set_exception, future, self.closed_error())
+            raise error  # Cancelled and friends belong to trio
+
+        def spawn() -> None:
+            if self.tasks is None or self.stop is None or self.stop.is_set():
+                self.to_loop(_set_exception, future, self.closed_error())
+            else:
+                self.tasks.start_soon(in_trio)
+
+        self.pending.add(future)
+        try:
+            if self.done.done() or not self.to_trio(spawn):
+                raise self.closed_error()
+            return await future
+        finally:
+            self.pending.discard(future)
+
     # -- trio side ------------------------------------------------------------
 
+    def _cancel_everywhere(self, request_id: str, reason: str) -> None:
+        for generation in list(self.generations):
+            if generation._engine is not None:
+                generation._engine.cancel(request_id, reason)
+
+    def crashed(self, exc: EngineCrashed) -> None:
+        """trio: an engine crashed; report it and stop the run (the run ends cleanly)."""
+        if self.crash is None:
+            self.crash = exc
+        if self.stop is not None:
+            self.stop.set()
+
+    async def start_generation(self, config: EngineConfig, factory: TransportFactory) -> None:
+        """trio: open a new engine generation and send new requests to it."""
+        assert self.engines is not None
+        generation = _Generation(self, config, factory)
+        self.generations.add(generation)
+        await self.engines.start(generation.open)
+        previous, self.current = self.current, generation
+        self.config = config
+        if previous is not None:
+            previous.retire()
+
     async def main(self) -> None:
-        """trio: transport + engine + pumps, until ``stop`` is set or the engine crashes."""
+        """trio: engine generations + pumps, until ``stop`` is set or an engine crashes."""
         self.stop = trio.Event()
-        async with (
-            self._transport_factory(self.config) as transport,
-            trio.open_nursery() as pumps,
-        ):
+        async with trio.open_nursery() as tasks:
+            self.tasks = tasks
             try:
-                async with open_engine(self.config, EnginePorts(transport=transport)) as engine:
-                    self.engine, self.pumps = engine, pumps
+                async with trio.open_nursery() as engines:
+                    self.engines = engines
+                    try:
+                        await self.start_generation(self.config, self._transport_factory)
+                    except EngineCrashed as exc:
+                        self.crashed(exc)
+                        return
                     self.token = trio.lowlevel.current_trio_token()
                     self.to_loop(_set_result, self.ready, self.token)
                     await self.stop.wait()
-            except EngineCrashed as exc:
-                # Reported to asyncio (pending calls, open streams, new submits),
-                # not raised: the run itself ends cleanly.
-                self.crash = exc
+                    # Close every engine now: each gives its open requests an ending.
+                    for generation in list(self.generations):
+                        generation.close_now()
             finally:
                 if self.crash is not None:
-                    pumps.cancel_scope.cancel()
+                    tasks.cancel_scope.cancel()
                 else:
                     # Every request has its ending by now; let the pumps hand
                     # it over, but never wait on a consumer that stopped reading.
-                    pumps.cancel_scope.deadline = trio.current_time() + _HANDOVER_GRACE_S
+                    tasks.cancel_scope.deadline = trio.current_time() + _HANDOVER_GRACE_S
+
+    # -- asyncio side, again ------------------------------------------------------
+
+    def bridge_statistics(self) -> ChannelStats:
+        """On the loop: the asyncio-side queues of open requests, as one named buffer."""
+        streams = list(self.open_streams)
+        return ChannelStats(
+            current_buffer_used=sum(s.queued_batches for s in streams),
+            max_buffer_size=self.window_batches * len(streams),
+            # A pump that has used its whole window waits for the consumer.
+            tasks_waiting_send=sum(s.pump_waiting for s in streams),
+            tasks_waiting_receive=sum(s.consumer_waiting for s in streams),
+            peak_buffer_used=self.peak_queued,
+            instances=len(streams),
+        )
 
 
 def _set_result(future: asyncio.Future[T], value: T) -> None:
@@ -525,10 +715,45 @@ class _BridgeBase:
             raise EngineClosed("The engine is not running; submit a request to start it.")
 
         def in_trio() -> EngineStatistics:
-            assert run.engine is not None
-            return run.engine.statistics()
+            engine = run.engine
+            if engine is None:
+                raise run.closed_error()
+            return engine.statistics()
 
-        return await run.call_in_trio(in_trio)
+        stats = await run.call_in_trio(in_trio)
+        # The asyncio side's per-request queues are a buffer like any other.
+        channels = {**stats.channels, BRIDGE_CHANNEL: run.bridge_statistics()}
+        return dataclasses.replace(stats, channels=channels)
+
+    @property
+    def open_streams(self) -> int:
+        """Requests handed to asyncio whose ending has not been read (on the loop)."""
+        return len(self._run.open_streams) if self._run is not None else 0
+
+    async def reconfigure(
+        self,
+        config: EngineConfig,
+        *,
+        api_key: str | None = None,
+        transport_factory: TransportFactory | None = None,
+    ) -> None:
+        """Use a new config (and key or transport) for new requests, dropping none in flight.
+
+        Not running: the next start uses it. Running: a new engine generation
+        starts in the same trio run and takes new requests; the previous one
+        closes once its last request has ended.
+        """
+        if transport_factory is None and api_key is not None:
+            transport_factory = _http_transport(api_key)
+        self.config = config
+        if transport_factory is not None:
+            self._transport_factory = transport_factory
+        run = self._run
+        if run is None or run.done.done():
+            return
+        await asyncio.shield(run.ready)
+        factory = self._transport_factory
+        await run.call_async_in_trio(lambda: run.start_generation(config, factory))
 
     async def aclose(self) -> None:
         run = self._run

@@ -109,8 +109,18 @@ class ChatRequest:
     options: JsonObject = field(default_factory=lambda: types.MappingProxyType({}))
     request_id: str = field(default_factory=new_request_id)
     user_id: str | None = None
+    #: This request's text batching, overriding the engine's ``update_char_limit``
+    #: and ``idle_flush_ms`` (a user's streaming profile in Open WebUI).
+    update_char_limit: int | None = None
+    idle_flush_ms: float | None = None
 
     def __post_init__(self) -> None:
+        if self.update_char_limit is not None and not 1 <= self.update_char_limit <= 100_000:
+            raise UsageError(
+                f"update_char_limit must be from 1 to 100000, not {self.update_char_limit}"
+            )
+        if self.idle_flush_ms is not None and not 0 <= self.idle_flush_ms <= 60_000:
+            raise UsageError(f"idle_flush_ms must be from 0 to 60000, not {self.idle_flush_ms}")
         # Frozen dataclass: assignment goes through object.__setattr__ once, here.
         object.__setattr__(self, "input", freeze_json(self.input))
         object.__setattr__(self, "options", freeze_json(self.options))

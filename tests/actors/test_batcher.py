@@ -197,3 +197,49 @@ async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockCloc
     assert not tasks_named("batcher-actor")
     assert out_receive.statistics().open_send_channels == 0
     assert send.statistics().open_receive_channels == 0
+
+
+async def test_a_request_may_carry_its_own_limits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A user's streaming profile: one request batches by 2 chars, its neighbour by the config."""
+    from engine.channels import ChannelRegistry  # noqa: PLC0415
+    from engine.messages import ChatRequest  # noqa: PLC0415
+    from engine.request import RequestHandle  # noqa: PLC0415
+
+    own = ChatRequest(model="m", input=(), request_id="own", update_char_limit=2, idle_flush_ms=0)
+    handle = RequestHandle(
+        own,
+        window_events=16,
+        deadline=float("inf"),
+        channels=ChannelRegistry(),
+        on_finished=lambda *_: None,
+    )
+    handles = {"own": handle}
+    send, out_receive, _, actor = _open(update_char_limit=100, idle_flush_ms=0)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(actor, requests=handles), name="batcher-actor")
+        async with send:
+            await send.send((_pb("own", _d(0, "ab"), _d(1, "cd")),))
+            await send.send((_pb("other", _d(0, "ab"), _d(1, "cd")),))
+            await send.send((StreamEnded(request_id="own", seq=2),))
+            await send.send((StreamEnded(request_id="other", seq=2),))
+        bundles = [b async for b in out_receive]
+    runs = [m for m in _flat(bundles) if isinstance(m, RequestBatch)]
+    assert [item for m in runs if m.request_id == "own" for item in m.items] == [
+        _run("own", "ab", 1),
+        _run("own", "cd", 1),
+    ]
+    assert [item for m in runs if m.request_id == "other" for item in m.items] == [
+        _run("other", "abcd", 2)
+    ]
+
+
+def test_request_limits_are_validated() -> None:
+    from engine.errors import UsageError  # noqa: PLC0415
+    from engine.messages import ChatRequest  # noqa: PLC0415
+
+    with pytest.raises(UsageError, match="update_char_limit"):
+        ChatRequest(model="m", input=(), update_char_limit=0)
+    with pytest.raises(UsageError, match="idle_flush_ms"):
+        ChatRequest(model="m", input=(), idle_flush_ms=-1)

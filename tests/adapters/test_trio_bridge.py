@@ -336,3 +336,91 @@ def test_trio_is_not_left_running_on_the_loop_thread(mock: Mock, loop_kind: str)
         assert not trio.lowlevel.in_trio_run()
 
     run_on(loop_kind, scenario)
+
+
+def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight(
+    mock: Mock, bridge_kind: str, loop_kind: str
+) -> None:
+    """A settings change mid-stream: the old answer completes on the old engine,
+    new requests use the new config, and the old engine closes after its last request."""
+    from adapters import OpenRouterHttpTransport  # noqa: PLC0415
+
+    log: list[str] = []
+
+    def recording(tag: str) -> Any:
+        @asynccontextmanager
+        async def factory(config: EngineConfig) -> AsyncIterator[UpstreamTransport]:
+            log.append(f"open {tag}")
+            try:
+                async with OpenRouterHttpTransport(config, api_key=API_KEY) as real:
+                    yield real
+            finally:
+                log.append(f"close {tag}")
+
+        return factory
+
+    async def scenario() -> None:
+        async with bridged(bridge_kind, mock, transport_factory=recording("old")) as bridge:
+            slow = request("text", tokens=150, tps=150, seed=3)  # about 1 s
+            in_flight = await bridge.submit(slow)
+            first = await in_flight.receive_batch()  # it is streaming on the old engine
+            new_config = EngineConfig(
+                base_url=mock.base_url, shutdown_grace_s=1.0, update_char_limit=1000
+            )
+            await bridge.reconfigure(new_config, transport_factory=recording("new"))
+            assert log == ["open old", "open new"]
+            assert bridge.config is new_config
+
+            quick = request("text", tokens=30, seed=4)
+            got_new = await read_all(await bridge.submit(quick))
+            assert got_new.text == text_of(quick)
+            # The new engine batches by 1000 characters: the whole answer in one delta.
+            assert sum(isinstance(e, TextDelta) for e in got_new.events) == 1
+            assert log == ["open old", "open new"], "the old engine must wait for its request"
+
+            rest = await read_all(in_flight)
+            text = "".join(e.text for e in first if isinstance(e, TextDelta)) + rest.text
+            assert text == text_of(slow)
+            assert isinstance(rest.events[-1], Completed)
+
+            async def old_closed() -> bool:
+                return "close old" in log
+
+            await wait_until(old_closed)
+            stats = await bridge.statistics()
+            assert stats.flow.open_requests == 0
+        assert log == ["open old", "open new", "close old", "close new"]
+
+    run_on(loop_kind, scenario)
+
+
+def test_statistics_show_the_asyncio_side_queues(
+    mock: Mock, bridge_kind: str, loop_kind: str
+) -> None:
+    from adapters.trio_bridge import BRIDGE_CHANNEL  # noqa: PLC0415
+
+    window = 2
+
+    async def scenario() -> None:
+        async with bridged(
+            bridge_kind, mock, window_batches=window, update_char_limit=1, request_window_events=4
+        ) as bridge:
+            stream = await bridge.submit(request("text", tokens=200, seed=9))
+
+            async def pump_blocked() -> bool:
+                queue = (await bridge.statistics()).channels[BRIDGE_CHANNEL]
+                return queue.tasks_waiting_send == 1
+
+            await wait_until(pump_blocked)
+            queue = (await bridge.statistics()).channels[BRIDGE_CHANNEL]
+            assert queue.current_buffer_used == window
+            assert queue.max_buffer_size == window
+            assert queue.peak_buffer_used == window
+            assert queue.instances == 1
+            assert bridge.open_streams == 1
+            await read_all(stream)
+            queue = (await bridge.statistics()).channels[BRIDGE_CHANNEL]
+            assert (queue.current_buffer_used, queue.instances) == (0, 0)
+            assert bridge.open_streams == 0
+
+    run_on(loop_kind, scenario)
