@@ -1,0 +1,687 @@
+"""Open WebUI's chat ``body`` → one engine ``ChatRequest`` for OpenRouter's Responses API.
+
+This module owns the translation of the Chat Completions-shaped body Open WebUI
+hands a pipe (contract §2.6) into a Responses request (contract §1.2-1.6, §4):
+history messages become ``input`` items, the few sampling parameters the
+Responses API shares are carried over, and everything else is dropped and
+named, so a debug log can say what did not go upstream.
+
+It is pure and synchronous: no I/O, no clock, no randomness beyond the request
+id ``ChatRequest`` makes when none is given. The same body always maps to the
+same request, which is what keeps assistant history ids stable for caching.
+
+Deliberate departures from the original pipe (seed inventory §B.3-B.4):
+
+* ``system`` / ``developer`` messages stay items with their own role; they are
+  not folded into the next user message's text.
+* A ``max_tokens`` the user set is always honoured (as ``max_output_tokens``).
+* ``response_format`` becomes ``text.format``, the Responses name for it.
+* OpenRouter's web plugin is attached on the chat's toggle or an admin's force
+  list only, never merely because a model is priced for web search.
+
+Not here yet (later issues): tool calls and their results, replay of reasoning
+items, and full multimodal intake (size guards, downloads, images only on the
+newest turn). Each content part type has its own small function so that intake
+can grow part by part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from adapters.model_catalog import ModelInfo
+from engine.errors import EngineError
+from engine.messages import ChatRequest, new_request_id
+
+__all__ = [
+    "MappedRequest",
+    "RequestMappingError",
+    "RequestSettings",
+    "build_request",
+    "strip_rendered_blocks",
+]
+
+JsonDict = dict[str, Any]
+
+#: Reasoning efforts OpenRouter accepts (contract §1.5).
+REASONING_EFFORTS: Final = frozenset({"none", "minimal", "low", "medium", "high", "xhigh", "max"})
+#: ``input_image.detail`` values (contract §1.3); anything else becomes "auto".
+_IMAGE_DETAILS: Final = frozenset({"auto", "low", "high", "original"})
+#: ``input_file`` fields passed through; at least one of ``_FILE_SOURCES`` must be present.
+_FILE_FIELDS: Final = ("file_id", "file_data", "file_url", "filename")
+_FILE_SOURCES: Final = frozenset({"file_id", "file_data", "file_url"})
+#: Text part types, whichever API shape the history was written in.
+_TEXT_PART_TYPES: Final = frozenset({"text", "input_text", "output_text"})
+#: ``<details type=…>`` blocks Open WebUI renders into stored assistant text. They are
+#: UI (the model's thinking, tool-call cards, code runs), not the answer the model gave.
+_RENDERED_DETAIL_TYPES: Final = frozenset({"reasoning", "tool_calls", "code_interpreter"})
+#: Assistant fields that belong to tool running / reasoning replay (later issues).
+_ASSISTANT_EXTRAS: Final = ("tool_calls", "function_call", "reasoning_content", "reasoning_details")
+#: Body keys this module reads (and so never lists as dropped). Reasoning keys are
+#: read only when reasoning applies; see ``_reasoning``.
+_READ_KEYS: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "response_format",
+    }
+)
+
+
+# --------------------------------------------------------------------------
+# Public records
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSettings:
+    """The merged system and user valve values the mapping needs."""
+
+    enable_reasoning: bool = True
+    #: none | minimal | low | medium | high | xhigh (| max)
+    reasoning_effort: str = "medium"
+    #: auto | concise | detailed | disabled ("disabled" sends no summary request)
+    reasoning_summary: str = "auto"
+    #: Fill ``max_output_tokens`` from the catalogue when the user gave no limit.
+    use_model_max_output_tokens: bool = False
+    #: Honour the chat's web-search toggle with OpenRouter's web plugin.
+    enable_web_search: bool = True
+    #: OpenRouter ids or exposed sub ids for which an admin forces the web plugin.
+    web_search_force_models: frozenset[str] = frozenset()
+    web_search_max_results: int | None = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MappedRequest:
+    """The request to run, plus what the mapping left out."""
+
+    request: ChatRequest
+    #: Body keys (and history parts) that were not sent, sorted, for a debug log line.
+    dropped: tuple[str, ...]
+    #: Sentences for the person chatting, e.g. that images were skipped.
+    notes: tuple[str, ...]
+
+
+class RequestMappingError(EngineError):
+    """Open WebUI's body cannot be turned into a Responses request.
+
+    A malformed body is the caller's input, not an engine bug, so this is an
+    ``EngineError`` whose message the pipe can show the person as it is.
+    """
+
+    def __init__(self, problem: str, fix: str) -> None:
+        self.problem = problem
+        super().__init__(f"This chat request cannot be sent: {problem}. {fix}")
+
+
+# --------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------
+
+
+def build_request(
+    body: Mapping[str, Any],
+    *,
+    model: ModelInfo,
+    settings: RequestSettings,
+    features: Mapping[str, Any] | None = None,
+    user_id: str | None = None,
+    request_id: str | None = None,
+) -> MappedRequest:
+    """Map one Open WebUI chat body to a ``ChatRequest`` for ``model``.
+
+    ``features`` is ``__metadata__["features"]`` (Open WebUI pops it from the
+    body before a pipe runs); when it is None the body's own ``features`` is
+    used, for callers that pass a raw body. Raises ``RequestMappingError`` when
+    the body cannot be mapped.
+    """
+    if not isinstance(body, Mapping):
+        raise RequestMappingError(
+            f"the body is a {type(body).__name__}, not an object",
+            "Send a chat completion body with a messages list.",
+        )
+    tally = _Tally()
+    items = _map_messages(body.get("messages"), model, tally)
+
+    options: JsonDict = {}
+    read = set(_READ_KEYS)
+    _set(options, "max_output_tokens", _max_output_tokens(body, model, settings))
+    for key in ("temperature", "top_p"):
+        _set(options, key, _sampling_number(body, key, tally))
+    _set(options, "parallel_tool_calls", _flag(body, "parallel_tool_calls", tally))
+    reasoning = _reasoning(body, model, settings)
+    if reasoning is not None:
+        options["reasoning"] = reasoning
+        read |= {"reasoning", "reasoning_effort"}
+    text_format = _text_format(body.get("response_format"))
+    if text_format is not None:
+        options["text"] = {"format": text_format}
+    toggle = features if features is not None else body.get("features")
+    plugins = _plugins(model, settings, toggle, tally)
+    if plugins:
+        options["plugins"] = plugins
+
+    # A key whose value is None asked for nothing, so nothing was dropped.
+    unread = {str(key) for key, value in body.items() if value is not None and key not in read}
+    request = ChatRequest(
+        model=model.openrouter_id,  # the exposed Open WebUI id never goes upstream
+        input=tuple(items),
+        options=options,
+        # The same generator ChatRequest's own default uses.
+        request_id=request_id if request_id is not None else new_request_id(),
+        user_id=user_id,
+    )
+    return MappedRequest(
+        request=request,
+        dropped=tuple(sorted(unread | set(tally.dropped))),
+        notes=tuple(_notes(model, tally)),
+    )
+
+
+# --------------------------------------------------------------------------
+# Bookkeeping
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the mapping skipped along the way, to report once at the end."""
+
+    #: Parts skipped because the model lacks the capability: "image" | "file" | "audio".
+    skipped: Counter[str] = field(default_factory=Counter)
+    #: Part types no Responses input shape exists for (e.g. "video_url").
+    unsupported: Counter[str] = field(default_factory=Counter)
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+#: kind → (what the model does not accept, singular noun, plural noun)
+_SKIP_WORDING: Final = {
+    "image": ("images", "image", "images"),
+    "file": ("files", "file", "files"),
+    "audio": ("audio", "audio clip", "audio clips"),
+}
+
+
+def _notes(model: ModelInfo, tally: _Tally) -> list[str]:
+    who = model.name or "This model"
+    notes = []
+    for kind, (accepted, singular, plural) in _SKIP_WORDING.items():
+        count = tally.skipped[kind]
+        if count:
+            noun = singular if count == 1 else plural
+            notes.append(f"{who} does not accept {accepted}; {count} {noun} skipped.")
+    count = sum(tally.unsupported.values())
+    if count:
+        kinds = ", ".join(sorted(tally.unsupported))
+        noun = "attachment" if count == 1 else "attachments"
+        notes.append(f"{count} {noun} of an unsupported kind ({kinds}) skipped.")
+    return notes + tally.notes
+
+
+def _set(options: JsonDict, key: str, value: Any) -> None:
+    # OpenRouter rejects explicit nulls for optional fields (contract §1.2).
+    if value is not None:
+        options[key] = value
+
+
+# --------------------------------------------------------------------------
+# History → input items
+# --------------------------------------------------------------------------
+
+RoleMapper = Callable[[int, Mapping[str, Any], ModelInfo, _Tally], JsonDict | None]
+
+
+def _map_messages(messages: Any, model: ModelInfo, tally: _Tally) -> list[JsonDict]:
+    if messages is None:
+        raise RequestMappingError("the body has no messages", "Send at least one user message.")
+    if not isinstance(messages, list | tuple):
+        raise RequestMappingError(
+            f"messages is a {type(messages).__name__}, not a list",
+            "Send the conversation as a list of messages.",
+        )
+    if not messages:
+        raise RequestMappingError("the message list is empty", "Send at least one user message.")
+    items = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise RequestMappingError(
+                f"messages[{index}] is a {type(message).__name__}, not an object",
+                "Each message needs a role and content.",
+            )
+        role = message.get("role")
+        mapper = _ROLE_MAPPERS.get(role) if isinstance(role, str) else None
+        if mapper is None:
+            raise RequestMappingError(
+                f"messages[{index}] has role {role!r}",
+                f"Each message needs one of the roles {', '.join(_ROLE_MAPPERS)}.",
+            )
+        item = mapper(index, message, model, tally)
+        if item is not None:
+            items.append(item)
+    if not items:
+        skipped = f" ({' '.join(_notes(model, tally))})" if tally.skipped else ""
+        raise RequestMappingError(
+            f"no message has anything this model can read{skipped}",
+            "Write a message in text, or pick a model that accepts the attachments.",
+        )
+    return items
+
+
+def _instruction_item(
+    index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    """A system or developer message stays a message with its role (not user text)."""
+    text = _flatten_text(message.get("content"), f"messages[{index}]")
+    if not text.strip():
+        return None
+    return {
+        "type": "message",
+        "role": message["role"],
+        "content": [{"type": "input_text", "text": text}],
+    }
+
+
+def _user_item(
+    index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    where = f"messages[{index}]"
+    content = message.get("content")
+    if content is None:
+        parts: list[JsonDict] = []
+    elif isinstance(content, str):
+        parts = [{"type": "input_text", "text": content}] if content else []
+    elif isinstance(content, list | tuple):
+        parts = _user_parts(content, where, model, tally)
+    else:
+        raise RequestMappingError(
+            f"{where} (user) has content of type {type(content).__name__}",
+            "User content must be text or a list of content parts.",
+        )
+    if not parts:
+        return None
+    return {"type": "message", "role": "user", "content": parts}
+
+
+def _assistant_item(
+    index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    where = f"messages[{index}]"
+    for key in _ASSISTANT_EXTRAS:
+        if message.get(key):
+            tally.dropped.append(f"{where}.{key}")
+    # The model must not read its own rendered thinking back as answer text.
+    text = strip_rendered_blocks(_flatten_text(message.get("content"), where)).strip()
+    if not text:
+        return None
+    return {
+        "type": "message",
+        "role": "assistant",
+        # OpenRouter requires id and status on assistant history (contract §4.8).
+        "id": _assistant_id(index, text),
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def _dropped_tool_result(
+    index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    """Results of tools Open WebUI ran; the engine will run tools itself (later issue)."""
+    tally.dropped.append(f"messages[{index}] (role {message['role']})")
+    return None
+
+
+_ROLE_MAPPERS: Final[dict[str, RoleMapper]] = {
+    "system": _instruction_item,
+    "developer": _instruction_item,
+    "user": _user_item,
+    "assistant": _assistant_item,
+    "tool": _dropped_tool_result,
+    "function": _dropped_tool_result,
+}
+
+
+def _assistant_id(index: int, text: str) -> str:
+    """A stable id: the same turn at the same position gets the same id every time.
+
+    Stability keeps each request's prefix identical to the last one's, which is
+    what provider prompt caches key on.
+    """
+    digest = hashlib.sha256(f"{index}\n{text}".encode("utf-8", "surrogatepass"))
+    return f"msg_{digest.hexdigest()[:24]}"
+
+
+def _flatten_text(content: Any, where: str) -> str:
+    """Text of a system, developer or assistant message: a string, text parts or one dict."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Mapping):
+        return _part_text(content) or ""
+    if isinstance(content, list | tuple):
+        texts = (part if isinstance(part, str) else _part_text(part) for part in content)
+        return "\n".join(text for text in texts if text)
+    raise RequestMappingError(
+        f"{where} has content of type {type(content).__name__}",
+        "Message content must be text or a list of content parts.",
+    )
+
+
+def _part_text(part: Any) -> str | None:
+    # Non-text parts (an image in a system prompt, say) carry no text to keep.
+    if not isinstance(part, Mapping):
+        return None
+    if part.get("type", "text") not in _TEXT_PART_TYPES:
+        return None
+    text = part.get("text")
+    return text if isinstance(text, str) else None
+
+
+# --------------------------------------------------------------------------
+# User content parts: one function per part type
+# --------------------------------------------------------------------------
+
+PartMapper = Callable[[Mapping[str, Any], str, ModelInfo, _Tally], JsonDict | None]
+
+
+def _user_parts(
+    content: list[Any] | tuple[Any, ...], where: str, model: ModelInfo, tally: _Tally
+) -> list[JsonDict]:
+    parts = []
+    for position, raw in enumerate(content):
+        here = f"{where}.content[{position}]"
+        # Some clients send a bare string for a text part.
+        part = {"type": "text", "text": raw} if isinstance(raw, str) else raw
+        if not isinstance(part, Mapping):
+            raise RequestMappingError(
+                f"{here} is a {type(part).__name__}, not a content part",
+                "Content parts must be objects with a type.",
+            )
+        kind = part.get("type")
+        mapper = _PART_MAPPERS.get(kind) if isinstance(kind, str) else None
+        if mapper is None:
+            tally.unsupported[str(kind)] += 1
+            continue
+        mapped = mapper(part, here, model, tally)
+        if mapped is not None:
+            parts.append(mapped)
+    return parts
+
+
+def _text_part(
+    part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise RequestMappingError(f"{where} is a text part without text", "Give it a text string.")
+    return {"type": "input_text", "text": text} if text else None
+
+
+def _image_part(
+    part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    if not model.vision:
+        tally.skipped["image"] += 1
+        return None
+    # Chat Completions nests {url, detail}; Responses and older clients give a bare string.
+    source = part.get("image_url")
+    if isinstance(source, Mapping):
+        url, detail = source.get("url"), source.get("detail")
+    else:
+        url, detail = source, part.get("detail")
+    if not isinstance(url, str) or not url:
+        raise RequestMappingError(
+            f"{where} is an image part without a URL", "Attach the image again."
+        )
+    return {
+        "type": "input_image",
+        "image_url": url,
+        "detail": detail if detail in _IMAGE_DETAILS else "auto",
+    }
+
+
+def _file_part(
+    part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    if not model.file_input:
+        tally.skipped["file"] += 1
+        return None
+    # Chat Completions nests the fields under "file"; Responses puts them on the part.
+    nested = part.get("file")
+    source = nested if isinstance(nested, Mapping) else part
+    fields = {
+        key: source[key] for key in _FILE_FIELDS if isinstance(source.get(key), str) and source[key]
+    }
+    if not _FILE_SOURCES & fields.keys():
+        raise RequestMappingError(
+            f"{where} is a file part without file_id, file_data or file_url",
+            "Attach the file again.",
+        )
+    return {"type": "input_file", **fields}
+
+
+def _audio_part(
+    part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    if not model.audio_input:
+        tally.skipped["audio"] += 1
+        return None
+    audio = part.get("input_audio")
+    data = audio.get("data") if isinstance(audio, Mapping) else None
+    audio_format = audio.get("format") if isinstance(audio, Mapping) else None
+    if not isinstance(data, str) or not data or not isinstance(audio_format, str):
+        raise RequestMappingError(
+            f"{where} is an audio part without data and format",
+            "Attach the recording again.",
+        )
+    return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
+
+
+_PART_MAPPERS: Final[dict[str, PartMapper]] = {
+    "text": _text_part,
+    "input_text": _text_part,
+    "image_url": _image_part,
+    "input_image": _image_part,
+    "file": _file_part,
+    "input_file": _file_part,
+    "input_audio": _audio_part,
+}
+
+
+# --------------------------------------------------------------------------
+# Rendered <details> blocks in assistant history
+# --------------------------------------------------------------------------
+
+_DETAILS_TAG = re.compile(r"<(/?)details\b([^>]*)>", re.IGNORECASE)
+_TYPE_ATTRIBUTE = re.compile(r"""\btype\s*=\s*["']?([\w-]+)""", re.IGNORECASE)
+
+
+def strip_rendered_blocks(text: str) -> str:
+    """``text`` without Open WebUI's rendered reasoning, tool-call and code-run blocks.
+
+    Open WebUI 0.12.4 rebuilds history from stored output items, which carry
+    no such blocks, but chats stored by older versions (and temporary chats of
+    some clients) keep ``<details type="reasoning" …>…</details>`` inside the
+    assistant text. Nested ``<details>`` are matched by depth rather than with a
+    lazy regex, so a block holding another block (or code with ``` fences) is
+    removed whole; an unclosed block runs to the end, as a browser renders it.
+    Other ``<details>`` (ones the model wrote as part of its answer) stay.
+    """
+    if "<details" not in text.lower():
+        return text  # the common case: nothing to scan
+    kept: list[str] = []
+    resume = 0  # where the text after the last removed block starts
+    depth = 0  # > 0 while inside a block being removed
+    for tag in _DETAILS_TAG.finditer(text):
+        closing = tag.group(1) == "/"
+        if depth:
+            depth += -1 if closing else 1
+            if not depth:
+                resume = tag.end()
+        elif not closing and _rendered_type(tag.group(2)):
+            kept.append(text[resume : tag.start()])
+            depth = 1
+    if not depth:
+        kept.append(text[resume:])
+    return "".join(kept)
+
+
+def _rendered_type(attributes: str) -> bool:
+    found = _TYPE_ATTRIBUTE.search(attributes)
+    return found is not None and found.group(1).lower() in _RENDERED_DETAIL_TYPES
+
+
+# --------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------
+
+
+def _max_output_tokens(
+    body: Mapping[str, Any], model: ModelInfo, settings: RequestSettings
+) -> int | None:
+    # The newer Chat Completions name first; both mean the user's own limit.
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if value is not None:
+            return _positive_int(value, key)
+    if settings.use_model_max_output_tokens:
+        return model.max_output_tokens
+    return None
+
+
+def _positive_int(value: Any, key: str) -> int:
+    # A limit the user set is a cost bound: a malformed one is refused, not ignored.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise RequestMappingError(
+            f"{key} is {value!r}, not a positive whole number",
+            "Fix max tokens in the chat's or model's advanced parameters.",
+        )
+    return value
+
+
+def _sampling_number(body: Mapping[str, Any], key: str, tally: _Tally) -> float | int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        tally.dropped.append(key)  # not a number: sending it would only earn a 400
+        return None
+    return value
+
+
+def _flag(body: Mapping[str, Any], key: str, tally: _Tally) -> bool | None:
+    value = body.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    tally.dropped.append(key)
+    return None
+
+
+def _reasoning(
+    body: Mapping[str, Any], model: ModelInfo, settings: RequestSettings
+) -> JsonDict | None:
+    """The ``reasoning`` object, only for models that take one and when enabled."""
+    if not (model.reasoning and settings.enable_reasoning):
+        return None
+    config: JsonDict = {"effort": _effort(body.get("reasoning_effort"), settings)}
+    if settings.reasoning_summary != "disabled":
+        config["summary"] = settings.reasoning_summary
+    caller = body.get("reasoning")
+    if caller is not None:
+        if not isinstance(caller, Mapping):
+            raise RequestMappingError(
+                f"reasoning is a {type(caller).__name__}, not an object",
+                'Give reasoning as an object such as {"effort": "high"}.',
+            )
+        # The caller's explicit values win over the valves.
+        config.update({str(key): value for key, value in caller.items() if value is not None})
+    return config
+
+
+def _effort(requested: Any, settings: RequestSettings) -> str:
+    if requested is None:
+        return settings.reasoning_effort
+    effort = requested.strip().lower() if isinstance(requested, str) else None
+    if effort == "":
+        return settings.reasoning_effort  # an emptied form field asks for nothing
+    if effort not in REASONING_EFFORTS:
+        raise RequestMappingError(
+            f"reasoning_effort is {requested!r}",
+            f"Use one of {', '.join(sorted(REASONING_EFFORTS))} in the advanced parameters.",
+        )
+    return effort
+
+
+def _text_format(response_format: Any) -> JsonDict | None:
+    """Chat Completions ``response_format`` → Responses ``text.format``."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "text":
+        return None  # plain text is the default; nothing to ask for
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        return _json_schema_format(response_format.get("json_schema"))
+    raise RequestMappingError(
+        f"response_format {response_format!r} is not understood",
+        'Use {"type": "text"}, {"type": "json_object"} or '
+        '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}.',
+    )
+
+
+def _json_schema_format(spec: Any) -> JsonDict:
+    fix = 'Give response_format.json_schema as {"name": ..., "schema": {...}, "strict": true}.'
+    if not isinstance(spec, Mapping):
+        raise RequestMappingError("response_format.json_schema is missing", fix)
+    name, schema = spec.get("name"), spec.get("schema")
+    if not isinstance(name, str) or not name:
+        raise RequestMappingError("response_format.json_schema has no name", fix)
+    if not isinstance(schema, Mapping):
+        raise RequestMappingError("response_format.json_schema has no schema object", fix)
+    text_format: JsonDict = {"type": "json_schema", "name": name, "schema": schema}
+    strict = spec.get("strict")
+    if strict is not None:
+        if not isinstance(strict, bool):
+            raise RequestMappingError(f"response_format.json_schema.strict is {strict!r}", fix)
+        text_format["strict"] = strict
+    description = spec.get("description")
+    if isinstance(description, str) and description:
+        text_format["description"] = description
+    return text_format
+
+
+def _plugins(
+    model: ModelInfo, settings: RequestSettings, features: Any, tally: _Tally
+) -> list[JsonDict]:
+    """OpenRouter's web plugin: on the chat's toggle or an admin's force list only.
+
+    The plugin is billed per request, so it is never attached merely because
+    the model has web-search pricing (the original did; seed inventory §B.3.16).
+    """
+    toggled = isinstance(features, Mapping) and bool(features.get("web_search"))
+    forced = bool({model.openrouter_id, model.sub_id} & settings.web_search_force_models)
+    if toggled and not settings.enable_web_search and not forced:
+        tally.notes.append(
+            "Web search is turned off in this pipe's settings; answering without it."
+        )
+    if not (forced or (toggled and settings.enable_web_search)):
+        return []
+    plugin: JsonDict = {"id": "web"}
+    _set(plugin, "max_results", settings.web_search_max_results)
+    return [plugin]

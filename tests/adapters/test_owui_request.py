@@ -1,0 +1,996 @@
+"""Open WebUI chat body → ChatRequest: every mapping rule, happy and unhappy."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.model_catalog import ModelInfo
+from adapters.owui_request import (
+    MappedRequest,
+    RequestMappingError,
+    RequestSettings,
+    build_request,
+    strip_rendered_blocks,
+)
+from engine.errors import EngineError, UsageError
+
+VISION = ModelInfo(
+    openrouter_id="openai/gpt-4o",
+    sub_id="openai.gpt-4o",
+    name="OpenAI: GPT-4o",
+    input_modalities=frozenset({"text", "image", "file"}),
+    supported_parameters=frozenset(
+        {"max_tokens", "temperature", "top_p", "tools", "tool_choice", "response_format"}
+    ),
+    context_length=128_000,
+    max_output_tokens=16_384,
+)
+REASONER = ModelInfo(
+    openrouter_id="deepseek/deepseek-r1",
+    sub_id="deepseek.deepseek-r1",
+    name="DeepSeek: R1",
+    supported_parameters=frozenset({"reasoning", "include_reasoning", "max_tokens"}),
+    context_length=163_840,
+    max_output_tokens=32_768,
+)
+PLAIN = ModelInfo(
+    openrouter_id="mistralai/mistral-7b-instruct",
+    sub_id="mistralai.mistral-7b-instruct",
+    name="Mistral: Mistral 7B Instruct",
+    max_output_tokens=4_096,
+)
+WEB_PRICED = ModelInfo(
+    openrouter_id="perplexity/sonar",
+    sub_id="perplexity.sonar",
+    name="Perplexity: Sonar",
+    supported_parameters=frozenset({"web_search_options"}),
+    pricing={"prompt": "0.000001", "completion": "0.000001", "web_search": "0.005"},
+)
+AUDIO = ModelInfo(
+    openrouter_id="google/gemini-2.5-flash",
+    sub_id="google.gemini-2.5-flash",
+    name="Google: Gemini 2.5 Flash",
+    input_modalities=frozenset({"text", "image", "file", "audio"}),
+)
+
+DEFAULTS = RequestSettings()
+PNG = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+
+REASONING_BLOCK = (
+    '<details type="reasoning" done="true" duration="4">\n'
+    "<summary>Thought for 4 seconds</summary>\n"
+    "&gt; The user greets me. I should greet back.\n"
+    "</details>"
+)
+TOOL_BLOCK = (
+    '<details type="tool_calls" done="true" id="call_1" name="get_weather" '
+    'arguments="{&quot;city&quot;: &quot;Oslo&quot;}" result="&quot;4 °C&quot;">\n'
+    "<summary>Tool Executed</summary>\n"
+    "</details>\n"
+)
+
+
+def owui_body(**overrides: Any) -> dict[str, Any]:
+    """A body as Open WebUI 0.12.4 hands it to a pipe (contract §2.6)."""
+    body: dict[str, Any] = {
+        "stream": True,
+        "model": "orpipe.openai.gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant. Today is 2025-06-01."},
+            {"role": "user", "content": "Hi there"},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": PNG}},
+                ],
+            },
+        ],
+        "temperature": 0.7,
+        "stream_options": {"include_usage": True},
+    }
+    body.update(overrides)
+    return body
+
+
+def build(
+    body: Mapping[str, Any],
+    model: ModelInfo = VISION,
+    settings: RequestSettings = DEFAULTS,
+    **kwargs: Any,
+) -> MappedRequest:
+    return build_request(body, model=model, settings=settings, **kwargs)
+
+
+def sent(mapped: MappedRequest) -> dict[str, Any]:
+    """The body exactly as it would go upstream, through a JSON round trip."""
+    return dict(json.loads(json.dumps(mapped.request.body())))
+
+
+def user_turn(content: Any) -> dict[str, Any]:
+    return {"messages": [{"role": "user", "content": content}]}
+
+
+def message_items(body: Mapping[str, Any], role: str) -> list[dict[str, Any]]:
+    return [item for item in body["input"] if item.get("role") == role]
+
+
+# --------------------------------------------------------------------------
+# The request as a whole
+# --------------------------------------------------------------------------
+
+
+def test_a_realistic_body_maps_to_a_streaming_json_request() -> None:
+    mapped = build(owui_body(), user_id="user-7", request_id="req-1")
+    body = sent(mapped)
+    assert body["model"] == "openai/gpt-4o"
+    assert body["stream"] is True
+    assert "store" not in body
+    assert "instructions" not in body
+    assert body["temperature"] == 0.7
+    assert [(item["type"], item["role"]) for item in body["input"]] == [
+        ("message", "system"),
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    assert body["input"][3]["content"] == [
+        {"type": "input_text", "text": "What is in this picture?"},
+        {"type": "input_image", "image_url": PNG, "detail": "auto"},
+    ]
+    assert mapped.request.request_id == "req-1"
+    assert mapped.request.user_id == "user-7"
+    assert mapped.request.instructions is None
+    assert mapped.notes == ()
+    assert mapped.dropped == ("stream", "stream_options")
+
+
+def test_the_openrouter_id_is_sent_never_the_exposed_one() -> None:
+    mapped = build(owui_body(model="orpipe.deepseek.deepseek-r1"), model=REASONER)
+    assert mapped.request.model == "deepseek/deepseek-r1"
+    assert "orpipe." not in json.dumps(mapped.request.body())
+
+
+def test_a_request_id_is_generated_when_none_is_given() -> None:
+    first, second = build(owui_body()), build(owui_body())
+    assert len(first.request.request_id) == 16
+    assert first.request.request_id != second.request.request_id
+
+
+def test_the_body_passed_in_is_not_changed() -> None:
+    body = owui_body(response_format={"type": "json_object"}, max_tokens=100)
+    before = copy.deepcopy(body)
+    build(body)
+    assert body == before
+
+
+def test_unused_keys_are_dropped_and_listed_sorted() -> None:
+    body = owui_body(
+        user={"id": "u1", "email": "a@example.com"},
+        features={"web_search": False},
+        files=[{"type": "file", "id": "f1"}],
+        tools=[{"type": "function", "function": {"name": "get_weather"}}],
+        tool_choice="auto",
+        functions=None,  # None asks for nothing, so it is not "dropped"
+        metadata={"chat_id": "c1"},
+        seed=42,
+        stop=["\n\n"],
+        n=1,
+        logit_bias={"50256": -100},
+        frequency_penalty=0.5,
+        presence_penalty=0.2,
+        logprobs=True,
+        top_logprobs=3,
+        top_k=40,
+        min_p=0.05,
+    )
+    mapped = build(body)
+    assert list(mapped.dropped) == sorted(mapped.dropped)
+    assert set(mapped.dropped) == {
+        "features",
+        "files",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "metadata",
+        "min_p",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "tool_choice",
+        "tools",
+        "top_k",
+        "top_logprobs",
+        "user",
+    }
+    upstream = sent(mapped)
+    for key in set(mapped.dropped) - {"stream"}:
+        assert key not in upstream
+    # The body's own stream flag is not what decides: the engine always streams.
+    assert upstream["stream"] is True
+    # The user's identity never goes upstream (privacy).
+    assert "a@example.com" not in json.dumps(upstream)
+
+
+# --------------------------------------------------------------------------
+# System and developer messages
+# --------------------------------------------------------------------------
+
+
+def test_system_and_developer_messages_stay_items_in_order() -> None:
+    body = {
+        "messages": [
+            {"role": "system", "content": "System rules."},
+            {"role": "user", "content": "First question"},
+            {"role": "developer", "content": "Answer in French."},
+            {"role": "user", "content": "Second question"},
+        ]
+    }
+    upstream = sent(build(body))
+    assert [(item["role"], item["content"][0]["text"]) for item in upstream["input"]] == [
+        ("system", "System rules."),
+        ("user", "First question"),
+        ("developer", "Answer in French."),
+        ("user", "Second question"),
+    ]
+    assert upstream["input"][0] == {
+        "type": "message",
+        "role": "system",
+        "content": [{"type": "input_text", "text": "System rules."}],
+    }
+    # Not folded into user text, and no top-level instructions.
+    assert "instructions" not in upstream
+    for item in message_items(upstream, "user"):
+        assert "rules" not in item["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("content", "text"),
+    [
+        ("Be brief.", "Be brief."),
+        ([{"type": "text", "text": "Be brief."}], "Be brief."),
+        ([{"type": "text", "text": "Be"}, {"type": "text", "text": "brief."}], "Be\nbrief."),
+        ([{"type": "input_text", "text": "Be brief."}], "Be brief."),
+        (["Be brief."], "Be brief."),
+        ({"type": "text", "text": "Be brief."}, "Be brief."),
+        ({"text": "Be brief."}, "Be brief."),
+        (
+            [{"type": "text", "text": "Be brief."}, {"type": "image_url", "image_url": PNG}],
+            "Be brief.",
+        ),
+    ],
+)
+def test_system_text_is_extracted_from_any_shape(content: Any, text: str) -> None:
+    body = {"messages": [{"role": "system", "content": content}, {"role": "user", "content": "x"}]}
+    system = sent(build(body))["input"][0]
+    assert system["role"] == "system"
+    assert system["content"] == [{"type": "input_text", "text": text}]
+
+
+@pytest.mark.parametrize(
+    "content", ["", "   ", None, [], [{"type": "image_url", "image_url": PNG}]]
+)
+def test_an_empty_system_message_is_omitted(content: Any) -> None:
+    body = {"messages": [{"role": "system", "content": content}, {"role": "user", "content": "x"}]}
+    assert [item["role"] for item in sent(build(body))["input"]] == ["user"]
+
+
+# --------------------------------------------------------------------------
+# User messages and their parts
+# --------------------------------------------------------------------------
+
+
+def test_a_user_string_becomes_one_input_text() -> None:
+    upstream = sent(build(user_turn("What is 2 + 2?")))
+    assert upstream["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "What is 2 + 2?"}],
+        }
+    ]
+
+
+@settings(max_examples=150)
+@given(text=st.text(min_size=1))
+def test_any_user_text_survives_unchanged(text: str) -> None:
+    upstream = sent(build(user_turn(text)))
+    assert upstream["input"][0]["content"] == [{"type": "input_text", "text": text}]
+    as_part = sent(build(user_turn([{"type": "text", "text": text}])))
+    assert as_part["input"][0]["content"] == [{"type": "input_text", "text": text}]
+
+
+@pytest.mark.parametrize(
+    ("part", "url", "detail"),
+    [
+        ({"type": "image_url", "image_url": {"url": PNG}}, PNG, "auto"),
+        ({"type": "image_url", "image_url": {"url": PNG, "detail": "high"}}, PNG, "high"),
+        ({"type": "image_url", "image_url": {"url": PNG, "detail": "weird"}}, PNG, "auto"),
+        (
+            {"type": "image_url", "image_url": "https://x.test/a.png"},
+            "https://x.test/a.png",
+            "auto",
+        ),
+        ({"type": "input_image", "image_url": PNG, "detail": "low"}, PNG, "low"),
+    ],
+)
+def test_images_reach_a_vision_model(part: dict[str, Any], url: str, detail: str) -> None:
+    mapped = build(user_turn([{"type": "text", "text": "Look"}, part]))
+    assert sent(mapped)["input"][0]["content"][1] == {
+        "type": "input_image",
+        "image_url": url,
+        "detail": detail,
+    }
+    assert mapped.notes == ()
+
+
+def test_images_are_skipped_for_a_model_without_vision_with_a_note() -> None:
+    image = {"type": "image_url", "image_url": {"url": PNG}}
+    body = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Compare"}, image, image]},
+        ]
+    }
+    mapped = build(body, model=PLAIN)
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Compare"}]
+    assert mapped.notes == (
+        "Mistral: Mistral 7B Instruct does not accept images; 2 images skipped.",
+    )
+    assert "input_image" not in json.dumps(mapped.request.body())
+
+
+def test_an_image_only_turn_for_a_non_vision_model_is_omitted() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "Hello"},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]},
+        ]
+    }
+    mapped = build(body, model=PLAIN)
+    assert len(mapped.request.input) == 1
+    assert mapped.notes == (
+        "Mistral: Mistral 7B Instruct does not accept images; 1 image skipped.",
+    )
+
+
+def test_nothing_left_to_send_is_an_error_naming_the_skipped_images() -> None:
+    body = user_turn([{"type": "image_url", "image_url": {"url": PNG}}])
+    with pytest.raises(RequestMappingError, match="does not accept images"):
+        build(body, model=PLAIN)
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {
+            "type": "file",
+            "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="},
+        },
+        {
+            "type": "input_file",
+            "filename": "a.pdf",
+            "file_data": "data:application/pdf;base64,JVBERi0=",
+        },
+    ],
+)
+def test_files_reach_a_file_model_in_the_responses_shape(part: dict[str, Any]) -> None:
+    mapped = build(user_turn([{"type": "text", "text": "Summarise"}, part]))
+    assert sent(mapped)["input"][0]["content"][1] == {
+        "type": "input_file",
+        "filename": "a.pdf",
+        "file_data": "data:application/pdf;base64,JVBERi0=",
+    }
+
+
+def test_file_ids_and_urls_pass_through() -> None:
+    parts = [
+        {"type": "input_file", "file_id": "file-abc"},
+        {"type": "input_file", "file_url": "https://x.test/a.pdf", "filename": "a.pdf"},
+    ]
+    content = sent(build(user_turn(parts)))["input"][0]["content"]
+    assert content == [
+        {"type": "input_file", "file_id": "file-abc"},
+        {"type": "input_file", "file_url": "https://x.test/a.pdf", "filename": "a.pdf"},
+    ]
+
+
+def test_files_and_audio_are_skipped_for_a_plain_model_with_notes() -> None:
+    parts = [
+        {"type": "text", "text": "Here"},
+        {"type": "file", "file": {"file_id": "file-abc"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    ]
+    mapped = build(user_turn(parts), model=PLAIN)
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Here"}]
+    assert mapped.notes == (
+        "Mistral: Mistral 7B Instruct does not accept files; 1 file skipped.",
+        "Mistral: Mistral 7B Instruct does not accept audio; 2 audio clips skipped.",
+    )
+
+
+def test_audio_reaches_an_audio_model() -> None:
+    part = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    content = sent(build(user_turn([part]), model=AUDIO))["input"][0]["content"]
+    assert content == [part]
+
+
+def test_unsupported_part_types_are_skipped_with_a_note() -> None:
+    parts = [
+        {"type": "text", "text": "Watch"},
+        {"type": "video_url", "video_url": {"url": "https://x.test/v.mp4"}},
+    ]
+    mapped = build(user_turn(parts))
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Watch"}]
+    assert mapped.notes == ("1 attachment of an unsupported kind (video_url) skipped.",)
+
+
+@pytest.mark.parametrize(
+    ("part", "problem"),
+    [
+        ({"type": "image_url", "image_url": {}}, "image part without a URL"),
+        ({"type": "image_url"}, "image part without a URL"),
+        ({"type": "file", "file": {"filename": "a.pdf"}}, "file part without"),
+        ({"type": "input_audio", "input_audio": {"data": "UklGRg=="}}, "audio part without"),
+        ({"type": "text"}, "text part without text"),
+        (7, "not a content part"),
+    ],
+)
+def test_malformed_parts_are_refused(part: Any, problem: str) -> None:
+    with pytest.raises(RequestMappingError, match=problem) as caught:
+        build(user_turn([part]), model=AUDIO)
+    assert "messages[0].content[0]" in str(caught.value)
+
+
+# --------------------------------------------------------------------------
+# Assistant history
+# --------------------------------------------------------------------------
+
+
+def assistant_items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return message_items(sent(build(body)), "assistant")
+
+
+def conversation(assistant_content: Any) -> dict[str, Any]:
+    return {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": assistant_content},
+            {"role": "user", "content": "And now?"},
+        ]
+    }
+
+
+def test_assistant_history_has_id_status_and_output_text() -> None:
+    [item] = assistant_items(conversation("Hello! How can I help?"))
+    assert item["type"] == "message"
+    assert item["status"] == "completed"
+    assert item["id"].startswith("msg_")
+    assert item["content"] == [
+        {"type": "output_text", "text": "Hello! How can I help?", "annotations": []}
+    ]
+
+
+def test_assistant_ids_are_deterministic_and_distinct() -> None:
+    first = assistant_items(conversation("Hello!"))[0]["id"]
+    again = assistant_items(conversation("Hello!"))[0]["id"]
+    other_text = assistant_items(conversation("Hi!"))[0]["id"]
+    body = conversation("Hello!")
+    body["messages"] = [{"role": "system", "content": "s"}, *body["messages"]]
+    other_position = assistant_items(body)[0]["id"]
+    assert first == again
+    assert len({first, other_text, other_position}) == 3
+
+
+def test_two_identical_assistant_replies_get_different_ids() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "Say ok"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "Again"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "Thanks"},
+        ]
+    }
+    ids = [item["id"] for item in assistant_items(body)]
+    assert len(set(ids)) == 2
+
+
+def test_rendered_reasoning_and_tool_blocks_are_stripped_from_assistant_text() -> None:
+    content = f"{REASONING_BLOCK}\n{TOOL_BLOCK}It is 4 °C in Oslo."
+    [item] = assistant_items(conversation(content))
+    assert item["content"][0]["text"] == "It is 4 °C in Oslo."
+
+
+def test_assistant_text_parts_are_flattened() -> None:
+    content = [
+        {"type": "text", "text": REASONING_BLOCK + "\nPart one."},
+        {"type": "output_text", "text": "Part two."},
+    ]
+    [item] = assistant_items(conversation(content))
+    assert item["content"][0]["text"] == "Part one.\nPart two."
+
+
+@pytest.mark.parametrize("content", ["", "  \n", None, REASONING_BLOCK, TOOL_BLOCK + "\n\n"])
+def test_an_assistant_message_with_no_answer_text_is_omitted(content: Any) -> None:
+    assert assistant_items(conversation(content)) == []
+
+
+def test_tool_messages_and_tool_calls_are_dropped_and_listed() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "4 °C"},
+            {"role": "assistant", "content": "It is 4 °C."},
+            {"role": "user", "content": "Thanks"},
+        ],
+    }
+    mapped = build(body)
+    upstream = sent(mapped)
+    assert [item["role"] for item in upstream["input"]] == ["user", "assistant", "user"]
+    assert "call_1" not in json.dumps(upstream)
+    assert set(mapped.dropped) == {"messages[1].tool_calls", "messages[2] (role tool)"}
+
+
+# --------------------------------------------------------------------------
+# strip_rendered_blocks
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain answer", "plain answer"),
+        (f"{REASONING_BLOCK}answer", "answer"),
+        (f"{REASONING_BLOCK}\n\nanswer", "\n\nanswer"),
+        ("before <details type='reasoning'>x</details> after", "before  after"),
+        ('<DETAILS TYPE="Reasoning">x</DETAILS>answer', "answer"),
+        ('<details type="code_interpreter" done="true">run</details>answer', "answer"),
+        # A nested block inside reasoning is removed with it, not cut halfway.
+        (
+            '<details type="reasoning"><details><summary>n</summary>in</details>'
+            "tail</details>answer",
+            "answer",
+        ),
+        # Code fences inside reasoning do not confuse the matcher.
+        ('<details type="reasoning">```\n</div>\n```</details>answer', "answer"),
+        # An unclosed block runs to the end, as a browser renders it.
+        ('answer <details type="reasoning" done="false">still thinking', "answer "),
+        # The model's own <details> are part of its answer and stay.
+        (
+            "<details><summary>Spoiler</summary>42</details>",
+            "<details><summary>Spoiler</summary>42</details>",
+        ),
+        ('<details type="note">kept</details>', '<details type="note">kept</details>'),
+        ("a </details> b", "a </details> b"),
+    ],
+)
+def test_strip_rendered_blocks(text: str, expected: str) -> None:
+    assert strip_rendered_blocks(text) == expected
+
+
+@given(st.text())
+def test_text_without_details_is_left_alone(text: str) -> None:
+    if "<details" not in text.lower():
+        assert strip_rendered_blocks(text) == text
+
+
+@given(st.text(), st.text())
+def test_a_rendered_block_between_texts_leaves_exactly_those_texts(before: str, after: str) -> None:
+    if "details" not in (before + after).lower():
+        assert strip_rendered_blocks(before + REASONING_BLOCK + after) == before + after
+
+
+# --------------------------------------------------------------------------
+# max_output_tokens
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["max_tokens", "max_completion_tokens"])
+def test_the_users_max_tokens_is_always_honoured(key: str) -> None:
+    for use_catalogue in (False, True):
+        chosen = RequestSettings(use_model_max_output_tokens=use_catalogue)
+        upstream = sent(build(owui_body(**{key: 512}), settings=chosen))
+        assert upstream["max_output_tokens"] == 512
+        assert key not in upstream
+
+
+def test_max_completion_tokens_wins_over_max_tokens() -> None:
+    upstream = sent(build(owui_body(max_tokens=100, max_completion_tokens=200)))
+    assert upstream["max_output_tokens"] == 200
+
+
+def test_an_integral_float_max_tokens_is_accepted() -> None:
+    assert sent(build(owui_body(max_tokens=256.0)))["max_output_tokens"] == 256
+
+
+def test_the_catalogue_limit_fills_in_only_when_enabled() -> None:
+    assert "max_output_tokens" not in sent(build(owui_body()))
+    on = RequestSettings(use_model_max_output_tokens=True)
+    assert sent(build(owui_body(), settings=on))["max_output_tokens"] == 16_384
+    unknown = ModelInfo(openrouter_id="x/y", sub_id="x.y", name="Y")
+    assert "max_output_tokens" not in sent(build(owui_body(), model=unknown, settings=on))
+
+
+@pytest.mark.parametrize("value", [0, -5, 1.5, "512", True, [512]])
+def test_a_malformed_max_tokens_is_refused(value: Any) -> None:
+    with pytest.raises(RequestMappingError, match="max_tokens") as caught:
+        build(owui_body(max_tokens=value))
+    assert "advanced parameters" in caught.value.message
+
+
+# --------------------------------------------------------------------------
+# Sampling parameters
+# --------------------------------------------------------------------------
+
+
+def test_temperature_top_p_and_parallel_tool_calls_pass_through() -> None:
+    upstream = sent(build(owui_body(temperature=0, top_p=0.9, parallel_tool_calls=False)))
+    assert upstream["temperature"] == 0
+    assert upstream["top_p"] == 0.9
+    assert upstream["parallel_tool_calls"] is False
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("temperature", "hot"),
+        ("temperature", float("nan")),
+        ("top_p", True),
+        ("top_p", float("inf")),
+        ("parallel_tool_calls", "yes"),
+    ],
+)
+def test_non_numbers_are_dropped_and_listed(key: str, value: Any) -> None:
+    mapped = build(owui_body(**{key: value}))
+    assert key not in mapped.request.body()
+    assert key in mapped.dropped
+
+
+# --------------------------------------------------------------------------
+# Reasoning
+# --------------------------------------------------------------------------
+
+
+def test_a_reasoning_model_gets_the_valve_effort_and_summary() -> None:
+    upstream = sent(build(owui_body(), model=REASONER))
+    assert upstream["reasoning"] == {"effort": "medium", "summary": "auto"}
+
+
+def test_the_bodys_reasoning_effort_wins_over_the_valve() -> None:
+    chosen = RequestSettings(reasoning_effort="low", reasoning_summary="detailed")
+    mapped = build(owui_body(reasoning_effort="High"), model=REASONER, settings=chosen)
+    assert sent(mapped)["reasoning"] == {"effort": "high", "summary": "detailed"}
+    assert "reasoning_effort" not in mapped.dropped
+    assert "reasoning_effort" not in sent(mapped)
+
+
+def test_an_empty_reasoning_effort_falls_back_to_the_valve() -> None:
+    chosen = RequestSettings(reasoning_effort="xhigh")
+    upstream = sent(build(owui_body(reasoning_effort=""), model=REASONER, settings=chosen))
+    assert upstream["reasoning"]["effort"] == "xhigh"
+
+
+def test_a_disabled_summary_is_omitted() -> None:
+    chosen = RequestSettings(reasoning_summary="disabled")
+    assert sent(build(owui_body(), model=REASONER, settings=chosen))["reasoning"] == {
+        "effort": "medium"
+    }
+
+
+def test_a_body_reasoning_object_is_merged_and_wins() -> None:
+    body = owui_body(
+        reasoning_effort="low",
+        reasoning={"effort": "high", "max_tokens": 2000, "exclude": None},
+    )
+    mapped = build(body, model=REASONER)
+    assert sent(mapped)["reasoning"] == {"effort": "high", "summary": "auto", "max_tokens": 2000}
+    assert not {"reasoning", "reasoning_effort"} & set(mapped.dropped)
+
+
+@pytest.mark.parametrize("model", [VISION, PLAIN])
+def test_a_model_without_reasoning_gets_no_reasoning_key(model: ModelInfo) -> None:
+    mapped = build(owui_body(reasoning_effort="high", reasoning={"effort": "high"}), model=model)
+    assert "reasoning" not in sent(mapped)
+    assert {"reasoning", "reasoning_effort"} <= set(mapped.dropped)
+
+
+def test_reasoning_can_be_turned_off_by_the_valve() -> None:
+    chosen = RequestSettings(enable_reasoning=False)
+    mapped = build(owui_body(reasoning_effort="high"), model=REASONER, settings=chosen)
+    assert "reasoning" not in sent(mapped)
+    assert "reasoning_effort" in mapped.dropped
+
+
+@pytest.mark.parametrize("value", ["extreme", 3, ["high"]])
+def test_an_unknown_reasoning_effort_is_refused(value: Any) -> None:
+    with pytest.raises(RequestMappingError, match="reasoning_effort"):
+        build(owui_body(reasoning_effort=value), model=REASONER)
+
+
+def test_a_non_object_reasoning_is_refused() -> None:
+    with pytest.raises(RequestMappingError, match="reasoning is a str"):
+        build(owui_body(reasoning="high"), model=REASONER)
+
+
+# --------------------------------------------------------------------------
+# response_format → text.format
+# --------------------------------------------------------------------------
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+
+
+def test_a_json_schema_becomes_text_format() -> None:
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "weather",
+            "description": "A city",
+            "schema": SCHEMA,
+            "strict": True,
+        },
+    }
+    upstream = sent(build(owui_body(response_format=response_format)))
+    assert upstream["text"] == {
+        "format": {
+            "type": "json_schema",
+            "name": "weather",
+            "schema": SCHEMA,
+            "strict": True,
+            "description": "A city",
+        }
+    }
+    assert "response_format" not in upstream
+
+
+def test_a_json_schema_without_strict_sends_no_strict() -> None:
+    response_format = {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}}
+    upstream = sent(build(owui_body(response_format=response_format)))
+    assert upstream["text"]["format"] == {"type": "json_schema", "name": "w", "schema": SCHEMA}
+
+
+def test_json_object_and_text_formats() -> None:
+    json_mode = sent(build(owui_body(response_format={"type": "json_object"})))
+    assert json_mode["text"] == {"format": {"type": "json_object"}}
+    plain = build(owui_body(response_format={"type": "text"}))
+    assert "text" not in sent(plain)
+    assert "response_format" not in plain.dropped
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        "json",
+        {"type": "yaml"},
+        {},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": "weather"},
+        {"type": "json_schema", "json_schema": {"schema": SCHEMA}},
+        {"type": "json_schema", "json_schema": {"name": "", "schema": SCHEMA}},
+        {"type": "json_schema", "json_schema": {"name": "w"}},
+        {"type": "json_schema", "json_schema": {"name": "w", "schema": "{}"}},
+        {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA, "strict": "yes"}},
+    ],
+)
+def test_a_malformed_response_format_is_refused(response_format: Any) -> None:
+    with pytest.raises(RequestMappingError, match="response_format") as caught:
+        build(owui_body(response_format=response_format))
+    assert "json_schema" in caught.value.message  # the fix names the accepted shape
+
+
+# --------------------------------------------------------------------------
+# Web search plugin
+# --------------------------------------------------------------------------
+
+
+def plugins(mapped: MappedRequest) -> Any:
+    return sent(mapped).get("plugins")
+
+
+def test_the_web_toggle_attaches_the_plugin() -> None:
+    mapped = build(owui_body(), features={"web_search": True, "image_generation": False})
+    assert plugins(mapped) == [{"id": "web", "max_results": 3}]
+
+
+def test_max_results_none_is_omitted() -> None:
+    chosen = RequestSettings(web_search_max_results=None)
+    assert plugins(build(owui_body(), settings=chosen, features={"web_search": True})) == [
+        {"id": "web"}
+    ]
+
+
+@pytest.mark.parametrize("features", [None, {}, {"web_search": False}])
+def test_no_toggle_no_plugin_even_for_a_web_priced_model(features: Any) -> None:
+    assert WEB_PRICED.web_search
+    assert plugins(build(owui_body(), model=WEB_PRICED, features=features)) is None
+
+
+def test_a_toggle_is_ignored_when_the_valve_is_off_with_a_note() -> None:
+    chosen = RequestSettings(enable_web_search=False)
+    mapped = build(owui_body(), settings=chosen, features={"web_search": True})
+    assert plugins(mapped) is None
+    assert mapped.notes == (
+        "Web search is turned off in this pipe's settings; answering without it.",
+    )
+
+
+@pytest.mark.parametrize("forced", ["openai/gpt-4o", "openai.gpt-4o"])
+def test_an_admin_can_force_the_plugin_by_either_id(forced: str) -> None:
+    chosen = RequestSettings(enable_web_search=False, web_search_force_models=frozenset({forced}))
+    mapped = build(owui_body(), settings=chosen, features={"web_search": False})
+    assert plugins(mapped) == [{"id": "web", "max_results": 3}]
+    assert mapped.notes == ()
+    other = build(owui_body(), model=PLAIN, settings=chosen, features={})
+    assert plugins(other) is None
+
+
+def test_the_bodys_features_are_used_when_none_are_passed() -> None:
+    body = owui_body(features={"web_search": True})
+    assert plugins(build(body)) == [{"id": "web", "max_results": 3}]
+    # Explicit features (from __metadata__) win over the body's.
+    assert plugins(build(body, features={"web_search": False})) is None
+
+
+# --------------------------------------------------------------------------
+# Bodies that cannot be mapped
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        ({}, "no messages"),
+        ({"messages": None}, "no messages"),
+        ({"messages": []}, "message list is empty"),
+        ({"messages": "Hi"}, "messages is a str, not a list"),
+        ({"messages": {"role": "user"}}, "messages is a dict"),
+        ({"messages": ["Hi"]}, r"messages\[0\] is a str"),
+        ({"messages": [{"content": "Hi"}]}, r"messages\[0\] has role None"),
+        ({"messages": [{"role": "robot", "content": "Hi"}]}, "has role 'robot'"),
+        ({"messages": [{"role": 1, "content": "Hi"}]}, "has role 1"),
+        ({"messages": [{"role": "user", "content": 42}]}, "content of type int"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": 4.2}]},
+            r"messages\[1\] has content of type float",
+        ),
+        ({"messages": [{"role": "user", "content": ""}]}, "no message has anything"),
+        ({"messages": [{"role": "tool", "content": "4 °C"}]}, "no message has anything"),
+    ],
+)
+def test_unmappable_bodies_are_refused_with_a_readable_error(body: Any, problem: str) -> None:
+    with pytest.raises(RequestMappingError, match=problem) as caught:
+        build(body)
+    error = caught.value
+    assert isinstance(error, EngineError)
+    assert not isinstance(error, UsageError)
+    assert error.retryable is False
+    assert error.message.startswith("This chat request cannot be sent: ")
+    assert error.message.endswith(".")
+
+
+def test_a_body_that_is_not_a_mapping_is_refused() -> None:
+    with pytest.raises(RequestMappingError, match="not an object"):
+        build(["messages"])  # type: ignore[arg-type]
+
+
+def test_an_unknown_role_error_lists_the_accepted_roles() -> None:
+    with pytest.raises(RequestMappingError) as caught:
+        build({"messages": [{"role": "robot", "content": "Hi"}]})
+    assert "system, developer, user, assistant" in caught.value.message
+
+
+# --------------------------------------------------------------------------
+# Properties over many bodies
+# --------------------------------------------------------------------------
+
+MODELS = [VISION, REASONER, PLAIN, WEB_PRICED, AUDIO]
+
+bodies = st.fixed_dictionaries(
+    {"messages": st.just(owui_body()["messages"])},
+    optional={
+        "max_tokens": st.none() | st.integers(1, 100_000),
+        "max_completion_tokens": st.none() | st.integers(1, 100_000),
+        "temperature": st.none() | st.floats(0, 2) | st.text(max_size=3),
+        "top_p": st.none() | st.floats(0, 1),
+        "parallel_tool_calls": st.none() | st.booleans(),
+        "reasoning_effort": st.none() | st.sampled_from(["", "low", "medium", "high", "none"]),
+        "reasoning": st.none() | st.just({"effort": None, "max_tokens": 1000}),
+        "response_format": st.none()
+        | st.sampled_from(
+            [
+                {"type": "text"},
+                {"type": "json_object"},
+                {"type": "json_schema", "json_schema": {"name": "w", "schema": SCHEMA}},
+            ]
+        ),
+        "stream": st.booleans(),
+        "seed": st.none() | st.integers(),
+        "user": st.none() | st.just({"id": "u"}),
+    },
+)
+all_settings = st.builds(
+    RequestSettings,
+    enable_reasoning=st.booleans(),
+    reasoning_effort=st.sampled_from(["low", "medium", "high"]),
+    reasoning_summary=st.sampled_from(["auto", "concise", "detailed", "disabled"]),
+    use_model_max_output_tokens=st.booleans(),
+    enable_web_search=st.booleans(),
+    web_search_force_models=st.sets(st.sampled_from(["openai/gpt-4o", "perplexity.sonar"])).map(
+        frozenset
+    ),
+    web_search_max_results=st.none() | st.integers(1, 10),
+)
+
+
+def walk(value: Any) -> Iterator[Any]:
+    yield value
+    if isinstance(value, Mapping):
+        for inner in value.values():
+            yield from walk(inner)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            yield from walk(inner)
+
+
+@settings(max_examples=300)
+@given(
+    body=bodies,
+    model=st.sampled_from(MODELS),
+    chosen=all_settings,
+    features=st.none() | st.fixed_dictionaries({"web_search": st.booleans()}),
+)
+def test_no_null_ever_goes_upstream_and_the_body_is_json(
+    body: dict[str, Any],
+    model: ModelInfo,
+    chosen: RequestSettings,
+    features: dict[str, Any] | None,
+) -> None:
+    mapped = build(body, model=model, settings=chosen, features=features)
+    for value in mapped.request.options.values():
+        assert value is not None
+    upstream = mapped.request.body()
+    assert None not in list(walk(upstream))
+    assert json.loads(json.dumps(upstream)) == upstream
+    assert upstream["stream"] is True
+    assert upstream["model"] == model.openrouter_id
+    assert set(upstream) <= {
+        "model",
+        "input",
+        "stream",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "parallel_tool_calls",
+        "reasoning",
+        "text",
+        "plugins",
+    }
+    assert ("reasoning" in upstream) == (model.reasoning and chosen.enable_reasoning)
+    assert list(mapped.dropped) == sorted(mapped.dropped)
