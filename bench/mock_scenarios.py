@@ -718,7 +718,24 @@ def _build_catalogue() -> tuple[dict[str, Any], ...]:
     )  # fmt: skip
 
 
-CATALOGUE: Final[tuple[dict[str, Any], ...]] = _build_catalogue()
+def _scenario_models() -> tuple[dict[str, Any], ...]:
+    """One ``mock/<scenario>`` entry per streaming scenario, so a client that picks
+    models from the catalogue (the Open WebUI pipe) can ask for any scenario."""
+    entries = []
+    for name in sorted(STREAM_SCENARIOS):
+        thinking = name == "reasoning"
+        entries.append(
+            _model(
+                f"mock/{name}", f"Mock: {name}", context=32_000, max_out=4_096,
+                prompt="0.000001", completion="0.000002",
+                params=(*_TOOLS, *(_REASONS if thinking else ())),
+                reasoning=_reasoning_info(mandatory=False) if thinking else None,
+            )
+        )  # fmt: skip
+    return tuple(entries)
+
+
+CATALOGUE: Final[tuple[dict[str, Any], ...]] = _build_catalogue() + _scenario_models()
 _BY_ID: Final[Mapping[str, Mapping[str, Any]]] = {m["id"]: m for m in CATALOGUE}
 
 
