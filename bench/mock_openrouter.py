@@ -31,6 +31,7 @@ from hypercorn.trio import serve
 
 from bench.mock_scenarios import (
     CATALOGUE,
+    PARAM_PREFIX,
     FunctionCall,
     ParamError,
     ScenarioError,
@@ -621,6 +622,19 @@ class _StreamRun:
 # --------------------------------------------------------------------------------------------
 
 
+def _with_header_params(metadata: object, header: str | None) -> dict[str, Any]:
+    """``mock.*`` parameters from ``X-Mock-Params: tokens=2000&tps=200`` (a query string),
+    for clients that cannot set ``metadata`` (the Open WebUI pipe). The body's
+    ``metadata`` wins where both name a parameter."""
+    merged: dict[str, Any] = {}
+    if header:
+        for name, values in parse_qs(header, keep_blank_values=True).items():
+            merged[PARAM_PREFIX + name] = values[-1]
+    if isinstance(metadata, dict):
+        merged.update(metadata)
+    return merged
+
+
 def _count_tool_outputs(request: Mapping[str, Any]) -> int:
     items = request.get("input")
     if not isinstance(items, list):
@@ -718,10 +732,10 @@ class MockApp:
             return
         try:
             scenario = resolve_scenario(request.get("model"), headers.get("x-mock-scenario"))
-            metadata = request.get("metadata")
+            metadata = _with_header_params(request.get("metadata"), headers.get("x-mock-params"))
             p = plan(
                 scenario,
-                metadata if isinstance(metadata, dict) else {},
+                metadata,
                 tool_outputs=_count_tool_outputs(request),
                 tool_names=_tool_names(request),
             )
@@ -737,7 +751,7 @@ class MockApp:
             return
         if p.http_error is not None:
             # Past its failures the request behaves like `text` with the same parameters.
-            p = plan("text", metadata if isinstance(metadata, dict) else {})
+            p = plan("text", metadata)
         job = _Job(plan=p, n=next(self._ids), request=request)
         if request.get("stream") is True:
             await self._stream(job, receive, send)

@@ -199,6 +199,23 @@ async def test_catalogue_model_gets_text_and_header_wins(
     assert server.stats.requests_by_scenario == {"text": 1, "http-429": 1, "reasoning": 1}
 
 
+async def test_params_from_a_header_for_clients_without_metadata(
+    server: MockServer, client: httpx.AsyncClient
+):
+    r = await post(client, server, body("mock/text", {}), headers={"X-Mock-Params": "tokens=4"})
+    assert types(parse_events(r.content)[0]).count("response.output_text.delta") == 4
+    # The body's metadata wins over the header.
+    r = await post(
+        client,
+        server,
+        body("mock/text", {"mock.tokens": "2"}),
+        headers={"X-Mock-Params": "tokens=4"},
+    )
+    assert types(parse_events(r.content)[0]).count("response.output_text.delta") == 2
+    r = await post(client, server, body("mock/text", {}), headers={"X-Mock-Params": "tokenz=4"})
+    assert r.status_code == 400 and "mock.tokenz" in r.text
+
+
 @pytest.mark.parametrize("style", ["summary", "text"])
 async def test_reasoning_stream(server: MockServer, client: httpx.AsyncClient, style: str):
     meta = {"mock.tokens": "5", "mock.reasoning_tokens": "4", "mock.reasoning_style": style}
