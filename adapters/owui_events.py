@@ -1,0 +1,686 @@
+"""What Open WebUI sees of an answer: stream chunks for its HTTP stream, events for its socket.
+
+This module owns:
+
+* ``AnswerRenderer`` -- synchronous, clock-injected: turns the engine's
+  outbound events (``engine.messages``) into ``Output`` values, each either a
+  Chat Completions chunk for the pipe's async generator to yield or an event
+  for ``__event_emitter__``; it also formats the final status line and keeps
+  the answer, reasoning and usage totals;
+* ``SafeEmitter`` -- the only asyncio-flavoured part: a wrapper around
+  ``__event_emitter__`` that never lets a dead socket break an answer, never
+  swallows a cancellation, and closes every status left open;
+* small builders the pipe also uses before streaming: ``error_chunk``,
+  ``busy_error_chunk``, ``status_event``, ``notification_event``,
+  ``source_event``, ``strip_openai_utm``, ``format_final_status``.
+
+The pipe's loop stays trivial::
+
+    for out in renderer.feed(event):
+        if out.chunk is not None:
+            yield out.chunk
+        else:
+            await emitter.emit(out.event)
+
+Verified in the installed open-webui 0.12.4 (not guessed):
+
+* ``open_webui/functions.py`` ``generate_function_chat_completion``
+  (inner ``stream_content`` and ``process_line``): every item an async
+  generator yields that is a ``dict`` becomes ``data: <json>`` verbatim; after
+  the generator ends Open WebUI adds its own finish chunk
+  (``finish_reason: "stop"``) and ``data: [DONE]``. With ``stream: false``,
+  ``get_message_content`` joins ``str(item)`` of every item, so a generator
+  of dicts must never be returned to a non-streaming request.
+* ``open_webui/utils/middleware.py`` ``process_chat_response`` ->
+  ``response_handler`` -> ``stream_body_handler``, for each ``data:`` line that
+  is not a Responses event:
+
+  (a) the answer is ``choices[0].delta.content`` (a string);
+  (b) reasoning is ``delta.reasoning_content`` (then ``reasoning``,
+      ``thinking``): it becomes an output item of type ``reasoning`` with
+      ``<think>`` tags, i.e. the collapsible thinking block, closed when the
+      first content arrives. ``utils/misc.py``
+      ``openai_chat_chunk_message_template`` uses the same key;
+  (c) ``usage`` at the top level of a chunk (``choices`` may be empty) is
+      folded in with ``utils/response.py`` ``merge_usage``/``normalize_usage``,
+      which accept Chat Completions names (``prompt_tokens``,
+      ``completion_tokens``, ``total_tokens``, ``*_tokens_details``) and add
+      ``cost``; merged usages are *summed*, so usage is sent once, as totals;
+  (d) a chunk with no ``choices`` and an ``error`` marks the message as
+      failed: the middleware stores ``{"error": {"content": <error>}}`` on the
+      message and emits ``chat:completion {"error": <error>}``. The browser
+      reads ``error.message`` (frontend ``Messages/Error.svelte``
+      ``getErrorMessage``, and ``handleOpenAIError`` in ``Chat.svelte``), so
+      the shape is ``{"error": {"message": "..."}}``.
+
+  A chunk with an ``event`` key is handed to the emitter as well (not used
+  here: events go through the emitter directly, which API clients never see).
+* After the stream ends the middleware itself emits ``chat:completion`` with
+  ``done: true``, the final output and the merged usage. In the browser
+  (``Chat.svelte`` ``chatCompletionEventHandler``, read from the frontend's
+  source maps) ``done: true`` starts ``chatCompletedHandler`` -- outlet
+  filters, chat save, title, follow-ups, tags -- and the next queued
+  message. So this module's ``chat:completion`` events carry ``usage`` or
+  ``error`` but **never ``done``**: a pipe-sent ``done`` would run all of
+  that twice, the first time before the answer is final.
+* ``open_webui/socket/main.py`` ``get_event_emitter``: ``status`` data is
+  appended to the message's ``statusHistory`` (the browser shows the last
+  one, shimmering while ``done`` is ``false``: ``StatusHistory.svelte``);
+  ``source`` data without a ``type`` key is appended to the message's
+  ``sources``, grouped in the browser by ``metadata[i].source``
+  (``Citations.svelte``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, assert_never
+from urllib.parse import urlsplit, urlunsplit
+
+from engine.messages import (
+    Cancelled,
+    Citation,
+    Completed,
+    Ending,
+    Failed,
+    Incomplete,
+    Notice,
+    OutboundEvent,
+    OutputItem,
+    ReasoningDelta,
+    Status,
+    TextDelta,
+    Usage,
+)
+
+__all__ = [
+    "MIN_TPS_WINDOW_S",
+    "THINKING",
+    "AnswerRenderer",
+    "Emitter",
+    "Output",
+    "SafeEmitter",
+    "UsageTotals",
+    "busy_error_chunk",
+    "error_chunk",
+    "format_final_status",
+    "notification_event",
+    "source_event",
+    "status_event",
+    "strip_openai_utm",
+]
+
+log = logging.getLogger("orpipe.owui")
+
+#: Open WebUI's ``__event_emitter__``: an async callable taking one event dict.
+Emitter = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: The status shown while the model reasons and no answer text has come yet.
+THINKING = "Thinking…"
+
+#: The shortest generation window a tokens-per-second figure is shown for.
+MIN_TPS_WINDOW_S = 0.5
+
+_OPENAI_UTM = "utm_source=openai"
+
+
+# -- what the pipe's loop receives ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One thing to deliver: a chunk to yield (``kind="chunk"``) or an event to emit."""
+
+    kind: Literal["chunk", "event"]
+    payload: dict[str, Any]
+
+    @classmethod
+    def to_yield(cls, chunk: dict[str, Any]) -> Output:
+        return cls("chunk", chunk)
+
+    @classmethod
+    def to_emit(cls, event: dict[str, Any]) -> Output:
+        return cls("event", event)
+
+    @property
+    def chunk(self) -> dict[str, Any] | None:
+        """The chunk for the async generator, or None when this is an event."""
+        return self.payload if self.kind == "chunk" else None
+
+    @property
+    def event(self) -> dict[str, Any]:
+        """The emitter event; asking a chunk for it is a programming error."""
+        if self.kind != "event":
+            raise TypeError("this Output is a chunk to yield, not an event to emit")
+        return self.payload
+
+
+# -- event and chunk builders ----------------------------------------------------------
+
+
+def status_event(description: str, *, done: bool, **extra: Any) -> dict[str, Any]:
+    """A ``status`` event; extra keys (``action``, ``hidden``, ...) go into its data."""
+    return {"type": "status", "data": {"description": description, "done": done, **extra}}
+
+
+def notification_event(
+    kind: Literal["info", "success", "warning", "error"], content: str
+) -> dict[str, Any]:
+    """A toast in the browser (not stored with the chat)."""
+    return {"type": "notification", "data": {"type": kind, "content": content}}
+
+
+def source_event(url: str, title: str, *, accessed: str) -> dict[str, Any]:
+    """A ``source`` event for one cited web page (inventory §C, contract §2.9)."""
+    name = title or url
+    return {
+        "type": "source",
+        "data": {
+            "source": {"name": _site_name(url), "url": url},
+            "document": [name],
+            "metadata": [{"source": url, "name": name, "date_accessed": accessed}],
+        },
+    }
+
+
+def error_chunk(message: str) -> dict[str, Any]:
+    """A stream item Open WebUI shows as the message's error (no ``choices``: see (d) above)."""
+    return {"error": {"message": message}}
+
+
+def busy_error_chunk(message: str) -> dict[str, Any]:
+    """``error_chunk`` for an engine that is too busy: API clients also get a 503-style code."""
+    return {"error": {"message": message, "type": "server_busy", "code": 503}}
+
+
+def strip_openai_utm(url: str) -> str:
+    """The URL without the ``utm_source=openai`` that web-search citations append.
+
+    The same page is often cited with and without it; removing the pair
+    (wherever it sits in the query) makes both one source.
+    """
+    if _OPENAI_UTM not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a malformed URL from upstream must not break the answer
+        return url
+    query = "&".join(pair for pair in parts.query.split("&") if pair != _OPENAI_UTM)
+    return urlunsplit(parts._replace(query=query))
+
+
+def _site_name(url: str) -> str:
+    """The host without a leading ``www.`` *prefix* (the original's lstrip ate letters)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return url
+    return host.removeprefix("www.") if host else url
+
+
+# -- usage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """Token counts and cost summed over every ``Usage`` of a request (tool rounds)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: float | None = None
+
+    def plus(self, usage: Usage) -> UsageTotals:
+        cost = self.cost
+        if usage.cost is not None:
+            cost = (cost or 0.0) + usage.cost
+        return UsageTotals(
+            input_tokens=self.input_tokens + usage.input_tokens,
+            output_tokens=self.output_tokens + usage.output_tokens,
+            total_tokens=self.total_tokens
+            + (usage.total_tokens or usage.input_tokens + usage.output_tokens),
+            cached_tokens=self.cached_tokens + usage.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + usage.reasoning_tokens,
+            cost=cost,
+        )
+
+    def as_chat_completions(self) -> dict[str, Any]:
+        """The Chat Completions ``usage`` object (what ``normalize_usage`` reads)."""
+        usage: dict[str, Any] = {
+            "prompt_tokens": self.input_tokens,
+            "completion_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+        if self.cost is not None:
+            usage["cost"] = self.cost
+        return usage
+
+
+def format_final_status(
+    elapsed_s: float, usage: UsageTotals | None, generation_s: float | None
+) -> str:
+    """The final status line (inventory §C), e.g.
+
+    ``Time: 3.21s  45.0 tps | Cost $0.00123 | Total tokens: 150 (Input: 50, Output: 100)``
+
+    tps = output tokens over the generation window (first to last delta). It
+    is left out without output tokens or when the window is shorter than
+    ``MIN_TPS_WINDOW_S``: then the whole answer came in one or two batches
+    and the quotient (or a division by zero) would be noise, not a rate.
+    """
+    timing = f"Time: {elapsed_s:.2f}s"
+    if (
+        usage is not None
+        and usage.output_tokens > 0
+        and generation_s is not None
+        and generation_s >= MIN_TPS_WINDOW_S
+    ):
+        timing += f"  {usage.output_tokens / generation_s:.1f} tps"
+    if usage is None:
+        return timing
+    segments = [timing]
+    cost = _money(usage.cost)
+    if cost:
+        segments.append(f"Cost ${cost}")
+    details = [f"Input: {usage.input_tokens}", f"Output: {usage.output_tokens}"]
+    if usage.cached_tokens > 0:
+        details.append(f"Cached: {usage.cached_tokens}")
+    if usage.reasoning_tokens > 0:
+        details.append(f"Reasoning: {usage.reasoning_tokens}")
+    total = usage.total_tokens or usage.input_tokens + usage.output_tokens
+    segments.append(f"Total tokens: {total} ({', '.join(details)})")
+    return " | ".join(segments)
+
+
+def _money(cost: float | None) -> str:
+    """Six decimals with trailing zeros trimmed; "" when nothing worth showing."""
+    if cost is None or cost <= 0:
+        return ""
+    text = f"{cost:.6f}".rstrip("0").rstrip(".")
+    return "" if text == "0" else text
+
+
+# -- status bookkeeping -------------------------------------------------------------------
+
+
+class _StatusBook:
+    """Statuses opened (``done: false``) and not yet closed, by description, oldest first.
+
+    A status is identified by its description: that is all the engine's
+    ``Status`` carries, and what a person sees.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, dict[str, Any]] = {}
+
+    def note(self, data: Mapping[str, Any]) -> None:
+        description = data.get("description")
+        if not isinstance(description, str):
+            return
+        # Only an explicit False shimmers in the browser; a missing "done" does not.
+        if data.get("done") is False:
+            self._open.setdefault(description, dict(data))
+        else:
+            self._open.pop(description, None)
+
+    @property
+    def open(self) -> tuple[str, ...]:
+        return tuple(self._open)
+
+    def closing_events(self) -> list[dict[str, Any]]:
+        """A ``done: true`` twin of each open status (noting them closes them)."""
+        return [{"type": "status", "data": {**data, "done": True}} for data in self._open.values()]
+
+
+# -- the renderer -------------------------------------------------------------------------
+
+
+class AnswerRenderer:
+    """The engine's outbound events of one request, rendered for Open WebUI.
+
+    ``feed(event)`` returns what to deliver, in order. Chunks carry what must
+    reach Open WebUI's HTTP stream (and so API clients too): answer text,
+    reasoning, the cut-short notice, usage, the error. Events carry what only
+    the browser needs: statuses, sources, notifications, usage/error mirrors.
+
+    Endings:
+
+    * ``Completed``: close open statuses, the final status line, usage;
+    * ``Incomplete``: the same plus a warning notification and a notice at
+      the end of the answer (closing an open code fence first, so the notice
+      is not swallowed into code);
+    * ``Failed``: close open statuses, usage if any (it was paid for), the
+      error chunk and a ``chat:completion`` error event -- no final line, the
+      error is what the person needs to see;
+    * ``Cancelled``: close open statuses, nothing else (nobody is reading).
+
+    ``show_final_status=False`` replaces the final line with
+    "Thought for X.X seconds" when the model reasoned (the time spent in
+    reasoning runs), and with nothing otherwise: without usage figures the
+    elapsed time alone says little that the browser does not show.
+    """
+
+    def __init__(
+        self,
+        *,
+        show_final_status: bool = True,
+        model: str = "orpipe",
+        started_at: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._show_final_status = show_final_status
+        self._model = model
+        self._clock = clock
+        self._started = clock() if started_at is None else started_at
+        wall = wall_clock()
+        self._created = int(wall)
+        # The day citations were read: UTC, so it does not depend on the server's zone.
+        self._accessed = datetime.fromtimestamp(wall, UTC).date().isoformat()
+        self._chunk_id: str | None = None
+        self._answer: list[str] = []
+        self._reasoning: list[str] = []
+        self._notice = ""
+        self._usage: UsageTotals | None = None
+        self._first_delta_at: float | None = None
+        self._last_delta_at: float | None = None
+        self._thinking_since: float | None = None
+        self._thought_s = 0.0
+        self._sources: set[str] = set()
+        self._statuses = _StatusBook()
+        self._ending: Ending | None = None
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def answer_text(self) -> str:
+        """The model's answer so far (text deltas only)."""
+        return "".join(self._answer)
+
+    @property
+    def content_text(self) -> str:
+        """What the content chunks showed: the answer plus any cut-short notice."""
+        return self.answer_text + self._notice
+
+    @property
+    def reasoning_text(self) -> str:
+        return "".join(self._reasoning)
+
+    @property
+    def usage(self) -> UsageTotals | None:
+        """Totals over every ``Usage`` seen; None when none came."""
+        return self._usage
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self._ending, Failed)
+
+    @property
+    def ending(self) -> Ending | None:
+        return self._ending
+
+    @property
+    def open_statuses(self) -> tuple[str, ...]:
+        """Descriptions of the statuses this renderer opened and has not closed."""
+        return self._statuses.open
+
+    @property
+    def thought_s(self) -> float:
+        """Seconds spent in reasoning runs (first reasoning delta to the answer's start)."""
+        return self._thought_s
+
+    # -- feeding -----------------------------------------------------------------------
+
+    def feed(self, event: OutboundEvent) -> list[Output]:
+        """What to deliver for one engine event, in order; nothing after the ending."""
+        if self._ending is not None:
+            return []
+        if self._chunk_id is None:
+            self._chunk_id = f"chatcmpl-{event.request_id}"
+        match event:
+            case TextDelta():
+                return self._text(event.text)
+            case ReasoningDelta():
+                return self._reasoning_delta(event.text)
+            case Citation():
+                return self._citation(event)
+            case Status():
+                return [self._status(status_event(event.description, done=event.done))]
+            case Notice():
+                return [Output.to_emit(notification_event("warning", event.message))]
+            case Usage():
+                self._usage = (self._usage or UsageTotals()).plus(event)
+                return []
+            case OutputItem():
+                return []  # tool items and the like: nothing to show yet
+            case Completed() | Incomplete() | Failed() | Cancelled():
+                return self._end(event)
+        assert_never(event)
+
+    # -- deltas ------------------------------------------------------------------------
+
+    def _text(self, text: str) -> list[Output]:
+        if not text:
+            return []
+        now = self._delta_seen()
+        out = self._stop_thinking(now)
+        self._answer.append(text)
+        out.append(Output.to_yield(self._chunk(delta={"content": text})))
+        return out
+
+    def _reasoning_delta(self, text: str) -> list[Output]:
+        if not text:
+            return []
+        now = self._delta_seen()
+        out: list[Output] = []
+        if self._thinking_since is None:
+            self._thinking_since = now
+            out.append(self._status(status_event(THINKING, done=False)))
+        self._reasoning.append(text)
+        out.append(Output.to_yield(self._chunk(delta={"reasoning_content": text})))
+        return out
+
+    def _delta_seen(self) -> float:
+        now = self._clock()
+        if self._first_delta_at is None:
+            self._first_delta_at = now
+        self._last_delta_at = now
+        return now
+
+    def _stop_thinking(self, now: float) -> list[Output]:
+        """The answer started: account the reasoning run and close its status."""
+        if self._thinking_since is None:
+            return []
+        self._thought_s += max(0.0, now - self._thinking_since)
+        self._thinking_since = None
+        return [self._status(status_event(THINKING, done=True))]
+
+    # -- citations and statuses -------------------------------------------------------------
+
+    def _citation(self, citation: Citation) -> list[Output]:
+        url = strip_openai_utm(citation.url)
+        if url in self._sources:
+            return []
+        self._sources.add(url)
+        # The engine titles an untitled citation with its raw URL; show the cleaned one.
+        title = url if citation.title == citation.url else citation.title
+        return [Output.to_emit(source_event(url, title, accessed=self._accessed))]
+
+    def _status(self, event: dict[str, Any]) -> Output:
+        self._statuses.note(event["data"])
+        return Output.to_emit(event)
+
+    # -- endings -------------------------------------------------------------------------
+
+    def _end(self, ending: Ending) -> list[Output]:
+        self._ending = ending
+        if self._thinking_since is not None:
+            # Reasoning ran to the end without an answer: it lasted until its last delta.
+            end = self._last_delta_at if self._last_delta_at is not None else self._thinking_since
+            self._thought_s += max(0.0, end - self._thinking_since)
+            self._thinking_since = None
+        out = [self._status(event) for event in self._statuses.closing_events()]
+        match ending:
+            case Completed():
+                out += self._final_line()
+                out += self._usage_outputs()
+            case Incomplete():
+                out.append(Output.to_emit(notification_event("warning", ending.message)))
+                out.append(self._notice_chunk(ending.message))
+                out += self._final_line()
+                out += self._usage_outputs()
+            case Failed():
+                out += self._failure_outputs(ending.message)
+            case Cancelled():
+                pass
+            case _:
+                assert_never(ending)
+        return out
+
+    def _final_line(self) -> list[Output]:
+        if self._show_final_status:
+            elapsed = max(0.0, self._clock() - self._started)
+            text = format_final_status(elapsed, self._usage, self._generation_s())
+        elif self._reasoning:
+            text = f"Thought for {self._thought_s:.1f} seconds"
+        else:
+            return []
+        return [self._status(status_event(text, done=True))]
+
+    def _generation_s(self) -> float | None:
+        if self._first_delta_at is None or self._last_delta_at is None:
+            return None
+        return self._last_delta_at - self._first_delta_at
+
+    def _usage_outputs(self) -> list[Output]:
+        """Usage to the browser now, and as a chunk for the middleware's ledger and API clients."""
+        if self._usage is None:
+            return []
+        # Two separate dicts: Open WebUI may mutate what it is handed.
+        return [
+            Output.to_emit(
+                {"type": "chat:completion", "data": {"usage": self._usage.as_chat_completions()}}
+            ),
+            Output.to_yield(self._chunk(usage=self._usage.as_chat_completions())),
+        ]
+
+    def _failure_outputs(self, message: str) -> list[Output]:
+        out: list[Output] = []
+        data: dict[str, Any] = {"error": {"message": message}}
+        if self._usage is not None:
+            out.append(Output.to_yield(self._chunk(usage=self._usage.as_chat_completions())))
+            data["usage"] = self._usage.as_chat_completions()
+        out.append(Output.to_yield(error_chunk(message)))
+        out.append(Output.to_emit({"type": "chat:completion", "data": data}))
+        return out
+
+    def _notice_chunk(self, message: str) -> Output:
+        answer = self.answer_text
+        prefix = ""
+        if answer:
+            # An answer cut inside a code block would swallow the notice into the code.
+            prefix = "\n```\n\n" if _inside_code_fence(answer) else "\n\n"
+        self._notice = f"{prefix}> ⚠️ {message}"
+        return Output.to_yield(self._chunk(delta={"content": self._notice}))
+
+    def _chunk(
+        self, *, delta: dict[str, Any] | None = None, usage: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A ``chat.completion.chunk`` in the shape of Open WebUI's own template."""
+        chunk: dict[str, Any] = {
+            "id": self._chunk_id or "chatcmpl-orpipe",
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": []
+            if delta is None
+            else [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
+        if usage is not None:
+            chunk["usage"] = usage
+        return chunk
+
+
+def _inside_code_fence(text: str) -> bool:
+    """Whether ``text`` ends inside a ``` fenced block (an odd number of fence lines)."""
+    fences = sum(1 for line in text.splitlines() if line.lstrip().startswith("```"))
+    return fences % 2 == 1
+
+
+# -- the emitter wrapper (asyncio) ------------------------------------------------------------
+
+
+class SafeEmitter:
+    """``__event_emitter__`` made safe to call from an answer's hot path.
+
+    * ``None`` (API calls without a chat) makes every call a no-op.
+    * An exception from the emitter (the socket or Redis is gone) must not
+      break the answer, which still travels over HTTP: it is logged once per
+      request on ``orpipe.owui`` and swallowed; later events are still tried.
+    * ``asyncio.CancelledError`` is a ``BaseException`` and is never caught:
+      Open WebUI's stop button must stop the answer.
+    * Every ``status`` event that passes through is tracked, whoever built
+      it, so ``close_statuses()`` -- to be awaited at the end of every
+      request, success, error or cancellation -- sends ``done: true`` for
+      exactly the statuses still open.
+    """
+
+    def __init__(self, emitter: Emitter | None) -> None:
+        self._emitter = emitter
+        self._statuses = _StatusBook()
+        self._failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self._emitter is not None
+
+    @property
+    def failures(self) -> int:
+        """How many emits raised (only the first was logged)."""
+        return self._failures
+
+    @property
+    def open_statuses(self) -> tuple[str, ...]:
+        return self._statuses.open
+
+    async def emit(self, event: Mapping[str, Any]) -> None:
+        """Deliver one event; never raises except for cancellation."""
+        if event.get("type") == "status":
+            data = event.get("data")
+            # Tracked by intent, delivered or not: closing an unseen status is harmless.
+            if isinstance(data, Mapping):
+                self._statuses.note(data)
+        if self._emitter is None:
+            return
+        try:
+            await self._emitter(dict(event))
+        except Exception as exc:
+            self._failed(exc)
+
+    async def status(self, description: str, *, done: bool, **extra: Any) -> None:
+        await self.emit(status_event(description, done=done, **extra))
+
+    async def close_statuses(self) -> None:
+        """``done: true`` for each status still open, oldest first."""
+        # Each emit closes its status in the book, so if a cancellation lands
+        # midway the rest stay open for a later call.
+        for event in self._statuses.closing_events():
+            await self.emit(event)
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            log.warning(
+                "Open WebUI's event emitter failed (%s: %s); the answer continues over HTTP "
+                "and further emitter failures of this request are not logged",
+                type(exc).__name__,
+                exc,
+            )

@@ -1,0 +1,734 @@
+"""What Open WebUI sees: chunks and events from the renderer, and the safe emitter.
+
+The renderer tests are plain synchronous tests with a hand-driven clock. The
+``SafeEmitter`` tests run a real loop, asyncio and uvloop (``loop_kind``),
+through ``asyncio_support.run_on``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from adapters.owui_events import (
+    THINKING,
+    AnswerRenderer,
+    Output,
+    SafeEmitter,
+    UsageTotals,
+    busy_error_chunk,
+    error_chunk,
+    format_final_status,
+    source_event,
+    strip_openai_utm,
+)
+from engine.errors import UpstreamHTTPError
+from engine.messages import (
+    Cancelled,
+    Citation,
+    Completed,
+    Ending,
+    Failed,
+    Incomplete,
+    Notice,
+    OutboundEvent,
+    OutputItem,
+    ReasoningDelta,
+    Status,
+    TextDelta,
+    Usage,
+)
+from tests.adapters.asyncio_support import run_on
+
+RID = "r1"
+WALL = 1_700_000_000.0  # 2023-11-14 UTC
+CHUNK_ID = f"chatcmpl-{RID}"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def renderer_for(clock: FakeClock, *, show_final_status: bool = True) -> AnswerRenderer:
+    return AnswerRenderer(
+        show_final_status=show_final_status,
+        model="orpipe.test-model",
+        clock=clock,
+        wall_clock=lambda: WALL,
+    )
+
+
+def chunk(*, delta: dict[str, Any] | None = None, usage: dict[str, Any] | None = None) -> Any:
+    expected: dict[str, Any] = {
+        "id": CHUNK_ID,
+        "object": "chat.completion.chunk",
+        "created": int(WALL),
+        "model": "orpipe.test-model",
+        "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
+    if usage is not None:
+        expected["usage"] = usage
+    return Output.to_yield(expected)
+
+
+def status(description: str, *, done: bool) -> Output:
+    return Output.to_emit({"type": "status", "data": {"description": description, "done": done}})
+
+
+def usage(**counts: Any) -> Usage:
+    return Usage(request_id=RID, **counts)
+
+
+def feed(renderer: AnswerRenderer, *events: OutboundEvent) -> list[Output]:
+    return [out for event in events for out in renderer.feed(event)]
+
+
+def events_of(outputs: list[Output], kind: str) -> list[dict[str, Any]]:
+    return [o.event["data"] for o in outputs if o.kind == "event" and o.event["type"] == kind]
+
+
+def chunks_of(outputs: list[Output]) -> list[dict[str, Any]]:
+    return [o.chunk for o in outputs if o.chunk is not None]
+
+
+ENDINGS: dict[str, Ending] = {
+    "completed": Completed(request_id=RID, response_id="resp_1", text_chars=2),
+    "incomplete": Incomplete(
+        request_id=RID, reason="max_output_tokens", message="The answer was cut short."
+    ),
+    "failed": Failed(
+        request_id=RID,
+        error=UpstreamHTTPError(502, code=502, detail="bad gateway"),
+        message="The model provider is down; retry.",
+    ),
+    "cancelled": Cancelled(request_id=RID, reason="stopped"),
+}
+
+
+# -- deltas ----------------------------------------------------------------------------
+
+
+def test_text_becomes_a_content_chunk(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    assert renderer.feed(TextDelta(request_id=RID, text="Hello")) == [
+        chunk(delta={"content": "Hello"})
+    ]
+    assert renderer.answer_text == "Hello"
+
+
+def test_reasoning_is_a_thinking_block_with_a_status_until_text_starts(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    first = renderer.feed(ReasoningDelta(request_id=RID, text="Let me see"))
+    clock.now = 1.5
+    second = renderer.feed(ReasoningDelta(request_id=RID, text=" more"))
+    clock.now = 2.0
+    text = renderer.feed(TextDelta(request_id=RID, text="Answer"))
+
+    assert first == [
+        status(THINKING, done=False),
+        chunk(delta={"reasoning_content": "Let me see"}),
+    ]
+    assert second == [chunk(delta={"reasoning_content": " more"})]
+    assert text == [status(THINKING, done=True), chunk(delta={"content": "Answer"})]
+    assert renderer.reasoning_text == "Let me see more"
+    assert renderer.open_statuses == ()
+    assert renderer.thought_s == 2.0
+
+
+def test_empty_deltas_and_output_items_show_nothing(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    assert (
+        feed(
+            renderer,
+            TextDelta(request_id=RID, text=""),
+            ReasoningDelta(request_id=RID, text=""),
+            OutputItem(request_id=RID, item={"type": "function_call"}),
+        )
+        == []
+    )
+    assert renderer.open_statuses == ()
+
+
+def test_engine_status_and_notice_become_events(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    outputs = feed(
+        renderer,
+        Status(request_id=RID, description="Searching the web", done=False),
+        Notice(request_id=RID, message="An event was skipped."),
+    )
+
+    assert outputs == [
+        status("Searching the web", done=False),
+        Output.to_emit(
+            {
+                "type": "notification",
+                "data": {"type": "warning", "content": "An event was skipped."},
+            }
+        ),
+    ]
+    assert renderer.open_statuses == ("Searching the web",)
+
+
+# -- citations --------------------------------------------------------------------------
+
+
+def cite(url: str, title: str = "A page") -> Citation:
+    return Citation(request_id=RID, url=url, title=title)
+
+
+def test_citations_are_deduplicated_across_utm_variants(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    outputs = feed(
+        renderer,
+        cite("https://www.example.com/a?utm_source=openai", "Page A"),
+        cite("https://www.example.com/a", "Page A again"),
+        cite("https://example.com/b?x=1&utm_source=openai", "Page B"),
+        cite("https://example.com/b?x=1"),
+    )
+
+    assert events_of(outputs, "source") == [
+        {
+            "source": {"name": "example.com", "url": "https://www.example.com/a"},
+            "document": ["Page A"],
+            "metadata": [
+                {
+                    "source": "https://www.example.com/a",
+                    "name": "Page A",
+                    "date_accessed": "2023-11-14",
+                }
+            ],
+        },
+        {
+            "source": {"name": "example.com", "url": "https://example.com/b?x=1"},
+            "document": ["Page B"],
+            "metadata": [
+                {
+                    "source": "https://example.com/b?x=1",
+                    "name": "Page B",
+                    "date_accessed": "2023-11-14",
+                }
+            ],
+        },
+    ]
+    assert len(outputs) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://www.wwwidget.com/x", "wwwidget.com"),  # lstrip("www.") gave "idget.com"
+        ("https://web.dev/", "web.dev"),  # lstrip("www.") gave "eb.dev"
+        ("https://WWW.Example.org:8443/p", "example.org"),
+        ("not a url", "not a url"),
+        ("http://[::1/broken", "http://[::1/broken"),  # urlsplit raises on this
+    ],
+)
+def test_the_source_name_drops_a_www_prefix_only(url: str, name: str) -> None:
+    assert source_event(url, "", accessed="2024-01-01")["data"]["source"]["name"] == name
+
+
+def test_an_untitled_citation_is_named_by_its_cleaned_url(clock: FakeClock) -> None:
+    raw = "https://a.example/p?utm_source=openai"
+    outputs = renderer_for(clock).feed(cite(raw, title=raw))  # how the engine titles it
+    assert events_of(outputs, "source")[0]["document"] == ["https://a.example/p"]
+
+
+def test_a_source_without_title_is_named_by_its_url() -> None:
+    data = source_event("https://a.example/p", "", accessed="2024-01-01")["data"]
+    assert data["document"] == ["https://a.example/p"]
+    assert data["metadata"][0]["name"] == "https://a.example/p"
+
+
+@pytest.mark.parametrize(
+    ("url", "stripped"),
+    [
+        ("https://a.example/p?utm_source=openai", "https://a.example/p"),
+        ("https://a.example/p?q=1&utm_source=openai", "https://a.example/p?q=1"),
+        ("https://a.example/p?utm_source=openai&q=1#top", "https://a.example/p?q=1#top"),
+        ("https://a.example/p?utm_source=openai2", "https://a.example/p?utm_source=openai2"),
+        ("https://a.example/p", "https://a.example/p"),
+        ("http://[::1/p?utm_source=openai", "http://[::1/p?utm_source=openai"),
+    ],
+)
+def test_strip_openai_utm(url: str, stripped: str) -> None:
+    assert strip_openai_utm(url) == stripped
+
+
+# -- the final status line ---------------------------------------------------------------
+
+
+FULL = UsageTotals(
+    input_tokens=50,
+    output_tokens=100,
+    total_tokens=150,
+    cached_tokens=10,
+    reasoning_tokens=20,
+    cost=0.00123,
+)
+
+
+def test_final_status_with_everything() -> None:
+    assert format_final_status(3.214, FULL, 2.0) == (
+        "Time: 3.21s  50.0 tps | Cost $0.00123 | "
+        "Total tokens: 150 (Input: 50, Output: 100, Cached: 10, Reasoning: 20)"
+    )
+
+
+def test_final_status_without_cost_cached_or_reasoning() -> None:
+    plain = UsageTotals(input_tokens=10, output_tokens=20, total_tokens=30, cost=0.0)
+    assert format_final_status(1.0, plain, 2.0) == (
+        "Time: 1.00s  10.0 tps | Total tokens: 30 (Input: 10, Output: 20)"
+    )
+
+
+def test_final_status_without_usage_is_the_time_only() -> None:
+    assert format_final_status(1.5, None, 1.0) == "Time: 1.50s"
+
+
+@pytest.mark.parametrize("generation_s", [None, 0.0, -0.5, 0.49])
+def test_tps_needs_a_generation_window(generation_s: float | None) -> None:
+    assert format_final_status(2.0, FULL, generation_s).startswith("Time: 2.00s | Cost")
+
+
+def test_tps_from_the_shortest_window_shown() -> None:
+    assert format_final_status(2.0, FULL, 0.5).startswith("Time: 2.00s  200.0 tps | Cost")
+
+
+def test_tps_needs_output_tokens() -> None:
+    no_output = UsageTotals(input_tokens=5, total_tokens=5)
+    assert format_final_status(2.0, no_output, 1.0) == (
+        "Time: 2.00s | Total tokens: 5 (Input: 5, Output: 0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cost", "segment"),
+    [(0.5, " | Cost $0.5 |"), (2.0, " | Cost $2 |"), (0.1234567, " | Cost $0.123457 |")],
+)
+def test_cost_has_six_decimals_with_trailing_zeros_trimmed(cost: float, segment: str) -> None:
+    assert segment in format_final_status(1.0, UsageTotals(input_tokens=1, cost=cost), None)
+
+
+@pytest.mark.parametrize("cost", [None, 0.0, 1e-9])
+def test_cost_is_shown_only_when_above_zero(cost: float | None) -> None:
+    assert "Cost" not in format_final_status(1.0, UsageTotals(input_tokens=1, cost=cost), None)
+
+
+def test_total_falls_back_to_input_plus_output() -> None:
+    assert "Total tokens: 7 (Input: 3, Output: 4)" in format_final_status(
+        1.0, UsageTotals(input_tokens=3, output_tokens=4), None
+    )
+
+
+# -- endings ----------------------------------------------------------------------------
+
+
+OPENAI_USAGE = {
+    "prompt_tokens": 50,
+    "completion_tokens": 100,
+    "total_tokens": 150,
+    "prompt_tokens_details": {"cached_tokens": 10},
+    "completion_tokens_details": {"reasoning_tokens": 20},
+    "cost": 0.00123,
+}
+
+
+def test_completed_answer_full_flow(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    clock.now = 1.0
+    feed(renderer, ReasoningDelta(request_id=RID, text="hmm"))
+    clock.now = 2.0
+    feed(renderer, TextDelta(request_id=RID, text="4"))
+    clock.now = 3.0
+    feed(renderer, TextDelta(request_id=RID, text="2"))
+    feed(
+        renderer,
+        usage(
+            input_tokens=50,
+            output_tokens=100,
+            total_tokens=150,
+            cached_tokens=10,
+            reasoning_tokens=20,
+            cost=0.00123,
+        ),
+    )
+    clock.now = 4.0
+
+    outputs = renderer.feed(ENDINGS["completed"])
+
+    final = (
+        "Time: 4.00s  50.0 tps | Cost $0.00123 | "
+        "Total tokens: 150 (Input: 50, Output: 100, Cached: 10, Reasoning: 20)"
+    )
+    assert outputs == [
+        status(final, done=True),
+        Output.to_emit({"type": "chat:completion", "data": {"usage": OPENAI_USAGE}}),
+        chunk(usage=OPENAI_USAGE),
+    ]
+    assert renderer.answer_text == "42"
+    assert not renderer.failed
+
+
+def test_no_chat_completion_event_says_done(clock: FakeClock) -> None:
+    # Open WebUI's own final chat:completion carries done; a pipe-sent one would
+    # run the browser's completion work twice (see the module docstring).
+    for name, ending in ENDINGS.items():
+        renderer = renderer_for(clock)
+        outputs = feed(renderer, usage(input_tokens=1, output_tokens=1, total_tokens=2), ending)
+        completion = events_of(outputs, "chat:completion")
+        assert all("done" not in data for data in completion), name
+
+
+def test_usage_is_summed_over_rounds(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+
+    feed(
+        renderer,
+        usage(input_tokens=10, output_tokens=5, total_tokens=15, cached_tokens=2, cost=None),
+        usage(input_tokens=30, output_tokens=7, total_tokens=0, reasoning_tokens=3, cost=0.25),
+    )
+
+    assert renderer.usage == UsageTotals(
+        input_tokens=40,
+        output_tokens=12,
+        total_tokens=52,  # the second round's missing total is input + output
+        cached_tokens=2,
+        reasoning_tokens=3,
+        cost=0.25,
+    )
+    outputs = renderer.feed(ENDINGS["completed"])
+    assert chunks_of(outputs)[-1]["usage"]["prompt_tokens"] == 40
+    assert renderer_for(clock).usage is None
+
+
+@pytest.mark.parametrize("name", sorted(ENDINGS))
+def test_every_opened_status_is_closed_in_every_ending(clock: FakeClock, name: str) -> None:
+    renderer = renderer_for(clock)
+    before = feed(
+        renderer,
+        Status(request_id=RID, description="Searching the web", done=False),
+        ReasoningDelta(request_id=RID, text="thinking"),
+        Status(request_id=RID, description="Reading", done=False),
+        Status(request_id=RID, description="Reading", done=True),
+    )
+    assert list(renderer.open_statuses) == ["Searching the web", THINKING]
+
+    after = renderer.feed(ENDINGS[name])
+
+    assert not renderer.open_statuses
+    statuses = events_of(before + after, "status")
+    opened = {s["description"] for s in statuses if s["done"] is False}
+    for description in opened:
+        last = [s for s in statuses if s["description"] == description][-1]
+        assert last["done"] is True, description
+    # The closings come first, so a final line is the status left showing.
+    closings = events_of(after, "status")[:2]
+    assert [s["description"] for s in closings] == ["Searching the web", THINKING]
+
+
+def test_failed_ending_marks_the_message_as_an_error(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    feed(renderer, TextDelta(request_id=RID, text="partial"))
+
+    outputs = renderer.feed(ENDINGS["failed"])
+
+    message = "The model provider is down; retry."
+    assert outputs == [
+        Output.to_yield({"error": {"message": message}}),
+        Output.to_emit({"type": "chat:completion", "data": {"error": {"message": message}}}),
+    ]
+    assert renderer.failed
+    assert renderer.answer_text == "partial"
+
+
+def test_failed_ending_still_reports_usage_first(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    feed(renderer, usage(input_tokens=3, output_tokens=0, total_tokens=3))
+
+    outputs = renderer.feed(ENDINGS["failed"])
+
+    assert [o.kind for o in outputs] == ["chunk", "chunk", "event"]
+    first, second = chunks_of(outputs)
+    assert first["usage"]["prompt_tokens"] == 3
+    assert first["choices"] == []
+    assert "choices" not in second
+    assert second["error"]["message"].startswith("The model provider is down")
+    assert events_of(outputs, "chat:completion")[0]["usage"]["total_tokens"] == 3
+
+
+def test_incomplete_ending_keeps_the_answer_and_says_why(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    feed(renderer, TextDelta(request_id=RID, text="The first half"))
+
+    outputs = renderer.feed(ENDINGS["incomplete"])
+
+    notice = "\n\n> ⚠️ The answer was cut short."
+    assert outputs[:2] == [
+        Output.to_emit(
+            {
+                "type": "notification",
+                "data": {"type": "warning", "content": "The answer was cut short."},
+            }
+        ),
+        chunk(delta={"content": notice}),
+    ]
+    assert events_of(outputs, "status")[0]["description"].startswith("Time: ")
+    assert renderer.answer_text == "The first half"
+    assert renderer.content_text == "The first half" + notice
+    assert not renderer.failed
+
+
+def test_incomplete_notice_closes_an_open_code_fence(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    feed(renderer, TextDelta(request_id=RID, text="Code:\n```python\nx = 1"))
+
+    outputs = renderer.feed(ENDINGS["incomplete"])
+
+    assert chunks_of(outputs)[0]["choices"][0]["delta"]["content"] == (
+        "\n```\n\n> ⚠️ The answer was cut short."
+    )
+
+
+def test_incomplete_notice_without_any_answer_has_no_leading_blank_lines(
+    clock: FakeClock,
+) -> None:
+    renderer = renderer_for(clock)
+    outputs = renderer.feed(ENDINGS["incomplete"])
+    assert chunks_of(outputs)[0]["choices"][0]["delta"]["content"] == (
+        "> ⚠️ The answer was cut short."
+    )
+
+
+def test_cancelled_ending_only_closes_statuses(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    feed(renderer, usage(input_tokens=1, output_tokens=1, total_tokens=2))
+    feed(renderer, ReasoningDelta(request_id=RID, text="x"))
+
+    assert renderer.feed(ENDINGS["cancelled"]) == [status(THINKING, done=True)]
+
+
+def test_nothing_is_rendered_after_the_ending(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    renderer.feed(ENDINGS["completed"])
+
+    assert (
+        feed(
+            renderer,
+            TextDelta(request_id=RID, text="late"),
+            Status(request_id=RID, description="late", done=False),
+            ENDINGS["failed"],
+        )
+        == []
+    )
+    assert renderer.answer_text == ""
+    assert not renderer.failed
+
+
+def test_hidden_final_status_says_how_long_the_model_thought(clock: FakeClock) -> None:
+    renderer = renderer_for(clock, show_final_status=False)
+    clock.now = 1.0
+    feed(renderer, ReasoningDelta(request_id=RID, text="hmm"))
+    clock.now = 2.25
+    feed(renderer, TextDelta(request_id=RID, text="ok"))
+    clock.now = 9.0
+
+    outputs = renderer.feed(ENDINGS["completed"])
+
+    assert events_of(outputs, "status") == [
+        {"description": "Thought for 1.2 seconds", "done": True}
+    ]
+
+
+def test_hidden_final_status_without_reasoning_adds_no_line(clock: FakeClock) -> None:
+    renderer = renderer_for(clock, show_final_status=False)
+    feed(renderer, TextDelta(request_id=RID, text="ok"))
+
+    assert events_of(renderer.feed(ENDINGS["completed"]), "status") == []
+
+
+def test_reasoning_until_the_end_counts_until_its_last_delta(clock: FakeClock) -> None:
+    renderer = renderer_for(clock, show_final_status=False)
+    feed(renderer, ReasoningDelta(request_id=RID, text="a"))
+    clock.now = 3.0
+    feed(renderer, ReasoningDelta(request_id=RID, text="b"))
+    clock.now = 50.0
+
+    outputs = renderer.feed(ENDINGS["incomplete"])
+
+    assert {"description": "Thought for 3.0 seconds", "done": True} in events_of(outputs, "status")
+
+
+# -- helpers for the pipe -------------------------------------------------------------------
+
+
+def test_error_chunks() -> None:
+    assert error_chunk("Nope.") == {"error": {"message": "Nope."}}
+    assert busy_error_chunk("Busy; retry in 2 s.") == {
+        "error": {"message": "Busy; retry in 2 s.", "type": "server_busy", "code": 503}
+    }
+
+
+def test_an_output_is_either_a_chunk_or_an_event() -> None:
+    as_chunk = Output.to_yield({"choices": []})
+    as_event = Output.to_emit({"type": "status", "data": {}})
+
+    assert as_chunk.chunk == {"choices": []}
+    assert as_event.chunk is None
+    assert as_event.event == {"type": "status", "data": {}}
+    with pytest.raises(TypeError):
+        _ = as_chunk.event
+
+
+# -- SafeEmitter -------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    async def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+
+def test_emitter_errors_are_swallowed_and_logged_once(
+    loop_kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = 0
+
+    async def broken(event: dict[str, Any]) -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("socket gone")
+
+    emitter = SafeEmitter(broken)
+
+    async def scenario() -> None:
+        await emitter.emit({"type": "notification", "data": {}})
+        await emitter.status("Working", done=False)
+        await emitter.close_statuses()
+
+    with caplog.at_level(logging.WARNING, logger="orpipe.owui"):
+        run_on(loop_kind, scenario)
+
+    assert calls == 3  # later events are still tried
+    assert emitter.failures == 3
+    records = [r for r in caplog.records if r.name == "orpipe.owui"]
+    assert len(records) == 1
+    assert "ConnectionError: socket gone" in records[0].getMessage()
+    assert emitter.open_statuses == ()
+
+
+def test_a_cancellation_from_the_emitter_propagates(loop_kind: str) -> None:
+    async def cancelled(event: dict[str, Any]) -> None:
+        raise asyncio.CancelledError
+
+    emitter = SafeEmitter(cancelled)
+
+    async def scenario() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await emitter.emit({"type": "status", "data": {"description": "x", "done": True}})
+
+    run_on(loop_kind, scenario)
+    assert emitter.failures == 0
+
+
+def test_a_task_cancelled_inside_emit_is_cancelled(loop_kind: str) -> None:
+    async def scenario() -> None:
+        entered = asyncio.Event()
+
+        async def hanging(event: dict[str, Any]) -> None:
+            entered.set()
+            await asyncio.sleep(3600)
+
+        emitter = SafeEmitter(hanging)
+        task = asyncio.create_task(emitter.status("Searching", done=False))
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        assert emitter.failures == 0
+
+    run_on(loop_kind, scenario)
+
+
+def test_no_emitter_is_a_quiet_no_op(loop_kind: str) -> None:
+    emitter = SafeEmitter(None)
+
+    async def scenario() -> None:
+        await emitter.emit({"type": "notification", "data": {"type": "info", "content": "x"}})
+        await emitter.status("Working", done=False)
+        await emitter.close_statuses()
+
+    run_on(loop_kind, scenario)
+    assert not emitter.enabled
+    assert emitter.failures == 0
+    assert emitter.open_statuses == ()
+
+
+def test_close_statuses_closes_exactly_the_open_ones(loop_kind: str) -> None:
+    recorder = Recorder()
+    emitter = SafeEmitter(recorder)
+
+    async def scenario() -> None:
+        await emitter.status("A", done=False, action="web_search")
+        await emitter.status("B", done=False)
+        await emitter.status("C", done=False)
+        await emitter.status("C", done=True)
+        await emitter.status("D", done=True)
+        await emitter.emit({"type": "status", "data": {"description": "E"}})  # no done: not open
+        assert emitter.open_statuses == ("A", "B")
+        recorder.events.clear()
+
+        await emitter.close_statuses()
+        await emitter.close_statuses()  # nothing left the second time
+
+    run_on(loop_kind, scenario)
+    assert recorder.events == [
+        {"type": "status", "data": {"description": "A", "done": True, "action": "web_search"}},
+        {"type": "status", "data": {"description": "B", "done": True}},
+    ]
+    assert emitter.open_statuses == ()
+
+
+def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
+    loop_kind: str, clock: FakeClock
+) -> None:
+    recorder = Recorder()
+    emitter = SafeEmitter(recorder)
+    renderer = renderer_for(clock)
+
+    async def scenario() -> None:
+        # The pipe's loop, interrupted before any ending (e.g. the bridge broke).
+        for event in (
+            Status(request_id=RID, description="Searching the web", done=False),
+            ReasoningDelta(request_id=RID, text="hmm"),
+        ):
+            for out in renderer.feed(event):
+                if out.chunk is None:
+                    await emitter.emit(out.event)
+        await emitter.close_statuses()
+
+    run_on(loop_kind, scenario)
+    assert [e["data"] for e in recorder.events[-2:]] == [
+        {"description": "Searching the web", "done": True},
+        {"description": THINKING, "done": True},
+    ]
+    assert emitter.open_statuses == ()
