@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test pins lint typecheck pytest venv clean
+.PHONY: demo test pins lint typecheck pytest venv clean owui-smoke
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ pytest: $(STAMP)
 	$(PY) -m pytest
 
 test: pins lint typecheck pytest
+
+# By hand, not in CI: the Function inside a real Open WebUI 0.12.4, in a virtualenv
+# outside the repository (OWUI_VENV=... to choose where; created on first use).
+OWUI_VENV ?= $(HOME)/.cache/orpipe-owui-venv
+owui-smoke: $(STAMP)
+	$(PY) -m bench.owui_smoke --venv $(OWUI_VENV)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -234,6 +234,10 @@ class BridgedStream:
         """Stop reading; an unfinished request is cancelled (does not wait for the engine)."""
         self._close_now("the consumer closed the stream")
 
+    def cancel(self, reason: str) -> None:
+        """Synchronous ``aclose`` with a reason, on the loop's thread (e.g. from a finaliser)."""
+        self._close_now(reason)
+
     async def __aenter__(self) -> BridgedStream:
         return self
 

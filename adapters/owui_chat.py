@@ -1,0 +1,456 @@
+"""One Open WebUI chat turn, from ``Pipe.pipe()``'s arguments to what Open WebUI reads.
+
+asyncio-flavoured throughout (it runs on Open WebUI's loop). The Function
+file (``owui_pipe.py``) only forwards its arguments here, so this module
+can be imported, type-checked and tested like any other.
+
+A turn:
+
+1. Settings: the valves read **once** (Open WebUI swaps ``pipe.valves`` per
+   dispatch), merged with the user's valves.
+2. Guards, each with a message a person can act on, raised before anything
+   streams (Open WebUI shows a ``pipe()`` exception as an error message):
+   bad valves, no key, the user's breaker open, OpenRouter unreachable or
+   the key rejected, an unknown or disabled model, the engine busy.
+3. The request: the body mapped to a Responses request for the model's
+   catalogue entry, submitted to the engine through the loop's bridge.
+4. The answer: an async generator that carries all of it over HTTP (text,
+   reasoning as Open WebUI's thinking block, usage, errors) and mirrors
+   progress through the event emitter. Its ``finally`` cancels the request
+   if it is still running (Open WebUI's stop button cancels the task that
+   iterates it) and closes every status it opened.
+
+Task requests (titles, tags, follow-ups) take the same engine path but
+return plain text, and a failure returns "" — Open WebUI then falls back
+to its own default (for a title: the user's message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections.abc
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from adapters.model_catalog import (
+    Catalogue,
+    CatalogueError,
+    ModelInfo,
+    registry_for,
+)
+from adapters.owui_events import AnswerRenderer, SafeEmitter
+from adapters.owui_request import RequestMappingError, RequestSettings, build_request
+from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
+from adapters.owui_valves import (
+    EffectiveSettings,
+    UserValves,
+    ValveError,
+    Valves,
+    effective_settings,
+)
+from adapters.trio_bridge import BridgedStream, TransportFactory
+from adapters.user_breaker import paused_message
+from engine import (
+    AdmissionRejected,
+    Cancelled,
+    EngineClosed,
+    EngineConfig,
+    EngineCrashed,
+    Failed,
+    RequestDeadlineExceeded,
+    UpstreamError,
+)
+
+__all__ = ["AnswerStream", "PipeError", "TurnContext", "list_models", "run_turn"]
+
+log = logging.getLogger("orpipe.owui")
+
+Emitter = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Shown in the model list when the catalogue cannot be loaded, so an
+#: administrator picking it reads why instead of seeing an empty list.
+UNAVAILABLE_SUB_ID = "orpipe-unavailable"
+
+#: The progress line shown from submission until OpenRouter's first event.
+WAITING_STATUS = "Waiting for OpenRouter…"
+
+#: Bound on the awaits a generator's ``finally`` makes toward Open WebUI.
+_CLEANUP_S = 2.0
+
+
+class PipeError(Exception):
+    """A turn refused before streaming; Open WebUI shows the message as an error."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnContext:
+    """The reserved arguments of one ``pipe()`` call that this module uses."""
+
+    user: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    emitter: Emitter | None = None
+    task: str | None = None
+    #: Tests inject a fault-injecting transport; None = the real OpenRouter.
+    transport_factory: TransportFactory | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        uid = self.user.get("id") or self.metadata.get("user_id")
+        return str(uid) if uid else None
+
+
+# -- the model list ---------------------------------------------------------------
+
+
+async def list_models(valves: Valves) -> list[dict[str, str]]:
+    """``pipes()``: the models MODEL_ID selects, or one entry that says what is wrong."""
+    try:
+        api_key = valves.api_key()
+    except ValveError as exc:
+        return [_unavailable(exc.message)]
+    if not api_key:
+        return [_unavailable("set the API_KEY valve")]
+    registry = registry_for(
+        valves.BASE_URL, api_key, ttl_s=float(valves.MODEL_CATALOG_REFRESH_SECONDS)
+    )
+    try:
+        catalogue = await registry.get()
+    except CatalogueError as exc:
+        log.warning("model list unavailable: %s", exc.message)
+        return [_unavailable(exc.message)]
+    selection = catalogue.select(valves.MODEL_ID)
+    if selection.unknown:
+        log.warning(
+            "MODEL_ID names models OpenRouter does not list: %s", ", ".join(selection.unknown)
+        )
+    return [{"id": m.sub_id, "name": m.name} for m in selection.models]
+
+
+def _unavailable(reason: str) -> dict[str, str]:
+    return {"id": UNAVAILABLE_SUB_ID, "name": f"OpenRouter unavailable: {reason}"}
+
+
+# -- a chat turn ------------------------------------------------------------------
+
+
+async def run_turn(
+    valves: Valves, body: Mapping[str, Any], ctx: TurnContext
+) -> str | AsyncGenerator[dict[str, Any], None]:
+    """Everything ``pipe()`` does; raises ``PipeError`` for a turn refused up front."""
+    emitter = SafeEmitter(ctx.emitter)
+    settings = _settings(valves, ctx)
+    runtime = runtime_for_loop()
+    user_id = ctx.user_id or "anonymous"
+
+    breaker = runtime.configure_breaker(valves.BREAKER_MAX_FAILURES, valves.BREAKER_WINDOW_SECONDS)
+    decision = breaker.check(user_id)
+    if not decision.allowed:
+        raise PipeError(paused_message(decision.retry_after_s))
+    try:
+        stream = await _submit(valves, body, ctx, settings, runtime=runtime, emitter=emitter)
+    except BaseException:
+        # Refused before it reached OpenRouter (busy, no such model, ...): that
+        # says nothing about this user's requests, but frees a half-open trial.
+        breaker.record_abandoned(user_id)
+        raise
+    model_field = body.get("model")
+    renderer = AnswerRenderer(
+        show_final_status=settings.effective.show_final_status,
+        model=model_field if isinstance(model_field, str) else "orpipe",
+    )
+    if ctx.task is not None or body.get("stream") is False:
+        return await _collect(stream, renderer, emitter, runtime, user_id, task=ctx.task)
+    return AnswerStream(
+        stream, renderer, emitter, on_end=lambda ended: _record_outcome(runtime, user_id, ended)
+    )
+
+
+async def _submit(
+    valves: Valves,
+    body: Mapping[str, Any],
+    ctx: TurnContext,
+    settings: _Settings,
+    *,
+    runtime: PipeRuntime,
+    emitter: SafeEmitter,
+) -> BridgedStream:
+    """Catalogue, model, mapping, bridge: the request handed to the engine, or PipeError."""
+    catalogue = await _catalogue(valves, settings.api_key)
+    model = _model_for(catalogue, valves, body, ctx)
+    await _report_unknown_model_ids(catalogue, valves, ctx, emitter)
+    try:
+        mapped = build_request(
+            body,
+            model=model,
+            settings=_request_settings(valves, settings.effective),
+            features=_features(ctx),
+            user_id=ctx.user_id,
+        )
+    except RequestMappingError as exc:
+        raise PipeError(exc.message) from None
+    if mapped.dropped:
+        log.debug("dropped unsupported body fields: %s", ", ".join(mapped.dropped))
+    request = replace(
+        mapped.request,
+        update_char_limit=settings.effective.update_char_limit,
+        idle_flush_ms=float(settings.effective.idle_flush_ms),
+    )
+    for note in mapped.notes:
+        await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
+    bridge = await runtime.bridge(
+        BridgeTarget(
+            config=settings.config,
+            api_key=settings.api_key,
+            kind=valves.ENGINE_BRIDGE,
+            window_batches=valves.BRIDGE_WINDOW_BATCHES,
+            transport_factory=ctx.transport_factory,
+        )
+    )
+    try:
+        return await bridge.submit(request)
+    except AdmissionRejected as exc:
+        # Busy is not the user's failure: the breaker does not count it.
+        raise PipeError(exc.message) from None
+    except (EngineClosed, EngineCrashed) as exc:
+        raise PipeError(exc.message) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    api_key: str
+    config: EngineConfig
+    effective: EffectiveSettings
+
+
+def _settings(valves: Valves, ctx: TurnContext) -> _Settings:
+    try:
+        api_key = valves.api_key()
+        config = valves.engine_config()
+    except ValveError as exc:
+        raise PipeError(exc.message) from None
+    if not api_key:
+        raise PipeError(
+            "No OpenRouter API key is set. An administrator must paste one into the "
+            "API_KEY valve of this Function (Admin → Functions → the gear icon)."
+        )
+    effective = effective_settings(valves, _user_valves(ctx))
+    for problem in effective.problems:
+        log.warning("user valves ignored: %s", problem)
+    return _Settings(api_key=api_key, config=config, effective=effective)
+
+
+def _user_valves(ctx: TurnContext) -> UserValves | Mapping[str, Any] | None:
+    valves = ctx.user.get("valves")
+    if isinstance(valves, UserValves | Mapping):
+        return valves
+    # Another class of the same shape (the Function's module was re-executed).
+    dump = getattr(valves, "model_dump", None)
+    return dump() if callable(dump) else None
+
+
+async def _catalogue(valves: Valves, api_key: str) -> Catalogue:
+    registry = registry_for(
+        valves.BASE_URL, api_key, ttl_s=float(valves.MODEL_CATALOG_REFRESH_SECONDS)
+    )
+    try:
+        if registry.fetched_at is None:
+            await registry.warm_up()
+        return await registry.get()
+    except CatalogueError as exc:
+        raise PipeError(exc.message) from None
+
+
+def _model_for(
+    catalogue: Catalogue, valves: Valves, body: Mapping[str, Any], ctx: TurnContext
+) -> ModelInfo:
+    requested = _requested_model(body, ctx)
+    model = catalogue.resolve(requested)
+    if model is None:
+        raise PipeError(
+            f"The model {requested!r} is not in OpenRouter's model list. Pick another model; "
+            "if it was renamed upstream, reload the model list."
+        )
+    enabled = catalogue.select(valves.MODEL_ID).models
+    if model not in enabled:
+        raise PipeError(
+            f"The model {model.openrouter_id!r} is not enabled for this Function. "
+            "An administrator can add it to the MODEL_ID valve."
+        )
+    return model
+
+
+def _requested_model(body: Mapping[str, Any], ctx: TurnContext) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        meta_model = ctx.metadata.get("model")
+        if isinstance(meta_model, Mapping):
+            model = meta_model.get("id")
+    if not isinstance(model, str) or not model:
+        raise PipeError("The request names no model. Pick a model and send the message again.")
+    return model
+
+
+async def _report_unknown_model_ids(
+    catalogue: Catalogue, valves: Valves, ctx: TurnContext, emitter: SafeEmitter
+) -> None:
+    """MODEL_ID typos are told to administrators, never papered over with the whole list."""
+    unknown = catalogue.select(valves.MODEL_ID).unknown
+    if unknown and ctx.user.get("role") == "admin":
+        await emitter.emit(
+            {
+                "type": "notification",
+                "data": {
+                    "type": "warning",
+                    "content": "MODEL_ID names models OpenRouter does not list: "
+                    + ", ".join(unknown),
+                },
+            }
+        )
+
+
+def _features(ctx: TurnContext) -> Mapping[str, Any]:
+    features = ctx.metadata.get("features")
+    return features if isinstance(features, Mapping) else {}
+
+
+def _request_settings(valves: Valves, effective: EffectiveSettings) -> RequestSettings:
+    return RequestSettings(
+        enable_reasoning=effective.enable_reasoning,
+        reasoning_effort=effective.reasoning_effort,
+        reasoning_summary=effective.reasoning_summary,
+        use_model_max_output_tokens=valves.USE_MODEL_MAX_OUTPUT_TOKENS,
+        enable_web_search=valves.ENABLE_WEB_SEARCH_TOOL,
+        web_search_force_models=valves.web_search_force_models(),
+        web_search_max_results=valves.WEB_SEARCH_MAX_RESULTS,
+    )
+
+
+# -- the answer -------------------------------------------------------------------
+
+
+class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
+    """The streamed answer: chunks for Open WebUI's HTTP stream, events for its socket.
+
+    An async generator as far as Open WebUI can tell (it checks
+    ``isinstance(result, AsyncGenerator)``), written as a class so that the
+    request is ended however the answer stops being read: read to the end,
+    ``aclose()`` (even before the first item), the consuming task cancelled
+    (Open WebUI's stop button), an error, or the object dropped unread (its
+    ``__del__`` cancels the request; the engine deadline bounds the rest).
+    """
+
+    def __init__(
+        self,
+        stream: BridgedStream,
+        renderer: AnswerRenderer,
+        emitter: SafeEmitter,
+        on_end: Callable[[BridgedStream], None],
+    ) -> None:
+        self._stream = stream
+        self._emitter = emitter
+        self._on_end = on_end
+        self._chunks = _chunks(stream, renderer, emitter)
+        self._finished = False
+
+    async def asend(self, value: None) -> dict[str, Any]:
+        try:
+            return await self._chunks.asend(value)
+        except BaseException:
+            await self._finish()  # the end, an error, or cancellation of the reader
+            raise
+
+    async def athrow(self, *args: Any) -> dict[str, Any]:
+        try:
+            return await self._chunks.athrow(*args)
+        except BaseException:
+            await self._finish()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._finish()
+
+    def __del__(self) -> None:
+        if not self._finished:
+            self._stream.cancel("the answer was dropped without being read")
+
+    async def _finish(self) -> None:
+        """Once: end the request (cancel if still running), tell the breaker, tidy the UI."""
+        if self._finished:
+            return
+        self._finished = True
+        await self._stream.aclose()  # immediate: cancels in the engine if not ended
+        self._on_end(self._stream)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_CLEANUP_S):
+                await self._emitter.close_statuses()
+
+
+async def _chunks(
+    stream: BridgedStream, renderer: AnswerRenderer, emitter: SafeEmitter
+) -> AsyncGenerator[dict[str, Any], None]:
+    waiting: str | None = WAITING_STATUS
+    await emitter.status(WAITING_STATUS, done=False)
+    while batch := await stream.receive_batch():
+        for event in batch:
+            for out in renderer.feed(event):
+                if waiting is not None:
+                    # Something arrived: the wait is over (closed before the
+                    # first thing shown, so statuses stay in order).
+                    await emitter.status(waiting, done=True, hidden=True)
+                    waiting = None
+                if out.chunk is not None:
+                    yield out.chunk
+                else:
+                    await emitter.emit(out.event)
+
+
+async def _collect(
+    stream: BridgedStream,
+    renderer: AnswerRenderer,
+    emitter: SafeEmitter,
+    runtime: PipeRuntime,
+    user_id: str,
+    *,
+    task: str | None,
+) -> str:
+    """A non-streaming turn: the same events, the answer returned as one string."""
+    try:
+        while batch := await stream.receive_batch():
+            for event in batch:
+                for out in renderer.feed(event):
+                    if out.chunk is None and task is None:
+                        await emitter.emit(out.event)
+    finally:
+        _record_outcome(runtime, user_id, stream)
+        await stream.aclose()
+        if task is None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_CLEANUP_S):
+                    await emitter.close_statuses()
+    if isinstance(stream.ending, Failed):
+        if task is not None:
+            log.warning("task %s failed: %s", task, stream.ending.message)
+            return ""
+        raise PipeError(stream.ending.message)
+    return renderer.content_text if task is None else renderer.answer_text
+
+
+def _record_outcome(runtime: PipeRuntime, user_id: str, stream: BridgedStream) -> None:
+    """Feed the user's breaker: only real upstream failures count against a user."""
+    ending = stream.ending
+    breaker = runtime.breaker
+    if isinstance(ending, Failed):
+        if isinstance(ending.error, UpstreamError | RequestDeadlineExceeded):
+            breaker.record_failure(user_id)
+        else:
+            breaker.record_abandoned(user_id)
+    elif ending is None or isinstance(ending, Cancelled):
+        breaker.record_abandoned(user_id)
+    else:
+        breaker.record_success(user_id)

@@ -1,0 +1,193 @@
+"""What the Open WebUI pipe keeps per event loop: the engine bridge and the user breaker.
+
+Open WebUI runs one asyncio loop per worker process and shares one ``Pipe``
+instance between all concurrent requests, while replacing ``pipe.valves``
+on every dispatch. So nothing per request lives on the ``Pipe``, and what
+must outlive a request (the trio engine, the breaker) lives here, one
+``PipeRuntime`` per loop, found with ``runtime_for_loop()``.
+
+Everything here is asyncio-flavoured: call it on the loop it belongs to.
+
+* ``PipeRuntime.bridge(target)`` starts the engine lazily on first use and,
+  when the valves change what the engine needs (limits, base URL, key,
+  bridge kind), moves new requests to a reconfigured engine while answers
+  in flight finish where they started (``EngineBridge.reconfigure``; a
+  change of bridge kind starts a new bridge and retires the old one once
+  its last stream has ended).
+* The runtime stops cleanly when the loop shuts down: a parked async
+  generator is registered with the loop, and asyncio's
+  ``shutdown_asyncgens()`` (run by ``asyncio.run``, ``asyncio.Runner`` and
+  uvicorn) closes it, which closes the bridges and the model catalogue's
+  HTTP clients of that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import weakref
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Literal
+
+from adapters.model_catalog import close_registries
+from adapters.trio_bridge import GuestModeBridge, ThreadBridge, TransportFactory
+from adapters.user_breaker import UserBreaker
+from engine import EngineConfig
+
+__all__ = ["BridgeKind", "BridgeTarget", "PipeRuntime", "runtime_for_loop"]
+
+log = logging.getLogger("orpipe.owui")
+
+BridgeKind = Literal["guest", "thread"]
+Bridge = GuestModeBridge | ThreadBridge
+
+#: How often a retired bridge looks whether its last stream has ended (each
+#: is bounded by its own request deadline, so the wait is bounded too).
+_RETIRE_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BridgeTarget:
+    """What the engine should look like for the current valves."""
+
+    config: EngineConfig
+    api_key: str
+    kind: BridgeKind = "guest"
+    window_batches: int = 8
+    #: Tests inject faults here; None means the real OpenRouter transport.
+    transport_factory: TransportFactory | None = None
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """Equal fingerprints need no change. The key enters only as a keyed hash."""
+        key = hashlib.blake2b(self.api_key.encode(), key=b"orpipe-bridge", digest_size=16)
+        return (self.config, key.hexdigest(), self.transport_factory)
+
+    def __repr__(self) -> str:  # never print the key
+        return f"BridgeTarget(kind={self.kind!r}, base_url={self.config.base_url!r})"
+
+
+class PipeRuntime:
+    """The engine bridge and the per-user breaker of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.breaker = UserBreaker()
+        self._bridge: Bridge | None = None
+        self._kind: BridgeKind | None = None
+        self._window = 0
+        self._fingerprint: tuple[object, ...] | None = None
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired: list[Bridge] = []
+        self._closed = False
+        self._sentinel: AsyncGenerator[None, None] | None = None
+
+    @property
+    def current_bridge(self) -> Bridge | None:
+        return self._bridge
+
+    def configure_breaker(self, threshold: int, window_s: float) -> UserBreaker:
+        """The user breaker with the current valves' threshold and window (history kept)."""
+        breaker = self.breaker
+        breaker.threshold = threshold
+        breaker.window_s = breaker.cooldown_s = float(window_s)
+        return breaker
+
+    async def bridge(self, target: BridgeTarget) -> Bridge:
+        """The bridge for these settings, started, reconfigured or replaced as needed."""
+        async with self._lock:
+            if self._closed:
+                from engine import EngineClosed  # noqa: PLC0415
+
+                raise EngineClosed("The engine is stopping with the server; retry in a moment.")
+            await self._watch_loop_shutdown()
+            bridge = self._bridge
+            if bridge is None or self._kind != target.kind or self._window != target.window_batches:
+                if bridge is not None:
+                    self._retire(bridge)
+                bridge = self._new_bridge(target)
+            elif target.fingerprint() != self._fingerprint:
+                log.info("valves changed: new requests go to a reconfigured engine")
+                await bridge.reconfigure(
+                    target.config,
+                    api_key=target.api_key,
+                    transport_factory=target.transport_factory,
+                )
+            self._fingerprint = target.fingerprint()
+            await bridge.start()
+            return bridge
+
+    def _new_bridge(self, target: BridgeTarget) -> Bridge:
+        cls: type[Bridge] = GuestModeBridge if target.kind == "guest" else ThreadBridge
+        bridge = cls(
+            target.config,
+            target.api_key,
+            window_batches=target.window_batches,
+            transport_factory=target.transport_factory,
+        )
+        self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
+        return bridge
+
+    def _retire(self, bridge: Bridge) -> None:
+        """Close ``bridge`` once the streams it handed out have ended."""
+
+        async def retire() -> None:
+            while bridge.open_streams:  # noqa: ASYNC110 - streams end on their own deadline
+                await asyncio.sleep(_RETIRE_POLL_S)
+            await bridge.aclose()
+
+        log.info("bridge kind changed: the previous bridge closes after its last answer")
+        self._retired.append(bridge)
+        task = self.loop.create_task(retire(), name="orpipe retire bridge")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def aclose(self) -> None:
+        """Close every bridge of this loop (idempotent)."""
+        self._closed = True
+        for task in list(self._retiring):
+            task.cancel()
+        bridges = [*self._retired, *([self._bridge] if self._bridge is not None else [])]
+        for bridge in bridges:
+            with contextlib.suppress(Exception):
+                await bridge.aclose()
+        self._retired.clear()
+
+    async def _watch_loop_shutdown(self) -> None:
+        """Register a parked async generator whose ``finally`` closes this runtime.
+
+        asyncio tracks started async generators weakly and closes them in
+        ``loop.shutdown_asyncgens()``, which ``asyncio.run`` and uvicorn call
+        after the last request task is gone; so that is when the engine
+        stops, with the loop still running to let trio finish.
+        """
+        if self._sentinel is not None:
+            return
+        self._sentinel = _closes_on_loop_shutdown(self)
+        await self._sentinel.__anext__()
+
+
+async def _closes_on_loop_shutdown(runtime: PipeRuntime) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await runtime.aclose()
+        await close_registries()  # the catalogue's HTTP clients live on this loop too
+        _RUNTIMES.pop(runtime.loop, None)
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PipeRuntime] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def runtime_for_loop() -> PipeRuntime:
+    """The runtime of the running loop (created on first use)."""
+    loop = asyncio.get_running_loop()
+    runtime = _RUNTIMES.get(loop)
+    if runtime is None:
+        runtime = _RUNTIMES[loop] = PipeRuntime(loop)
+    return runtime

@@ -1,0 +1,277 @@
+"""A by-hand check of the Function inside a real Open WebUI 0.12.4 (``make owui-smoke``).
+
+Not part of CI (it installs Open WebUI, several GB with torch). Steps, each
+printed as it happens:
+
+1. a virtualenv *outside* the repository (``--venv``, default
+   ``~/.cache/orpipe-owui-venv``) with ``torch==2.13.0`` (the local CPU wheel,
+   so pip does not fetch a CUDA build), ``open-webui==0.12.4`` and this
+   project, installed as a wheel would be (not editable);
+2. the mock OpenRouter on a free port, requiring an API key;
+3. ``open-webui serve`` on a free port, offline, with a throw-away DATA_DIR;
+4. through Open WebUI's HTTP API: sign up the first user (the admin),
+   create the Function from ``adapters/owui_pipe.py``, toggle it on, set
+   its valves (BASE_URL → the mock, API_KEY), check the key is stored
+   encrypted, list the models, and stream a chat (plain and reasoning)
+   through ``/api/chat/completions``, comparing the text with the mock's plan.
+
+Exit status 0 when every check passed. Open WebUI's log is kept in the
+temporary directory printed at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.mock_scenarios import plan
+
+REPO = Path(__file__).resolve().parents[1]
+OWUI_VERSION = "0.12.4"
+TORCH_PIN = "torch==2.13.0"
+MOCK_KEY = "sk-or-smoke-" + secrets.token_hex(8)
+READY = re.compile(r"mock-openrouter listening on (http://\S+)")
+
+
+class SmokeFailure(Exception):
+    """A check failed; the message says which and what was seen."""
+
+
+def say(message: str) -> None:
+    print(f"[owui-smoke] {message}", flush=True)
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise SmokeFailure(what)
+    say(f"ok: {what}")
+
+
+def ensure_venv(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        say(f"creating {venv}")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    has_torch = [str(python), "-c", "import torch"]
+    if subprocess.run(has_torch, check=False, capture_output=True).returncode:
+        say(f"installing {TORCH_PIN} (the local CPU wheel)")
+        subprocess.run([*pip, TORCH_PIN], check=True)
+    probe = [str(python), "-c", "import importlib.metadata as m; print(m.version('open-webui'))"]
+    found = subprocess.run(probe, check=False, capture_output=True, text=True).stdout.strip()
+    if found != OWUI_VERSION:
+        say(f"installing open-webui=={OWUI_VERSION} (several minutes)")
+        subprocess.run([*pip, f"open-webui=={OWUI_VERSION}"], check=True)
+    say("installing this project into Open WebUI's environment (as a wheel would be)")
+    subprocess.run([*pip, "--force-reinstall", "--no-deps", str(REPO)], check=True)
+    subprocess.run([*pip, str(REPO)], check=True)  # its dependencies, against Open WebUI's pins
+    return venv
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def process(argv: list[str], *, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[str]]:
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_for(predicate: Any, what: str, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.5)
+    raise SmokeFailure(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def mock_url(log: Path) -> str | None:
+    match = READY.search(log.read_text()) if log.exists() else None
+    return match.group(1) if match else None
+
+
+def healthy(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stream_chat(client: httpx.Client, model: str) -> tuple[str, str, list[dict[str, Any]]]:
+    payload = {
+        "model": model,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Say something."}],
+    }
+    text, reasoning, lines = "", "", []
+    with client.stream("POST", "/api/chat/completions", json=payload, timeout=60) as response:
+        if response.status_code != 200:
+            raise SmokeFailure(f"chat returned HTTP {response.status_code}: {response.read()!r}")
+        for line in response.iter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            lines.append(chunk)
+            if "error" in chunk:
+                raise SmokeFailure(f"chat streamed an error: {chunk['error']}")
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text += delta.get("content") or ""
+                reasoning += delta.get("reasoning_content") or ""
+    return text, reasoning, lines
+
+
+def run(venv: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix="orpipe-owui-smoke-"))
+    say(f"logs and DATA_DIR under {work}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    mock_log = work / "mock.log"
+    mock_argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    with process([*mock_argv, "--api-key", MOCK_KEY], env=env, log=mock_log):
+        base_url = wait_for(lambda: mock_url(mock_log), "the mock OpenRouter", 20)
+        say(f"mock OpenRouter at {base_url}")
+        port = free_port()
+        owui = f"http://127.0.0.1:{port}"
+        owui_env = {
+            k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}
+        } | {
+            "OFFLINE_MODE": "true",
+            "ENABLE_OPENAI_API": "false",
+            "ENABLE_OLLAMA_API": "false",
+            "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
+            "RAG_EMBEDDING_ENGINE": "openai",
+            "WEBUI_SECRET_KEY": secrets.token_urlsafe(32),
+            "DATA_DIR": str(work / "data"),
+            "HF_HUB_OFFLINE": "1",
+        }
+        serve = [str(venv / "bin" / "open-webui"), "serve", "--host", "127.0.0.1"]
+        serve += ["--port", str(port)]
+        say(f"starting Open WebUI {OWUI_VERSION} at {owui} (first start takes a while)")
+        with process(serve, env=owui_env, log=work / "open-webui.log"):
+            wait_for(lambda: healthy(owui), "Open WebUI /health", 300)
+            say("Open WebUI is up")
+            exercise(owui, base_url)
+
+
+def exercise(owui: str, base_url: str) -> None:
+    with httpx.Client(base_url=owui, timeout=30) as client:
+        signup = client.post(
+            "/api/v1/auths/signup",
+            json={"name": "Smoke Admin", "email": "admin@example.com", "password": "smoke-Pass-1"},
+        )
+        check(signup.status_code == 200, f"first user signed up (HTTP {signup.status_code})")
+        client.headers["Authorization"] = f"Bearer {signup.json()['token']}"
+
+        source = (REPO / "adapters" / "owui_pipe.py").read_text(encoding="utf-8")
+        created = client.post(
+            "/api/v1/functions/create",
+            json={
+                "id": "orpipe",
+                "name": "orpipe",
+                "content": source,
+                "meta": {"description": "orpipe smoke test"},
+            },
+        )
+        check(
+            created.status_code == 200,
+            f"Function created (HTTP {created.status_code}: {created.text[:200]})",
+        )
+        toggled = client.post("/api/v1/functions/id/orpipe/toggle")
+        check(
+            toggled.status_code == 200 and toggled.json().get("is_active") is True,
+            "Function toggled on",
+        )
+        spec = client.get("/api/v1/functions/id/orpipe/valves/spec").json()
+        check(
+            "API_KEY" in spec.get("properties", {}),
+            f"valve form has API_KEY ({len(spec.get('properties', {}))} valves)",
+        )
+        updated = client.post(
+            "/api/v1/functions/id/orpipe/valves/update",
+            json={"BASE_URL": base_url, "API_KEY": MOCK_KEY},
+        )
+        check(updated.status_code == 200, f"valves updated (HTTP {updated.status_code})")
+        stored = client.get("/api/v1/functions/id/orpipe/valves").json()
+        check(
+            str(stored.get("API_KEY", "")).startswith("encrypted:")
+            and MOCK_KEY not in json.dumps(stored),
+            "API_KEY stored encrypted",
+        )
+
+        models = client.get("/api/models").json().get("data", [])
+        ours = [m["id"] for m in models if m["id"].startswith("orpipe.")]
+        check(len(ours) > 0, f"{len(ours)} orpipe models listed, e.g. {ours[:3]}")
+        check("orpipe.mock.text" in ours, "mock text model is listed")
+
+        text, _, lines = stream_chat(client, "orpipe.mock.text")
+        want = plan("text", {}).text
+        check(
+            text == want,
+            f"streamed text equals the mock's ({len(text)} chars, "
+            f"{len(lines)} chunks): {text[:60]!r}…",
+        )
+        usage = [c["usage"] for c in lines if c.get("usage")]
+        check(bool(usage), f"usage reached the HTTP stream: {usage[-1] if usage else None}")
+
+        text, reasoning, _ = stream_chat(client, "orpipe.mock.reasoning")
+        check(bool(reasoning), f"reasoning streamed as reasoning_content ({len(reasoning)} chars)")
+        check(text == plan("reasoning", {}).text, f"reasoning model's answer ({len(text)} chars)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--venv",
+        type=Path,
+        default=Path.home() / ".cache" / "orpipe-owui-venv",
+        help="virtualenv for Open WebUI, outside the repository (created if missing)",
+    )
+    args = parser.parse_args(argv)
+    venv: Path = args.venv.resolve()
+    if REPO in venv.parents:
+        parser.error("the Open WebUI virtualenv must live outside the repository")
+    if shutil.which("python3.11") is None and sys.version_info[:2] != (3, 11):
+        say("note: Open WebUI 0.12.4 is tested on Python 3.11")
+    try:
+        run(ensure_venv(venv))
+    except SmokeFailure as exc:
+        say(f"FAILED: {exc}")
+        return 1
+    say("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
