@@ -497,6 +497,15 @@ class Valves(BaseModel):
             "Batches one reply may have waiting for Open WebUI before its download pauses."
         ),
     )
+    ENGINE_OVERRIDES: str = Field(
+        default="",
+        description=(
+            "Advanced: any other engine setting, as name=value pairs separated by commas, "
+            "e.g. 'request_window_events=512, shutdown_grace_s=10' (the names of "
+            "engine.EngineConfig). Applied after the valves above; a wrong name or value "
+            "is reported with the allowed ones."
+        ),
+    )
 
     # --- validators ----------------------------------------------------------------
 
@@ -577,7 +586,7 @@ class Valves(BaseModel):
         """
         streaming = self.streaming_limits()
         try:
-            return EngineConfig(
+            config = EngineConfig(
                 base_url=self.BASE_URL.rstrip("/"),
                 connect_timeout_s=float(self.HTTP_CONNECT_TIMEOUT_SECONDS),
                 read_idle_timeout_s=float(self.HTTP_SOCK_READ_SECONDS),
@@ -597,6 +606,31 @@ class Valves(BaseModel):
             )
         except ConfigError as exc:
             raise self._valve_error_for(exc) from exc
+        return self._with_engine_overrides(config)
+
+    def _with_engine_overrides(self, config: EngineConfig) -> EngineConfig:
+        """ENGINE_OVERRIDES applied on top: every engine knob is reachable from a valve."""
+        pairs: dict[str, str] = {}
+        for part in self.ENGINE_OVERRIDES.split(","):
+            if not part.strip():
+                continue
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise ValveError(
+                    "ENGINE_OVERRIDES",
+                    f"ENGINE_OVERRIDES: {part.strip()!r} is not name=value; write for example "
+                    "'request_window_events=512'.",
+                    allowed="name=value pairs separated by commas",
+                )
+            pairs[name.strip()] = value.strip()
+        try:
+            return config.with_overrides(pairs)
+        except ConfigError as exc:
+            raise ValveError(
+                "ENGINE_OVERRIDES",
+                f"ENGINE_OVERRIDES: {exc.field} must be {exc.allowed}.",
+                allowed=exc.allowed,
+            ) from None
 
     def _valve_error_for(self, exc: ConfigError) -> ValveError:
         valve = _VALVE_OF_ENGINE_FIELD.get(exc.field)

@@ -129,6 +129,7 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "BREAKER_WINDOW_SECONDS": 60,
     "ENGINE_BRIDGE": "guest",
     "BRIDGE_WINDOW_BATCHES": 8,
+    "ENGINE_OVERRIDES": "",
 }
 
 
@@ -792,3 +793,30 @@ def test_module_text_survives_open_webuis_import_rewrite() -> None:
     text = Path(owui_valves.__file__).read_text(encoding="utf-8")
     for phrase in ("from utils", "from config", "from main", "from apps"):
         assert phrase not in text, phrase
+
+
+def test_engine_overrides_reach_every_engine_knob() -> None:
+    valves = Valves(ENGINE_OVERRIDES=" request_window_events=512 , shutdown_grace_s=2.5,")
+    config = valves.engine_config()
+    assert config.request_window_events == 512
+    assert config.shutdown_grace_s == 2.5
+    assert Valves().engine_config() == Valves(ENGINE_OVERRIDES="").engine_config()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("request_window_events", "is not name=value"),
+        ("no_such_knob=1", "no_such_knob must be one of: "),
+        ("request_window_events=0", "request_window_events must be from 1 to"),
+        ("parser_workers=lots", "parser_workers must be a number"),
+    ],
+)
+def test_engine_overrides_errors_name_the_valve_and_what_is_allowed(
+    text: str, expected: str
+) -> None:
+    with pytest.raises(ValveError) as caught:
+        Valves(ENGINE_OVERRIDES=text).engine_config()
+    assert caught.value.valve == "ENGINE_OVERRIDES"
+    assert caught.value.message.startswith("ENGINE_OVERRIDES: ")
+    assert expected in caught.value.message
