@@ -73,6 +73,7 @@ Verified in the installed open-webui 0.12.4 (not guessed):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -618,6 +619,10 @@ def _inside_code_fence(text: str) -> bool:
 # -- the emitter wrapper (asyncio) ------------------------------------------------------------
 
 
+#: The longest one event may take to reach Open WebUI's socket layer.
+EMIT_TIMEOUT_S = 5.0
+
+
 class SafeEmitter:
     """``__event_emitter__`` made safe to call from an answer's hot path.
 
@@ -625,6 +630,9 @@ class SafeEmitter:
     * An exception from the emitter (the socket or Redis is gone) must not
       break the answer, which still travels over HTTP: it is logged once per
       request on ``orpipe.owui`` and swallowed; later events are still tried.
+    * An emit that hangs (a stuck socket or Redis) is given up after
+      ``EMIT_TIMEOUT_S`` and counted as a failure, so it cannot stall the
+      answer that still flows over HTTP.
     * ``asyncio.CancelledError`` is a ``BaseException`` and is never caught:
       Open WebUI's stop button must stop the answer.
     * Every ``status`` event that passes through is tracked, whoever built
@@ -661,7 +669,10 @@ class SafeEmitter:
         if self._emitter is None:
             return
         try:
-            await self._emitter(dict(event))
+            async with asyncio.timeout(EMIT_TIMEOUT_S):
+                await self._emitter(dict(event))
+        except TimeoutError:
+            self._failed(TimeoutError(f"no answer within {EMIT_TIMEOUT_S:g} s"))
         except Exception as exc:
             self._failed(exc)
 

@@ -732,3 +732,28 @@ def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
         {"description": THINKING, "done": True},
     ]
     assert emitter.open_statuses == ()
+
+
+def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(
+    loop_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters import owui_events  # noqa: PLC0415
+
+    monkeypatch.setattr(owui_events, "EMIT_TIMEOUT_S", 0.05)
+    delivered: list[dict[str, Any]] = []
+
+    async def stuck_once(event: dict[str, Any]) -> None:
+        if not delivered:
+            delivered.append({})
+            await asyncio.Event().wait()  # a socket that never answers
+        delivered.append(event)
+
+    emitter = SafeEmitter(stuck_once)
+
+    async def scenario() -> None:
+        await emitter.emit({"type": "notification", "data": {"n": 1}})
+        await emitter.emit({"type": "notification", "data": {"n": 2}})
+
+    run_on(loop_kind, scenario)
+    assert emitter.failures == 1
+    assert delivered[1:] == [{"type": "notification", "data": {"n": 2}}]
