@@ -14,6 +14,9 @@
     │   │   └── UpstreamRateLimited  429, with the Retry-After hint
     │   └── UpstreamResponseFailed   an in-band response.failed / error event
     ├── RequestDeadlineExceeded      the engine-side deadline of one request
+    ├── PersistenceError             storing or loading artifacts failed
+    │   ├── StoreUnavailable         the database or Redis cannot be reached now
+    │   └── ArtifactDecodeError      a stored row cannot be decrypted or decoded
     └── EngineCrashed                a bug unwound the engine
 
     UsageError                       the caller used the API wrongly
@@ -28,12 +31,15 @@ from __future__ import annotations
 
 __all__ = [
     "AdmissionRejected",
+    "ArtifactDecodeError",
     "ConfigError",
     "EngineClosed",
     "EngineCrashed",
     "EngineError",
+    "PersistenceError",
     "RequestDeadlineExceeded",
     "RequestShed",
+    "StoreUnavailable",
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamHTTPError",
@@ -224,3 +230,21 @@ def _describe_status(status: int, detail: str, retry_after_s: float | None) -> s
     elif status == 429:
         advice += "; retry in a little while"
     return f"{advice}. OpenRouter said: {detail}" if detail else f"{advice}."
+
+
+class PersistenceError(EngineError):
+    """Storing or loading artifacts failed; the answer itself is not affected."""
+
+
+class StoreUnavailable(PersistenceError):
+    """The artifact store (database or Redis) cannot be reached right now."""
+
+    retryable = True
+
+
+class ArtifactDecodeError(PersistenceError):
+    """A stored artifact cannot be decrypted or decoded (wrong key, corrupted row)."""
+
+    def __init__(self, artifact_id: str, reason: str) -> None:
+        self.artifact_id = artifact_id
+        super().__init__(f"Stored artifact {artifact_id} cannot be read ({reason}); it is skipped.")

@@ -9,12 +9,14 @@ at its own edge.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["EnginePorts", "UpstreamResponse", "UpstreamTransport"]
+from engine.artifacts import Artifact
+
+__all__ = ["ArtifactStore", "EnginePorts", "UpstreamResponse", "UpstreamTransport"]
 
 
 class UpstreamResponse(Protocol):
@@ -52,9 +54,43 @@ class UpstreamTransport(Protocol):
         ...
 
 
+class ArtifactStore(Protocol):
+    """Durable storage of artifacts (trio-flavoured; implementations in ``adapters``).
+
+    Every method may raise ``StoreUnavailable`` (retry later) or another
+    ``PersistenceError``; none raises a foreign exception type.
+    """
+
+    async def write(self, artifacts: Sequence[Artifact]) -> None:
+        """Store these artifacts. Idempotent by artifact id: writing one twice keeps one."""
+        ...
+
+    async def fetch(self, chat_id: str, artifact_ids: Sequence[str]) -> dict[str, Artifact]:
+        """The artifacts of ``chat_id`` with these ids that exist and can be read.
+
+        A row that cannot be decrypted or decoded is left out (and logged with
+        its id), never raised.
+        """
+        ...
+
+    async def list_ids(self, chat_id: str, *, message_ids: Sequence[str] = ()) -> list[str]:
+        """Ids of a chat's artifacts (optionally of some messages), oldest first."""
+        ...
+
+    async def delete(self, chat_id: str, artifact_ids: Sequence[str]) -> int:
+        """Remove these artifacts; returns how many existed."""
+        ...
+
+    async def delete_older_than(self, cutoff_unix_s: float) -> int:
+        """Age cleanup: remove artifacts created before the cutoff; returns the count."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnginePorts:
     """The engine's dependencies. ``rng`` drives retry jitter (seed it in tests)."""
 
     transport: UpstreamTransport
     rng: random.Random = field(default_factory=random.Random)
+    #: Where the persister writes artifacts; None = artifacts are not stored.
+    artifacts: ArtifactStore | None = None
