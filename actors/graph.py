@@ -4,6 +4,10 @@
 
     admission ─▶ fetcher ─fetch.out─▶ parser pool ─parse.out─▶ reorderer
        ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox (per request)
+                                                   └─persist.in─▶ persister ─▶ ArtifactStore
+
+The persister (and the age cleanup service) exist only when the ports
+carry an ``ArtifactStore``.
 
 Actors start downstream-first (``nursery.start`` waits for each to be
 ready), so nothing ever sends into an actor that is not there yet. Every
@@ -23,6 +27,7 @@ from actors.batcher import delta_batcher
 from actors.emitter import emitter
 from actors.fetcher import fetcher
 from actors.parser import parser_pool
+from actors.persister import artifact_cleanup, persister
 from actors.reorderer import reorderer
 from engine.config import EngineConfig
 from engine.ports import EnginePorts
@@ -43,9 +48,28 @@ async def streaming_graph(
     batch_send, batch_receive = channels.open("batch.out", config.batched_buffer_size)
     desk = AdmissionDesk(config)
     start = functools.partial
+    store = wiring.ports.artifacts
     async with trio.open_nursery() as nursery:
+        persist_send = None
+        if store is not None:
+            persist_send, persist_receive = channels.open("persist.in", config.persist_buffer_size)
+            await nursery.start(
+                start(
+                    persister,
+                    persist_receive,
+                    store=store,
+                    config=config,
+                    counters=counters("persister"),
+                )
+            )
         await nursery.start(
-            start(emitter, batch_receive, requests=wiring.requests, counters=counters("emitter"))
+            start(
+                emitter,
+                batch_receive,
+                persist_send,
+                requests=wiring.requests,
+                counters=counters("emitter"),
+            )
         )
         await nursery.start(
             start(
@@ -90,5 +114,12 @@ async def open_engine(
     config: EngineConfig, ports: EnginePorts, *, services: tuple[ServiceSpec, ...] = ()
 ) -> AsyncIterator[Engine]:
     """``engine.open_engine`` with the streaming graph: the usual way in."""
+    store = ports.artifacts
+    if store is not None:
+        cleanup = ServiceSpec(
+            name="artifact_cleanup",
+            run=functools.partial(artifact_cleanup, store, config, rng=ports.rng),
+        )
+        services = (*services, cleanup)
     async with _open_engine(config, ports, graph=streaming_graph, services=services) as engine:
         yield engine

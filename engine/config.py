@@ -92,6 +92,22 @@ class EngineConfig:
     #: Flush a partial text batch after this much quiet; 0 disables the timer.
     idle_flush_ms: float = field(default=250.0, metadata=_range(0, 60_000))
 
+    # --- artifact persistence ---------------------------------------------
+    #: emitter → persister (bundles of artifacts).
+    persist_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: Artifacts per store write (one commit); the original's DB_BATCH_SIZE.
+    persist_batch_size: int = field(default=10, metadata=_range(1, 10_000))
+    #: Artifacts the persister may hold while the store is down; past it, it
+    #: stops taking more, which slows answers instead of losing anything.
+    persist_backlog_max: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    #: On cancellation or shutdown, how long the persister may keep writing.
+    persist_flush_grace_s: float = field(default=10.0, metadata=_range(0.0, 600))
+    persist_retry_initial_s: float = field(default=0.5, metadata=_range(0.0, 60))
+    persist_retry_max_s: float = field(default=30.0, metadata=_range(0.0, 3600))
+    #: Age cleanup: artifacts older than this are deleted, every interval (+ jitter).
+    artifact_cleanup_days: float = field(default=90.0, metadata=_range(1, 3650))
+    artifact_cleanup_interval_hours: float = field(default=1.0, metadata=_range(0.001, 24 * 7))
+
     # --- supervision and shutdown ----------------------------------------
     shutdown_grace_s: float = field(default=5.0, metadata=_range(0.0, 600))
     restart_max_attempts: int = field(default=5, metadata=_range(0, 1000))

@@ -23,9 +23,12 @@ import secrets
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import EngineError, UsageError
+
+if TYPE_CHECKING:  # engine.artifacts builds on this module
+    from engine.artifacts import ArtifactContext
 
 __all__ = [
     "BatchOut",
@@ -113,6 +116,8 @@ class ChatRequest:
     #: and ``idle_flush_ms`` (a user's streaming profile in Open WebUI).
     update_char_limit: int | None = None
     idle_flush_ms: float | None = None
+    #: Where this request's artifacts are stored; None = they are not stored.
+    artifacts: ArtifactContext | None = None
 
     def __post_init__(self) -> None:
         if self.update_char_limit is not None and not 1 <= self.update_char_limit <= 100_000:
@@ -291,10 +296,15 @@ class Notice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutputItem:
-    """A finished non-message output item (reasoning, function_call, ...)."""
+    """A finished non-message output item (reasoning, function_call, ...).
+
+    ``artifact_id`` is set when the item was handed to the persister: the
+    consumer writes its reference into the answer (``engine.artifacts``).
+    """
 
     request_id: str
     item: JsonObject
+    artifact_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

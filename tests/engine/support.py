@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ from engine import (
     ResponseStream,
     TextDelta,
 )
+from engine.artifacts import Artifact
+from engine.errors import StoreUnavailable
+from engine.ports import ArtifactStore
 
 API_KEY = "sk-or-v1-test-secret-0123456789abcdef"
 
@@ -76,13 +80,74 @@ async def mock_server(*, api_key: str | None = None) -> AsyncIterator[MockServer
 
 
 @asynccontextmanager
-async def running_engine(server: MockServer, **overrides: object) -> AsyncIterator[Engine]:
+async def running_engine(
+    server: MockServer, *, artifacts: ArtifactStore | None = None, **overrides: object
+) -> AsyncIterator[Engine]:
     config = EngineConfig(base_url=server.base_url, **overrides)  # type: ignore[arg-type]
     async with (
         OpenRouterHttpTransport(config, api_key=API_KEY) as transport,
-        open_engine(config, EnginePorts(transport=transport)) as engine,
+        open_engine(config, EnginePorts(transport=transport, artifacts=artifacts)) as engine,
     ):
         yield engine
+
+
+class MemoryStore:
+    """An ``ArtifactStore`` in memory that counts writes per id and can fail on demand.
+
+    ``down`` makes every call raise ``StoreUnavailable`` until cleared; ``fail_next``
+    fails that many writes; ``slow_s`` makes each write take that long (trio time).
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Artifact] = {}
+        self.writes_per_id: collections.Counter[str] = collections.Counter()
+        self.write_calls = 0
+        self.down = False
+        self.fail_next = 0
+        self.slow_s = 0.0
+
+    def _check(self) -> None:
+        if self.down:
+            raise StoreUnavailable("the test store is down")
+        if self.fail_next:
+            self.fail_next -= 1
+            raise StoreUnavailable("the test store failed once")
+
+    async def write(self, artifacts: Sequence[Artifact]) -> None:
+        self.write_calls += 1
+        if self.slow_s:
+            await trio.sleep(self.slow_s)
+        self._check()
+        for artifact in artifacts:
+            self.writes_per_id[artifact.artifact_id] += 1
+            self.rows.setdefault(artifact.artifact_id, artifact)
+
+    async def fetch(self, chat_id: str, artifact_ids: Sequence[str]) -> dict[str, Artifact]:
+        self._check()
+        found = {i: self.rows[i] for i in artifact_ids if i in self.rows}
+        return {i: a for i, a in found.items() if a.chat_id == chat_id}
+
+    async def list_ids(self, chat_id: str, *, message_ids: Sequence[str] = ()) -> list[str]:
+        self._check()
+        return sorted(
+            a.artifact_id
+            for a in self.rows.values()
+            if a.chat_id == chat_id and (not message_ids or a.message_id in message_ids)
+        )
+
+    async def delete(self, chat_id: str, artifact_ids: Sequence[str]) -> int:
+        self._check()
+        gone = [i for i in artifact_ids if i in self.rows and self.rows[i].chat_id == chat_id]
+        for i in gone:
+            del self.rows[i]
+        return len(gone)
+
+    async def delete_older_than(self, cutoff_unix_s: float) -> int:
+        self._check()
+        old = [i for i, a in self.rows.items() if a.created_at < cutoff_unix_s]
+        for i in old:
+            del self.rows[i]
+        return len(old)
 
 
 async def wait_until(predicate: Callable[[], bool], *, limit_s: float = 10.0) -> None:
