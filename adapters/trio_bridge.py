@@ -59,7 +59,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -88,12 +88,14 @@ from engine import (
     UpstreamTransport,
     UsageError,
 )
+from engine.ports import ArtifactStore
 
 __all__ = [
     "BRIDGE_CHANNEL",
     "BridgedStream",
     "EngineBridge",
     "GuestModeBridge",
+    "StoreFactory",
     "ThreadBridge",
     "TransportFactory",
 ]
@@ -118,6 +120,14 @@ BRIDGE_CHANNEL = "bridge.to_asyncio"
 
 #: Builds the upstream transport inside the trio run (tests inject faults here).
 TransportFactory = Callable[[EngineConfig], AbstractAsyncContextManager[UpstreamTransport]]
+
+#: Opens the artifact store inside the trio run (None: artifacts are not stored).
+StoreFactory = Callable[[], AbstractAsyncContextManager[ArtifactStore]]
+
+
+@contextlib.asynccontextmanager
+async def _no_store() -> AsyncIterator[None]:
+    yield None
 
 
 class EngineBridge(Protocol):
@@ -363,10 +373,19 @@ class _Generation:
     handed to the run, never raised into the nursery.
     """
 
-    def __init__(self, run: _Run, config: EngineConfig, factory: TransportFactory) -> None:
+    def __init__(
+        self,
+        run: _Run,
+        config: EngineConfig,
+        factory: TransportFactory,
+        store_factory: StoreFactory | None = None,
+    ) -> None:
         self.run = run
         self.config = config
         self._factory = factory
+        self._store_factory = store_factory
+        #: The artifact store this generation's engine writes to (None: not stored).
+        self.store: ArtifactStore | None = None
         self._engine: Engine | None = None
         self._pumps: set[_Pump] = set()
         self._retiring = False
@@ -401,10 +420,16 @@ class _Generation:
     async def open(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         started = False
         try:
+            store_cm = self._store_factory() if self._store_factory else _no_store()
+            # The store outlives the engine: the persister flushes into it on exit.
             async with (
                 self._factory(self.config) as transport,
-                open_engine(self.config, EnginePorts(transport=transport)) as engine,
+                store_cm as store,
+                open_engine(
+                    self.config, EnginePorts(transport=transport, artifacts=store)
+                ) as engine,
             ):
+                self.store = store
                 self._engine = engine
                 started = True
                 task_status.started()
@@ -432,11 +457,13 @@ class _Run:
         config: EngineConfig,
         transport_factory: TransportFactory,
         window_batches: int,
+        store_factory: StoreFactory | None = None,
     ) -> None:
         self.loop = loop
         self.config = config
         self.window_batches = window_batches
         self._transport_factory = transport_factory
+        self.store_factory = store_factory
         self.ready: asyncio.Future[trio.lowlevel.TrioToken] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.pending: set[asyncio.Future[Any]] = set()
@@ -602,10 +629,15 @@ class _Run:
         if self.stop is not None:
             self.stop.set()
 
-    async def start_generation(self, config: EngineConfig, factory: TransportFactory) -> None:
+    async def start_generation(
+        self,
+        config: EngineConfig,
+        factory: TransportFactory,
+        store_factory: StoreFactory | None = None,
+    ) -> None:
         """trio: open a new engine generation and send new requests to it."""
         assert self.engines is not None
-        generation = _Generation(self, config, factory)
+        generation = _Generation(self, config, factory, store_factory)
         self.generations.add(generation)
         await self.engines.start(generation.open)
         previous, self.current = self.current, generation
@@ -622,7 +654,9 @@ class _Run:
                 async with trio.open_nursery() as engines:
                     self.engines = engines
                     try:
-                        await self.start_generation(self.config, self._transport_factory)
+                        await self.start_generation(
+                            self.config, self._transport_factory, self.store_factory
+                        )
                     except EngineCrashed as exc:
                         self.crashed(exc)
                         return
@@ -676,12 +710,14 @@ class _BridgeBase:
         *,
         window_batches: int = 8,
         transport_factory: TransportFactory | None = None,
+        store_factory: StoreFactory | None = None,
     ) -> None:
         if window_batches < 1:
             raise UsageError(f"window_batches must be at least 1, not {window_batches}")
         self.config = config
         self.window_batches = window_batches
         self._transport_factory: TransportFactory = transport_factory or _http_transport(api_key)
+        self._store_factory = store_factory
         self._run: _Run | None = None
 
     @property
@@ -699,7 +735,9 @@ class _BridgeBase:
                 )
             await asyncio.shield(run.ready)
             return
-        run = _Run(loop, self.config, self._transport_factory, self.window_batches)
+        run = _Run(
+            loop, self.config, self._transport_factory, self.window_batches, self._store_factory
+        )
         self._run = run
         self._launch(run)
         await asyncio.shield(run.ready)
@@ -740,8 +778,9 @@ class _BridgeBase:
         *,
         api_key: str | None = None,
         transport_factory: TransportFactory | None = None,
+        store_factory: StoreFactory | None = None,
     ) -> None:
-        """Use a new config (and key or transport) for new requests, dropping none in flight.
+        """Use a new config (and key, transport, store) for new requests, dropping none in flight.
 
         Not running: the next start uses it. Running: a new engine generation
         starts in the same trio run and takes new requests; the previous one
@@ -752,12 +791,26 @@ class _BridgeBase:
         self.config = config
         if transport_factory is not None:
             self._transport_factory = transport_factory
+        self._store_factory = store_factory
         run = self._run
         if run is None or run.done.done():
             return
         await asyncio.shield(run.ready)
         factory = self._transport_factory
-        await run.call_async_in_trio(lambda: run.start_generation(config, factory))
+        await run.call_async_in_trio(lambda: run.start_generation(config, factory, store_factory))
+
+    async def call_store(self, fn: Callable[[ArtifactStore], Awaitable[T]]) -> T | None:
+        """asyncio: ``await fn(store)`` inside the trio run with the current engine's
+        artifact store; None when that engine stores no artifacts."""
+        await self.start()
+        run = self._run
+        assert run is not None
+
+        async def in_trio() -> T | None:
+            store = run.current.store if run.current is not None else None
+            return None if store is None else await fn(store)
+
+        return await run.call_async_in_trio(in_trio)
 
     async def aclose(self) -> None:
         run = self._run

@@ -424,3 +424,46 @@ def test_statistics_show_the_asyncio_side_queues(
             assert bridge.open_streams == 0
 
     run_on(loop_kind, scenario)
+
+
+def test_artifacts_reach_the_store_and_can_be_read_back_from_asyncio(
+    mock: Mock, bridge_kind: str, loop_kind: str
+) -> None:
+    import dataclasses  # noqa: PLC0415
+
+    from engine import OutputItem  # noqa: PLC0415
+    from engine.artifacts import ArtifactContext  # noqa: PLC0415
+    from tests.engine.support import MemoryStore  # noqa: PLC0415
+
+    store = MemoryStore()
+
+    @asynccontextmanager
+    async def store_factory() -> AsyncIterator[MemoryStore]:
+        yield store
+
+    async def scenario() -> None:
+        bridge = BRIDGES[bridge_kind](
+            EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0),
+            API_KEY,
+            store_factory=store_factory,
+        )
+        try:
+            req = dataclasses.replace(
+                request("reasoning", tokens=5),
+                artifacts=ArtifactContext(chat_id="c1", message_id="m1"),
+            )
+            got = await read_all(await bridge.submit(req))
+            (item,) = [e for e in got.events if isinstance(e, OutputItem)]
+            assert item.artifact_id is not None
+
+            async def written() -> bool:
+                return item.artifact_id in store.rows
+
+            await wait_until(written)
+            found = await bridge.call_store(lambda s: s.fetch("c1", [item.artifact_id or ""]))
+            assert found is not None and set(found) == {item.artifact_id}
+        finally:
+            await bridge.aclose()
+        assert_ended(bridge)
+
+    run_on(loop_kind, scenario)
