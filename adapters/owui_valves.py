@@ -82,6 +82,7 @@ __all__ = [
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]
 SummaryMode = Literal["auto", "concise", "detailed", "disabled"]
+Retention = Literal["disabled", "next_reply", "conversation"]
 StreamingProfile = Literal["quick", "normal", "slow"]
 BridgeKind = Literal["guest", "thread"]
 
@@ -160,7 +161,7 @@ def encrypt_secret(plain: str) -> str:
     return ENCRYPTED_PREFIX + token
 
 
-def decrypt_secret(stored: str) -> str:
+def decrypt_secret(stored: str, *, valve: str = "API_KEY") -> str:
     """The plain secret of a stored valve value (plain text passes through).
 
     An ``encrypted:`` value that cannot be decrypted -- the secret was rotated
@@ -169,18 +170,24 @@ def decrypt_secret(stored: str) -> str:
     """
     if not stored.startswith(ENCRYPTED_PREFIX):
         return stored
+    unreadable = _UNREADABLE_KEY if valve == "API_KEY" else _unreadable(valve)
     secret = _webui_secret()
     if not secret:
-        raise ValveError(
-            "API_KEY", _UNREADABLE_KEY + " (WEBUI_SECRET_KEY is not set in this process.)"
-        )
+        raise ValveError(valve, unreadable + " (WEBUI_SECRET_KEY is not set in this process.)")
     token = stored[len(ENCRYPTED_PREFIX) :].encode("ascii", errors="replace")
     try:
         return _fernet(secret).decrypt(token).decode("utf-8")
     except (InvalidToken, UnicodeDecodeError):
         # ``from None``: the cryptography error adds nothing and the chained
         # traceback would show the token.
-        raise ValveError("API_KEY", _UNREADABLE_KEY) from None
+        raise ValveError(valve, unreadable) from None
+
+
+def _unreadable(valve: str) -> str:
+    return (
+        f"The {valve} valve was encrypted with a different WEBUI_SECRET_KEY and cannot be "
+        f"read. Enter it into the {valve} valve again."
+    )
 
 
 def secret_storage_warning() -> str | None:
@@ -497,6 +504,82 @@ class Valves(BaseModel):
             "Batches one reply may have waiting for Open WebUI before its download pauses."
         ),
     )
+    # --- artifacts (reasoning items, tool calls) ---------------------------------------
+    PERSIST_REASONING_TOKENS: Retention = Field(
+        default="next_reply",
+        description=(
+            "Keep reasoning items for the next turn: disabled (never stored), next_reply "
+            "(deleted after the next successful reply) or conversation (kept until cleanup)."
+        ),
+    )
+    PERSIST_TOOL_RESULTS: bool = Field(
+        default=True, description="Keep tool calls and their outputs for later turns."
+    )
+    ARTIFACT_DATABASE_URL: str = Field(
+        default="",
+        description=(
+            "Where artifacts are stored (SQLAlchemy URL: sqlite:///path or "
+            "postgresql+psycopg://...). Empty: Open WebUI's DATABASE_URL, else a SQLite file "
+            "in DATA_DIR."
+        ),
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    ARTIFACT_ENCRYPTION_KEY: str = Field(
+        default="",
+        repr=False,
+        description=(
+            "Encrypts stored artifacts (at least 16 characters). Changing it starts a new, "
+            "empty store; old artifacts become unreadable. Empty: stored unencrypted."
+        ),
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    ENCRYPT_ALL: bool = Field(
+        default=False,
+        description="With a key: encrypt every artifact; off: only reasoning items.",
+    )
+    ENABLE_LZ4_COMPRESSION: bool = Field(
+        default=True, description="Compress stored artifacts with LZ4 when that is smaller."
+    )
+    MIN_COMPRESS_BYTES: int = Field(
+        default=0, ge=0, le=16 * 1024 * 1024, description="Do not compress smaller payloads."
+    )
+    TOOL_OUTPUT_RETENTION_TURNS: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description=(
+            "Tool outputs of the last N turns are replayed in full; older ones longer than "
+            "800 characters are cut. 0: never cut."
+        ),
+    )
+    ARTIFACT_CLEANUP_DAYS: int = Field(
+        default=90, ge=1, le=365, description="Delete stored artifacts older than this."
+    )
+    ARTIFACT_CLEANUP_INTERVAL_HOURS: float = Field(
+        default=1.0, ge=0.5, le=24, description="How often old artifacts are deleted."
+    )
+    DB_BATCH_SIZE: int = Field(
+        default=10, ge=5, le=20, description="Artifacts written per database commit."
+    )
+    ENABLE_REDIS_CACHE: bool = Field(
+        default=True,
+        description=(
+            "Queue artifact writes in Redis (write-behind) when REDIS_URL is set for "
+            "Open WebUI's multi-worker setup."
+        ),
+    )
+    REDIS_CACHE_TTL_SECONDS: int = Field(
+        default=600, ge=60, le=3600, description="How long Redis keeps artifacts for replays."
+    )
+    REDIS_PENDING_WARN_THRESHOLD: int = Field(
+        default=100, ge=1, le=10_000, description="Warn when this many writes wait in Redis."
+    )
+    REDIS_FLUSH_FAILURE_LIMIT: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Failed flushes in a row before writes go straight to the database.",
+    )
     ENGINE_OVERRIDES: str = Field(
         default="",
         description=(
@@ -520,10 +603,20 @@ class Valves(BaseModel):
             )
         return url
 
-    @field_validator("API_KEY")
+    @field_validator("API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL")
     @classmethod
     def _encrypt_api_key(cls, value: str) -> str:
         return encrypt_secret(value.strip())
+
+    @field_validator("ARTIFACT_ENCRYPTION_KEY", mode="before")
+    @classmethod
+    def _key_long_enough(cls, value: object) -> object:
+        # Before encryption: a stored (encrypted) value was checked when it was saved.
+        if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
+            plain = value.strip()
+            if plain and len(plain) < 16:
+                raise ValueError("must be at least 16 characters; use a long random passphrase")
+        return value
 
     @field_validator(
         "HTTP_TOTAL_TIMEOUT_SECONDS",
@@ -551,6 +644,14 @@ class Valves(BaseModel):
         return _upper(value)
 
     # --- derived values -------------------------------------------------------------
+
+    def artifact_key(self) -> str:
+        """ARTIFACT_ENCRYPTION_KEY in plain text ("" = artifacts are not encrypted)."""
+        return decrypt_secret(self.ARTIFACT_ENCRYPTION_KEY, valve="ARTIFACT_ENCRYPTION_KEY")
+
+    def artifact_database_url(self) -> str:
+        """ARTIFACT_DATABASE_URL in plain text ("" = the default)."""
+        return decrypt_secret(self.ARTIFACT_DATABASE_URL, valve="ARTIFACT_DATABASE_URL")
 
     def api_key(self) -> str:
         """The OpenRouter key in plain text ("" when unset); ``ValveError`` if unreadable."""
@@ -734,6 +835,12 @@ class UserValves(BaseModel):
             "slow (80 / 600)."
         ),
     )
+    PERSIST_REASONING_TOKENS: Literal[Inherit, Retention] = Field(
+        default=INHERIT, description="Keep reasoning for the next turn of your chats."
+    )
+    PERSIST_TOOL_RESULTS: OnOff = Field(
+        default=INHERIT, description="Keep tool calls and outputs for later turns."
+    )
     STREAMING_UPDATE_CHAR_LIMIT: Inherit | int = Field(
         default=INHERIT,
         description="'inherit' or 10-500: send answer text in pieces of this many characters.",
@@ -752,7 +859,9 @@ class UserValves(BaseModel):
         upper = _upper(value)
         return INHERIT if upper == "INHERIT" else upper
 
-    @field_validator("SHOW_FINAL_USAGE_STATUS", "ENABLE_REASONING", mode="before")
+    @field_validator(
+        "SHOW_FINAL_USAGE_STATUS", "ENABLE_REASONING", "PERSIST_TOOL_RESULTS", mode="before"
+    )
     @classmethod
     def _on_off(cls, value: object) -> object:
         # Booleans (and their words) are what the original stored for these fields.
@@ -766,7 +875,11 @@ class UserValves(BaseModel):
         return word
 
     @field_validator(
-        "REASONING_EFFORT", "REASONING_SUMMARY_MODE", "STREAMING_UPDATE_PROFILE", mode="before"
+        "REASONING_EFFORT",
+        "REASONING_SUMMARY_MODE",
+        "STREAMING_UPDATE_PROFILE",
+        "PERSIST_REASONING_TOKENS",
+        mode="before",
     )
     @classmethod
     def _choice(cls, value: object) -> object:
@@ -797,6 +910,8 @@ class EffectiveSettings:
     reasoning_summary: SummaryMode
     update_char_limit: int
     idle_flush_ms: int
+    persist_reasoning: Retention = "next_reply"
+    persist_tool_results: bool = True
     #: Readable notes about user values that were ignored (the system's were used).
     problems: tuple[str, ...] = ()
 
@@ -831,6 +946,12 @@ def effective_settings(
         ),
         update_char_limit=streaming.char_limit,
         idle_flush_ms=streaming.idle_flush_ms,
+        persist_reasoning=(
+            valves.PERSIST_REASONING_TOKENS
+            if overrides.PERSIST_REASONING_TOKENS == INHERIT
+            else overrides.PERSIST_REASONING_TOKENS
+        ),
+        persist_tool_results=_on_off(overrides.PERSIST_TOOL_RESULTS, valves.PERSIST_TOOL_RESULTS),
         problems=problems,
     )
 

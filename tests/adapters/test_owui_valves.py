@@ -130,6 +130,21 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "ENGINE_BRIDGE": "guest",
     "BRIDGE_WINDOW_BATCHES": 8,
     "ENGINE_OVERRIDES": "",
+    "PERSIST_REASONING_TOKENS": "next_reply",
+    "PERSIST_TOOL_RESULTS": True,
+    "ARTIFACT_DATABASE_URL": "",
+    "ARTIFACT_ENCRYPTION_KEY": "",
+    "ENCRYPT_ALL": False,
+    "ENABLE_LZ4_COMPRESSION": True,
+    "MIN_COMPRESS_BYTES": 0,
+    "TOOL_OUTPUT_RETENTION_TURNS": 10,
+    "ARTIFACT_CLEANUP_DAYS": 90,
+    "ARTIFACT_CLEANUP_INTERVAL_HOURS": 1.0,
+    "DB_BATCH_SIZE": 10,
+    "ENABLE_REDIS_CACHE": True,
+    "REDIS_CACHE_TTL_SECONDS": 600,
+    "REDIS_PENDING_WARN_THRESHOLD": 100,
+    "REDIS_FLUSH_FAILURE_LIMIT": 5,
 }
 
 
@@ -572,8 +587,12 @@ def test_user_values_are_normalised() -> None:
         STREAMING_UPDATE_PROFILE="SLOW",
         STREAMING_UPDATE_CHAR_LIMIT=" 40 ",
         STREAMING_IDLE_FLUSH_MS=0,
+        PERSIST_REASONING_TOKENS="Conversation",
+        PERSIST_TOOL_RESULTS=True,
     )
     assert user.model_dump() == {
+        "PERSIST_REASONING_TOKENS": "conversation",
+        "PERSIST_TOOL_RESULTS": "on",
         "LOG_LEVEL": "DEBUG",
         "SHOW_FINAL_USAGE_STATUS": "off",
         "ENABLE_REASONING": "on",
@@ -820,3 +839,28 @@ def test_engine_overrides_errors_name_the_valve_and_what_is_allowed(
     assert caught.value.valve == "ENGINE_OVERRIDES"
     assert caught.value.message.startswith("ENGINE_OVERRIDES: ")
     assert expected in caught.value.message
+
+
+def test_artifact_key_is_encrypted_at_rest_and_must_be_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBUI_SECRET_KEY", "a-secret-for-valves")
+    valves = Valves(ARTIFACT_ENCRYPTION_KEY="correct horse battery staple")
+    stored = valves.model_dump()["ARTIFACT_ENCRYPTION_KEY"]
+    assert stored.startswith(ENCRYPTED_PREFIX) and "horse" not in stored
+    assert Valves(**valves.model_dump()).artifact_key() == "correct horse battery staple"
+    with pytest.raises(ValidationError, match="at least 16 characters"):
+        Valves(ARTIFACT_ENCRYPTION_KEY="short")
+    monkeypatch.setenv("WEBUI_SECRET_KEY", "rotated")
+    with pytest.raises(ValveError, match="ARTIFACT_ENCRYPTION_KEY valve was encrypted"):
+        Valves(**valves.model_dump()).artifact_key()
+
+
+def test_user_retention_overrides_the_system() -> None:
+    settings = effective_settings(
+        Valves(PERSIST_REASONING_TOKENS="conversation"),
+        {"PERSIST_REASONING_TOKENS": "disabled", "PERSIST_TOOL_RESULTS": "off"},
+    )
+    assert (settings.persist_reasoning, settings.persist_tool_results) == ("disabled", False)
+    inherited = effective_settings(Valves(PERSIST_REASONING_TOKENS="conversation"), None)
+    assert (inherited.persist_reasoning, inherited.persist_tool_results) == ("conversation", True)
