@@ -82,6 +82,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, assert_never
 from urllib.parse import urlsplit, urlunsplit
 
+from engine.artifacts import marker_line
 from engine.messages import (
     Cancelled,
     Citation,
@@ -398,6 +399,8 @@ class AnswerRenderer:
         self._sources: set[str] = set()
         self._statuses = _StatusBook()
         self._ending: Ending | None = None
+        self._artifact_ids: list[str] = []
+        self._references = ""
 
     # -- properties --------------------------------------------------------------------
 
@@ -408,8 +411,14 @@ class AnswerRenderer:
 
     @property
     def content_text(self) -> str:
-        """What the content chunks showed: the answer plus any cut-short notice."""
-        return self.answer_text + self._notice
+        """What the content chunks showed: the answer, any cut-short notice, and the
+        artifact references (invisible when rendered)."""
+        return self.answer_text + self._notice + self._references
+
+    @property
+    def artifact_ids(self) -> tuple[str, ...]:
+        """Ids of the stored artifacts this answer produced (referenced at its end)."""
+        return tuple(self._artifact_ids)
 
     @property
     def reasoning_text(self) -> str:
@@ -461,7 +470,9 @@ class AnswerRenderer:
                 self._usage = (self._usage or UsageTotals()).plus(event)
                 return []
             case OutputItem():
-                return []  # tool items and the like: nothing to show yet
+                if event.artifact_id is not None:
+                    self._artifact_ids.append(event.artifact_id)
+                return []  # stored for the next turn; referenced when the answer ends
             case Completed() | Incomplete() | Failed() | Cancelled():
                 return self._end(event)
         assert_never(event)
@@ -531,14 +542,17 @@ class AnswerRenderer:
         out = [self._status(event) for event in self._statuses.closing_events()]
         match ending:
             case Completed():
+                out += self._reference_chunk()
                 out += self._final_line()
                 out += self._usage_outputs()
             case Incomplete():
                 out.append(Output.to_emit(notification_event("warning", ending.message)))
                 out.append(self._notice_chunk(ending.message))
+                out += self._reference_chunk()
                 out += self._final_line()
                 out += self._usage_outputs()
             case Failed():
+                out += self._reference_chunk()
                 out += self._failure_outputs(ending.message)
             case Cancelled():
                 pass
@@ -582,6 +596,17 @@ class AnswerRenderer:
         out.append(Output.to_yield(error_chunk(message)))
         out.append(Output.to_emit({"type": "chat:completion", "data": data}))
         return out
+
+    def _reference_chunk(self) -> list[Output]:
+        """One ``[id]: #`` line per stored artifact: a Markdown reference-style link
+        definition, invisible when rendered, that the next turn finds in the history."""
+        if not self._artifact_ids:
+            return []
+        shown = self.answer_text + self._notice
+        prefix = "\n```" if _inside_code_fence(shown) else ""
+        lines = "\n".join(marker_line(i) for i in self._artifact_ids)
+        self._references = f"{prefix}\n\n{lines}\n"
+        return [Output.to_yield(self._chunk(delta={"content": self._references}))]
 
     def _notice_chunk(self, message: str) -> Output:
         answer = self.answer_text

@@ -757,3 +757,21 @@ def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(
     run_on(loop_kind, scenario)
     assert emitter.failures == 1
     assert delivered[1:] == [{"type": "notification", "data": {"n": 2}}]
+
+
+def test_stored_artifacts_are_referenced_invisibly_at_the_end(clock: FakeClock) -> None:
+    from engine.artifacts import find_markers  # noqa: PLC0415
+
+    renderer = renderer_for(clock)
+    outputs = feed(
+        renderer,
+        OutputItem(request_id="r", item={"type": "reasoning"}, artifact_id="01M8HEYFBJ3BGE43XBA2"),
+        OutputItem(request_id="r", item={"type": "reasoning"}),  # not stored: no reference
+        TextDelta(request_id="r", text="```py\nprint(1)"),
+        Completed(request_id="r", response_id=None, text_chars=14),
+    )
+    shown = "".join(c["choices"][0]["delta"]["content"] for c in chunks_of(outputs) if c["choices"])
+    assert find_markers(shown) == ["01M8HEYFBJ3BGE43XBA2"]
+    assert shown.endswith("```\n\n[01M8HEYFBJ3BGE43XBA2]: #\n"), "a code block is closed first"
+    assert renderer.content_text == shown
+    assert renderer.artifact_ids == ("01M8HEYFBJ3BGE43XBA2",)
