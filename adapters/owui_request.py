@@ -19,10 +19,15 @@ Deliberate departures from the original pipe (seed inventory §B.3-B.4):
 * OpenRouter's web plugin is attached on the chat's toggle or an admin's force
   list only, never merely because a model is priced for web search.
 
-Not here yet (later issues): tool calls and their results, replay of reasoning
-items, and full multimodal intake (size guards, downloads, images only on the
-newest turn). Each content part type has its own small function so that intake
-can grow part by part.
+Stored artifacts (earlier turns' reasoning and tool items) are replayed when the
+caller passes a ``ReplayPlan``: markers in assistant text are replaced in place
+by their items, a cancelled turn's orphans go before the newest user turn, and
+calls and outputs are paired by ``call_id`` (rules in ``adapters.artifact_replay``).
+Marker lines never reach the model, with or without a plan.
+
+Not here yet (later issues): running tools, and full multimodal intake (size
+guards, downloads, images only on the newest turn). Each content part type has
+its own small function so that intake can grow part by part.
 """
 
 from __future__ import annotations
@@ -35,12 +40,22 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from adapters.artifact_replay import (
+    ReplayPlan,
+    ReplayReport,
+    orphan_items,
+    pair_function_calls,
+    replay_items,
+    split_at_markers,
+    turn_indices,
+)
 from adapters.model_catalog import ModelInfo
 from engine.errors import EngineError
 from engine.messages import ChatRequest, new_request_id
 
 __all__ = [
     "MappedRequest",
+    "ReplayPlan",
     "RequestMappingError",
     "RequestSettings",
     "build_request",
@@ -61,7 +76,7 @@ _TEXT_PART_TYPES: Final = frozenset({"text", "input_text", "output_text"})
 #: ``<details type=…>`` blocks Open WebUI renders into stored assistant text. They are
 #: UI (the model's thinking, tool-call cards, code runs), not the answer the model gave.
 _RENDERED_DETAIL_TYPES: Final = frozenset({"reasoning", "tool_calls", "code_interpreter"})
-#: Assistant fields that belong to tool running / reasoning replay (later issues).
+#: Assistant fields of Chat Completions tool calling / reasoning; replay uses stored artifacts.
 _ASSISTANT_EXTRAS: Final = ("tool_calls", "function_call", "reasoning_content", "reasoning_details")
 #: Body keys this module reads (and so never lists as dropped). Reasoning keys are
 #: read only when reasoning applies; see ``_reasoning``.
@@ -111,6 +126,10 @@ class MappedRequest:
     dropped: tuple[str, ...]
     #: Sentences for the person chatting, e.g. that images were skipped.
     notes: tuple[str, ...]
+    #: Replay problems for the operator's log (missing artifacts, unpaired calls).
+    warnings: tuple[str, ...] = ()
+    #: Reasoning artifacts replayed: deleted after a successful reply under next_reply.
+    replayed_reasoning_ids: tuple[str, ...] = ()
 
 
 class RequestMappingError(EngineError):
@@ -138,13 +157,16 @@ def build_request(
     features: Mapping[str, Any] | None = None,
     user_id: str | None = None,
     request_id: str | None = None,
+    replay: ReplayPlan | None = None,
 ) -> MappedRequest:
     """Map one Open WebUI chat body to a ``ChatRequest`` for ``model``.
 
     ``features`` is ``__metadata__["features"]`` (Open WebUI pops it from the
     body before a pipe runs); when it is None the body's own ``features`` is
-    used, for callers that pass a raw body. Raises ``RequestMappingError`` when
-    the body cannot be mapped.
+    used, for callers that pass a raw body. ``replay`` holds the artifacts the
+    caller loaded for the markers in the history (``referenced_ids``); without
+    it, markers are only removed. Raises ``RequestMappingError`` when the body
+    cannot be mapped.
     """
     if not isinstance(body, Mapping):
         raise RequestMappingError(
@@ -152,7 +174,8 @@ def build_request(
             "Send a chat completion body with a messages list.",
         )
     tally = _Tally()
-    items = _map_messages(body.get("messages"), model, tally)
+    report = ReplayReport()
+    items = _map_messages(body.get("messages"), model, tally, _Replay.of(replay, model, report))
 
     options: JsonDict = {}
     read = set(_READ_KEYS)
@@ -182,10 +205,16 @@ def build_request(
         request_id=request_id if request_id is not None else new_request_id(),
         user_id=user_id,
     )
+    if report.reasoning_dropped:
+        tally.dropped.append(
+            f"{report.reasoning_dropped} stored reasoning items (the model takes no reasoning)"
+        )
     return MappedRequest(
         request=request,
         dropped=tuple(sorted(unread | set(tally.dropped))),
         notes=tuple(_notes(model, tally)),
+        warnings=tuple(report.warnings),
+        replayed_reasoning_ids=tuple(report.reasoning_ids),
     )
 
 
@@ -243,7 +272,23 @@ def _set(options: JsonDict, key: str, value: Any) -> None:
 RoleMapper = Callable[[int, Mapping[str, Any], ModelInfo, _Tally], JsonDict | None]
 
 
-def _map_messages(messages: Any, model: ModelInfo, tally: _Tally) -> list[JsonDict]:
+@dataclass(frozen=True, slots=True)
+class _Replay:
+    """One request's replay: the caller's plan, whether reasoning goes, and the report."""
+
+    plan: ReplayPlan
+    keep_reasoning: bool
+    report: ReplayReport
+
+    @classmethod
+    def of(cls, plan: ReplayPlan | None, model: ModelInfo, report: ReplayReport) -> _Replay | None:
+        # Reasoning items only for models that take reasoning: see adapters.artifact_replay.
+        return None if plan is None else cls(plan, model.reasoning, report)
+
+
+def _map_messages(
+    messages: Any, model: ModelInfo, tally: _Tally, replay: _Replay | None
+) -> list[JsonDict]:
     if messages is None:
         raise RequestMappingError("the body has no messages", "Send at least one user message.")
     if not isinstance(messages, list | tuple):
@@ -253,7 +298,9 @@ def _map_messages(messages: Any, model: ModelInfo, tally: _Tally) -> list[JsonDi
         )
     if not messages:
         raise RequestMappingError("the message list is empty", "Send at least one user message.")
-    items = []
+    items: list[JsonDict] = []
+    turns = turn_indices(messages)
+    newest_turn_at: int | None = None  # where the newest user turn starts in ``items``
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise RequestMappingError(
@@ -267,9 +314,17 @@ def _map_messages(messages: Any, model: ModelInfo, tally: _Tally) -> list[JsonDi
                 f"messages[{index}] has role {role!r}",
                 f"Each message needs one of the roles {', '.join(_ROLE_MAPPERS)}.",
             )
+        if role == "user" and turns[index] == turns[-1] and newest_turn_at is None:
+            newest_turn_at = len(items)
+        if role == "assistant" and replay is not None:
+            turns_ago = turns[-1] - turns[index]
+            items.extend(_replayed_assistant(index, message, tally, replay, turns_ago))
+            continue
         item = mapper(index, message, model, tally)
         if item is not None:
             items.append(item)
+    if replay is not None:
+        items = _with_orphans(items, newest_turn_at, replay)
     if not items:
         skipped = f" ({' '.join(_notes(model, tally))})" if tally.skipped else ""
         raise RequestMappingError(
@@ -317,19 +372,53 @@ def _user_item(
 def _assistant_item(
     index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
 ) -> JsonDict | None:
+    """An assistant message without replay: its text only, marker lines removed."""
+    segments = split_at_markers(_assistant_text(index, message, tally))
+    text = "\n\n".join(piece for piece in segments if isinstance(piece, str))
+    return _assistant_message(index, text, 0) if text else None
+
+
+def _replayed_assistant(
+    index: int, message: Mapping[str, Any], tally: _Tally, replay: _Replay, turns_ago: int
+) -> list[JsonDict]:
+    """An assistant message with each marker replaced by its stored item."""
+    return replay_items(
+        _assistant_text(index, message, tally),
+        replay.plan,
+        replay.report,
+        text_item=lambda text, ordinal: _assistant_message(index, text, ordinal),
+        turns_ago=turns_ago,
+        keep_reasoning=replay.keep_reasoning,
+    )
+
+
+def _with_orphans(
+    items: list[JsonDict], newest_turn_at: int | None, replay: _Replay
+) -> list[JsonDict]:
+    """``items`` with the orphans before the newest user turn, then paired by call_id."""
+    at = len(items) if newest_turn_at is None else newest_turn_at
+    orphans = orphan_items(replay.plan, replay.report, keep_reasoning=replay.keep_reasoning)
+    return pair_function_calls([*items[:at], *orphans, *items[at:]], replay.report.warnings)
+
+
+def _assistant_text(index: int, message: Mapping[str, Any], tally: _Tally) -> str:
     where = f"messages[{index}]"
     for key in _ASSISTANT_EXTRAS:
         if message.get(key):
             tally.dropped.append(f"{where}.{key}")
     # The model must not read its own rendered thinking back as answer text.
-    text = strip_rendered_blocks(_flatten_text(message.get("content"), where)).strip()
-    if not text:
-        return None
+    return strip_rendered_blocks(_flatten_text(message.get("content"), where))
+
+
+def _assistant_message(index: int, text: str, ordinal: int) -> JsonDict:
+    # The first segment keeps the id a marker-free message gets, so adding replay
+    # does not change the id of text the model has seen before.
+    key = text if ordinal == 0 else f"{ordinal}\n{text}"
     return {
         "type": "message",
         "role": "assistant",
         # OpenRouter requires id and status on assistant history (contract §4.8).
-        "id": _assistant_id(index, text),
+        "id": _assistant_id(index, key),
         "status": "completed",
         "content": [{"type": "output_text", "text": text, "annotations": []}],
     }
