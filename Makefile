@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test pins lint typecheck pytest venv clean owui-smoke
+.PHONY: demo test pins lint typecheck pytest venv clean owui-smoke services
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+# PostgreSQL and redis-server for the persistence tests (installed or started if missing).
+services:
+	bash tests/services.sh
+
+pytest: $(STAMP) services
 	$(PY) -m pytest
 
 test: pins lint typecheck pytest
