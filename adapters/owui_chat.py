@@ -35,6 +35,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from adapters.artifact_store import store_factory_for
 from adapters.model_catalog import (
     Catalogue,
     CatalogueError,
@@ -42,6 +43,13 @@ from adapters.model_catalog import (
     registry_for,
 )
 from adapters.owui_events import AnswerRenderer, SafeEmitter
+from adapters.owui_history import (
+    DEGRADED_NOTICE,
+    Loaded,
+    artifact_context,
+    forget_replayed,
+    load_replay_plan,
+)
 from adapters.owui_request import RequestMappingError, RequestSettings, build_request
 from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
 from adapters.owui_valves import (
@@ -51,18 +59,21 @@ from adapters.owui_valves import (
     Valves,
     effective_settings,
 )
-from adapters.trio_bridge import BridgedStream, TransportFactory
+from adapters.trio_bridge import BridgedStream, StoreFactory, TransportFactory
 from adapters.user_breaker import paused_message
 from engine import (
     AdmissionRejected,
     Cancelled,
+    Completed,
     EngineClosed,
     EngineConfig,
     EngineCrashed,
     Failed,
+    Incomplete,
     RequestDeadlineExceeded,
     UpstreamError,
 )
+from engine.artifacts import ArtifactContext
 
 __all__ = ["AnswerStream", "PipeError", "TurnContext", "list_models", "run_turn"]
 
@@ -95,6 +106,8 @@ class TurnContext:
     task: str | None = None
     #: Tests inject a fault-injecting transport; None = the real OpenRouter.
     transport_factory: TransportFactory | None = None
+    #: Tests inject an artifact store; None = the one the valves describe.
+    store_factory: StoreFactory | None = None
 
     @property
     def user_id(self) -> str | None:
@@ -150,7 +163,7 @@ async def run_turn(
     if not decision.allowed:
         raise PipeError(paused_message(decision.retry_after_s))
     try:
-        stream = await _submit(valves, body, ctx, settings, runtime=runtime, emitter=emitter)
+        submitted = await _submit(valves, body, ctx, settings, runtime=runtime, emitter=emitter)
     except BaseException:
         # Refused before it reached OpenRouter (busy, no such model, ...): that
         # says nothing about this user's requests, but frees a half-open trial.
@@ -161,10 +174,15 @@ async def run_turn(
         show_final_status=settings.effective.show_final_status,
         model=model_field if isinstance(model_field, str) else "orpipe",
     )
+    stream = submitted.stream
     if ctx.task is not None or body.get("stream") is False:
-        return await _collect(stream, renderer, emitter, runtime, user_id, task=ctx.task)
+        return await _collect(submitted, renderer, emitter, runtime, user_id, task=ctx.task)
     return AnswerStream(
-        stream, renderer, emitter, on_end=lambda ended: _record_outcome(runtime, user_id, ended)
+        stream,
+        renderer,
+        emitter,
+        on_end=lambda ended: _record_outcome(runtime, user_id, ended),
+        after_success=submitted.after_success,
     )
 
 
@@ -176,30 +194,12 @@ async def _submit(
     *,
     runtime: PipeRuntime,
     emitter: SafeEmitter,
-) -> BridgedStream:
-    """Catalogue, model, mapping, bridge: the request handed to the engine, or PipeError."""
+) -> _Submitted:
+    """Catalogue, model, history, mapping, bridge: the request in the engine, or PipeError."""
     catalogue = await _catalogue(valves, settings.api_key)
     model = _model_for(catalogue, valves, body, ctx)
     await _report_unknown_model_ids(catalogue, valves, ctx, emitter)
-    try:
-        mapped = build_request(
-            body,
-            model=model,
-            settings=_request_settings(valves, settings.effective),
-            features=_features(ctx),
-            user_id=ctx.user_id,
-        )
-    except RequestMappingError as exc:
-        raise PipeError(exc.message) from None
-    if mapped.dropped:
-        log.debug("dropped unsupported body fields: %s", ", ".join(mapped.dropped))
-    request = replace(
-        mapped.request,
-        update_char_limit=settings.effective.update_char_limit,
-        idle_flush_ms=float(settings.effective.idle_flush_ms),
-    )
-    for note in mapped.notes:
-        await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
+    store_factory, store_key = _store_for(valves, body, ctx)
     bridge = await runtime.bridge(
         BridgeTarget(
             config=settings.config,
@@ -207,15 +207,100 @@ async def _submit(
             kind=valves.ENGINE_BRIDGE,
             window_batches=valves.BRIDGE_WINDOW_BATCHES,
             transport_factory=ctx.transport_factory,
+            store_factory=store_factory,
+            store_key=store_key,
         )
     )
+    context = None
+    loaded = Loaded(plan=None)
+    if store_factory is not None and ctx.task is None:  # titles and tags are not history
+        context = artifact_context(
+            ctx.metadata,
+            user_id=ctx.user_id,
+            model_id=model.openrouter_id,
+            reasoning=settings.effective.persist_reasoning,
+            tool_results=settings.effective.persist_tool_results,
+        )
+    if context is not None:
+        messages = body.get("messages")
+        loaded = await load_replay_plan(
+            bridge,
+            messages if isinstance(messages, list) else [],
+            context,
+            retention_turns=valves.TOOL_OUTPUT_RETENTION_TURNS,
+        )
+        if loaded.degraded:
+            await emitter.emit(
+                {"type": "notification", "data": {"type": "warning", "content": DEGRADED_NOTICE}}
+            )
     try:
-        return await bridge.submit(request)
+        mapped = build_request(
+            body,
+            model=model,
+            settings=_request_settings(valves, settings.effective),
+            features=_features(ctx),
+            user_id=ctx.user_id,
+            replay=loaded.plan,
+        )
+    except RequestMappingError as exc:
+        raise PipeError(exc.message) from None
+    if mapped.dropped:
+        log.debug("dropped unsupported body fields: %s", ", ".join(mapped.dropped))
+    for warning in mapped.warnings:
+        log.warning("replay: %s", warning)
+    request = replace(
+        mapped.request,
+        update_char_limit=settings.effective.update_char_limit,
+        idle_flush_ms=float(settings.effective.idle_flush_ms),
+        artifacts=context,
+    )
+    for note in mapped.notes:
+        await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
+    try:
+        stream = await bridge.submit(request)
     except AdmissionRejected as exc:
         # Busy is not the user's failure: the breaker does not count it.
         raise PipeError(exc.message) from None
     except (EngineClosed, EngineCrashed) as exc:
         raise PipeError(exc.message) from None
+    forget: tuple[str, ...] = ()
+    if context is not None and context.reasoning == "next_reply":
+        forget = mapped.replayed_reasoning_ids
+    return _Submitted(stream=stream, bridge=bridge, context=context, forget=forget)
+
+
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """A request in the engine, and what to do once it has ended well."""
+
+    stream: BridgedStream
+    bridge: Any
+    context: ArtifactContext | None
+    #: Replayed reasoning to delete after a successful reply (retention next_reply).
+    forget: tuple[str, ...]
+
+    async def after_success(self) -> None:
+        if self.forget and self.context is not None:
+            await forget_replayed(self.bridge, self.context.chat_id, self.forget)
+
+
+def _store_for(
+    valves: Valves, body: Mapping[str, Any], ctx: TurnContext
+) -> tuple[StoreFactory | None, object]:
+    if ctx.store_factory is not None:
+        return ctx.store_factory, None
+    return store_factory_for(valves, pipe_id=_pipe_id(body, ctx))
+
+
+def _pipe_id(body: Mapping[str, Any], ctx: TurnContext) -> str:
+    """The Function's id: the part of the model id before the first dot (contract §6)."""
+    model = body.get("model")
+    if not isinstance(model, str) or "." not in model:
+        meta = ctx.metadata.get("model")
+        model = meta.get("id") if isinstance(meta, Mapping) else None
+    if isinstance(model, str) and "." in model:
+        return model.split(".", 1)[0]
+    return "orpipe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,10 +433,12 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
         renderer: AnswerRenderer,
         emitter: SafeEmitter,
         on_end: Callable[[BridgedStream], None],
+        after_success: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._stream = stream
         self._emitter = emitter
         self._on_end = on_end
+        self._after_success = after_success
         self._chunks = _chunks(stream, renderer, emitter)
         self._finished = False
 
@@ -389,6 +476,8 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLEANUP_S):
                 await self._emitter.close_statuses()
+                if self._after_success is not None and _succeeded(self._stream):
+                    await self._after_success()
 
 
 async def _chunks(
@@ -410,8 +499,12 @@ async def _chunks(
                     await emitter.emit(out.event)
 
 
+def _succeeded(stream: BridgedStream) -> bool:
+    return isinstance(stream.ending, Completed | Incomplete)
+
+
 async def _collect(
-    stream: BridgedStream,
+    submitted: _Submitted,
     renderer: AnswerRenderer,
     emitter: SafeEmitter,
     runtime: PipeRuntime,
@@ -420,6 +513,7 @@ async def _collect(
     task: str | None,
 ) -> str:
     """A non-streaming turn: the same events, the answer returned as one string."""
+    stream = submitted.stream
     try:
         while batch := await stream.receive_batch():
             for event in batch:
@@ -433,6 +527,8 @@ async def _collect(
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_CLEANUP_S):
                     await emitter.close_statuses()
+                    if _succeeded(stream):
+                        await submitted.after_success()
     if isinstance(stream.ending, Failed):
         if task is not None:
             log.warning("task %s failed: %s", task, stream.ending.message)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from adapters.model_catalog import close_registries
-from adapters.trio_bridge import GuestModeBridge, ThreadBridge, TransportFactory
+from adapters.trio_bridge import GuestModeBridge, StoreFactory, ThreadBridge, TransportFactory
 from adapters.user_breaker import UserBreaker
 from engine import EngineConfig
 
@@ -59,11 +59,17 @@ class BridgeTarget:
     window_batches: int = 8
     #: Tests inject faults here; None means the real OpenRouter transport.
     transport_factory: TransportFactory | None = None
+    #: Opens the artifact store; None: artifacts are not stored.
+    store_factory: StoreFactory | None = None
+    #: What the store factory was built from (equal keys: the same store). Secrets
+    #: inside it must already be hashed; None: the factory object itself.
+    store_key: object = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """Equal fingerprints need no change. The key enters only as a keyed hash."""
         key = hashlib.blake2b(self.api_key.encode(), key=b"orpipe-bridge", digest_size=16)
-        return (self.config, key.hexdigest(), self.transport_factory)
+        store = self.store_key if self.store_key is not None else self.store_factory
+        return (self.config, key.hexdigest(), self.transport_factory, store)
 
     def __repr__(self) -> str:  # never print the key
         return f"BridgeTarget(kind={self.kind!r}, base_url={self.config.base_url!r})"
@@ -115,6 +121,7 @@ class PipeRuntime:
                     target.config,
                     api_key=target.api_key,
                     transport_factory=target.transport_factory,
+                    store_factory=target.store_factory,
                 )
             self._fingerprint = target.fingerprint()
             await bridge.start()
@@ -127,6 +134,7 @@ class PipeRuntime:
             target.api_key,
             window_batches=target.window_batches,
             transport_factory=target.transport_factory,
+            store_factory=target.store_factory,
         )
         self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
         return bridge

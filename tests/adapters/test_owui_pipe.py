@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import tomllib
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from adapters.owui_chat import PipeError
 from adapters.owui_runtime import runtime_for_loop
 from bench.mock_scenarios import plan
 from engine import EngineConfig, UpstreamTransport
+from engine.artifacts import find_markers, strip_markers
 from tests.adapters.asyncio_support import (
     Mock,
     mock_process,
@@ -38,6 +40,16 @@ from tests.engine.support import API_KEY
 REPO = Path(__file__).resolve().parents[2]
 FUNCTION_FILE = REPO / "adapters" / "owui_pipe.py"
 FUNCTION_ID = "orpipe"
+
+
+@pytest.fixture(autouse=True)
+def artifact_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Artifacts of these chats go to a SQLite file of this test (the default store:
+    no ARTIFACT_DATABASE_URL, no Open WebUI DATABASE_URL, SQLite in DATA_DIR)."""
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    return tmp_path / "orpipe-artifacts.db"
 
 
 @pytest.fixture(params=["guest", "thread"])
@@ -54,6 +66,7 @@ class Owui:
 
     user_id: str = "user-1"
     role: str = "user"
+    message_id: str = "msg-1"
     events: list[dict[str, Any]] = field(default_factory=list)
 
     async def emit(self, event: dict[str, Any]) -> None:
@@ -236,7 +249,9 @@ def test_reasoning_streams_as_the_thinking_block(
         answer = await read(await start(pipe, owui, body("mock.reasoning")))
         want = expected("reasoning")
         assert answer.reasoning == want.reasoning_text != ""
-        assert answer.text == want.text
+        # The answer ends with an invisible reference to the stored reasoning item.
+        assert strip_markers(answer.text) == want.text.rstrip()
+        assert len(find_markers(answer.text)) == 1
         assert "Reasoning: " in owui.statuses()[-1]["description"]
         assert_statuses_closed(owui)
 
@@ -639,3 +654,128 @@ def test_an_answer_closed_or_dropped_before_it_was_read_ends_its_request(
         await wait_until(lambda: engine_idle(pipe))
 
     on_loop(loop_kind, scenario)
+
+
+# -- artifacts across turns ------------------------------------------------------------------
+
+
+class Recording:
+    """A transport factory that remembers every request body sent upstream."""
+
+    def __init__(self, **params: object) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self._inner = with_params(**params) if params else None
+
+    def __call__(self, config: EngineConfig) -> AbstractAsyncContextManager[UpstreamTransport]:
+        import json  # noqa: PLC0415
+
+        bodies = self.bodies
+        inner = (
+            self._inner(config)
+            if self._inner
+            else OpenRouterHttpTransport(config, api_key=API_KEY)
+        )
+
+        @asynccontextmanager
+        async def opened() -> AsyncIterator[UpstreamTransport]:
+            async with inner as transport:
+
+                class Recorder:
+                    def stream(self, body: bytes) -> Any:
+                        bodies.append(json.loads(body))
+                        return transport.stream(body)
+
+                yield Recorder()  # type: ignore[misc]
+
+        return opened()
+
+
+def turn(owui: Owui, message_id: str, history: list[dict[str, Any]], text: str) -> dict[str, Any]:
+    request = body("mock.reasoning")
+    request["messages"] = [*history, {"role": "user", "content": text}]
+    owui.message_id = message_id
+    return request
+
+
+async def _turn(pipe: owui_pipe.Pipe, owui: Owui, request: dict[str, Any], rec: Recording) -> Any:
+    from adapters import owui_chat  # noqa: PLC0415
+
+    context = owui_chat.TurnContext(
+        user={"id": owui.user_id, "role": owui.role},
+        metadata={"chat_id": "chat-7", "message_id": owui.message_id, "features": {}},
+        emitter=owui.emit,
+        transport_factory=rec,
+    )
+    return await owui_chat.run_turn(pipe.valves, request, context)
+
+
+def test_reasoning_is_replayed_next_turn_then_forgotten(
+    mock: Mock, bridge_kind: str, loop_kind: str, artifact_database: Path
+) -> None:
+    """Turn 1 stores its reasoning and references it; turn 2 sends it back upstream
+    in place, and (retention next_reply) deletes it after its own success."""
+
+    async def scenario() -> None:
+        pipe, owui, rec = make_pipe(mock, bridge_kind), Owui(), Recording()
+        first = await read(await _turn(pipe, owui, turn(owui, "m1", [], "Hi"), rec))
+        (stored_id,) = find_markers(first.text)
+        history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first.text}]
+        await read(await _turn(pipe, owui, turn(owui, "m2", history, "More"), rec))
+        sent = rec.bodies[-1]["input"]
+        kinds = [(i.get("type"), i.get("role")) for i in sent]
+        # The reference stood after the answer text, so the item follows that text.
+        assert kinds == [
+            ("message", "user"),
+            ("message", "assistant"),
+            ("reasoning", None),
+            ("message", "user"),
+        ]
+        assert not any("]: #" in json_text(i) for i in sent), "markers never go upstream"
+        # next_reply: turn 1's reasoning is gone once turn 2 succeeded.
+        assert stored_id not in sqlite_ids(artifact_database)
+
+    on_loop(loop_kind, scenario)
+
+
+def test_a_cancelled_turns_artifacts_reach_the_next_turn(
+    mock: Mock, bridge_kind: str, loop_kind: str, artifact_database: Path
+) -> None:
+    """Stop pressed after the reasoning: no reference lines were written, but the
+    stored reasoning is found and replayed before the newest user message."""
+
+    async def scenario() -> None:
+        pipe, owui = make_pipe(mock, bridge_kind), Owui()
+        slow = Recording(tokens=400, tps=400)
+        answer = await _turn(pipe, owui, turn(owui, "m1", [], "Hi"), slow)
+        async for chunk in answer:
+            if _delta(chunk).get("content"):
+                break  # the answer has started: the reasoning item is done
+        await answer.aclose()  # the stop button
+        await wait_until(lambda: _stored(artifact_database, 1))
+        history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Par"}]
+        rec = Recording()
+        await read(await _turn(pipe, owui, turn(owui, "m2", history, "Again"), rec))
+        kinds = [(i.get("type"), i.get("role")) for i in rec.bodies[-1]["input"]]
+        assert kinds[-2:] == [("reasoning", None), ("message", "user")]
+
+    on_loop(loop_kind, scenario)
+
+
+async def _stored(database: Path, n: int) -> bool:
+    return len(await asyncio.to_thread(sqlite_ids, database)) >= n
+
+
+def sqlite_ids(database: Path) -> set[str]:
+    import sqlite3  # noqa: PLC0415
+
+    if not database.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        return {r[0] for t in tables for r in db.execute(f'select artifact_id from "{t}"')}
+
+
+def json_text(item: Any) -> str:
+    import json  # noqa: PLC0415
+
+    return json.dumps(item)

@@ -1,0 +1,173 @@
+"""A chat's stored artifacts, seen from the Open WebUI pipe: what to store, what to replay.
+
+asyncio-flavoured: every call here runs on Open WebUI's loop and reaches
+the artifact store through the bridge (``EngineBridge.call_store``), inside
+the trio run that owns it.
+
+* ``artifact_context`` says where a turn's artifacts belong (chat and
+  message), or None when they are not stored: plain API calls (no chat id),
+  temporary chats (``local:…``), and pipes without a store.
+* ``load_replay_plan`` loads what the history references, plus the
+  artifacts of a *cancelled* previous turn. A cancelled answer never got its
+  reference lines (the stream stopped before its end), so its artifacts
+  are found another way: artifacts of this chat that no reference names and
+  that are newer than every referenced one belong to turns after the last
+  answer that finished with references; the newest such message's
+  artifacts are the interrupted previous turn's, and ``artifact_replay``
+  places them just before the newest user message.
+* ``forget_replayed`` deletes replayed reasoning after a successful reply
+  when the retention is ``next_reply``.
+
+A store failure never fails the chat: the turn goes on without history
+artifacts and the user is told once that history storage is degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.artifact_replay import ReplayPlan, referenced_ids, select_orphans
+from adapters.trio_bridge import GuestModeBridge, ThreadBridge
+from engine.artifacts import Artifact, ArtifactContext
+from engine.errors import EngineError
+from engine.ports import ArtifactStore
+
+__all__ = [
+    "DEGRADED_NOTICE",
+    "Loaded",
+    "artifact_context",
+    "forget_replayed",
+    "load_replay_plan",
+]
+
+log = logging.getLogger("orpipe.owui")
+
+#: The longest a turn waits for the persister before loading history, and how
+#: often it looks (statistics are a cheap snapshot).
+_SETTLE_S = 2.0
+_SETTLE_POLL_S = 0.01
+
+Bridge = GuestModeBridge | ThreadBridge
+
+DEGRADED_NOTICE = (
+    "History storage is degraded: earlier reasoning and tool results could not be loaded "
+    "for this answer. The administrator can check the artifact database and Redis."
+)
+
+
+def artifact_context(
+    metadata: Mapping[str, Any],
+    *,
+    user_id: str | None,
+    model_id: str | None,
+    reasoning: str,
+    tool_results: bool,
+) -> ArtifactContext | None:
+    """Where this turn's artifacts go; None when the turn has no saved chat to belong to."""
+    chat_id = metadata.get("chat_id")
+    message_id = metadata.get("message_id")
+    if not isinstance(chat_id, str) or not chat_id or chat_id.startswith("local:"):
+        return None
+    if not isinstance(message_id, str) or not message_id:
+        return None
+    return ArtifactContext(
+        chat_id=chat_id,
+        message_id=message_id,
+        model_id=model_id,
+        user_id=user_id,
+        reasoning=reasoning,
+        tool_results=tool_results,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What ``load_replay_plan`` found; ``degraded`` when the store failed."""
+
+    plan: ReplayPlan | None
+    degraded: bool = False
+
+
+async def load_replay_plan(
+    bridge: Bridge,
+    messages: Sequence[object],
+    context: ArtifactContext,
+    *,
+    retention_turns: int,
+) -> Loaded:
+    """The referenced artifacts and the previous turn's orphans of this chat."""
+    referenced = referenced_ids(messages)
+    chat_id = context.chat_id
+    await _settle(bridge)
+
+    async def load(store: ArtifactStore) -> tuple[dict[str, Artifact], list[Artifact]]:
+        found = await store.fetch(chat_id, referenced) if referenced else {}
+        newest = max(referenced, default="")
+        # Ids are time-ordered: newer than every reference = after the last
+        # answer that finished with its references.
+        later = [
+            i for i in await store.list_ids(chat_id) if i > newest and i not in found
+        ]
+        candidates = await store.fetch(chat_id, later) if later else {}
+        return found, [a for a in candidates.values() if a.message_id != context.message_id]
+
+    try:
+        result = await bridge.call_store(load)
+    except EngineError as exc:
+        log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
+        return Loaded(plan=None, degraded=True)
+    if result is None:
+        return Loaded(plan=None)  # this pipe stores no artifacts
+    found, candidates = result
+    orphans: tuple[Artifact, ...] = ()
+    if candidates:
+        previous = max(candidates, key=lambda a: a.artifact_id).message_id
+        orphans = select_orphans(candidates, referenced=referenced, previous_message_id=previous)
+    return Loaded(
+        plan=ReplayPlan(
+            artifacts=found,
+            orphans=orphans,
+            tool_output_retention_turns=retention_turns,
+            chat_id=chat_id,
+        )
+    )
+
+
+async def _settle(bridge: Bridge) -> None:
+    """Give the persister a moment to write what it holds (bounded).
+
+    The previous answer's references reach the browser as soon as the
+    answer ends, while its artifacts may still be on their way to the
+    database; a quick next message must still find them. Only waits while
+    the persister actually holds something.
+    """
+    deadline = asyncio.get_running_loop().time() + _SETTLE_S
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            stats = await bridge.statistics()
+        except EngineError:
+            return
+        held = stats.actors.get("persister", {}).get("now_backlog", 0)
+        queued = stats.channels.get("persist.in")
+        if not held and (queued is None or not queued.current_buffer_used):
+            return
+        await asyncio.sleep(_SETTLE_POLL_S)
+
+
+async def forget_replayed(bridge: Bridge, chat_id: str, artifact_ids: Sequence[str]) -> None:
+    """Delete reasoning that was replayed (retention ``next_reply``); failures are logged."""
+    if not artifact_ids:
+        return
+    ids = list(artifact_ids)
+
+    async def delete(store: ArtifactStore) -> int:
+        return await store.delete(chat_id, ids)
+
+    try:
+        await bridge.call_store(delete)
+    except EngineError as exc:
+        log.warning("replayed reasoning of chat %s not deleted: %s", chat_id, exc.message)
