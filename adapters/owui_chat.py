@@ -222,17 +222,9 @@ async def _submit(
             tool_results=settings.effective.persist_tool_results,
         )
     if context is not None:
-        messages = body.get("messages")
-        loaded = await load_replay_plan(
-            bridge,
-            messages if isinstance(messages, list) else [],
-            context,
-            retention_turns=valves.TOOL_OUTPUT_RETENTION_TURNS,
+        context, loaded = await _history(
+            valves, body, ctx, context, bridge=bridge, runtime=runtime, emitter=emitter
         )
-        if loaded.degraded:
-            await emitter.emit(
-                {"type": "notification", "data": {"type": "warning", "content": DEGRADED_NOTICE}}
-            )
     try:
         mapped = build_request(
             body,
@@ -267,6 +259,48 @@ async def _submit(
     if context is not None and context.reasoning == "next_reply":
         forget = mapped.replayed_reasoning_ids
     return _Submitted(stream=stream, bridge=bridge, context=context, forget=forget)
+
+
+async def _history(
+    valves: Valves,
+    body: Mapping[str, Any],
+    ctx: TurnContext,
+    context: ArtifactContext,
+    *,
+    bridge: Any,
+    runtime: PipeRuntime,
+    emitter: SafeEmitter,
+) -> tuple[ArtifactContext | None, Loaded]:
+    """Load the chat's artifacts, behind the user's DB breaker.
+
+    While that breaker is open the turn does no DB work at all (no history
+    loaded, this turn's artifacts not stored) and says so in a status; it
+    half-opens after its cool-down and closes on one good load.
+    """
+    user = ctx.user_id or "anonymous"
+    decision = runtime.db_breaker.check(user)
+    if not decision.allowed:
+        await emitter.status(DB_SKIPPED_STATUS, done=True)
+        return None, Loaded(plan=None)
+    messages = body.get("messages")
+    loaded = await load_replay_plan(
+        bridge,
+        messages if isinstance(messages, list) else [],
+        context,
+        retention_turns=valves.TOOL_OUTPUT_RETENTION_TURNS,
+    )
+    if loaded.degraded:
+        runtime.db_breaker.record_failure(user)
+        await emitter.emit(
+            {"type": "notification", "data": {"type": "warning", "content": DEGRADED_NOTICE}}
+        )
+    else:
+        runtime.db_breaker.record_success(user)
+    return context, loaded
+
+
+#: The status of a turn whose DB work the user's DB breaker skipped.
+DB_SKIPPED_STATUS = "DB ops skipped due to repeated errors"
 
 
 @dataclass(frozen=True, slots=True)

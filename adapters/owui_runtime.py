@@ -81,6 +81,8 @@ class PipeRuntime:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.breaker = UserBreaker()
+        #: Per user: history loads that failed; while open, DB work is skipped.
+        self.db_breaker = UserBreaker()
         self._bridge: Bridge | None = None
         self._kind: BridgeKind | None = None
         self._window = 0
@@ -96,11 +98,12 @@ class PipeRuntime:
         return self._bridge
 
     def configure_breaker(self, threshold: int, window_s: float) -> UserBreaker:
-        """The user breaker with the current valves' threshold and window (history kept)."""
-        breaker = self.breaker
-        breaker.threshold = threshold
-        breaker.window_s = breaker.cooldown_s = float(window_s)
-        return breaker
+        """The user breakers (requests, DB work) with the valves' threshold and window;
+        history kept. Returns the request breaker."""
+        for breaker in (self.breaker, self.db_breaker):
+            breaker.threshold = threshold
+            breaker.window_s = breaker.cooldown_s = float(window_s)
+        return self.breaker
 
     async def bridge(self, target: BridgeTarget) -> Bridge:
         """The bridge for these settings, started, reconfigured or replaced as needed."""

@@ -779,3 +779,46 @@ def json_text(item: Any) -> str:
     import json  # noqa: PLC0415
 
     return json.dumps(item)
+
+
+def test_a_failing_history_store_trips_that_users_db_breaker(
+    mock: Mock, loop_kind: str
+) -> None:
+    from adapters import owui_chat  # noqa: PLC0415
+    from tests.engine.support import MemoryStore  # noqa: PLC0415
+
+    store = MemoryStore()
+    store.down = True
+
+    @asynccontextmanager
+    async def store_factory() -> AsyncIterator[MemoryStore]:
+        yield store
+
+    async def scenario() -> None:
+        pipe = make_pipe(
+            mock, "guest", BREAKER_MAX_FAILURES=2, ENGINE_OVERRIDES="persist_flush_grace_s=0.2"
+        )
+
+        async def one(owui: Owui) -> Answer:
+            context = owui_chat.TurnContext(
+                user={"id": owui.user_id},
+                metadata={"chat_id": "chat-9", "message_id": "m", "features": {}},
+                emitter=owui.emit,
+                store_factory=store_factory,
+            )
+            return await read(await owui_chat.run_turn(pipe.valves, body("mock.text"), context))
+
+        told = [Owui(user_id="u") for _ in range(3)]
+        for owui in told:
+            assert (await one(owui)).text == expected("text").text  # the chat itself goes on
+        notices = [e["data"]["content"] for e in told[0].of_type("notification")]
+        assert notices and notices[0].startswith("History storage is degraded")
+        skipped = [s["description"] for s in told[2].statuses()]
+        assert "DB ops skipped due to repeated errors" in skipped
+        other = Owui(user_id="someone-else")
+        await one(other)
+        assert "DB ops skipped due to repeated errors" not in [
+            s["description"] for s in other.statuses()
+        ]
+
+    on_loop(loop_kind, scenario)
