@@ -37,14 +37,16 @@ ITEM_TYPES = ["reasoning", "Reasoning", "REASONING", "function_call", "function_
 
 # Text with everything Unicode has, lone surrogates included (JSON parsers produce them
 # from "\ud800" escapes, so payloads can hold them; the codec must keep them).
-any_text = st.text(alphabet=st.characters(categories=["L", "M", "N", "P", "S", "Z", "Cc", "Cs"]))
+any_text = st.text(
+    alphabet=st.characters(categories=["L", "M", "N", "P", "S", "Z", "Cc", "Cs"]), max_size=40
+)
 json_leaves = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | any_text | st.text()
 )
 json_values = st.recursive(
     json_leaves,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4),
-    max_leaves=20,
+    max_leaves=12,
 )
 payloads = st.dictionaries(any_text, json_values, max_size=5)
 
