@@ -704,6 +704,9 @@ class Valves(BaseModel):
                 event_buffer_size=self.STREAMING_EVENT_QUEUE_MAXSIZE,
                 update_char_limit=streaming.char_limit,
                 idle_flush_ms=float(streaming.idle_flush_ms),
+                persist_batch_size=self.DB_BATCH_SIZE,
+                artifact_cleanup_days=float(self.ARTIFACT_CLEANUP_DAYS),
+                artifact_cleanup_interval_hours=float(self.ARTIFACT_CLEANUP_INTERVAL_HOURS),
             )
         except ConfigError as exc:
             raise self._valve_error_for(exc) from exc

@@ -864,3 +864,12 @@ def test_user_retention_overrides_the_system() -> None:
     assert (settings.persist_reasoning, settings.persist_tool_results) == ("disabled", False)
     inherited = effective_settings(Valves(PERSIST_REASONING_TOKENS="conversation"), None)
     assert (inherited.persist_reasoning, inherited.persist_tool_results) == ("conversation", True)
+
+
+def test_artifact_valves_reach_the_engine() -> None:
+    config = Valves(
+        DB_BATCH_SIZE=7, ARTIFACT_CLEANUP_DAYS=30, ARTIFACT_CLEANUP_INTERVAL_HOURS=2.5
+    ).engine_config()
+    assert config.persist_batch_size == 7
+    assert config.artifact_cleanup_days == 30
+    assert config.artifact_cleanup_interval_hours == 2.5
