@@ -291,11 +291,14 @@ async def _history(
     )
     if loaded.degraded:
         runtime.db_breaker.record_failure(user)
+    else:
+        runtime.db_breaker.record_success(user)
+    if (loaded.degraded or loaded.writes_failing) and runtime.tell_degraded_once(user):
         await emitter.emit(
             {"type": "notification", "data": {"type": "warning", "content": DEGRADED_NOTICE}}
         )
-    else:
-        runtime.db_breaker.record_success(user)
+    elif not (loaded.degraded or loaded.writes_failing):
+        runtime.storage_recovered(user)
     return context, loaded
 
 

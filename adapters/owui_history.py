@@ -90,6 +90,8 @@ class Loaded:
 
     plan: ReplayPlan | None
     degraded: bool = False
+    #: The persister cannot write right now (it holds artifacts and retries).
+    writes_failing: bool = False
 
 
 async def load_replay_plan(
@@ -102,7 +104,7 @@ async def load_replay_plan(
     """The referenced artifacts and the previous turn's orphans of this chat."""
     referenced = referenced_ids(messages)
     chat_id = context.chat_id
-    await _settle(bridge)
+    writes_failing = await _settle(bridge)
 
     async def load(store: ArtifactStore) -> tuple[dict[str, Artifact], list[Artifact]]:
         found = await store.fetch(chat_id, referenced) if referenced else {}
@@ -119,7 +121,7 @@ async def load_replay_plan(
         result = await bridge.call_store(load)
     except EngineError as exc:
         log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
-        return Loaded(plan=None, degraded=True)
+        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
     if result is None:
         return Loaded(plan=None)  # this pipe stores no artifacts
     found, candidates = result
@@ -133,29 +135,34 @@ async def load_replay_plan(
             orphans=orphans,
             tool_output_retention_turns=retention_turns,
             chat_id=chat_id,
-        )
+        ),
+        writes_failing=writes_failing,
     )
 
 
-async def _settle(bridge: Bridge) -> None:
+async def _settle(bridge: Bridge) -> bool:
     """Give the persister a moment to write what it holds (bounded).
 
     The previous answer's references reach the browser as soon as the
     answer ends, while its artifacts may still be on their way to the
     database; a quick next message must still find them. Only waits while
-    the persister actually holds something.
+    the persister actually holds something. Returns whether its writes are
+    failing (it then holds its backlog and retries; nothing is lost).
     """
     deadline = asyncio.get_running_loop().time() + _SETTLE_S
     while asyncio.get_running_loop().time() < deadline:
         try:
             stats = await bridge.statistics()
         except EngineError:
-            return
-        held = stats.actors.get("persister", {}).get("now_backlog", 0)
+            return False
+        persister = stats.actors.get("persister", {})
+        if persister.get("now_degraded"):
+            return True  # no point waiting: the store is failing
         queued = stats.channels.get("persist.in")
-        if not held and (queued is None or not queued.current_buffer_used):
-            return
+        if not persister.get("now_backlog") and (queued is None or not queued.current_buffer_used):
+            return False
         await asyncio.sleep(_SETTLE_POLL_S)
+    return False
 
 
 async def forget_replayed(bridge: Bridge, chat_id: str, artifact_ids: Sequence[str]) -> None:

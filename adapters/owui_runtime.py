@@ -24,6 +24,7 @@ Everything here is asyncio-flavoured: call it on the loop it belongs to.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -47,6 +48,9 @@ Bridge = GuestModeBridge | ThreadBridge
 #: How often a retired bridge looks whether its last stream has ended (each
 #: is bounded by its own request deadline, so the wait is bounded too).
 _RETIRE_POLL_S = 0.05
+
+#: Users remembered as already told that history storage is degraded.
+_TOLD_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +87,7 @@ class PipeRuntime:
         self.breaker = UserBreaker()
         #: Per user: history loads that failed; while open, DB work is skipped.
         self.db_breaker = UserBreaker()
+        self._told_degraded: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._bridge: Bridge | None = None
         self._kind: BridgeKind | None = None
         self._window = 0
@@ -96,6 +101,18 @@ class PipeRuntime:
     @property
     def current_bridge(self) -> Bridge | None:
         return self._bridge
+
+    def tell_degraded_once(self, user_id: str) -> bool:
+        """True the first time a user meets degraded history storage (until it recovers)."""
+        if user_id in self._told_degraded:
+            return False
+        self._told_degraded[user_id] = None
+        while len(self._told_degraded) > _TOLD_MAX:
+            self._told_degraded.popitem(last=False)  # bounded: forget the oldest
+        return True
+
+    def storage_recovered(self, user_id: str) -> None:
+        self._told_degraded.pop(user_id, None)
 
     def configure_breaker(self, threshold: int, window_s: float) -> UserBreaker:
         """The user breakers (requests, DB work) with the valves' threshold and window;

@@ -813,6 +813,7 @@ def test_a_failing_history_store_trips_that_users_db_breaker(
             assert (await one(owui)).text == expected("text").text  # the chat itself goes on
         notices = [e["data"]["content"] for e in told[0].of_type("notification")]
         assert notices and notices[0].startswith("History storage is degraded")
+        assert not told[1].of_type("notification"), "the user is told once"
         skipped = [s["description"] for s in told[2].statuses()]
         assert "DB ops skipped due to repeated errors" in skipped
         other = Owui(user_id="someone-else")
