@@ -5,6 +5,11 @@ overrides through ``EngineConfig.with_overrides``), exit codes, and what is
 printed: the results table on stdout, one summary line on stderr. A bad
 argument is one line on stderr and exit code 2, never a traceback.
 
+A scenario whose ``driver`` is ``owui`` (``python -m bench run owui``) is
+run by ``bench.owui_run`` instead of ``bench.runner``: the Open WebUI pipe on
+asyncio loops, so no ``trio.run`` here; its ``--set`` also takes the
+Function's valves (upper-case names).
+
 Exit codes: 0 done, 1 the run failed, 2 bad arguments, 130 interrupted.
 """
 
@@ -14,7 +19,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
@@ -22,6 +27,9 @@ from bench.report import format_table
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
 from bench.scenarios import SCENARIOS, BenchScenario
 from engine import ConfigError, EngineConfig
+
+if TYPE_CHECKING:
+    from bench.owui_run import OwuiOptions, OwuiOutcome
 
 __all__ = ["main"]
 
@@ -51,7 +59,10 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="override an EngineConfig field (repeatable), e.g. --set parser_workers=2",
+        help=(
+            "override an EngineConfig field (repeatable), e.g. --set parser_workers=2; "
+            "for owui also a valve of the Function, e.g. --set STREAMING_UPDATE_CHAR_LIMIT=50"
+        ),
     )
     run.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
     return parser
@@ -92,10 +103,7 @@ def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
-def _options(args: argparse.Namespace) -> RunOptions:
-    """Validated options, or ``ValueError``/``ConfigError`` with a one-line reason."""
-    overrides = _parse_overrides(args.overrides)
-    config = EngineConfig().with_overrides(overrides)
+def _scenario(args: argparse.Namespace) -> BenchScenario:
     scenario: BenchScenario = SCENARIOS[args.scenario]
     changes = {
         key: value
@@ -108,15 +116,33 @@ def _options(args: argparse.Namespace) -> RunOptions:
         )
         if value is not None
     }
-    scenario = scenario.replace(**changes)
+    return scenario.replace(**changes)
+
+
+def _options(args: argparse.Namespace) -> RunOptions:
+    """Validated options, or ``ValueError``/``ConfigError`` with a one-line reason."""
+    overrides = _parse_overrides(args.overrides)
+    config = EngineConfig().with_overrides(overrides)
+    scenario = _scenario(args)
     out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
     return RunOptions(scenario=scenario, config=config, overrides=overrides, out_dir=out_dir)
+
+
+def _owui_options(args: argparse.Namespace) -> OwuiOptions:
+    """Validated options of an ``owui`` run, or ``ValueError``/``ConfigError``."""
+    from bench.owui_run import owui_options  # noqa: PLC0415 - see _main_owui
+
+    scenario = _scenario(args)
+    out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
+    return owui_options(scenario, _parse_overrides(args.overrides), out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if SCENARIOS[args.scenario].driver == "owui":
+        return _main_owui(parser.prog, args)
     try:
         options = _options(args)
     except (ConfigError, ValueError) as exc:
@@ -135,6 +161,44 @@ def _report(outcome: RunOutcome, options: RunOptions) -> int:
     if outcome.phases:
         print(f"scenario {options.scenario.name}: {_shape(document['scenario'])}")
         print(format_table(outcome.phases, document.get("cpu_ratio")))
+    status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
+    name = options.scenario.name
+    print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)
+    if outcome.error is not None:
+        print(f"bench: error: {_one_line(outcome.error)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+
+
+def _main_owui(prog: str, args: argparse.Namespace) -> int:
+    # Imported here: the Function and its dependencies take ~0.4 s to import,
+    # which the other scenarios need not pay.
+    from bench.owui_load import loop_name  # noqa: PLC0415
+    from bench.owui_run import run_owui  # noqa: PLC0415
+
+    try:
+        options = _owui_options(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    loop = loop_name()
+    if not loop.startswith("uvloop"):
+        print("note: uvloop is not installed; the phases run on plain asyncio", file=sys.stderr)
+    try:
+        outcome = run_owui(options)
+    except KeyboardInterrupt:  # only before the run took over
+        print(f"{prog}: interrupted before anything was measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _report_owui(outcome, options)
+
+
+def _report_owui(outcome: OwuiOutcome, options: OwuiOptions) -> int:
+    from bench.owui_report import format_owui_report, owui_shape  # noqa: PLC0415
+
+    document = outcome.document
+    if document["phases"]:
+        print(f"scenario {options.scenario.name}: {owui_shape(document)}")
+        print(format_owui_report(document))
     status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
     name = options.scenario.name
     print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)

@@ -2,16 +2,21 @@
 
 Owns ``BenchScenario`` (one frozen dataclass per scenario) and the built-in
 table ``SCENARIOS``. Everything here is plain values so a later change can
-load the same fields from TOML without touching the runner.
+load the same fields from TOML without touching the runner. ``driver`` says
+which runner measures it: ``engine`` (``bench.runner``: bare baseline, then
+the engine on trio) or ``owui`` (``bench.owui_run``: the Open WebUI pipe on
+asyncio, both bridges, against a bare asyncio baseline).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["SCENARIOS", "BenchScenario"]
+__all__ = ["SCENARIOS", "BenchScenario", "Driver"]
+
+Driver = Literal["engine", "owui"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,6 +41,8 @@ class BenchScenario:
     duration_s: float = 15.0
     #: Seconds per phase run but not counted (connection setup, caches).
     warmup_s: float = 2.0
+    #: Which runner measures it (see the module docstring).
+    driver: Driver = "engine"
 
     def __post_init__(self) -> None:
         if self.tokens < 1 or self.events_per_write < 1 or self.concurrency < 1:
@@ -71,6 +78,17 @@ SCENARIOS: dict[str, BenchScenario] = {
             description="the demo's shape, measured for longer (60 s a phase)",
             duration_s=60.0,
             warmup_s=3.0,
+        ),
+        BenchScenario(
+            name="owui",
+            description=(
+                "the Open WebUI pipe driven as Open WebUI drives it, on uvloop: bare asyncio "
+                "baseline, then ENGINE_BRIDGE=guest, then thread; 50 chats, 10 s a phase"
+            ),
+            concurrency=50,
+            duration_s=10.0,
+            warmup_s=2.0,
+            driver="owui",
         ),
     )
 }
