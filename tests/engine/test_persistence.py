@@ -108,3 +108,66 @@ async def test_engine_shutdown_flushes_artifacts_held_while_the_store_was_down()
         persister = engine.statistics().actors["persister"]
     assert len(store.rows) == 5
     assert persister["written"] == 5 and persister.get("lost", 0) == 0
+
+
+async def test_cancellation_fuzz_into_postgresql_every_accepted_artifact_is_in_sql() -> None:
+    """The same fuzz through the real codec and SQL store: what was accepted is in the table."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    from adapters.artifact_codec import ArtifactCodec  # noqa: PLC0415
+    from adapters.artifact_rows import CodecStore  # noqa: PLC0415
+    from adapters.sql_store import SqlRowStore  # noqa: PLC0415
+    from tests.adapters.pg_support import postgres_url  # noqa: PLC0415
+
+    rng = random.Random(7)
+    codec = ArtifactCodec("cancellation fuzz key, long enough", encrypt_all=True)
+    namespace = codec.namespace(f"fuzz{rng.randrange(10**9)}")
+    url = postgres_url()
+    async with SqlRowStore(url, namespace=namespace) as sql:
+        table = sql.table.name
+        try:
+            async with mock_server() as server:
+                async with running_engine(server, artifacts=CodecStore(sql, codec)) as engine:
+
+                    async def one(i: int) -> None:
+                        req = with_context(request("reasoning", tokens=40, tps=400, seed=i))
+                        stop_after = rng.randint(0, 12)
+                        async with engine.submit(req) as stream:
+                            seen = 0
+                            async for _ in stream:
+                                seen += 1
+                                if seen >= stop_after:
+                                    break
+
+                    async with trio.open_nursery() as nursery:
+                        for i in range(200):
+                            nursery.start_soon(one, i)
+                persister = engine.statistics().actors["persister"]
+
+            def count() -> tuple[int, int]:
+                engine_ = sa.create_engine(url)
+                try:
+                    with engine_.connect() as db:
+                        total = db.execute(sa.text(f'select count(*) from "{table}"')).scalar_one()
+                        distinct = db.execute(
+                            sa.text(f'select count(distinct artifact_id) from "{table}"')
+                        ).scalar_one()
+                        return int(total), int(distinct)
+                finally:
+                    engine_.dispose()
+
+            total, distinct = await trio.to_thread.run_sync(count)
+        finally:
+
+            def drop() -> None:
+                engine_ = sa.create_engine(url)
+                try:
+                    with engine_.begin() as db:
+                        db.execute(sa.text(f'drop table if exists "{table}"'))
+                finally:
+                    engine_.dispose()
+
+            await trio.to_thread.run_sync(drop)
+    assert 20 < persister["accepted"] < 200, persister
+    assert total == distinct == persister["accepted"] == persister["written"]
+    assert persister.get("lost", 0) == 0
