@@ -54,6 +54,7 @@ class StoreSettings:
     lz4: bool
     min_compress_bytes: int
     batch_size: int
+    db_threads: int
     redis_url: str | None
     cache_ttl_s: int
     pending_warn_threshold: int
@@ -72,6 +73,7 @@ class StoreSettings:
             self.lz4,
             self.min_compress_bytes,
             self.batch_size,
+            self.db_threads,
             self.cache_ttl_s,
             self.pending_warn_threshold,
             self.flush_failure_limit,
@@ -118,6 +120,7 @@ def settings_from(valves: Valves, *, pipe_id: str) -> StoreSettings | None:
         lz4=valves.ENABLE_LZ4_COMPRESSION,
         min_compress_bytes=valves.MIN_COMPRESS_BYTES,
         batch_size=valves.DB_BATCH_SIZE,
+        db_threads=valves.ARTIFACT_DB_THREADS,
         redis_url=_redis_url(valves),
         cache_ttl_s=valves.REDIS_CACHE_TTL_SECONDS,
         pending_warn_threshold=valves.REDIS_PENDING_WARN_THRESHOLD,
@@ -150,7 +153,10 @@ async def open_store(settings: StoreSettings) -> AsyncIterator[ArtifactStore]:
         log.warning("%s", codec.no_key_warning())
     namespace = codec.namespace(settings.pipe_id)
     async with SqlRowStore(
-        settings.database_url, namespace=namespace, batch_size=settings.batch_size
+        settings.database_url,
+        namespace=namespace,
+        batch_size=settings.batch_size,
+        limiter=trio.CapacityLimiter(settings.db_threads),
     ) as sql:
         if settings.redis_url is None:
             yield CodecStore(sql, codec)

@@ -561,6 +561,12 @@ class Valves(BaseModel):
     DB_BATCH_SIZE: int = Field(
         default=10, ge=5, le=20, description="Artifacts written per database commit."
     )
+    ARTIFACT_DB_THREADS: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Worker threads for artifact database calls (the event loop never blocks).",
+    )
     ENABLE_REDIS_CACHE: bool = Field(
         default=True,
         description=(
