@@ -10,6 +10,7 @@ be a *fair* minimum: same HTTP library, same raw body reads, full decode.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from adapters.http_pool import ShardedClients
 from bench.measure import Outcome, Phase, RequestRecord, drive
 from bench.scenarios import BenchScenario
 
-__all__ = ["run_baseline"]
+__all__ = ["read_stream", "run_baseline"]
 
 _TEXT_DELTA = "response.output_text.delta"
 _COMPLETED = "response.completed"
@@ -58,6 +59,29 @@ async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> 
 async def _one_stream(
     clients: ShardedClients, body: dict[str, Any], counter: _Counter, record: RequestRecord
 ) -> tuple[Outcome, str]:
+    def counted() -> None:
+        counter.events += 1
+
+    def first_text() -> None:
+        if record.ttft is None:
+            record.first_token()
+
+    return await read_stream(clients, body, on_event=counted, on_text=first_text)
+
+
+async def read_stream(
+    clients: ShardedClients,
+    body: Mapping[str, Any],
+    *,
+    on_event: Callable[[], None],
+    on_text: Callable[[], None],
+) -> tuple[Outcome, str]:
+    """One bare streaming request: split SSE, decode every event; no other work.
+
+    Runs under trio or asyncio alike (httpx picks its backend), so the Open
+    WebUI bench uses the same yardstick. ``on_event`` is called per decoded
+    event, ``on_text`` per text delta.
+    """
     decode = _decode
     completed = False
     try:
@@ -76,11 +100,10 @@ async def _one_stream(
                     if not block.startswith(b"data: ") or block == b"data: [DONE]":
                         continue  # keep-alive comments and the end marker
                     event = decode(block[6:])
-                    counter.events += 1
+                    on_event()
                     kind = event["type"]
                     if kind == _TEXT_DELTA:
-                        if record.ttft is None:
-                            record.first_token()
+                        on_text()
                     elif kind == _COMPLETED:
                         completed = True
     except (httpx.HTTPError, msgspec.DecodeError, KeyError) as exc:

@@ -38,7 +38,6 @@ from functools import partial
 from typing import Any, Literal
 
 import httpx
-import msgspec
 
 from adapters import owui_pipe
 from adapters.http_pool import ShardedClients
@@ -47,6 +46,7 @@ from adapters.openrouter_http import OpenRouterHttpTransport
 from adapters.owui_chat import PipeError, TurnContext
 from adapters.owui_runtime import runtime_for_loop
 from adapters.trio_bridge import TransportFactory
+from bench.baseline import read_stream
 from bench.measure import Outcome, stderr_is_tty
 from bench.owui_measure import ChatMeter, ChatRecord
 from engine import EngineConfig, UpstreamTransport
@@ -61,8 +61,6 @@ _RETRY_PAUSE_S = 0.01
 _DRAIN_S = 30.0
 _SAMPLE_EVERY_S = 0.25
 _PROGRESS_EVERY_S = 0.5
-_TEXT_DELTA = "response.output_text.delta"
-_COMPLETED = "response.completed"
 _SYSTEM_PROMPT = "You are terse."
 _USER_PROMPT = "Say something for the bench."
 
@@ -403,35 +401,11 @@ async def _baseline_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[O
 async def _baseline_chat(
     clients: ShardedClients, body: Mapping[str, Any], meter: ChatMeter, record: ChatRecord
 ) -> tuple[Outcome, str]:
-    decode = _decode
-    completed = False
-    try:
-        # Encoded per chat, as any client building a fresh request would.
-        content = _encode(body)
-        async with clients.next().stream(
-            "POST", "responses", content=content, headers={"Content-Type": "application/json"}
-        ) as response:
-            if response.status_code != 200:
-                return "failed", f"http {response.status_code}"
-            pending = b""
-            async for chunk in response.aiter_raw():
-                blocks = (pending + chunk).split(b"\n\n")
-                pending = blocks.pop()
-                for block in blocks:
-                    if not block.startswith(b"data: ") or block == b"data: [DONE]":
-                        continue  # keep-alive comments and the end marker
-                    event = decode(block[6:])
-                    meter.chunks += 1
-                    kind = event["type"]
-                    if kind == _TEXT_DELTA:
-                        if record.ttfc is None:
-                            record.first_chunk()
-                    elif kind == _COMPLETED:
-                        completed = True
-    except (httpx.HTTPError, msgspec.DecodeError, KeyError) as exc:
-        return "failed", type(exc).__name__
-    return ("completed", "") if completed else ("failed", "no response.completed")
+    def counted() -> None:
+        meter.chunks += 1
 
+    def first_text() -> None:
+        if record.ttfc is None:
+            record.first_chunk()
 
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
+    return await read_stream(clients, body, on_event=counted, on_text=first_text)
