@@ -28,29 +28,23 @@ added and by its slope, not only by its absolute level.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import logging.handlers
-import os
-import platform
 import queue
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pydantic
-import trio
 
 from adapters.owui_valves import ValveError, Valves
 from bench.mock_child import mock_stats, running_mock_child
 from bench.mock_process import MockProcess
 from bench.owui_load import PhaseKind, PhaseSpec, loop_name, run_phase
 from bench.owui_measure import ChatMeter, phase_ratios, ratio_directions, read_rss_mib
-from bench.report import write_results
+from bench.report import machine_info, utc_now, write_results
 from bench.scenarios import BenchScenario
 from engine import EngineConfig
 
@@ -172,7 +166,7 @@ def run_owui(options: OwuiOptions) -> OwuiOutcome:
         outcome.error = exc
         document["error"] = f"{type(exc).__name__}: {exc}"
     finally:
-        document["finished_at"] = _now()
+        document["finished_at"] = utc_now()
         outcome.results_path = _write(options, document)
     return outcome
 
@@ -257,8 +251,8 @@ def _new_document(options: OwuiOptions) -> dict[str, Any]:
         },
         "config": {k: v for k, v in config.as_dict().items() if k != "base_url"},
         "loop": loop_name(),
-        "machine": _machine(),
-        "started_at": _now(),
+        "machine": machine_info(),
+        "started_at": utc_now(),
         "finished_at": None,
         "interrupted": False,
         "mock": {"processes": 1, "command": "python -m bench.mock_openrouter --port 0"},
@@ -276,20 +270,3 @@ def _new_document(options: OwuiOptions) -> dict[str, Any]:
         "phases": {},
         "ratios": {},
     }
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "trio": trio.__version__,
-        "httpx": httpx.__version__,
-        "executable": sys.executable,
-    }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

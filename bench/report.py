@@ -6,14 +6,28 @@ Owns the shape of the report only; every figure comes from
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
+import platform
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CPU_RATIO_GOAL", "cpu_ratio", "format_table", "ratio_line", "write_results"]
+import httpx
+import trio
+
+__all__ = [
+    "CPU_RATIO_GOAL",
+    "cpu_ratio",
+    "format_table",
+    "machine_info",
+    "ratio_line",
+    "utc_now",
+    "write_results",
+]
 
 #: engine CPU per event ÷ baseline CPU per event must stay at or under this.
 CPU_RATIO_GOAL = 1.25
@@ -118,3 +132,21 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run happened, for ``results.json`` (every bench scenario records it)."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "trio": trio.__version__,
+        "httpx": httpx.__version__,
+        "executable": sys.executable,
+    }
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

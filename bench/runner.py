@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
-import platform
 import signal
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +25,7 @@ from bench.baseline import run_baseline
 from bench.engine_client import run_engine_phase
 from bench.measure import Phase
 from bench.mock_process import MockProcess, fetch_mock_stats, running_mock
-from bench.report import CPU_RATIO_GOAL, cpu_ratio, write_results
+from bench.report import CPU_RATIO_GOAL, cpu_ratio, machine_info, utc_now, write_results
 from bench.scenarios import BenchScenario
 from engine import EngineConfig
 
@@ -90,7 +87,7 @@ async def run_bench(options: RunOptions) -> RunOutcome:
                     document["error"] = f"{type(exc).__name__}: {exc}"
                 nursery.cancel_scope.cancel()
     finally:
-        document["finished_at"] = _now()
+        document["finished_at"] = utc_now()
         document["cpu_ratio"] = cpu_ratio(document["phases"])
         # Written on every way out, so a failed or interrupted run keeps its figures.
         outcome.results_path = write_results(options.out_dir, document)
@@ -153,8 +150,8 @@ def _new_document(options: RunOptions) -> dict[str, Any]:
         "scenario": options.scenario.as_dict(),
         "overrides": dict(options.overrides),
         "config": options.config.as_dict(),
-        "machine": _machine(),
-        "started_at": _now(),
+        "machine": machine_info(),
+        "started_at": utc_now(),
         "finished_at": None,
         "interrupted": False,
         "mock": {"processes": 1, "command": "python -m bench.mock_openrouter --port 0"},
@@ -163,20 +160,3 @@ def _new_document(options: RunOptions) -> dict[str, Any]:
         "cpu_ratio_goal": CPU_RATIO_GOAL,
         "phases": {},
     }
-
-
-def _machine() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "trio": trio.__version__,
-        "httpx": httpx.__version__,
-        "executable": sys.executable,
-    }
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
