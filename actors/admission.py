@@ -43,7 +43,7 @@ class AdmissionDesk:
             handle.request_id,
             handle,
             now=trio.current_time(),
-            deadline=handle.scope.deadline,
+            deadline=handle.deadline,
         )
         self._wakeup.unpark_all()
 

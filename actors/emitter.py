@@ -17,6 +17,16 @@ The context is taken when the request's first item arrives, so items still
 in flight after a cancellation are stored all the same. A full
 ``persist.in`` makes the emitter wait: backpressure, not loss.
 
+Tool loop: when a turn completes with function calls and the request
+carries tools, the emitter does not end the request. It delivers the turn's
+events and sends a ``ToolRound`` to the tool executor (``tools.in``), whose
+intake never waits on anything, so that send is short. A request that
+reaches ``max_function_call_loops`` turns while the model still asks for
+tools is ended with the answer so far and a notice saying why. Every turn,
+and the request's final ending (cancellation in a tool round included),
+comes back here as a ``StreamEnded``: the emitter is the one place that
+ends a running request.
+
 On cancellation it stops; requests it had not finished are ended by the
 engine's finaliser.
 """
@@ -26,13 +36,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import trio
 
 from actors.draining import drain_nowait
 from actors.response_mapper import ResponseMapper
 from engine.artifacts import Artifact, ArtifactContext
-from engine.messages import BatchOut, OutboundEvent, OutputItem, StreamEnded, TextRun
+from engine.config import EngineConfig
+from engine.messages import (
+    BatchOut,
+    Completed,
+    Ending,
+    JsonObject,
+    Notice,
+    OutboundEvent,
+    OutputItem,
+    StreamEnded,
+    TextDelta,
+    TextRun,
+    ToolRound,
+)
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 
@@ -40,10 +64,20 @@ __all__ = ["emitter"]
 
 
 class _Emitting:
-    def __init__(self, requests: Mapping[str, RequestHandle], counters: ActorCounters) -> None:
+    def __init__(
+        self,
+        requests: Mapping[str, RequestHandle],
+        counters: ActorCounters,
+        max_turns: int | None,
+    ) -> None:
         self.requests = requests
         self.counters = counters
+        self.max_turns = max_turns
         self.mappers: dict[str, ResponseMapper] = {}
+        #: Answer characters of earlier turns, per request in a tool loop.
+        self.earlier_chars: dict[str, int] = {}
+        #: Tool rounds decided while handling the current bundle.
+        self.rounds: list[ToolRound] = []
         self.contexts: dict[str, ArtifactContext] = {}
         #: Artifacts made while handling the current bundle, for the persister.
         self.artifacts: list[Artifact] = []
@@ -66,17 +100,9 @@ class _Emitting:
 
     def _as_artifact(self, event: OutputItem) -> OutputItem:
         context = self.contexts.get(event.request_id)
-        item_type = str(event.item.get("type", ""))
-        if context is None or not context.wants(item_type):
+        artifact = context.artifact_for(event.item) if context is not None else None
+        if artifact is None:
             return event
-        artifact = Artifact(
-            chat_id=context.chat_id,
-            message_id=context.message_id,
-            model_id=context.model_id,
-            user_id=context.user_id,
-            item_type=item_type,
-            payload=event.item,
-        )
         self.artifacts.append(artifact)
         self.counters.add("artifacts")
         return dataclasses.replace(event, artifact_id=artifact.artifact_id)
@@ -122,6 +148,18 @@ class _Emitting:
         handle = self.requests.get(rid)
         if mapper.unknown_types:
             self.counters.add("unknown_events", sum(mapper.unknown_types.values()))
+        if handle is not None and self._next_round(handle, ended, mapper, ending, events):
+            self.earlier_chars[rid] = self.earlier_chars.get(rid, 0) + mapper.text_chars
+            if credits and events:
+                handle.deliver(tuple(events), credits)
+            elif credits:
+                handle.window.release(credits)
+            elif events:  # no credit to carry them: the tool executor takes them along
+                self.rounds[-1] = dataclasses.replace(self.rounds[-1], carried=tuple(events))
+            return
+        earlier = self.earlier_chars.pop(rid, 0)
+        if isinstance(ending, Completed) and earlier:
+            ending = dataclasses.replace(ending, text_chars=earlier + ending.text_chars)
         self.counters.add(f"ending_{type(ending).__name__.lower()}")
         if handle is None:
             return
@@ -131,17 +169,64 @@ class _Emitting:
             handle.window.release(credits)
         handle.finish(ending)
 
+    def _next_round(
+        self,
+        handle: RequestHandle,
+        ended: StreamEnded,
+        mapper: ResponseMapper,
+        ending: Ending,
+        events: list[OutboundEvent],
+    ) -> bool:
+        """Whether the request goes on with a tool round (queued in ``rounds``).
+
+        When the turn limit stops the loop, the notice is added to ``events``.
+        """
+        calls = mapper.function_calls
+        if self.max_turns is None or handle.request.tools is None:
+            return False  # no tool executor, or a request that only reports calls
+        if not calls or not isinstance(ending, Completed):
+            return False
+        rid = handle.request_id
+        if ended.turn + 1 >= self.max_turns:
+            self.counters.add("turn_limit_reached")
+            text = (
+                f"Stopped after {self.max_turns} model turns: the model still wanted to call "
+                f"{_names(calls)}, but the tool-call limit (max_function_call_loops = "
+                f"{self.max_turns}) was reached. Ask to continue, or raise the limit."
+            )
+            events.append(TextDelta(request_id=rid, text=f"\n\n*{text}*"))
+            events.append(Notice(request_id=rid, message=text))
+            return False
+        self.rounds.append(
+            ToolRound(
+                request_id=rid,
+                turn=ended.turn,
+                output=tuple(mapper.output_items),
+                calls=tuple(calls),
+            )
+        )
+        self.counters.add("tool_rounds")
+        return True
+
+
+def _names(calls: list[JsonObject]) -> str:
+    names = sorted({str(call.get("name", "?")) for call in calls})
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
 
 async def emitter(
     inbox: trio.MemoryReceiveChannel[tuple[BatchOut, ...]],
     persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None = None,
+    tools: trio.MemorySendChannel[ToolRound] | None = None,
     *,
     requests: Mapping[str, RequestHandle],
+    config: EngineConfig,
     counters: ActorCounters,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    state = _Emitting(requests, counters)
-    with inbox, persist if persist is not None else _nothing():
+    max_turns = config.max_function_call_loops if tools is not None else None
+    state = _Emitting(requests, counters, max_turns)
+    with inbox, _closing(persist), _closing(tools):
         task_status.started()
         async for first in inbox:
             pending: dict[str, tuple[list[OutboundEvent], int]] = {}
@@ -155,8 +240,14 @@ async def emitter(
             state.artifacts.clear()
             for rid, (events, credits) in pending.items():
                 state.deliver(rid, events, credits)
+            if state.rounds and tools is not None:
+                for tool_round in state.rounds:
+                    await tools.send(tool_round)  # short: the executor's intake only spawns
+            state.rounds.clear()
             counters.level("open_requests", len(state.mappers))
 
 
-def _nothing() -> contextlib.nullcontext[None]:
-    return contextlib.nullcontext()
+def _closing(
+    channel: trio.MemorySendChannel[Any] | None,
+) -> contextlib.AbstractContextManager[object]:
+    return channel if channel is not None else contextlib.nullcontext()

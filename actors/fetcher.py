@@ -1,8 +1,17 @@
-"""The fetcher actor: one upstream HTTP stream per admitted request.
+"""The fetcher actor: the upstream HTTP streams of each admitted request.
 
 Owns: a nursery with one task per admitted request, and the send end of the
 shared ``fetch.out`` channel (closed after the last request task ends, so
 the parser pool sees the end only when no request can still send).
+
+A request task streams one turn, sends its ``StreamEnded``, then waits on
+the request's turn mailbox: the tool executor answers with the next turn
+(``NextTurn``: the model's calls and the tool outputs to send back) or with
+``ToolsStopped``; a request that is over closes the mailbox instead. The
+task, not a channel from the tool executor, is what carries the loop back
+to the fetcher, so the actor graph has no channel cycle: shutdown still
+cascades from admission down, and bounded buffers cannot deadlock (the
+turn limit and the one-slot mailbox bound what a request can queue).
 
 Per request it POSTs the body, retries connect errors, 408/425/429/5xx and
 timeouts with backoff **only before the first event was forwarded** (after
@@ -11,7 +20,7 @@ forwards every chunk's events as one ``SseBatch`` numbered by sequence,
 taking credits from the request's window first — that wait is where a slow
 consumer stops the socket read.
 
-On cancellation (client gone, deadline): the request's own cancel scope is
+On cancellation (client gone, deadline): the turn's cancel scope is
 cancelled; the task then sends ``StreamEnded`` with the reason, outside that
 scope, so the pipeline still releases the request's state in order. If the
 whole engine is cancelled the send is cancelled too, and the engine's
@@ -39,7 +48,7 @@ from engine.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from engine.messages import FetchOut, SseBatch, StreamEnded
+from engine.messages import FetchOut, JsonObject, NextTurn, SseBatch, StreamEnded, ToolsStopped
 from engine.ports import EnginePorts
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
@@ -103,25 +112,60 @@ async def _drain_after_done(chunks: AsyncGenerator[bytes, None]) -> None:
 
 
 class _RequestFetch:
-    """One request's upstream stream; ``next_seq`` events were forwarded so far."""
+    """One request's upstream turns; ``next_seq`` events of this turn were forwarded so far."""
 
     def __init__(self, handle: RequestHandle, shared: _Shared) -> None:
         self.handle = handle
         self.shared = shared
         self.next_seq = 0
+        self.turn = 0
+        #: What earlier turns added to the input (model output, tool outputs).
+        self.more_input: tuple[JsonObject, ...] = ()
 
     async def run(self) -> None:
+        self.shared.counters.add("requests")
+        while True:
+            ended = await self._turn()
+            await self.shared.outbox.send(ended)
+            if ended.failure is not None or ended.cancel_reason is not None:
+                return
+            try:
+                mail = await self.handle.turns_receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return  # the request is over: no more turns
+            match mail:
+                case NextTurn(turn=turn, more_input=more):
+                    self.turn, self.next_seq = turn, 0
+                    self.more_input += more
+                    self.shared.counters.add("turns")
+                case ToolsStopped(cancel_reason=reason, failure=failure):
+                    if reason is not None:
+                        self.shared.counters.add("cancelled")
+                    if failure is not None:
+                        self.shared.counters.add("failed")
+                    await self.shared.outbox.send(
+                        StreamEnded(
+                            request_id=self.handle.request_id,
+                            seq=0,
+                            turn=self.turn + 1,
+                            failure=failure,
+                            cancel_reason=reason,
+                        )
+                    )
+                    return
+
+    async def _turn(self) -> StreamEnded:
+        """Stream one turn; its ``StreamEnded`` (sent by the caller, outside the scope)."""
         handle, shared = self.handle, self.shared
         counters = shared.counters
         failure: EngineError | None = None
-        counters.add("requests")
-        with handle.scope:
+        with handle.cancel_scope() as scope:
             try:
                 await self._stream_with_retries()
             except UpstreamError as exc:
                 failure = exc
         cancel_reason = None
-        if handle.scope.cancelled_caught:
+        if scope.cancelled_caught:
             if handle.cancel_reason is not None:
                 cancel_reason = handle.cancel_reason
                 counters.add("cancelled")
@@ -130,18 +174,17 @@ class _RequestFetch:
                 counters.add("deadline_exceeded")
         if failure is not None:
             counters.add("failed")
-        await shared.outbox.send(
-            StreamEnded(
-                request_id=handle.request_id,
-                seq=self.next_seq,
-                failure=failure,
-                cancel_reason=cancel_reason,
-            )
+        return StreamEnded(
+            request_id=handle.request_id,
+            seq=self.next_seq,
+            turn=self.turn,
+            failure=failure,
+            cancel_reason=cancel_reason,
         )
 
     async def _stream_with_retries(self) -> None:
         shared = self.shared
-        body = _encode(self.handle.request.body())
+        body = _encode(self.handle.request.body(self.more_input))
         retries = 0
         while True:
             try:

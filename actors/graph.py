@@ -4,10 +4,15 @@
 
     admission ─▶ fetcher ─fetch.out─▶ parser pool ─parse.out─▶ reorderer
        ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox (per request)
-                                                   └─persist.in─▶ persister ─▶ ArtifactStore
+         ▲                                         ├─tools.in─▶ tool executor ─▶ request.outbox
+         └──────── request.turns (per request) ◀───┼──────────────┘   │
+                                                   └─persist.in─▶ persister ◀┘ ─▶ ArtifactStore
 
 The persister (and the age cleanup service) exist only when the ports
-carry an ``ArtifactStore``.
+carry an ``ArtifactStore``. The tool loop returns to the fetcher through
+each request's one-slot turn mailbox, not through a channel into the
+fetcher's intake, so closing the intake still shuts the graph down from
+admission downwards (see ``actors.fetcher``).
 
 Actors start downstream-first (``nursery.start`` waits for each to be
 ready), so nothing ever sends into an actor that is not there yet. Every
@@ -29,6 +34,7 @@ from actors.fetcher import fetcher
 from actors.parser import parser_pool
 from actors.persister import artifact_cleanup, persister
 from actors.reorderer import reorderer
+from actors.tool_executor import tool_executor
 from engine.config import EngineConfig
 from engine.ports import EnginePorts
 from engine.supervisor import Engine, Intake, ServiceSpec, Wiring
@@ -62,12 +68,25 @@ async def streaming_graph(
                     counters=counters("persister"),
                 )
             )
+        tools_send, tools_receive = channels.open("tools.in", config.tool_intake_buffer_size)
+        await nursery.start(
+            start(
+                tool_executor,
+                tools_receive,
+                persist_send.clone() if persist_send is not None else None,
+                requests=wiring.requests,
+                config=config,
+                counters=counters("tools"),
+            )
+        )
         await nursery.start(
             start(
                 emitter,
                 batch_receive,
                 persist_send,
+                tools_send,
                 requests=wiring.requests,
+                config=config,
                 counters=counters("emitter"),
             )
         )

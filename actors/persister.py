@@ -183,5 +183,8 @@ async def artifact_cleanup(
             log.warning("artifact cleanup skipped this round: %s", exc.message)
             continue
         if removed:
-            log.info("artifact cleanup removed %d artifacts older than %g days", removed,
-                     config.artifact_cleanup_days)
+            log.info(
+                "artifact cleanup removed %d artifacts older than %g days",
+                removed,
+                config.artifact_cleanup_days,
+            )

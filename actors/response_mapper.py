@@ -91,6 +91,9 @@ class ResponseMapper:
         self.parse_failures = 0
         self.unknown_types: collections.Counter[str] = collections.Counter()
         self._terminal: Ending | None = None
+        #: Every finished output item of the turn, in stream order (messages
+        #: too): a tool loop's next turn sends them back.
+        self.output_items: list[JsonObject] = []
         self._urls: set[str] = set()
         self._searching = False
 
@@ -199,8 +202,16 @@ class ResponseMapper:
             )
         ]
 
+    @property
+    def function_calls(self) -> list[JsonObject]:
+        """The turn's ``function_call`` items, in the model's order."""
+        return [i for i in self.output_items if i.get("type") == "function_call"]
+
     def _item_done(self, item: Any) -> list[OutboundEvent]:
-        if not isinstance(item, dict) or item.get("type") in (None, "message"):
+        if not isinstance(item, dict) or item.get("type") is None:
+            return []
+        self.output_items.append(item)
+        if item.get("type") == "message":
             return []
         return [OutputItem(request_id=self.request_id, item=item)]
 

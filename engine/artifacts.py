@@ -42,6 +42,7 @@ _HALF_MAX = (1 << _HALF_BITS) - 1
 
 _MARKER = re.compile(r"^\[([0-9A-HJKMNP-TV-Z]{20})\]: #\s*$", re.MULTILINE)
 
+
 class _IdClock:
     """The last (millisecond, counter) handed out; ids only go up."""
 
@@ -117,6 +118,20 @@ class ArtifactContext:
         if item_type == "reasoning":
             return self.reasoning != "disabled"
         return self.tool_results
+
+    def artifact_for(self, item: JsonObject) -> Artifact | None:
+        """A new artifact holding ``item``, or None when items of its type are not stored."""
+        item_type = str(item.get("type", ""))
+        if not self.wants(item_type):
+            return None
+        return Artifact(
+            chat_id=self.chat_id,
+            message_id=self.message_id,
+            model_id=self.model_id,
+            user_id=self.user_id,
+            item_type=item_type,
+            payload=item,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

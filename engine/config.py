@@ -108,6 +108,39 @@ class EngineConfig:
     artifact_cleanup_days: float = field(default=90.0, metadata=_range(1, 3650))
     artifact_cleanup_interval_hours: float = field(default=1.0, metadata=_range(0.001, 24 * 7))
 
+    # --- tools (the tool executor and the function-calling loop) ---------
+    #: emitter → tool executor: rounds of calls waiting to start. Its intake
+    #: only spawns, so this never holds more than the requests in a tool round.
+    tool_intake_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    #: Upstream turns per request, the first included (MAX_FUNCTION_CALL_LOOPS).
+    max_function_call_loops: int = field(default=10, metadata=_range(1, 1000))
+    #: Tool calls running at once, engine-wide and per request.
+    max_parallel_tools_global: int = field(default=200, metadata=_range(1, 2000))
+    max_parallel_tools_per_request: int = field(default=5, metadata=_range(1, 50))
+    #: Calls to one function that may run together as one batch.
+    tool_batch_cap: int = field(default=4, metadata=_range(1, 32))
+    #: Per call; per batch (the effective batch limit is at least the per-call one).
+    tool_timeout_s: float = field(default=60.0, metadata=_range(0.001, 3600))
+    tool_batch_timeout_s: float = field(default=120.0, metadata=_range(0.001, 7200))
+    #: No call of a round finished for this long: the rest are stopped. None = no limit.
+    tool_idle_timeout_s: float | None = field(
+        default=None, metadata=_range(0.001, 7200, optional=True)
+    )
+    #: Worker threads for synchronous (blocking) tool functions.
+    tool_thread_limit: int = field(default=16, metadata=_range(1, 1000))
+    #: Threads of one tool still running after their call timed out; past this
+    #: the tool is refused until some of them end (a thread cannot be killed).
+    tool_runaway_limit: int = field(default=4, metadata=_range(1, 1000))
+    #: Per user and tool name: failures within the window that pause the tool,
+    #: and how long it stays paused before one trial call.
+    tool_breaker_failures: int = field(default=5, metadata=_range(1, 1000))
+    tool_breaker_window_s: float = field(default=60.0, metadata=_range(0.001, 86400))
+    tool_breaker_cooldown_s: float = field(default=60.0, metadata=_range(0.001, 86400))
+    #: A tool's output longer than this is cut (head kept, with a note).
+    tool_output_max_chars: int = field(default=100_000, metadata=_range(100, 100_000_000))
+    #: Wait before the one retry of a tool declared safe to retry.
+    tool_retry_delay_s: float = field(default=0.5, metadata=_range(0.0, 60))
+
     # --- supervision and shutdown ----------------------------------------
     shutdown_grace_s: float = field(default=5.0, metadata=_range(0.0, 600))
     restart_max_attempts: int = field(default=5, metadata=_range(0, 1000))

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import EngineError, UsageError
 
-if TYPE_CHECKING:  # engine.artifacts builds on this module
+if TYPE_CHECKING:  # engine.artifacts and engine.tools build on this module
     from engine.artifacts import ArtifactContext
+    from engine.tools import Tool
 
 __all__ = [
     "BatchOut",
@@ -43,6 +44,7 @@ __all__ = [
     "FetchOut",
     "Incomplete",
     "JsonObject",
+    "NextTurn",
     "Notice",
     "OutboundBatch",
     "OutboundEvent",
@@ -58,6 +60,9 @@ __all__ = [
     "StreamItem",
     "TextDelta",
     "TextRun",
+    "ToolRound",
+    "ToolsStopped",
+    "TurnMail",
     "UpstreamEvent",
     "Usage",
     "freeze_json",
@@ -118,6 +123,9 @@ class ChatRequest:
     idle_flush_ms: float | None = None
     #: Where this request's artifacts are stored; None = they are not stored.
     artifacts: ArtifactContext | None = None
+    #: Functions the engine runs when the model calls them (``engine.tools``);
+    #: None = function calls are only reported (``OutputItem``), not run.
+    tools: Mapping[str, Tool] | None = None
 
     def __post_init__(self) -> None:
         if self.update_char_limit is not None and not 1 <= self.update_char_limit <= 100_000:
@@ -129,23 +137,37 @@ class ChatRequest:
         # Frozen dataclass: assignment goes through object.__setattr__ once, here.
         object.__setattr__(self, "input", freeze_json(self.input))
         object.__setattr__(self, "options", freeze_json(self.options))
+        if self.tools is not None:
+            for name, tool in self.tools.items():
+                if name != tool.name:
+                    raise UsageError(f"tool {tool.name!r} is filed under the name {name!r}")
+            object.__setattr__(self, "tools", types.MappingProxyType(dict(self.tools)))
         reserved = {"model", "input", "instructions", "stream", "store"} & set(self.options)
         if reserved:
             raise UsageError(
                 f"options may not set {sorted(reserved)}; use the ChatRequest fields instead"
             )
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body for ``POST /responses`` (always streaming, never stored)."""
+    def body(self, more_input: tuple[JsonObject, ...] = ()) -> dict[str, Any]:
+        """The JSON body for ``POST /responses`` (always streaming, never stored).
+
+        ``more_input`` is what earlier turns of a tool loop added (the model's
+        output items and the tool outputs), sent after ``input``. Tools with
+        parameters are announced after any tools given in ``options``.
+        """
         body: dict[str, Any] = {
             "model": self.model,
-            "input": thaw_json(self.input),
+            "input": thaw_json(self.input) + thaw_json(more_input),
             "stream": True,
         }
         if self.instructions is not None:
             body["instructions"] = self.instructions
         # OpenRouter rejects explicit nulls for optional fields (contract §1.2).
         body.update({k: thaw_json(v) for k, v in self.options.items() if v is not None})
+        if self.tools:
+            specs = [spec for tool in self.tools.values() if (spec := tool.spec()) is not None]
+            if specs:
+                body["tools"] = list(body.get("tools", [])) + specs
         return body
 
 
@@ -176,6 +198,8 @@ class StreamEnded:
     seq: int
     failure: EngineError | None = None
     cancel_reason: str | None = None
+    #: Which upstream turn of the request ended (0 first; tool rounds add turns).
+    turn: int = 0
 
 
 FetchOut = SseBatch | StreamEnded
@@ -243,6 +267,53 @@ class RequestBatch:
 
 
 BatchOut = RequestBatch | StreamEnded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolRound:
+    """emitter → tool executor: run this turn's function calls, then start the next.
+
+    ``output`` is every output item of the turn in stream order (reasoning,
+    message, function calls): the next turn sends them back, followed by
+    the tool outputs, because OpenRouter keeps no state between turns.
+    ``calls`` are the ``function_call`` items among them.
+    """
+
+    request_id: str
+    turn: int
+    output: tuple[JsonObject, ...]
+    calls: tuple[JsonObject, ...]
+    #: The turn's last events when they came without a credit to deliver
+    #: them with; the tool executor delivers them first.
+    carried: tuple[OutboundEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NextTurn:
+    """tool executor → fetcher (the request's turn mailbox): stream turn ``turn`` next.
+
+    ``more_input`` is appended to what the previous turns added.
+    """
+
+    request_id: str
+    turn: int
+    more_input: tuple[JsonObject, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolsStopped:
+    """tool executor → fetcher: the request was cancelled, or ran out of time, in a tool round.
+
+    The fetcher turns it into the request's ``StreamEnded``, so the ending
+    still travels the pipeline and reaches the consumer after every event.
+    """
+
+    request_id: str
+    cancel_reason: str | None = None
+    failure: EngineError | None = None
+
+
+TurnMail = NextTurn | ToolsStopped
 
 
 # --------------------------------------------------------------------------

@@ -1,9 +1,14 @@
 """One request's engine-side state, and the stream its consumer reads.
 
-``RequestHandle`` owns the request's cancel scope, its credit window and the
-send end of its outbound buffer. Exactly one call to ``finish()`` delivers
-the request's ending and closes that buffer, whoever ends the request
-(emitter, admission, cancellation of a waiting request, engine shutdown).
+``RequestHandle`` owns the request's cancel scopes, its credit window, the
+send end of its outbound buffer and its turn mailbox. Exactly one call to
+``finish()`` delivers the request's ending and closes that buffer (and the
+mailbox), whoever ends the request (emitter, admission, cancellation of a
+waiting request, engine shutdown).
+
+A request may run in several phases (upstream turns, tool rounds), each in
+its own task and its own cancel scope (``cancel_scope()``): a trio scope
+can be entered once, and ``cancel()`` must reach whichever phase runs.
 
 ``ResponseStream`` is what ``Engine.submit`` returns: an async iterator of
 ``OutboundEvent`` that always ends with exactly one ``Ending``. Closing it
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,6 +35,7 @@ from engine.messages import (
     Incomplete,
     OutboundBatch,
     OutboundEvent,
+    TurnMail,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +66,9 @@ class RequestHandle:
         self.request_id = request.request_id
         self.submitted_at = trio.current_time()
         self.admitted_at: float | None = None
-        self.scope = trio.CancelScope(deadline=deadline)
+        #: trio time by which the request ends, whatever phase it is in.
+        self.deadline = deadline
+        self._scopes: set[trio.CancelScope] = set()
         self.window = CreditWindow(window_events)
         self.cancel_reason: str | None = None
         self._on_finished = on_finished
@@ -72,16 +80,49 @@ class RequestHandle:
         self._outbox_send, self.outbox_receive = channels.open(
             "request.outbox", window_events + _OUTBOX_RESERVE
         )
+        # One slot: a request has at most one next step pending (the tool
+        # executor's answer to the turn that just ended).
+        self._turns_send: trio.MemorySendChannel[TurnMail]
+        self.turns_receive: trio.MemoryReceiveChannel[TurnMail]
+        self._turns_send, self.turns_receive = channels.open("request.turns", 1)
 
     @property
     def finished(self) -> bool:
         return self._finished
 
+    @contextlib.contextmanager
+    def cancel_scope(self) -> Iterator[trio.CancelScope]:
+        """A scope for one phase of the request: its deadline, and ``cancel()`` reaches it.
+
+        Entered after a cancellation, it is cancelled from the start.
+        """
+        scope = trio.CancelScope(deadline=self.deadline)
+        if self.cancel_reason is not None:
+            scope.cancel()
+        self._scopes.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._scopes.discard(scope)
+
     def cancel(self, reason: str) -> None:
         """Cancel the running request; the first reason given is the one reported."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
-        self.scope.cancel()
+        for scope in self._scopes:
+            scope.cancel()
+
+    def next_turn(self, mail: TurnMail) -> None:
+        """Tell the request's fetcher task what comes after its last turn (never waits)."""
+        try:
+            self._turns_send.send_nowait(mail)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the request already ended; nobody waits for a next turn
+        except trio.WouldBlock:
+            raise RuntimeError(
+                f"request {self.request_id} got a second next turn: tool loop bug"
+            ) from None
 
     def deliver(self, events: tuple[OutboundEvent, ...], credits: int) -> None:
         """Hand events to the consumer without waiting (see the bound above)."""
@@ -109,6 +150,7 @@ class RequestHandle:
         ):
             self._outbox_send.send_nowait(OutboundBatch(events=(ending,), credits=0))
         self._outbox_send.close()
+        self._turns_send.close()  # a fetcher waiting for a next turn stops waiting
         self._on_finished(self, ending)
 
 

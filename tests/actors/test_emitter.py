@@ -10,6 +10,7 @@ import trio.testing
 
 from actors.emitter import emitter
 from engine.errors import UpstreamTimeout
+from engine.config import EngineConfig
 from engine.messages import (
     BatchOut,
     Cancelled,
@@ -40,7 +41,9 @@ def _ev(kind: str, **data: object) -> UpstreamEvent:
 def _open(requests: dict[str, RequestHandle]):
     send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](100)
     counters = ActorCounters()
-    actor = functools.partial(emitter, receive, requests=requests, counters=counters)
+    actor = functools.partial(
+        emitter, receive, requests=requests, config=EngineConfig(), counters=counters
+    )
     return send, counters, actor
 
 

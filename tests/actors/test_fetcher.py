@@ -26,7 +26,7 @@ from engine.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from engine.messages import ChatRequest, FetchOut, SseBatch, StreamEnded
+from engine.messages import ChatRequest, Completed, FetchOut, SseBatch, StreamEnded
 from engine.ports import EnginePorts
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
@@ -70,9 +70,15 @@ class Rig:
             out[message.request_id].append(message)
             if isinstance(message, StreamEnded):
                 open_ids.discard(message.request_id)
+                _end_like_the_emitter(by_id[message.request_id])
             elif give_credit:
                 by_id[message.request_id].window.release(len(message.payloads))
         return out
+
+
+def _end_like_the_emitter(handle: RequestHandle) -> None:
+    """Finish the request, as the emitter does at a last turn: its fetch task stops waiting."""
+    handle.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
 
 
 @asynccontextmanager
@@ -206,6 +212,7 @@ async def test_outbox_closes_only_after_running_requests_end(
         stall.resume.set()
         assert isinstance(first, SseBatch)
         assert await rig.outbox.receive() == StreamEnded(request_id=handle.request_id, seq=1)
+        _end_like_the_emitter(handle)
         with trio.fail_after(1), pytest.raises(trio.EndOfChannel):
             await rig.outbox.receive()
     assert not tasks_named("fetch")
@@ -539,6 +546,7 @@ async def test_a_full_window_blocks_the_fetcher_until_credits_return(
             request_id=rid, first_seq=5, payloads=(EB[5],)
         )
         assert await rig.outbox.receive() == StreamEnded(request_id=rid, seq=6)
+        _end_like_the_emitter(handle)
         assert handle.window.in_flight == 2
 
 
