@@ -1,7 +1,7 @@
 """The persister: writes every artifact it accepted, even when its request or the engine ends.
 
 Owns: the receive end of ``persist.in`` (bundles of ``Artifact`` from the
-emitter), a ``Backlog`` of accepted, unwritten artifacts (bounded by
+emitter and the tool executor), a ``Backlog`` of accepted, unwritten artifacts (bounded by
 ``persist_backlog_max``), and the ``ArtifactStore`` port it writes through.
 
 * It writes in batches of ``persist_batch_size``. A store failure
@@ -13,10 +13,11 @@ emitter), a ``Backlog`` of accepted, unwritten artifacts (bounded by
   cancelled (the engine's grace ran out), its ``finally`` drains what is
   still in the inbox with ``receive_nowait``, then keeps writing under
   ``trio.move_on_after(persist_flush_grace_s, shield=True)`` — shield plus
-  timeout, never a bare shield. If the grace runs out, it logs the exact
-  count and ids that were not written and counts them (``lost``). Inserts
-  are idempotent by id, so a batch retried after an unclear failure never
-  duplicates a row.
+  timeout, never a bare shield — and, within that grace, takes what senders
+  still unwinding hand over until the last of them has closed its end. If
+  the grace runs out, it logs the exact count and ids that were not written
+  and counts them (``lost``). Inserts are idempotent by id, so a batch
+  retried after an unclear failure never duplicates a row.
 
 Cancellation of one *request* does not concern it: artifacts are tied to
 their chat, not to the request's lifetime, and are written all the same.
@@ -129,6 +130,12 @@ async def persister(
             _drain(inbox, writer)
             with trio.move_on_after(config.persist_flush_grace_s, shield=True):
                 await writer.flush_all()
+                # Senders still unwinding (a tool round storing the outputs of
+                # its cancelled calls) hand over their last bundle, then close.
+                async for bundle in inbox:
+                    writer.take(bundle)
+                    await writer.flush_all()
+            _drain(inbox, writer)  # what came too late is reported as lost
             writer.report_unwritten()
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,11 +262,10 @@ class _Round:
                 ),
             )
         )
-        if self.per_request.available_tokens == 0:
-            counters.add("per_request_limit_waits")
-        if shared.calls.available_tokens == 0:
-            counters.add("global_limit_waits")
-        async with self.per_request, shared.calls:
+        async with (
+            _slot(self.per_request, counters, "per_request_limit_waits"),
+            _slot(shared.calls, counters, "global_limit_waits"),
+        ):
             shared.refresh_levels()
             outcome = await self._attempts(tool, call)
         shared.refresh_levels()
@@ -423,6 +422,22 @@ class _Round:
             turn=self.round.turn + 1,
             more_input=(*self.round.output, *items),
         )
+
+
+@contextlib.asynccontextmanager
+async def _slot(
+    limiter: trio.CapacityLimiter, counters: ActorCounters, waits: str
+) -> AsyncIterator[None]:
+    """Hold one token of ``limiter``; counts ``waits`` when none was free (saturation)."""
+    try:
+        limiter.acquire_nowait()
+    except trio.WouldBlock:
+        counters.add(waits)
+        await limiter.acquire()
+    try:
+        yield
+    finally:
+        limiter.release()
 
 
 def _describe(error: Exception) -> str:

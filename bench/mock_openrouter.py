@@ -635,6 +635,40 @@ def _with_header_params(metadata: object, header: str | None) -> dict[str, Any]:
     return merged
 
 
+#: Item statuses the API accepts on input (contract §1.3): not failed/skipped/cancelled.
+_INPUT_STATUSES: Final = frozenset({"in_progress", "completed", "incomplete"})
+
+
+def _input_problem(items: object) -> str:
+    """Why OpenRouter would reject these input items with a 400; "" when it would not.
+
+    The checks a tool loop can get wrong: item statuses, a function call's
+    shape, and every ``function_call_output`` answering an earlier call.
+    """
+    if not isinstance(items, list):
+        return ""  # a plain string input
+    calls: set[str] = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        status = item.get("status")
+        if status is not None and status not in _INPUT_STATUSES:
+            return f"Invalid input[{index}].status {status!r}: expected one of " + ", ".join(
+                sorted(_INPUT_STATUSES)
+            )
+        kind = item.get("type")
+        if kind == "function_call":
+            if not all(isinstance(item.get(k), str) for k in ("call_id", "name", "arguments")):
+                return f"Invalid input[{index}]: a function_call needs call_id, name, arguments"
+            calls.add(item["call_id"])
+        elif kind == "function_call_output" and item.get("call_id") not in calls:
+            return (
+                f"No tool call found for function call output with call_id "
+                f"{item.get('call_id')!r} (input[{index}])"
+            )
+    return ""
+
+
 def _count_tool_outputs(request: Mapping[str, Any]) -> int:
     items = request.get("input")
     if not isinstance(items, list):
@@ -772,6 +806,9 @@ class MockApp:
             return None, "previous_response_id is not supported: the Responses API is stateless"
         if "model" not in request and "models" not in request:
             return None, "Missing required parameter: 'model'."
+        problem = _input_problem(request.get("input"))
+        if problem:
+            return None, problem
         return request, ""
 
     def _should_fail(self, p: ScenarioPlan) -> bool:

@@ -9,8 +9,8 @@ import trio
 import trio.testing
 
 from actors.emitter import emitter
-from engine.errors import UpstreamTimeout
 from engine.config import EngineConfig
+from engine.errors import UpstreamTimeout
 from engine.messages import (
     BatchOut,
     Cancelled,
