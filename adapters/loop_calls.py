@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -50,7 +51,8 @@ async def run_on_loop(loop: asyncio.AbstractEventLoop, afn: Callable[[], Awaitab
     token = trio.lowlevel.current_trio_token()
     finished = trio.Event()
     box: list[asyncio.Task[T]] = []
-    abandoned = False
+    # Read on the loop thread, set in trio (another thread with ThreadBridge).
+    given_up = threading.Event()
 
     def wake(_: asyncio.Future[T]) -> None:
         # Runs on the loop; the run may be over if the engine stopped meanwhile.
@@ -58,12 +60,12 @@ async def run_on_loop(loop: asyncio.AbstractEventLoop, afn: Callable[[], Awaitab
             token.run_sync_soon(finished.set)
 
     def start() -> None:
-        if abandoned:
+        if given_up.is_set():
             return  # cancelled before the loop got to it
         task = asyncio.ensure_future(_call(afn), loop=loop)
         box.append(task)
         task.add_done_callback(wake)
-        if abandoned:  # (thread bridge) cancelled while this ran: see the check below
+        if given_up.is_set():  # (thread bridge) cancelled while this ran
             task.cancel()
 
     try:
@@ -73,7 +75,7 @@ async def run_on_loop(loop: asyncio.AbstractEventLoop, afn: Callable[[], Awaitab
     try:
         await finished.wait()
     except trio.Cancelled:
-        abandoned = True
+        given_up.set()
         if box:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(box[0].cancel)
