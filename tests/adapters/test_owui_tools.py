@@ -114,7 +114,7 @@ def test_direct_tools_go_through_event_call(mode: str) -> None:
         return {"ok": True}
 
     entry = {"tool_id": "server:1", "direct": True, "server": {"url": "x"}, "spec": SPEC}
-    result, _ = call_tool(mode, entry, {"city": "Nice"}, event_call=event_call, session_id="sess-1")
+    result = call_tool(mode, entry, {"city": "Nice"}, event_call=event_call, session_id="sess-1")
     assert result == {"ok": True}
     assert sent[0]["type"] == "execute:tool"
     data = sent[0]["data"]
