@@ -14,19 +14,23 @@ from engine.errors import UpstreamTimeout
 from engine.messages import (
     BatchOut,
     Cancelled,
+    ChatRequest,
     Completed,
     Failed,
+    Notice,
     OutboundBatch,
     ParseFailed,
     RequestBatch,
     StreamEnded,
     TextDelta,
     TextRun,
+    ToolRound,
     UpstreamEvent,
     Usage,
 )
 from engine.request import RequestHandle, ResponseStream
 from engine.statistics import ActorCounters
+from engine.tools import Tool, toolbox
 from tests.actors.fakes import Finished, drain_outbound, make_handle, tasks_named
 
 
@@ -229,3 +233,143 @@ async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockCloc
     assert not tasks_named("emitter-actor")
     assert send.statistics().open_receive_channels == 0
     assert not handle.finished  # the engine's finaliser ends it, not the emitter
+
+
+# --- the tool loop ------------------------------------------------------------------
+
+
+def _tool_rig(requests: dict[str, RequestHandle], **config: object):  # type: ignore[no-untyped-def]
+    send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](100)
+    tools_send, tools_receive = trio.open_memory_channel[ToolRound](10)
+    counters = ActorCounters()
+    actor = functools.partial(
+        emitter,
+        receive,
+        None,
+        tools_send,
+        requests=requests,
+        config=EngineConfig(**config),  # type: ignore[arg-type]
+        counters=counters,
+    )
+    return send, tools_receive, counters, actor
+
+
+def _call_done(call_id: str) -> UpstreamEvent:
+    item = {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": "get_weather",
+        "arguments": "{}",
+    }
+    return _ev("response.output_item.done", item=item)
+
+
+def _turn(rid: str, *items: UpstreamEvent, turn: int = 0) -> tuple[BatchOut, ...]:
+    completed = _ev("response.completed", response={"id": f"resp_{turn}"})
+    return (
+        RequestBatch(request_id=rid, items=(*items, completed)),
+        StreamEnded(request_id=rid, seq=len(items) + 1, turn=turn),
+    )
+
+
+def _tool_request() -> ChatRequest:
+    async def noop(args: dict[str, object]) -> str:
+        return ""
+
+    return ChatRequest(model="m", input=(), tools=toolbox(Tool(name="get_weather", function=noop)))
+
+
+async def test_a_turn_with_calls_goes_to_the_tool_executor_without_ending() -> None:
+    handle = make_handle(window_events=16, request=_tool_request())
+    rid = handle.request_id
+    await handle.window.acquire(3)
+    send, rounds, counters, actor = _tool_rig({rid: handle})
+    message = {"type": "message", "role": "assistant", "content": []}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(
+            _turn(rid, _ev("response.output_item.done", item=message), _call_done("c1"))
+        )
+        tool_round = await rounds.receive()
+        assert not handle.finished
+        assert tool_round.turn == 0
+        assert [c["call_id"] for c in tool_round.calls] == ["c1"]
+        # Every output item of the turn (the message too) goes back next turn, in order.
+        assert [i["type"] for i in tool_round.output] == ["message", "function_call"]
+        delivered = [e for b in drain_outbound(handle) for e in b.events]
+        assert [type(e).__name__ for e in delivered] == ["OutputItem"]
+        # The next turn answers in text: now the request ends.
+        await send.send(_turn(rid, _ev("response.output_text.delta", delta="x"), turn=1))
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.finished
+        await send.aclose()
+    assert counters.snapshot()["tool_rounds"] == 1
+
+
+async def test_the_turn_limit_ends_the_request_with_a_notice() -> None:
+    handle = make_handle(window_events=16, request=_tool_request())
+    rid = handle.request_id
+    await handle.window.acquire(2)
+    send, rounds, counters, actor = _tool_rig({rid: handle}, max_function_call_loops=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(_turn(rid, _call_done("c9"), turn=2))  # the third turn
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.finished
+        with pytest.raises(trio.WouldBlock):
+            rounds.receive_nowait()
+        events = [e for b in drain_outbound(handle) for e in b.events]
+        await send.aclose()
+    notice = next(e for e in events if isinstance(e, Notice))
+    assert "limit (max_function_call_loops = 3)" in notice.message
+    assert "get_weather" in notice.message
+    assert any(isinstance(e, TextDelta) and "limit" in e.text for e in events)
+    assert isinstance(events[-1], Completed)
+    assert counters.snapshot()["turn_limit_reached"] == 1
+
+
+async def test_calls_of_a_request_without_tools_are_only_reported() -> None:
+    handle = make_handle(window_events=16)
+    rid = handle.request_id
+    await handle.window.acquire(2)
+    send, rounds, _, actor = _tool_rig({rid: handle})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(_turn(rid, _call_done("c1")))
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.finished
+        with pytest.raises(trio.WouldBlock):
+            rounds.receive_nowait()
+        await send.aclose()
+
+
+async def test_creditless_closing_events_travel_with_the_round() -> None:
+    handle = make_handle(window_events=16, request=_tool_request())
+    rid = handle.request_id
+    await handle.window.acquire(3)
+    send, rounds, _, actor = _tool_rig({rid: handle})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        searching = _ev("response.web_search_call.in_progress")
+        # Everything but the StreamEnded arrives first and is delivered with its credits.
+        await send.send(
+            (
+                RequestBatch(
+                    request_id=rid,
+                    items=(
+                        searching,
+                        _call_done("c1"),
+                        _ev("response.completed", response={"id": "r"}),
+                    ),
+                ),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        drain_outbound(handle)
+        # The ending then closes the search status: no credit left to carry it.
+        await send.send((StreamEnded(request_id=rid, seq=3),))
+        tool_round = await rounds.receive()
+        await send.aclose()
+    assert [type(e).__name__ for e in tool_round.carried] == ["Status"]
+    assert drain_outbound(handle) == []

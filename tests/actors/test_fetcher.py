@@ -26,7 +26,15 @@ from engine.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from engine.messages import ChatRequest, Completed, FetchOut, SseBatch, StreamEnded
+from engine.messages import (
+    ChatRequest,
+    Completed,
+    FetchOut,
+    NextTurn,
+    SseBatch,
+    StreamEnded,
+    ToolsStopped,
+)
 from engine.ports import EnginePorts
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
@@ -599,3 +607,68 @@ async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockCloc
     assert transport.iterators_open == 0
     assert out_receive.statistics().open_send_channels == 0
     assert in_send.statistics().open_receive_channels == 0
+
+
+# --- the tool loop: the request's turn mailbox ---------------------------------------
+
+
+async def test_a_next_turn_streams_again_with_the_added_input() -> None:
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    output = {"type": "function_call_output", "call_id": "c1", "output": "ok"}
+    attempts = [Attempt(chunks=[sse(E[0]), DONE]), Attempt(chunks=[sse(E[1], E[2]), DONE])]
+    request = ChatRequest(model="m", input=({"role": "user", "content": "hi"},))
+    async with fetcher_rig(attempts) as rig:
+        handle = make_handle(request=request)
+        rid = handle.request_id
+        await rig.inbox.send(handle)
+        first = [await rig.outbox.receive(), await rig.outbox.receive()]
+        assert first[-1] == StreamEnded(request_id=rid, seq=1, turn=0)
+        handle.window.release(1)
+        handle.next_turn(NextTurn(request_id=rid, turn=1, more_input=(call, output)))
+        second = [await rig.outbox.receive(), await rig.outbox.receive()]
+        # A new turn numbers its events from 0 again.
+        assert second[0] == SseBatch(request_id=rid, first_seq=0, payloads=(EB[1], EB[2]))
+        assert second[1] == StreamEnded(request_id=rid, seq=2, turn=1)
+        _end_like_the_emitter(handle)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not tasks_named("fetch ")  # the request task is gone
+    bodies = [json.loads(body) for _, body in rig.transport.calls]
+    assert bodies[0]["input"] == [{"role": "user", "content": "hi"}]
+    assert bodies[1]["input"] == [{"role": "user", "content": "hi"}, call, output]
+    assert rig.counters.snapshot()["turns"] == 1
+
+
+async def test_tools_stopped_becomes_the_requests_stream_end() -> None:
+    async with fetcher_rig([Attempt(chunks=[sse(E[0]), DONE])]) as rig:
+        handle = make_handle()
+        rid = handle.request_id
+        await rig.inbox.send(handle)
+        await rig.outbox.receive()
+        assert await rig.outbox.receive() == StreamEnded(request_id=rid, seq=1, turn=0)
+        handle.next_turn(ToolsStopped(request_id=rid, cancel_reason="stop pressed"))
+        assert await rig.outbox.receive() == StreamEnded(
+            request_id=rid, seq=0, turn=1, cancel_reason="stop pressed"
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert not tasks_named("fetch ")  # the request task is gone
+
+
+async def test_a_second_next_turn_is_a_bug_not_a_queue() -> None:
+    handle = make_handle()
+    handle.next_turn(NextTurn(request_id=handle.request_id, turn=1, more_input=()))
+    with pytest.raises(RuntimeError, match="tool loop bug"):
+        handle.next_turn(NextTurn(request_id=handle.request_id, turn=2, more_input=()))
+    handle.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
+    handle.next_turn(NextTurn(request_id=handle.request_id, turn=3, more_input=()))  # ignored
+
+
+async def test_cancel_reaches_whichever_phase_runs() -> None:
+    handle = make_handle()
+    with handle.cancel_scope() as first:
+        handle.cancel("gone")
+        await trio.lowlevel.checkpoint()
+    assert first.cancelled_caught
+    # A phase that starts after the cancellation is cancelled from the start.
+    with handle.cancel_scope() as later:
+        await trio.lowlevel.checkpoint()
+    assert later.cancelled_caught
