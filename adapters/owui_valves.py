@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from adapters.mcp_config import McpConfigError, parse_mcp_servers
 from engine.config import EngineConfig
 from engine.errors import ConfigError
 
@@ -85,6 +86,7 @@ SummaryMode = Literal["auto", "concise", "detailed", "disabled"]
 Retention = Literal["disabled", "next_reply", "conversation"]
 StreamingProfile = Literal["quick", "normal", "slow"]
 BridgeKind = Literal["guest", "thread"]
+ToolMode = Literal["engine", "open-webui"]
 
 Inherit = Literal["inherit"]
 INHERIT: Inherit = "inherit"
@@ -303,6 +305,13 @@ _VALVE_OF_ENGINE_FIELD: Mapping[str, str] = MappingProxyType(
         "event_buffer_size": "STREAMING_EVENT_QUEUE_MAXSIZE",
         "update_char_limit": "STREAMING_UPDATE_CHAR_LIMIT",
         "idle_flush_ms": "STREAMING_IDLE_FLUSH_MS",
+        "max_function_call_loops": "MAX_FUNCTION_CALL_LOOPS",
+        "max_parallel_tools_global": "MAX_PARALLEL_TOOLS_GLOBAL",
+        "max_parallel_tools_per_request": "MAX_PARALLEL_TOOLS_PER_REQUEST",
+        "tool_batch_cap": "TOOL_BATCH_CAP",
+        "tool_timeout_s": "TOOL_TIMEOUT_SECONDS",
+        "tool_batch_timeout_s": "TOOL_BATCH_TIMEOUT_SECONDS",
+        "tool_idle_timeout_s": "TOOL_IDLE_TIMEOUT_SECONDS",
     }
 )
 
@@ -558,6 +567,54 @@ class Valves(BaseModel):
     ARTIFACT_CLEANUP_INTERVAL_HOURS: float = Field(
         default=1.0, ge=0.5, le=24, description="How often old artifacts are deleted."
     )
+    # --- tools ------------------------------------------------------------------------
+    TOOL_EXECUTION_MODE: ToolMode = Field(
+        default="engine",
+        description=(
+            "engine: the pipe runs the model's tool calls itself, with its limits, timeouts "
+            "and breakers. open-webui: the calls go back to Open WebUI, which runs them with "
+            "its own permissions and shows them in its UI, then calls the pipe again."
+        ),
+    )
+    ENABLE_STRICT_TOOL_CALLING: bool = Field(
+        default=True,
+        description="Send tool schemas in strict form (every property listed, none extra).",
+    )
+    MAX_FUNCTION_CALL_LOOPS: int = Field(
+        default=10, ge=1, le=1000, description="Model turns per answer when tools are called."
+    )
+    MAX_PARALLEL_TOOLS_GLOBAL: int = Field(
+        default=200, ge=1, le=2000, description="Tool calls running at once in this process."
+    )
+    MAX_PARALLEL_TOOLS_PER_REQUEST: int = Field(
+        default=5, ge=1, le=50, description="Tool calls running at once for one answer."
+    )
+    TOOL_BATCH_CAP: int = Field(
+        default=4, ge=1, le=32, description="Calls to one tool that may run as one batch."
+    )
+    TOOL_TIMEOUT_SECONDS: int = Field(
+        default=60, ge=1, le=600, description="Time limit of one tool call."
+    )
+    TOOL_BATCH_TIMEOUT_SECONDS: int = Field(
+        default=120,
+        ge=1,
+        le=7200,
+        description="Time limit of a batch (at least TOOL_TIMEOUT_SECONDS).",
+    )
+    TOOL_IDLE_TIMEOUT_SECONDS: int | None = Field(
+        default=None,
+        ge=1,
+        le=7200,
+        description="Stop the calls of a round when none finished for this long; empty: never.",
+    )
+    REMOTE_MCP_SERVERS_JSON: str | None = Field(
+        default=None,
+        description=(
+            "Remote MCP servers for the model, as a JSON object or list: server_label, "
+            "server_url (http, https, ws, wss), require_approval, allowed_tools, headers."
+        ),
+    )
+
     DB_BATCH_SIZE: int = Field(
         default=10, ge=5, le=20, description="Artifacts written per database commit."
     )
@@ -628,6 +685,8 @@ class Valves(BaseModel):
         "HTTP_TOTAL_TIMEOUT_SECONDS",
         "WEB_SEARCH_MAX_RESULTS",
         "REQUEST_QUEUE_DEADLINE_MS",
+        "TOOL_IDLE_TIMEOUT_SECONDS",
+        "REMOTE_MCP_SERVERS_JSON",
         mode="before",
     )
     @classmethod
@@ -639,10 +698,25 @@ class Valves(BaseModel):
     def _optional_profile(cls, value: object) -> object:
         return _lower(_blank_to_none(value))
 
-    @field_validator("REASONING_EFFORT", "REASONING_SUMMARY_MODE", "ENGINE_BRIDGE", mode="before")
+    @field_validator(
+        "REASONING_EFFORT",
+        "REASONING_SUMMARY_MODE",
+        "ENGINE_BRIDGE",
+        "TOOL_EXECUTION_MODE",
+        mode="before",
+    )
     @classmethod
     def _choice_any_case(cls, value: object) -> object:
         return _lower(value)
+
+    @field_validator("REMOTE_MCP_SERVERS_JSON")
+    @classmethod
+    def _mcp_servers_usable(cls, value: str | None) -> str | None:
+        try:
+            parse_mcp_servers(value)
+        except McpConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -672,6 +746,10 @@ class Valves(BaseModel):
         if any(model.lower() == "auto" for model in ids):
             return ()
         return ids
+
+    def mcp_servers(self) -> tuple[dict[str, Any], ...]:
+        """REMOTE_MCP_SERVERS_JSON as ``mcp`` tool entries (checked when it was saved)."""
+        return parse_mcp_servers(self.REMOTE_MCP_SERVERS_JSON)
 
     def web_search_force_models(self) -> frozenset[str]:
         """Model ids that always get the web plugin."""
@@ -713,6 +791,13 @@ class Valves(BaseModel):
                 persist_batch_size=self.DB_BATCH_SIZE,
                 artifact_cleanup_days=float(self.ARTIFACT_CLEANUP_DAYS),
                 artifact_cleanup_interval_hours=float(self.ARTIFACT_CLEANUP_INTERVAL_HOURS),
+                max_function_call_loops=self.MAX_FUNCTION_CALL_LOOPS,
+                max_parallel_tools_global=self.MAX_PARALLEL_TOOLS_GLOBAL,
+                max_parallel_tools_per_request=self.MAX_PARALLEL_TOOLS_PER_REQUEST,
+                tool_batch_cap=self.TOOL_BATCH_CAP,
+                tool_timeout_s=float(self.TOOL_TIMEOUT_SECONDS),
+                tool_batch_timeout_s=float(self.TOOL_BATCH_TIMEOUT_SECONDS),
+                tool_idle_timeout_s=_float_or_none(self.TOOL_IDLE_TIMEOUT_SECONDS),
             )
         except ConfigError as exc:
             raise self._valve_error_for(exc) from exc

@@ -146,6 +146,16 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "REDIS_CACHE_TTL_SECONDS": 600,
     "REDIS_PENDING_WARN_THRESHOLD": 100,
     "REDIS_FLUSH_FAILURE_LIMIT": 5,
+    "TOOL_EXECUTION_MODE": "engine",
+    "ENABLE_STRICT_TOOL_CALLING": True,
+    "MAX_FUNCTION_CALL_LOOPS": 10,
+    "MAX_PARALLEL_TOOLS_GLOBAL": 200,
+    "MAX_PARALLEL_TOOLS_PER_REQUEST": 5,
+    "TOOL_BATCH_CAP": 4,
+    "TOOL_TIMEOUT_SECONDS": 60,
+    "TOOL_BATCH_TIMEOUT_SECONDS": 120,
+    "TOOL_IDLE_TIMEOUT_SECONDS": None,
+    "REMOTE_MCP_SERVERS_JSON": None,
 }
 
 
@@ -467,6 +477,13 @@ ENGINE_MAPPING: list[tuple[str, object, str, object]] = [
     ("STREAMING_EVENT_QUEUE_MAXSIZE", 44, "event_buffer_size", 44),
     ("STREAMING_UPDATE_CHAR_LIMIT", 55, "update_char_limit", 55),
     ("STREAMING_IDLE_FLUSH_MS", 700, "idle_flush_ms", 700.0),
+    ("MAX_FUNCTION_CALL_LOOPS", 3, "max_function_call_loops", 3),
+    ("MAX_PARALLEL_TOOLS_GLOBAL", 17, "max_parallel_tools_global", 17),
+    ("MAX_PARALLEL_TOOLS_PER_REQUEST", 2, "max_parallel_tools_per_request", 2),
+    ("TOOL_BATCH_CAP", 8, "tool_batch_cap", 8),
+    ("TOOL_TIMEOUT_SECONDS", 30, "tool_timeout_s", 30.0),
+    ("TOOL_BATCH_TIMEOUT_SECONDS", 90, "tool_batch_timeout_s", 90.0),
+    ("TOOL_IDLE_TIMEOUT_SECONDS", 45, "tool_idle_timeout_s", 45.0),
 ]
 
 
@@ -874,3 +891,19 @@ def test_artifact_valves_reach_the_engine() -> None:
     assert config.persist_batch_size == 7
     assert config.artifact_cleanup_days == 30
     assert config.artifact_cleanup_interval_hours == 2.5
+
+
+def test_tool_mode_is_read_in_any_case() -> None:
+    assert make_valves(TOOL_EXECUTION_MODE="Open-WebUI").TOOL_EXECUTION_MODE == "open-webui"
+    with pytest.raises(ValidationError):
+        make_valves(TOOL_EXECUTION_MODE="browser")
+
+
+def test_mcp_servers_are_checked_when_saved() -> None:
+    good = '[{"server_label": "docs", "server_url": "https://mcp.example.com/sse"}]'
+    assert make_valves(REMOTE_MCP_SERVERS_JSON=good).mcp_servers() == (
+        {"type": "mcp", "server_url": "https://mcp.example.com/sse", "server_label": "docs"},
+    )
+    with pytest.raises(ValidationError, match="http, https, ws or wss"):
+        make_valves(REMOTE_MCP_SERVERS_JSON='{"server_url": "file:///etc/passwd"}')
+    assert make_valves(REMOTE_MCP_SERVERS_JSON="  ").mcp_servers() == ()

@@ -1,0 +1,122 @@
+"""``REMOTE_MCP_SERVERS_JSON``: remote MCP servers offered to the model as ``mcp`` tools.
+
+The valve holds one JSON object or a list of them (at most 1 MB). Each
+server becomes its own ``{"type": "mcp", ...}`` tool entry — several servers
+are never merged into one because they share a type (the original's bug,
+seed §K.2.25). Per server:
+
+* allowed keys: ``server_label``, ``server_url``, ``require_approval``,
+  ``allowed_tools``, ``headers``; any other key is an error (a typo must not
+  silently drop a setting);
+* ``server_url``: ``http``, ``https``, ``ws`` or ``wss`` with a host;
+* ``server_label``: required shape ``[A-Za-z0-9_-]{1,64}``; when missing it is
+  made from the URL's host; duplicate labels get ``_2``, ``_3``, … in order;
+* ``headers``: a string → string object. Header values are secrets (API
+  keys): they never appear in an error message.
+
+``parse_mcp_servers`` raises ``McpConfigError`` naming the server (by
+position) and what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+__all__ = ["MAX_MCP_JSON_BYTES", "McpConfigError", "parse_mcp_servers"]
+
+MAX_MCP_JSON_BYTES = 1024 * 1024
+_ALLOWED_KEYS = frozenset(
+    {"server_label", "server_url", "require_approval", "allowed_tools", "headers"}
+)
+_SCHEMES = frozenset({"http", "https", "ws", "wss"})
+_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class McpConfigError(ValueError):
+    """REMOTE_MCP_SERVERS_JSON cannot be used; the message says what to fix."""
+
+    def __init__(self, problem: str) -> None:
+        self.message = f"REMOTE_MCP_SERVERS_JSON: {problem}"
+        super().__init__(self.message)
+
+
+def parse_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
+    """The ``mcp`` tool entries the valve describes; () when it is empty."""
+    if text is None or not text.strip():
+        return ()
+    if len(text.encode("utf-8")) > MAX_MCP_JSON_BYTES:
+        raise McpConfigError(f"the value is larger than {MAX_MCP_JSON_BYTES:,} bytes")
+    try:
+        raw = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise McpConfigError(f"the value is not valid JSON ({exc})") from None
+    servers = raw if isinstance(raw, list) else [raw]
+    labels: set[str] = set()
+    out = []
+    for position, server in enumerate(servers, start=1):
+        entry = _server(server, position)
+        entry["server_label"] = _unique(entry["server_label"], labels)
+        labels.add(entry["server_label"])
+        out.append(entry)
+    return tuple(out)
+
+
+def _server(server: object, position: int) -> dict[str, Any]:
+    where = f"server {position}"
+    if not isinstance(server, Mapping):
+        raise McpConfigError(f"{where} must be a JSON object, not {type(server).__name__}")
+    unknown = sorted(str(k) for k in server if k not in _ALLOWED_KEYS)
+    if unknown:
+        raise McpConfigError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; allowed: "
+            + ", ".join(sorted(_ALLOWED_KEYS))
+        )
+    url = server.get("server_url")
+    if not isinstance(url, str) or not url.strip():
+        raise McpConfigError(f"{where} needs a server_url")
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() not in _SCHEMES or not parts.hostname:
+        raise McpConfigError(
+            f"{where}: server_url must be an http, https, ws or wss URL with a host"
+        )
+    entry: dict[str, Any] = {"type": "mcp", "server_url": url.strip()}
+    label = server.get("server_label")
+    if label is None:
+        label = _LABEL_BAD.sub("_", parts.hostname)[:64]
+    if not isinstance(label, str) or not _LABEL.match(label):
+        raise McpConfigError(f"{where}: server_label must be 1-64 letters, digits, '_' or '-'")
+    entry["server_label"] = label
+    headers = server.get("headers")
+    if headers is not None:
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            # The values are secrets: name the problem, never the values.
+            raise McpConfigError(f"{where}: headers must map header names to text values")
+        entry["headers"] = dict(headers)
+    approval = server.get("require_approval")
+    if approval is not None:
+        if not isinstance(approval, str | Mapping):
+            raise McpConfigError(f"{where}: require_approval must be text or an object")
+        entry["require_approval"] = approval
+    allowed = server.get("allowed_tools")
+    if allowed is not None:
+        if not isinstance(allowed, list) or not all(isinstance(t, str) for t in allowed):
+            raise McpConfigError(f"{where}: allowed_tools must be a list of tool names")
+        entry["allowed_tools"] = list(allowed)
+    return entry
+
+
+def _unique(label: str, taken: set[str]) -> str:
+    if label not in taken:
+        return label
+    n = 2
+    while f"{label[:60]}_{n}" in taken:
+        n += 1
+    return f"{label[:60]}_{n}"

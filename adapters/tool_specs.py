@@ -1,0 +1,217 @@
+"""Open WebUI tool specs as Responses ``function`` tools: names, strict schemas, duplicates.
+
+``declare_tools`` takes ``__tools__`` (name → entry with ``spec``, ``callable``,
+``tool_id``, ``type``; contract §2.5.1) and returns the tools to announce
+upstream and run, with a note for everything it had to change or leave out:
+
+* Only for models whose catalogue entry supports tools: OpenRouter answers
+  404 "No endpoints found that support tool use" otherwise (seed §K.1 #58),
+  so the tools are left out with a note instead.
+* Names must match ``^[a-zA-Z0-9_-]{1,64}$``: other characters become ``_``
+  and long names are cut. Two entries that end up with one name are
+  resolved deterministically — entries are taken in order of (name,
+  tool id), the first keeps the name, later ones get ``_2``, ``_3``, … —
+  and each rename is reported.
+* With ``ENABLE_STRICT_TOOL_CALLING`` the parameters schema is made strict
+  (``strict_schema``) and the tool is announced with ``strict: true``.
+
+``strict_schema`` makes a JSON schema acceptable to strict function calling:
+every object lists all its properties in ``required`` and has
+``additionalProperties: false``; a property that was optional becomes
+nullable, so the model can still leave it out (by sending ``null``, which
+``adapters.owui_tools`` drops again before calling the function). Results
+are cached per schema (bounded), and copies are returned, so no caller can
+change the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from adapters.owui_tools import DeclaredTool
+
+__all__ = ["ToolDeclarations", "declare_tools", "strict_schema"]
+
+_NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
+_MAX_NAME = 64
+#: Keys whose values are sub-schemas, or maps / lists of them.
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_ONE = ("items", "not", "additionalItems", "contains")
+_EMPTY_OBJECT: dict[str, Any] = {
+    "type": "object",
+    "properties": {},
+    "required": [],
+    "additionalProperties": False,
+}
+
+# Key order is kept: it is the order the model reads the properties in.
+_canonical = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolDeclarations:
+    """What ``declare_tools`` decided: the tools to use, and what a person should know."""
+
+    tools: tuple[DeclaredTool, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+
+def declare_tools(
+    owui_tools: Mapping[str, Any] | None, *, supports_tools: bool, strict: bool, model: str = ""
+) -> ToolDeclarations:
+    """The Open WebUI tools of one request, ready for the engine (see the module docstring)."""
+    if not owui_tools:
+        return ToolDeclarations()
+    if not supports_tools:
+        return ToolDeclarations(
+            notes=(
+                f"{model or 'This model'} does not support tool calling on OpenRouter, so "
+                f"the {len(owui_tools)} enabled tool(s) were left out of this answer.",
+            )
+        )
+    notes: list[str] = []
+    candidates: list[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]] = []
+    for key, entry in owui_tools.items():
+        spec = entry.get("spec") if isinstance(entry, Mapping) else None
+        if not isinstance(spec, Mapping):
+            notes.append(f"Tool {key!r} has no usable specification and was left out.")
+            continue
+        name = str(spec.get("name") or key)
+        candidates.append((_clean_name(name), str(entry.get("tool_id", "")), entry, spec))
+    taken: set[str] = set()
+    declared: list[DeclaredTool] = []
+    for name, tool_id, entry, spec in sorted(candidates, key=lambda c: (c[0], c[1])):
+        final = _unique(name, taken)
+        if final != name:
+            notes.append(
+                f"Two tools are named {name!r}; the one from {tool_id or 'an unnamed tool'} "
+                f"is offered to the model as {final!r}."
+            )
+        taken.add(final)
+        parameters = spec.get("parameters")
+        schema = parameters if isinstance(parameters, Mapping) else {"type": "object"}
+        if strict:
+            schema = strict_schema(schema)
+        declared.append(
+            DeclaredTool(
+                name=final,
+                entry=entry,
+                description=str(spec.get("description") or ""),
+                parameters=copy.deepcopy(dict(schema)),
+                strict=strict,
+            )
+        )
+    return ToolDeclarations(tools=tuple(declared), notes=tuple(notes))
+
+
+def _clean_name(name: str) -> str:
+    if _NAME_OK.match(name):
+        return name
+    cleaned = _NAME_BAD_CHARS.sub("_", name)[:_MAX_NAME] or "tool"
+    return cleaned
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    if name not in taken:
+        return name
+    n = 2
+    while True:
+        suffix = f"_{n}"
+        candidate = name[: _MAX_NAME - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+# -- strict schemas ------------------------------------------------------------------
+
+
+def strict_schema(schema: object) -> dict[str, Any]:
+    """A strict copy of ``schema`` (see the module docstring); never changes the input.
+
+    Anything but a JSON object (a tool with a broken spec) gives the strict
+    empty-object schema: the tool then takes no arguments.
+    """
+    if not isinstance(schema, Mapping):
+        return copy.deepcopy(_EMPTY_OBJECT)
+    try:
+        key = _canonical(schema).decode()
+    except (TypeError, msgspec.EncodeError):
+        strict: dict[str, Any] = _strict(copy.deepcopy(dict(schema)))  # not JSON: no cache
+        return strict
+    return copy.deepcopy(_cached(key))
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(key: str) -> dict[str, Any]:
+    strict: dict[str, Any] = _strict(msgspec.json.decode(key))
+    return strict
+
+
+def _strict(schema: Any) -> Any:
+    """Make ``schema`` (a fresh copy, changed in place) strict, recursively."""
+    if not isinstance(schema, dict):
+        return schema
+    for key in _SCHEMA_MAPS:
+        children = schema.get(key)
+        if isinstance(children, dict):
+            for name, child in children.items():
+                children[name] = _strict(child)
+    for key in _SCHEMA_LISTS:
+        children = schema.get(key)
+        if isinstance(children, list):
+            schema[key] = [_strict(child) for child in children]
+    for key in _SCHEMA_ONE:
+        if isinstance(schema.get(key), dict):
+            schema[key] = _strict(schema[key])
+    if _is_object(schema):
+        properties = schema.setdefault("properties", {})
+        if not isinstance(properties, dict):
+            properties = schema["properties"] = {}
+        required = schema.get("required")
+        already = set(required) if isinstance(required, list) else set()
+        for name, child in properties.items():
+            if name not in already:
+                properties[name] = _nullable(child)
+        schema["required"] = list(properties)
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _is_object(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "object" or (isinstance(kind, list) and "object" in kind):
+        return True
+    return kind is None and "properties" in schema
+
+
+def _nullable(schema: Any) -> Any:
+    """``schema`` that also accepts ``null`` (how strict mode spells "optional")."""
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        if kind != "null":
+            schema["type"] = [kind, "null"]
+            if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+                schema["enum"] = [*schema["enum"], None]
+        return schema
+    if isinstance(kind, list):
+        if "null" not in kind:
+            schema["type"] = [*kind, "null"]
+        return schema
+    variants = schema.get("anyOf")
+    if isinstance(variants, list):
+        if not any(isinstance(v, dict) and v.get("type") == "null" for v in variants):
+            schema["anyOf"] = [*variants, {"type": "null"}]
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}
