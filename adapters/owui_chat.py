@@ -52,6 +52,7 @@ from adapters.owui_history import (
 )
 from adapters.owui_request import RequestMappingError, RequestSettings, build_request
 from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
+from adapters.owui_tools import DeclaredTool, EventCall, engine_tools
 from adapters.owui_valves import (
     EffectiveSettings,
     UserValves,
@@ -59,11 +60,13 @@ from adapters.owui_valves import (
     Valves,
     effective_settings,
 )
+from adapters.tool_specs import declare_tools
 from adapters.trio_bridge import BridgedStream, StoreFactory, TransportFactory
 from adapters.user_breaker import paused_message
 from engine import (
     AdmissionRejected,
     Cancelled,
+    ChatRequest,
     Completed,
     EngineClosed,
     EngineConfig,
@@ -104,6 +107,10 @@ class TurnContext:
     metadata: Mapping[str, Any]
     emitter: Emitter | None = None
     task: str | None = None
+    #: ``__tools__``: the tools the user enabled for this chat (contract §2.5.1).
+    tools: Mapping[str, Any] | None = None
+    #: ``__event_call__``: how direct (browser-side) tools are reached.
+    event_call: EventCall | None = None
     #: Tests inject a fault-injecting transport; None = the real OpenRouter.
     transport_factory: TransportFactory | None = None
     #: Tests inject an artifact store; None = the one the valves describe.
@@ -173,6 +180,7 @@ async def run_turn(
     renderer = AnswerRenderer(
         show_final_status=settings.effective.show_final_status,
         model=model_field if isinstance(model_field, str) else "orpipe",
+        tool_calls_to_owui=valves.TOOL_EXECUTION_MODE == "open-webui",
     )
     stream = submitted.stream
     if ctx.task is not None or body.get("stream") is False:
@@ -225,6 +233,10 @@ async def _submit(
         context, loaded = await _history(
             valves, body, ctx, context, bridge=bridge, runtime=runtime, emitter=emitter
         )
+    passthrough = valves.TOOL_EXECUTION_MODE == "open-webui"
+    if context is not None and passthrough:
+        # Open WebUI keeps the calls and results it ran in its own history.
+        context = replace(context, function_calls=False)
     try:
         mapped = build_request(
             body,
@@ -233,6 +245,7 @@ async def _submit(
             features=_features(ctx),
             user_id=ctx.user_id,
             replay=loaded.plan,
+            owui_tool_calls=passthrough,
         )
     except RequestMappingError as exc:
         raise PipeError(exc.message) from None
@@ -246,7 +259,8 @@ async def _submit(
         idle_flush_ms=float(settings.effective.idle_flush_ms),
         artifacts=context,
     )
-    for note in mapped.notes:
+    request, tool_notes = _with_tools(request, valves, ctx, model)
+    for note in (*mapped.notes, *tool_notes):
         await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
     try:
         stream = await bridge.submit(request)
@@ -259,6 +273,55 @@ async def _submit(
     if context is not None and context.reasoning == "next_reply":
         forget = mapped.replayed_reasoning_ids
     return _Submitted(stream=stream, bridge=bridge, context=context, forget=forget)
+
+
+def _with_tools(
+    request: ChatRequest, valves: Valves, ctx: TurnContext, model: ModelInfo
+) -> tuple[ChatRequest, tuple[str, ...]]:
+    """The request with the chat's tools and the MCP servers attached, and notes for the user.
+
+    Engine mode: each Open WebUI tool becomes an engine ``Tool`` run on Open
+    WebUI's loop (``adapters.owui_tools``). Pass-through mode: the tools are
+    only announced; the model's calls go back to Open WebUI as
+    ``delta.tool_calls``. Titles, tags and other tasks never get tools.
+    """
+    if ctx.task is not None:
+        return request, ()
+    declared = declare_tools(
+        ctx.tools,
+        supports_tools=model.tools,
+        strict=valves.ENABLE_STRICT_TOOL_CALLING,
+        model=model.name,
+    )
+    servers = valves.mcp_servers() if model.tools else ()
+    announced: list[dict[str, Any]] = [dict(server) for server in servers]
+    tools = None
+    if valves.TOOL_EXECUTION_MODE == "open-webui":
+        announced += [_function_tool(tool) for tool in declared.tools]
+    elif declared.tools:
+        tools = engine_tools(
+            declared.tools,
+            loop=asyncio.get_running_loop(),
+            event_call=ctx.event_call,
+            session_id=_str_or_none(ctx.metadata.get("session_id")),
+        )
+    options = dict(request.options)
+    if announced:
+        options["tools"] = [*options.get("tools", ()), *announced]
+    return replace(request, options=options, tools=tools), declared.notes
+
+
+def _function_tool(tool: DeclaredTool) -> dict[str, Any]:
+    spec: dict[str, Any] = {"type": "function", "name": tool.name, "parameters": tool.parameters}
+    if tool.description:
+        spec["description"] = tool.description
+    if tool.strict:
+        spec["strict"] = True
+    return spec
+
+
+def _str_or_none(value: object) -> str | None:
+    return str(value) if value else None
 
 
 async def _history(

@@ -364,6 +364,11 @@ class AnswerRenderer:
       error is what the person needs to see;
     * ``Cancelled``: close open statuses, nothing else (nobody is reading).
 
+    ``tool_calls_to_owui=True`` (TOOL_EXECUTION_MODE open-webui) yields each
+    function call the model made as a ``delta.tool_calls`` chunk, the way
+    0.12.4's middleware collects them (``index``, ``id``, ``function.name``,
+    ``function.arguments``); Open WebUI runs them and calls the pipe again.
+
     ``show_final_status=False`` replaces the final line with
     "Thought for X.X seconds" when the model reasoned (the time spent in
     reasoning runs), and with nothing otherwise: without usage figures the
@@ -375,6 +380,7 @@ class AnswerRenderer:
         *,
         show_final_status: bool = True,
         model: str = "orpipe",
+        tool_calls_to_owui: bool = False,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -401,6 +407,8 @@ class AnswerRenderer:
         self._ending: Ending | None = None
         self._artifact_ids: list[str] = []
         self._references = ""
+        self._tool_calls_to_owui = tool_calls_to_owui
+        self._tool_calls = 0
 
     # -- properties --------------------------------------------------------------------
 
@@ -472,6 +480,8 @@ class AnswerRenderer:
             case OutputItem():
                 if event.artifact_id is not None:
                     self._artifact_ids.append(event.artifact_id)
+                if self._tool_calls_to_owui and event.item.get("type") == "function_call":
+                    return [Output.to_yield(self._tool_call_chunk(event.item))]
                 return []  # stored for the next turn; referenced when the answer ends
             case Completed() | Incomplete() | Failed() | Cancelled():
                 return self._end(event)
@@ -616,6 +626,22 @@ class AnswerRenderer:
             prefix = "\n```\n\n" if _inside_code_fence(answer) else "\n\n"
         self._notice = f"{prefix}> ⚠️ {message}"
         return Output.to_yield(self._chunk(delta={"content": self._notice}))
+
+    def _tool_call_chunk(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """One function call for Open WebUI to run (pass-through mode)."""
+        index = self._tool_calls
+        self._tool_calls += 1
+        arguments = item.get("arguments")
+        call = {
+            "index": index,
+            "id": str(item.get("call_id") or item.get("id") or f"call_{index}"),
+            "type": "function",
+            "function": {
+                "name": str(item.get("name") or ""),
+                "arguments": arguments if isinstance(arguments, str) else "{}",
+            },
+        }
+        return self._chunk(delta={"tool_calls": [call]})
 
     def _chunk(
         self, *, delta: dict[str, Any] | None = None, usage: dict[str, Any] | None = None

@@ -21,6 +21,7 @@ requirements: orpipe==0.1.0
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -68,15 +69,20 @@ class Pipe:
         __event_emitter__: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         __event_call__: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
         __metadata__: dict[str, Any] | None = None,
-        __tools__: dict[str, Any] | None = None,
+        __tools__: dict[str, Any] | Awaitable[dict[str, Any]] | None = None,
         __task__: str | None = None,
         __task_body__: dict[str, Any] | None = None,
     ) -> str | AsyncGenerator[dict[str, Any], None]:
         valves = self.valves  # once: Open WebUI may swap it while this request runs
+        tools = __tools__
+        if inspect.isawaitable(tools):  # some Open WebUI versions hand over a coroutine
+            tools = await tools
         context = TurnContext(
             user=__user__ or {},
             metadata=__metadata__ or {},
             emitter=__event_emitter__,
             task=str(__task__) if __task__ else None,
+            tools=tools if isinstance(tools, dict) else None,
+            event_call=__event_call__,
         )
         return await run_turn(valves, body, context)

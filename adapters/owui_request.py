@@ -25,7 +25,10 @@ by their items, a cancelled turn's orphans go before the newest user turn, and
 calls and outputs are paired by ``call_id`` (rules in ``adapters.artifact_replay``).
 Marker lines never reach the model, with or without a plan.
 
-Not here yet (later issues): running tools, and full multimodal intake (size
+Tools: in engine mode the engine runs them and Open WebUI's tool messages
+are not history; in pass-through mode (``owui_tool_calls``) they are.
+
+Not here yet (a later issue): full multimodal intake (size
 guards, downloads, images only on the newest turn). Each content part type has
 its own small function so that intake can grow part by part.
 """
@@ -33,6 +36,7 @@ its own small function so that intake can grow part by part.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections import Counter
@@ -158,6 +162,7 @@ def build_request(
     user_id: str | None = None,
     request_id: str | None = None,
     replay: ReplayPlan | None = None,
+    owui_tool_calls: bool = False,
 ) -> MappedRequest:
     """Map one Open WebUI chat body to a ``ChatRequest`` for ``model``.
 
@@ -165,17 +170,22 @@ def build_request(
     body before a pipe runs); when it is None the body's own ``features`` is
     used, for callers that pass a raw body. ``replay`` holds the artifacts the
     caller loaded for the markers in the history (``referenced_ids``); without
-    it, markers are only removed. Raises ``RequestMappingError`` when the body
-    cannot be mapped.
+    it, markers are only removed. ``owui_tool_calls`` (TOOL_EXECUTION_MODE
+    open-webui) keeps the assistant's ``tool_calls`` and the ``tool`` results
+    as ``function_call`` / ``function_call_output`` items, paired by call id.
+    Raises ``RequestMappingError`` when the body cannot be mapped.
     """
     if not isinstance(body, Mapping):
         raise RequestMappingError(
             f"the body is a {type(body).__name__}, not an object",
             "Send a chat completion body with a messages list.",
         )
-    tally = _Tally()
+    tally = _Tally(keep_tool_calls=owui_tool_calls)
     report = ReplayReport()
     items = _map_messages(body.get("messages"), model, tally, _Replay.of(replay, model, report))
+    if owui_tool_calls and replay is None:
+        # OpenRouter rejects a call without its output and an output without its call.
+        items = pair_function_calls(items, report.warnings)
 
     options: JsonDict = {}
     read = set(_READ_KEYS)
@@ -233,6 +243,8 @@ class _Tally:
     unsupported: Counter[str] = field(default_factory=Counter)
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Tool calls Open WebUI ran itself (TOOL_EXECUTION_MODE open-webui) are history.
+    keep_tool_calls: bool = False
 
 
 #: kind → (what the model does not accept, singular noun, plural noun)
@@ -319,10 +331,13 @@ def _map_messages(
         if role == "assistant" and replay is not None:
             turns_ago = turns[-1] - turns[index]
             items.extend(_replayed_assistant(index, message, tally, replay, turns_ago))
+            items.extend(_tool_call_items(index, message, tally))
             continue
         item = mapper(index, message, model, tally)
         if item is not None:
             items.append(item)
+        if role == "assistant":
+            items.extend(_tool_call_items(index, message, tally))
     if replay is not None:
         items = _with_orphans(items, newest_turn_at, replay)
     if not items:
@@ -404,7 +419,7 @@ def _with_orphans(
 def _assistant_text(index: int, message: Mapping[str, Any], tally: _Tally) -> str:
     where = f"messages[{index}]"
     for key in _ASSISTANT_EXTRAS:
-        if message.get(key):
+        if message.get(key) and not (key == "tool_calls" and tally.keep_tool_calls):
             tally.dropped.append(f"{where}.{key}")
     # The model must not read its own rendered thinking back as answer text.
     return strip_rendered_blocks(_flatten_text(message.get("content"), where))
@@ -424,12 +439,56 @@ def _assistant_message(index: int, text: str, ordinal: int) -> JsonDict:
     }
 
 
-def _dropped_tool_result(
+def _tool_call_items(index: int, message: Mapping[str, Any], tally: _Tally) -> list[JsonDict]:
+    """An assistant message's ``tool_calls`` as ``function_call`` items (pass-through mode).
+
+    Open WebUI 0.12.4 sends them back as ``{id, type: "function", function:
+    {name, arguments}}`` (``utils/misc.py`` ``convert_output_to_messages``).
+    """
+    calls = message.get("tool_calls")
+    if not tally.keep_tool_calls or not isinstance(calls, list):
+        return []
+    items: list[JsonDict] = []
+    for n, call in enumerate(calls):
+        where = f"messages[{index}].tool_calls[{n}]"
+        function = call.get("function") if isinstance(call, Mapping) else None
+        call_id = call.get("id") if isinstance(call, Mapping) else None
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if not isinstance(function, Mapping) or not call_id or not name:
+            tally.dropped.append(f"{where} (no id or function name)")
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            arguments = "{}" if arguments is None else json.dumps(arguments, ensure_ascii=False)
+        call_id = str(call_id)
+        items.append(
+            {
+                "type": "function_call",
+                # OpenAI checks the fc prefix on function_call ids (artifact_replay).
+                "id": call_id if call_id.startswith("fc") else f"fc_{call_id}",
+                "call_id": call_id,
+                "name": str(name),
+                "arguments": arguments,
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def _tool_result(
     index: int, message: Mapping[str, Any], model: ModelInfo, tally: _Tally
 ) -> JsonDict | None:
-    """Results of tools Open WebUI ran; the engine will run tools itself (later issue)."""
-    tally.dropped.append(f"messages[{index}] (role {message['role']})")
-    return None
+    """A tool's result as ``function_call_output`` (pass-through mode); dropped otherwise.
+
+    In engine mode the engine runs tools itself and replays their outputs
+    from storage, so results of tools Open WebUI ran are not history.
+    """
+    call_id = message.get("tool_call_id")
+    if not tally.keep_tool_calls or not call_id:
+        tally.dropped.append(f"messages[{index}] (role {message['role']})")
+        return None
+    output = _flatten_text(message.get("content"), f"messages[{index}]")
+    return {"type": "function_call_output", "call_id": str(call_id), "output": output}
 
 
 _ROLE_MAPPERS: Final[dict[str, RoleMapper]] = {
@@ -437,8 +496,8 @@ _ROLE_MAPPERS: Final[dict[str, RoleMapper]] = {
     "developer": _instruction_item,
     "user": _user_item,
     "assistant": _assistant_item,
-    "tool": _dropped_tool_result,
-    "function": _dropped_tool_result,
+    "tool": _tool_result,
+    "function": _tool_result,
 }
 
 

@@ -37,7 +37,7 @@ from typing import Any
 from adapters.loop_calls import run_on_loop
 from engine.tools import Tool
 
-__all__ = ["DeclaredTool", "engine_tools", "tool_result"]
+__all__ = ["DeclaredTool", "EventCall", "engine_tools", "tool_result"]
 
 #: Open WebUI's tool types whose results may be ``(result, headers)``.
 _EXTERNAL_TYPES = frozenset({"external", "action", "terminal"})

@@ -110,6 +110,9 @@ class ArtifactContext:
     user_id: str | None = None
     reasoning: str = "next_reply"
     tool_results: bool = True
+    #: Store function calls and their outputs. Off when someone else keeps
+    #: them as history (Open WebUI running the tools itself, pass-through).
+    function_calls: bool = True
 
     def wants(self, item_type: str) -> bool:
         """Whether an output item of this type is stored for this request."""
@@ -117,6 +120,8 @@ class ArtifactContext:
             return False  # the visible answer lives in Open WebUI's own history
         if item_type == "reasoning":
             return self.reasoning != "disabled"
+        if item_type in ("function_call", "function_call_output"):
+            return self.tool_results and self.function_calls
         return self.tool_results
 
     def artifact_for(self, item: JsonObject) -> Artifact | None:
