@@ -111,9 +111,7 @@ async def load_replay_plan(
         newest = max(referenced, default="")
         # Ids are time-ordered: newer than every reference = after the last
         # answer that finished with its references.
-        later = [
-            i for i in await store.list_ids(chat_id) if i > newest and i not in found
-        ]
+        later = [i for i in await store.list_ids(chat_id) if i > newest and i not in found]
         candidates = await store.fetch(chat_id, later) if later else {}
         return found, [a for a in candidates.values() if a.message_id != context.message_id]
 

@@ -1,0 +1,188 @@
+"""Tool calling through the Open WebUI pipe, against the mock OpenRouter in its own process.
+
+Engine mode: the engine runs Open WebUI's ``__tools__`` (async callables on
+Open WebUI's loop) for several rounds. Pass-through mode: the calls go back
+to Open WebUI as ``delta.tool_calls``, and its follow-up request (tool results
+as ``role: tool`` messages, shaped as 0.12.4 sends them) finishes the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from adapters import owui_chat
+from tests.adapters.asyncio_support import Mock
+from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
+    Owui,
+    Recording,
+    _delta,
+    artifact_database,
+    body,
+    bridge_kind,
+    make_pipe,
+    on_loop,
+    read,
+)
+
+WEATHER_SPEC = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"location": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["location"],
+    },
+}
+
+
+class WeatherTool:
+    """An Open WebUI tool: an async callable taking keyword arguments, on Open WebUI's loop."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.loops: set[int] = set()
+
+    async def __call__(self, location: str, unit: str = "celsius") -> dict[str, Any]:
+        self.loops.add(id(asyncio.get_running_loop()))
+        self.calls.append({"location": location, "unit": unit})
+        await asyncio.sleep(0.001)
+        return {"location": location, "temperature": 21, "unit": unit}
+
+    def entry(self) -> dict[str, Any]:
+        return {"tool_id": "weather", "callable": self, "spec": WEATHER_SPEC, "type": "function"}
+
+
+async def run(
+    pipe: Any, owui: Owui, request: dict[str, Any], recording: Recording, **context: Any
+) -> Any:
+    ctx = owui_chat.TurnContext(
+        user={"id": owui.user_id, "role": owui.role},
+        metadata={"chat_id": "chat-t", "message_id": owui.message_id, "features": {}},
+        emitter=owui.emit,
+        transport_factory=recording,
+        **context,
+    )
+    return await owui_chat.run_turn(pipe.valves, request, ctx)
+
+
+def test_the_engine_runs_open_webui_tools_for_several_rounds(
+    mock: Mock,
+    bridge_kind: str,  # noqa: F811 - the fixture imported above
+    loop_kind: str,
+) -> None:
+    tool = WeatherTool()
+    recording = Recording(calls=2, rounds=2, tokens=8)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, bridge_kind)
+        owui = Owui()
+        loop_id = id(asyncio.get_running_loop())
+        answer = await read(
+            await run(
+                pipe, owui, body("mock.tools"), recording, tools={"get_weather": tool.entry()}
+            )
+        )
+        assert answer.text and not answer.errors
+        # Four calls, each on Open WebUI's own loop, with only the schema's arguments.
+        assert len(tool.calls) == 4
+        assert tool.loops == {loop_id}
+        assert all(set(call) == {"location", "unit"} for call in tool.calls)
+        descriptions = [s["description"] for s in owui.statuses()]
+        calling = [s for s in owui.statuses() if s["description"] == "Calling get_weather…"]
+        assert sum(not s["done"] for s in calling) == 4
+        assert sum(d.startswith("get_weather finished in") for d in descriptions) == 4
+        # Nothing shimmers at the end: each line's last event is done.
+        last = {s["description"]: s["done"] for s in owui.statuses()}
+        assert all(last.values()), last
+        # Usage is summed over the three model turns.
+        usage = answer.usage
+        assert usage is not None
+        turns = [b for b in recording.bodies]
+        assert len(turns) == 3
+        assert usage["completion_tokens"] > 8
+        # The tool went upstream strict; each turn sent back the calls and outputs so far.
+        tools = turns[0]["tools"]
+        assert tools[0]["name"] == "get_weather" and tools[0]["strict"] is True
+        assert tools[0]["parameters"]["additionalProperties"] is False
+        last_input = turns[-1]["input"]
+        outputs = [i for i in last_input if i.get("type") == "function_call_output"]
+        calls = [i for i in last_input if i.get("type") == "function_call"]
+        assert len(outputs) == len(calls) == 4
+        assert {o["status"] for o in outputs} == {"completed"}
+
+    on_loop(loop_kind, scenario, limit_s=20)
+
+
+def test_pass_through_returns_the_calls_and_takes_the_results_back(
+    mock: Mock, loop_kind: str
+) -> None:
+    tool = WeatherTool()
+    recording = Recording(calls=2, rounds=1, tokens=6)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest", TOOL_EXECUTION_MODE="open-webui")
+        owui = Owui()
+        first = await read(
+            await run(
+                pipe, owui, body("mock.tools"), recording, tools={"get_weather": tool.entry()}
+            )
+        )
+        assert tool.calls == []  # Open WebUI runs them, not the pipe
+        tool_calls = [tc for c in first.chunks for tc in _delta(c).get("tool_calls", [])]
+        assert [tc["index"] for tc in tool_calls] == [0, 1]
+        assert [tc["id"] for tc in tool_calls] == ["call_1", "call_2"]
+        assert all(tc["type"] == "function" for tc in tool_calls)
+        assert all(tc["function"]["name"] == "get_weather" for tc in tool_calls)
+        assert len(recording.bodies) == 1
+
+        # What 0.12.4 sends next: the assistant's tool_calls, then one tool message each.
+        follow_up = body("mock.tools")
+        follow_up["messages"] += [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": tc["id"], "type": "function", "function": tc["function"]}
+                    for tc in tool_calls
+                ],
+            },
+            *(
+                {"role": "tool", "tool_call_id": tc["id"], "content": '{"temperature": 21}'}
+                for tc in tool_calls
+            ),
+        ]
+        second = await read(
+            await run(pipe, owui, follow_up, recording, tools={"get_weather": tool.entry()})
+        )
+        assert second.text and not second.errors
+        sent = recording.bodies[-1]["input"]
+        kinds = [i.get("type") for i in sent if i.get("type", "").startswith("function")]
+        assert kinds == ["function_call", "function_call", "function_call_output"] * 1 + [
+            "function_call_output"
+        ]
+        call_ids = {i["call_id"] for i in sent if i.get("type") == "function_call"}
+        assert call_ids == {"call_1", "call_2"}
+
+    on_loop(loop_kind, scenario, limit_s=20)
+
+
+def test_title_tasks_never_get_tools(mock: Mock, loop_kind: str) -> None:
+    tool = WeatherTool()
+    recording = Recording(calls=2, rounds=1)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest")
+        owui = Owui()
+        result = await run(
+            pipe,
+            owui,
+            body("mock.text"),
+            recording,
+            tools={"get_weather": tool.entry()},
+            task="title_generation",
+        )
+        assert isinstance(result, str)
+        assert "tools" not in recording.bodies[0]
+
+    on_loop(loop_kind, scenario, limit_s=20)
