@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from bench.report import format_table
+from bench.report import format_table, tools_lines
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
 from bench.scenarios import SCENARIOS, BenchScenario
 from engine import ConfigError, EngineConfig
@@ -161,6 +161,8 @@ def _report(outcome: RunOutcome, options: RunOptions) -> int:
     if outcome.phases:
         print(f"scenario {options.scenario.name}: {_shape(document['scenario'])}")
         print(format_table(outcome.phases, document.get("cpu_ratio")))
+        for line in tools_lines(document["phases"]):
+            print(line)
     status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
     name = options.scenario.name
     print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)

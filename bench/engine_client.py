@@ -8,6 +8,12 @@ until ``()``), and the engine-side figures kept with the phase: the final
 Upstream events are counted by the parser pool (``actors["parser"]["events"]``,
 every SSE payload it decoded, ``[DONE]`` excluded): the same set of events
 the baseline counts when it decodes them.
+
+With ``scenario.tool_calls`` the requests carry the bench's fake tool
+(``bench.fake_tools``) and the model calls it; the phase's "events" are then
+the tool calls completed (so events/s is tool throughput), and the phase
+keeps the tool figures: calls, failures, how often a call waited for the
+per-request or the global slot limit, and the tools' own latency.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from functools import partial
 
 from actors import open_engine
 from adapters import OpenRouterHttpTransport
+from bench.fake_tools import FakeTools, LatencyModel
 from bench.measure import Outcome, Phase, RequestRecord, drive
 from bench.scenarios import BenchScenario
 from engine import (
@@ -29,6 +36,7 @@ from engine import (
     Failed,
     TextDelta,
 )
+from engine.tools import toolbox
 
 __all__ = ["run_engine_phase"]
 
@@ -50,19 +58,55 @@ async def run_engine_phase(phase: Phase, scenario: BenchScenario, config: Engine
     outbound = _Outbound()
     options = {"metadata": scenario.mock_metadata()}
     model = f"mock/{scenario.model_scenario}"
+    fake = None
+    if scenario.tool_calls:
+        latency = LatencyModel(
+            scenario.tool_median_ms / 1000, scenario.tool_p99_ms / 1000, seed=scenario.seed
+        )
+        fake = FakeTools(latency)
     phase.event_source = "engine: parser pool events decoded (excluding [DONE])"
     async with (
         OpenRouterHttpTransport(config, api_key=_DUMMY_API_KEY) as transport,
         open_engine(config, EnginePorts(transport=transport)) as engine,
     ):
         phase.events_now = partial(_parser_events, engine)
+        if fake is not None:
+            phase.event_source = "tool calls completed (events/s = tool throughput)"
+            phase.events_now = lambda: fake.completed
+        one = partial(_one_request, engine, model, options, outbound, fake=fake)
         try:
-            await drive(phase, partial(_one_request, engine, model, options, outbound))
+            await drive(phase, one)
         finally:
             # Kept even when interrupted: channel peaks and counters are the
             # most useful part of a run that went wrong.
-            phase.extra["engine_statistics"] = engine.statistics().as_dict()
+            statistics = engine.statistics().as_dict()
+            phase.extra["engine_statistics"] = statistics
             phase.extra["outbound"] = {"events": outbound.events, "batches": outbound.batches}
+            if fake is not None:
+                phase.extra["tools"] = _tool_figures(fake, statistics["actors"].get("tools", {}))
+
+
+def _tool_figures(fake: FakeTools, counters: Mapping[str, int]) -> dict[str, object]:
+    calls = counters.get("calls", 0)
+    return {
+        "calls": calls,
+        "completed": counters.get("calls_completed", 0),
+        "failed_or_timed_out": calls - counters.get("calls_completed", 0),
+        "rounds": counters.get("rounds", 0),
+        "per_request_limit_waits": counters.get("per_request_limit_waits", 0),
+        "global_limit_waits": counters.get("global_limit_waits", 0),
+        # The share of calls that found the request's slots all taken.
+        "per_request_saturation": (
+            counters.get("per_request_limit_waits", 0) / calls if calls else None
+        ),
+        "global_saturation": counters.get("global_limit_waits", 0) / calls if calls else None,
+        "tool_latency_ms": fake.durations.summary(),
+        "latency_model": {
+            "median_ms": fake.latency.median_s * 1000,
+            "p99_ms": fake.latency.p99_s * 1000,
+            "seed": fake.latency.seed,
+        },
+    }
 
 
 def _parser_events(engine: Engine) -> int:
@@ -75,8 +119,11 @@ async def _one_request(
     options: Mapping[str, object],
     outbound: _Outbound,
     record: RequestRecord,
+    *,
+    fake: FakeTools | None = None,
 ) -> tuple[Outcome, str]:
-    request = ChatRequest(model=model, input=_INPUT, options=options)
+    tools = toolbox(fake.tool()) if fake is not None else None
+    request = ChatRequest(model=model, input=_INPUT, options=options, tools=tools)
     try:
         stream = engine.submit(request)
     except AdmissionRejected as exc:

@@ -111,6 +111,37 @@ def format_table(results: Sequence[Mapping[str, Any]], ratio: float | None) -> s
     return "\n".join([header, rule, *(line(row) for row in rows), rule, ratio_line(ratio)])
 
 
+def tools_lines(phases: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The tool phase's own figures, next to the plain streaming phase; [] without tools."""
+    tools_phase = phases.get("engine+tools")
+    if not tools_phase or "tools" not in tools_phase:
+        return []
+    tools = tools_phase["tools"]
+    plain = phases.get("engine", {})
+    lines = [
+        f"tool calls: {tools['completed']:,} completed of {tools['calls']:,} "
+        f"({tools_phase['events_per_s']:.0f}/s in the window), {tools['rounds']:,} rounds",
+        f"slot waits: per request {_share(tools['per_request_saturation'])} of calls, "
+        f"global {_share(tools['global_saturation'])}",
+        f"tool latency (in the tools): p50 {_ms(tools['tool_latency_ms']['p50_ms'])} ms, "
+        f"p99 {_ms(tools['tool_latency_ms']['p99_ms'])} ms "
+        f"(asked: median {tools['latency_model']['median_ms']:g} ms, "
+        f"p99 {tools['latency_model']['p99_ms']:g} ms)",
+    ]
+    with_tools = tools_phase.get("e2e_ms", {}).get("p50_ms")
+    without = plain.get("e2e_ms", {}).get("p50_ms")
+    if with_tools and without:
+        lines.append(
+            f"end-to-end p50 with tools / without: {with_tools / without:.2f} "
+            f"({with_tools:.0f} ms vs {without:.0f} ms)"
+        )
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def write_results(directory: Path, document: Mapping[str, Any]) -> Path:
     """Write ``results.json`` atomically (a half-written file never replaces a good one)."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -114,16 +114,28 @@ async def _run_phases(options: RunOptions, document: dict[str, Any]) -> None:
 
         baseline = _phase("baseline", scenario, mock)
         try:
-            await run_baseline(baseline, scenario, mock.base_url)
+            # A bare client runs no tools: its baseline is the plain answer.
+            bare = scenario.plain() if scenario.tool_calls else scenario
+            await run_baseline(baseline, bare, mock.base_url)
         finally:
             phases["baseline"] = baseline.result()
         document["mock"]["after_baseline"] = await _mock_stats(mock)
 
-        engine = _phase("engine", scenario, mock)
+        if scenario.tool_calls:
+            # The same answers without tools first: what the tools add is the difference.
+            plain = _phase("engine", scenario, mock)
+            try:
+                await run_engine_phase(plain, scenario.plain(), config)
+            finally:
+                phases["engine"] = plain.result()
+            name = "engine+tools"
+        else:
+            name = "engine"
+        engine = _phase(name, scenario, mock)
         try:
             await run_engine_phase(engine, scenario, config)
         finally:
-            phases["engine"] = engine.result()
+            phases[name] = engine.result()
         document["mock"]["after_engine"] = await _mock_stats(mock)
 
 

@@ -43,23 +43,43 @@ class BenchScenario:
     warmup_s: float = 2.0
     #: Which runner measures it (see the module docstring).
     driver: Driver = "engine"
+    #: Tool-heavy load: function calls per model turn (0: no tools), turns that
+    #: call tools before the answer, and the tools' latency (log-normal).
+    tool_calls: int = 0
+    tool_rounds: int = 1
+    tool_median_ms: float = 50.0
+    tool_p99_ms: float = 400.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.tokens < 1 or self.events_per_write < 1 or self.concurrency < 1:
             raise ValueError("tokens, events_per_write and concurrency must be at least 1")
         if self.tps < 0 or self.duration_s <= 0 or self.warmup_s < 0:
             raise ValueError("tps and warmup_s must be ≥ 0 and duration_s > 0")
+        if self.tool_calls < 0 or self.tool_rounds < 1:
+            raise ValueError("tool_calls must be ≥ 0 and tool_rounds ≥ 1")
+        if not 0 < self.tool_median_ms <= self.tool_p99_ms:
+            raise ValueError("need 0 < tool_median_ms <= tool_p99_ms")
 
     def replace(self, **changes: Any) -> BenchScenario:
         return dataclasses.replace(self, **changes)
 
     def mock_metadata(self) -> dict[str, str]:
         """The request ``metadata`` that tells the mock how to stream (values are text)."""
-        return {
+        metadata = {
             "mock.tokens": str(self.tokens),
             "mock.tps": f"{self.tps:g}",
             "mock.events_per_write": str(self.events_per_write),
+            "mock.seed": str(self.seed),
         }
+        if self.tool_calls:
+            metadata["mock.calls"] = str(self.tool_calls)
+            metadata["mock.rounds"] = str(self.tool_rounds)
+        return metadata
+
+    def plain(self) -> BenchScenario:
+        """The same load without tools: the streaming phase a tool phase is compared to."""
+        return self.replace(tool_calls=0, model_scenario="text")
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,6 +98,20 @@ SCENARIOS: dict[str, BenchScenario] = {
             description="the demo's shape, measured for longer (60 s a phase)",
             duration_s=60.0,
             warmup_s=3.0,
+        ),
+        BenchScenario(
+            name="tools",
+            description=(
+                "tool-heavy: each request's model calls 8 tools per turn for 2 turns, tool "
+                "latency log-normal (median 50 ms, p99 400 ms); bare baseline, the engine "
+                "streaming the same answers without tools, then with tools; 100 streams, 10 s"
+            ),
+            model_scenario="tools",
+            concurrency=100,
+            duration_s=10.0,
+            warmup_s=2.0,
+            tool_calls=8,
+            tool_rounds=2,
         ),
         BenchScenario(
             name="owui",

@@ -147,3 +147,55 @@ def test_table_lines_up_and_flags_the_goal() -> None:
     assert len({len(line) for line in lines[:3]}) == 1  # header, rule and rows align
     assert lines[-1].startswith(f"engine/baseline CPU per event: 1.30 (goal ≤ {CPU_RATIO_GOAL}")
     assert "OVER GOAL" in lines[-1]
+
+
+def test_tool_heavy_run_reports_throughput_saturation_and_latency_next_to_streaming(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            "tools",
+            *SMALL_RUN,
+            "--set",
+            "max_parallel_tools_per_request=2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    document = json.loads((tmp_path / "results.json").read_text())
+    phases = document["phases"]
+    assert list(phases) == ["baseline", "engine", "engine+tools"]
+    for phase in phases.values():
+        _check_phase(phase)
+    tools = phases["engine+tools"]["tools"]
+    # 8 calls a turn, 2 turns a request: every completed request ran 16 calls.
+    assert tools["completed"] == tools["calls"] > 0
+    assert tools["rounds"] * 8 == tools["calls"]
+    # Two slots per request for eight calls: most calls waited for one.
+    assert 0.5 < tools["per_request_saturation"] <= 1
+    assert tools["global_saturation"] == 0
+    latency = tools["tool_latency_ms"]
+    assert latency["count"] == tools["completed"]
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"]
+    # The plain phase streamed the same answers without calling anything.
+    assert "tools" not in phases["engine"]
+    out = capsys.readouterr().out
+    assert "engine+tools" in out
+    assert "tool calls:" in out and "slot waits: per request" in out
+    assert "end-to-end p50 with tools / without:" in out
+
+
+def test_tool_latency_is_seeded_and_shaped_as_asked() -> None:
+    from bench.fake_tools import LatencyModel  # noqa: PLC0415
+
+    first = LatencyModel(0.05, 0.4, seed=7).draw()
+    model = LatencyModel(0.05, 0.4, seed=7)
+    sample = sorted(model.draw() for _ in range(20_000))
+    assert sample[0] > 0
+    assert sample[len(sample) // 2] == pytest.approx(0.05, rel=0.05)
+    assert sample[int(len(sample) * 0.99)] == pytest.approx(0.4, rel=0.1)
+    assert LatencyModel(0.05, 0.4, seed=7).draw() == first  # seeded: the same run again
+    with pytest.raises(ValueError, match="median"):
+        LatencyModel(0.5, 0.1)
