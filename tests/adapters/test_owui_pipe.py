@@ -671,9 +671,7 @@ class Recording:
 
         bodies = self.bodies
         inner = (
-            self._inner(config)
-            if self._inner
-            else OpenRouterHttpTransport(config, api_key=API_KEY)
+            self._inner(config) if self._inner else OpenRouterHttpTransport(config, api_key=API_KEY)
         )
 
         @asynccontextmanager
@@ -697,16 +695,26 @@ def turn(owui: Owui, message_id: str, history: list[dict[str, Any]], text: str) 
     return request
 
 
-async def _turn(pipe: owui_pipe.Pipe, owui: Owui, request: dict[str, Any], rec: Recording) -> Any:
+async def _turn(
+    pipe: owui_pipe.Pipe,
+    owui: Owui,
+    request: dict[str, Any],
+    rec: Recording,
+    *,
+    chat_id: str = "chat-7",
+    **context: Any,
+) -> Any:
+    """One turn through ``run_turn`` with a recording transport (``context``: more TurnContext)."""
     from adapters import owui_chat  # noqa: PLC0415
 
-    context = owui_chat.TurnContext(
+    ctx = owui_chat.TurnContext(
         user={"id": owui.user_id, "role": owui.role},
-        metadata={"chat_id": "chat-7", "message_id": owui.message_id, "features": {}},
+        metadata={"chat_id": chat_id, "message_id": owui.message_id, "features": {}},
         emitter=owui.emit,
         transport_factory=rec,
+        **context,
     )
-    return await owui_chat.run_turn(pipe.valves, request, context)
+    return await owui_chat.run_turn(pipe.valves, request, ctx)
 
 
 def test_reasoning_is_replayed_next_turn_then_forgotten(
@@ -781,9 +789,7 @@ def json_text(item: Any) -> str:
     return json.dumps(item)
 
 
-def test_a_failing_history_store_trips_that_users_db_breaker(
-    mock: Mock, loop_kind: str
-) -> None:
+def test_a_failing_history_store_trips_that_users_db_breaker(mock: Mock, loop_kind: str) -> None:
     from adapters import owui_chat  # noqa: PLC0415
     from tests.engine.support import MemoryStore  # noqa: PLC0415
 

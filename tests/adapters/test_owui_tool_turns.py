@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from adapters import owui_chat
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
     Owui,
     Recording,
     _delta,
+    _turn,
     artifact_database,
     body,
     bridge_kind,
@@ -56,14 +56,7 @@ class WeatherTool:
 async def run(
     pipe: Any, owui: Owui, request: dict[str, Any], recording: Recording, **context: Any
 ) -> Any:
-    ctx = owui_chat.TurnContext(
-        user={"id": owui.user_id, "role": owui.role},
-        metadata={"chat_id": "chat-t", "message_id": owui.message_id, "features": {}},
-        emitter=owui.emit,
-        transport_factory=recording,
-        **context,
-    )
-    return await owui_chat.run_turn(pipe.valves, request, ctx)
+    return await _turn(pipe, owui, request, recording, chat_id="chat-t", **context)
 
 
 def test_the_engine_runs_open_webui_tools_for_several_rounds(

@@ -119,14 +119,20 @@ async def test_without_tools_the_calls_are_only_reported() -> None:
     assert not out.of_type(Status)
 
 
-async def test_cancelling_during_a_tool_batch_ends_the_request_and_stores_every_pair() -> None:
-    started = trio.Event()
+class Hanging:
+    """A tool that never returns; ``started`` is set once a call is running."""
 
-    async def hang(args: dict[str, Any]) -> str:
-        started.set()
+    def __init__(self) -> None:
+        self.started = trio.Event()
+
+    async def __call__(self, args: dict[str, Any]) -> str:
+        self.started.set()
         await trio.sleep_forever()
         raise AssertionError("unreachable")
 
+
+async def test_cancelling_during_a_tool_batch_ends_the_request_and_stores_every_pair() -> None:
+    hang = Hanging()
     store = MemoryStore()
     async with mock_server() as server, running_engine(server, artifacts=store) as engine:
         req = with_tools(request("tools", calls=3, rounds=1), weather_tool(hang), chat=True)
@@ -139,7 +145,7 @@ async def test_cancelling_during_a_tool_batch_ends_the_request_and_stores_every_
                     events.append(event)
 
             nursery.start_soon(read)
-            await started.wait()
+            await hang.started.wait()
             engine.cancel(req.request_id, "the user pressed stop")
         await wait_until(lambda: len(store.rows) == 6)
         assert not tasks_named("tools ")
@@ -153,13 +159,7 @@ async def test_cancelling_during_a_tool_batch_ends_the_request_and_stores_every_
 
 
 async def test_engine_shutdown_during_a_tool_round_flushes_and_ends_every_request() -> None:
-    started = trio.Event()
-
-    async def hang(args: dict[str, Any]) -> str:
-        started.set()
-        await trio.sleep_forever()
-        raise AssertionError("unreachable")
-
+    hang = Hanging()
     store = MemoryStore()
     events: list[Any] = []
     async with mock_server() as server, trio.open_nursery() as readers:  # noqa: SIM117
@@ -173,7 +173,7 @@ async def test_engine_shutdown_during_a_tool_round_flushes_and_ends_every_reques
                     events.append(event)
 
             readers.start_soon(read)
-            await started.wait()
+            await hang.started.wait()
         # Leaving the block closes the engine: the grace runs out, tools are cancelled.
     assert isinstance(stream.ending, Failed), events
     assert "engine stopped" in stream.ending.message
