@@ -510,6 +510,8 @@ def _request_settings(valves: Valves, effective: EffectiveSettings) -> RequestSe
         enable_web_search=valves.ENABLE_WEB_SEARCH_TOOL,
         web_search_force_models=valves.web_search_force_models(),
         web_search_max_results=valves.WEB_SEARCH_MAX_RESULTS,
+        max_input_images=valves.MAX_INPUT_IMAGES_PER_REQUEST,
+        image_selection=valves.IMAGE_INPUT_SELECTION,
     )
 
 

@@ -53,6 +53,7 @@ from adapters.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
+from adapters.image_selection import ImageSelection, select_images
 from adapters.model_catalog import ModelInfo
 from engine.errors import EngineError
 from engine.messages import ChatRequest, new_request_id
@@ -119,6 +120,9 @@ class RequestSettings:
     #: OpenRouter ids or exposed sub ids for which an admin forces the web plugin.
     web_search_force_models: frozenset[str] = frozenset()
     web_search_max_results: int | None = 3
+    #: MAX_INPUT_IMAGES_PER_REQUEST and IMAGE_INPUT_SELECTION (``adapters.image_selection``).
+    max_input_images: int = 5
+    image_selection: ImageSelection = "user_then_assistant"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +190,11 @@ def build_request(
     if owui_tool_calls and replay is None:
         # OpenRouter rejects a call without its output and an output without its call.
         items = pair_function_calls(items, report.warnings)
+    if model.vision:
+        items, image_notes = select_images(
+            items, limit=settings.max_input_images, selection=settings.image_selection
+        )
+        tally.notes.extend(image_notes)
 
     options: JsonDict = {}
     read = set(_READ_KEYS)

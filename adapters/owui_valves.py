@@ -87,6 +87,7 @@ Retention = Literal["disabled", "next_reply", "conversation"]
 StreamingProfile = Literal["quick", "normal", "slow"]
 BridgeKind = Literal["guest", "thread"]
 ToolMode = Literal["engine", "open-webui"]
+ImageSelection = Literal["user_turn_only", "user_then_assistant"]
 
 Inherit = Literal["inherit"]
 INHERIT: Inherit = "inherit"
@@ -567,6 +568,18 @@ class Valves(BaseModel):
     ARTIFACT_CLEANUP_INTERVAL_HOURS: float = Field(
         default=1.0, ge=0.5, le=24, description="How often old artifacts are deleted."
     )
+    # --- attachments ------------------------------------------------------------------
+    MAX_INPUT_IMAGES_PER_REQUEST: int = Field(
+        default=5, ge=1, le=20, description="Images sent with one message (the first ones)."
+    )
+    IMAGE_INPUT_SELECTION: ImageSelection = Field(
+        default="user_then_assistant",
+        description=(
+            "user_turn_only: only images the user attached to the newest message. "
+            "user_then_assistant: when there are none, the images the last answer showed."
+        ),
+    )
+
     # --- tools ------------------------------------------------------------------------
     TOOL_EXECUTION_MODE: ToolMode = Field(
         default="engine",
@@ -703,6 +716,7 @@ class Valves(BaseModel):
         "REASONING_SUMMARY_MODE",
         "ENGINE_BRIDGE",
         "TOOL_EXECUTION_MODE",
+        "IMAGE_INPUT_SELECTION",
         mode="before",
     )
     @classmethod

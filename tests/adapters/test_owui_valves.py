@@ -156,6 +156,8 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "TOOL_BATCH_TIMEOUT_SECONDS": 120,
     "TOOL_IDLE_TIMEOUT_SECONDS": None,
     "REMOTE_MCP_SERVERS_JSON": None,
+    "MAX_INPUT_IMAGES_PER_REQUEST": 5,
+    "IMAGE_INPUT_SELECTION": "user_then_assistant",
 }
 
 
