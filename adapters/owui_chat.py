@@ -512,6 +512,7 @@ def _request_settings(valves: Valves, effective: EffectiveSettings) -> RequestSe
         web_search_max_results=valves.WEB_SEARCH_MAX_RESULTS,
         max_input_images=valves.MAX_INPUT_IMAGES_PER_REQUEST,
         image_selection=valves.IMAGE_INPUT_SELECTION,
+        base64_max_bytes=valves.BASE64_MAX_SIZE_MB * 1024 * 1024,
     )
 
 

@@ -53,6 +53,7 @@ from adapters.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
+from adapters.data_urls import AttachmentError, check_base64, check_data_url
 from adapters.image_selection import ImageSelection, select_images
 from adapters.model_catalog import ModelInfo
 from engine.errors import EngineError
@@ -123,6 +124,8 @@ class RequestSettings:
     #: MAX_INPUT_IMAGES_PER_REQUEST and IMAGE_INPUT_SELECTION (``adapters.image_selection``).
     max_input_images: int = 5
     image_selection: ImageSelection = "user_then_assistant"
+    #: BASE64_MAX_SIZE_MB in bytes: the largest inline attachment sent.
+    base64_max_bytes: int = 50 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +187,7 @@ def build_request(
             f"the body is a {type(body).__name__}, not an object",
             "Send a chat completion body with a messages list.",
         )
-    tally = _Tally(keep_tool_calls=owui_tool_calls)
+    tally = _Tally(keep_tool_calls=owui_tool_calls, base64_max_bytes=settings.base64_max_bytes)
     report = ReplayReport()
     items = _map_messages(body.get("messages"), model, tally, _Replay.of(replay, model, report))
     if owui_tool_calls and replay is None:
@@ -254,6 +257,18 @@ class _Tally:
     notes: list[str] = field(default_factory=list)
     #: Tool calls Open WebUI ran itself (TOOL_EXECUTION_MODE open-webui) are history.
     keep_tool_calls: bool = False
+    #: BASE64_MAX_SIZE_MB: inline attachments larger than this are left out.
+    base64_max_bytes: int = 50 * 1024 * 1024
+    #: How many inline attachments were looked at (to name them in notes).
+    attachments: int = 0
+
+    def refused(self, error: AttachmentError) -> None:
+        """One attachment left out: the user reads why; the rest of the request goes on."""
+        self.notes.append(error.reason[:1].upper() + error.reason[1:] + ".")
+
+    def inline_name(self, kind: str) -> str:
+        self.attachments += 1
+        return f"attachment {self.attachments} ({kind})"
 
 
 #: kind → (what the model does not accept, singular noun, plural noun)
@@ -603,6 +618,12 @@ def _image_part(
         raise RequestMappingError(
             f"{where} is an image part without a URL", "Attach the image again."
         )
+    if url[:5].lower() == "data:":
+        try:
+            check_data_url(url, limit_bytes=tally.base64_max_bytes, what=tally.inline_name("image"))
+        except AttachmentError as exc:
+            tally.refused(exc)
+            return None
     return {
         "type": "input_image",
         "image_url": url,
@@ -627,24 +648,73 @@ def _file_part(
             f"{where} is a file part without file_id, file_data or file_url",
             "Attach the file again.",
         )
+    data = fields.get("file_data", "")
+    if data[:5].lower() == "data:":
+        name = tally.inline_name(f"file {fields.get('filename') or 'without a name'}")
+        try:
+            check_data_url(data, limit_bytes=tally.base64_max_bytes, what=name)
+        except AttachmentError as exc:
+            tally.refused(exc)
+            return None
     return {"type": "input_file", **fields}
 
 
 def _audio_part(
     part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
 ) -> JsonDict | None:
+    """Audio is sent inline (base64) as mp3 or wav; links and other formats are refused.
+
+    Accepted: ``{data, format}``, or a ``data:audio/...;base64,`` URL as the
+    data (its media type then gives the format).
+    """
     if not model.audio_input:
         tally.skipped["audio"] += 1
         return None
     audio = part.get("input_audio")
-    data = audio.get("data") if isinstance(audio, Mapping) else None
+    data = audio.get("data") if isinstance(audio, Mapping) else audio
     audio_format = audio.get("format") if isinstance(audio, Mapping) else None
+    if isinstance(data, str) and data[:5].lower() == "data:":
+        name = tally.inline_name("audio")
+        try:
+            media_type, data = check_data_url(data, limit_bytes=tally.base64_max_bytes, what=name)
+        except AttachmentError as exc:
+            tally.refused(exc)
+            return None
+        audio_format = audio_format or media_type
     if not isinstance(data, str) or not data or not isinstance(audio_format, str):
         raise RequestMappingError(
             f"{where} is an audio part without data and format",
             "Attach the recording again.",
         )
-    return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
+    if data[:8].lower().startswith(("http://", "https://")):
+        tally.refused(AttachmentError("audio links are not supported; attach the recording"))
+        return None
+    fmt = _AUDIO_FORMATS.get(audio_format.lower())
+    if fmt is None:
+        tally.refused(
+            AttachmentError(f"audio in {audio_format!r} is not supported; send mp3 or wav")
+        )
+        return None
+    try:
+        check_base64(data, limit_bytes=tally.base64_max_bytes, what=tally.inline_name("audio"))
+    except AttachmentError as exc:
+        tally.refused(exc)
+        return None
+    return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
+
+
+#: Audio formats the Responses API takes, by the names clients use for them.
+_AUDIO_FORMATS: Final = {
+    "mp3": "mp3",
+    "mpeg": "mp3",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "wav": "wav",
+    "wave": "wav",
+    "audio/wav": "wav",
+    "audio/wave": "wav",
+    "audio/x-wav": "wav",
+}
 
 
 _PART_MAPPERS: Final[dict[str, PartMapper]] = {

@@ -572,6 +572,12 @@ class Valves(BaseModel):
     MAX_INPUT_IMAGES_PER_REQUEST: int = Field(
         default=5, ge=1, le=20, description="Images sent with one message (the first ones)."
     )
+    BASE64_MAX_SIZE_MB: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description="Largest inline attachment (an image, file or recording sent as base64).",
+    )
     IMAGE_INPUT_SELECTION: ImageSelection = Field(
         default="user_then_assistant",
         description=(

@@ -994,3 +994,82 @@ def test_no_null_ever_goes_upstream_and_the_body_is_json(
     }
     assert ("reasoning" in upstream) == (model.reasoning and chosen.enable_reasoning)
     assert list(mapped.dropped) == sorted(mapped.dropped)
+
+
+# --------------------------------------------------------------------------
+# Inline attachments: size and shape checked per attachment, the rest goes on
+# --------------------------------------------------------------------------
+
+SMALL = RequestSettings(base64_max_bytes=1024)
+PNG_1K = "data:image/png;base64," + "A" * 1368  # 1026 bytes once decoded
+
+
+def test_an_oversized_inline_image_is_left_out_and_the_rest_is_sent() -> None:
+    parts = [
+        {"type": "text", "text": "two pictures"},
+        {"type": "image_url", "image_url": {"url": PNG_1K}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    mapped = build(user_turn(parts), settings=SMALL)
+    content = sent(mapped)["input"][0]["content"]
+    assert [p["type"] for p in content] == ["input_text", "input_image"]
+    assert content[1]["image_url"] == "data:image/png;base64,iVBORw0KGgo="
+    assert mapped.notes == (
+        "Attachment 1 (image) is 2 KB, over the 1 KB limit; send a smaller file.",
+    )
+
+
+def test_broken_inline_attachments_say_which_and_why() -> None:
+    parts = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@@"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png,notbase64"}},
+        {
+            "type": "file",
+            "file": {"file_data": "data:application/pdf;base64,%%", "filename": "a.pdf"},
+        },
+        {"type": "text", "text": "still here"},
+    ]
+    mapped = build(user_turn(parts))
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "still here"}]
+    assert mapped.notes == (
+        "Attachment 1 (image) is not valid base64; attach it again.",
+        "Attachment 2 (image) is a data: URL that is not base64-encoded; attach the file itself.",
+        "Attachment 3 (file a.pdf) is not valid base64; attach it again.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("audio", "expected"),
+    [
+        ({"data": "SUQzBA==", "format": "mp3"}, {"data": "SUQzBA==", "format": "mp3"}),
+        ({"data": "SUQzBA==", "format": "audio/mpeg"}, {"data": "SUQzBA==", "format": "mp3"}),
+        ({"data": "UklGRg==", "format": "WAVE"}, {"data": "UklGRg==", "format": "wav"}),
+        ({"data": "data:audio/x-wav;base64,UklGRg=="}, {"data": "UklGRg==", "format": "wav"}),
+        ("data:audio/mp3;base64,SUQzBA==", {"data": "SUQzBA==", "format": "mp3"}),
+    ],
+)
+def test_audio_is_sent_inline_as_mp3_or_wav(audio: Any, expected: dict[str, str]) -> None:
+    part = {"type": "input_audio", "input_audio": audio}
+    content = sent(build(user_turn([part]), model=AUDIO))["input"][0]["content"]
+    assert content == [{"type": "input_audio", "input_audio": expected}]
+
+
+@pytest.mark.parametrize(
+    ("audio", "note"),
+    [
+        (
+            {"data": "https://x.test/a.mp3", "format": "mp3"},
+            "Audio links are not supported; attach the recording.",
+        ),
+        (
+            {"data": "T2dnUw==", "format": "ogg"},
+            "Audio in 'ogg' is not supported; send mp3 or wav.",
+        ),
+        ({"data": "SUQz$$$$", "format": "mp3"}, "Attachment 1 (audio) is not valid base64"),
+    ],
+)
+def test_audio_that_cannot_be_sent_is_left_out_with_a_reason(audio: Any, note: str) -> None:
+    parts = [{"type": "text", "text": "listen"}, {"type": "input_audio", "input_audio": audio}]
+    mapped = build(user_turn(parts), model=AUDIO)
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "listen"}]
+    assert mapped.notes[0].startswith(note)

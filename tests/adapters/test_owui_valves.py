@@ -158,6 +158,7 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "REMOTE_MCP_SERVERS_JSON": None,
     "MAX_INPUT_IMAGES_PER_REQUEST": 5,
     "IMAGE_INPUT_SELECTION": "user_then_assistant",
+    "BASE64_MAX_SIZE_MB": 50,
 }
 
 
