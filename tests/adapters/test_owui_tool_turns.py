@@ -179,3 +179,23 @@ def test_title_tasks_never_get_tools(mock: Mock, loop_kind: str) -> None:
         assert "tools" not in recording.bodies[0]
 
     on_loop(loop_kind, scenario, limit_s=20)
+
+
+def test_remote_mcp_servers_go_upstream_each_as_its_own_tool(mock: Mock, loop_kind: str) -> None:
+    servers = (
+        '[{"server_label": "docs", "server_url": "https://mcp.example.com/sse"},'
+        ' {"server_label": "git", "server_url": "wss://git.example.com/mcp",'
+        ' "headers": {"Authorization": "Bearer secret-token"}}]'
+    )
+    recording = Recording(tokens=4)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest", REMOTE_MCP_SERVERS_JSON=servers)
+        owui = Owui()
+        answer = await read(await run(pipe, owui, body("mock.text"), recording))
+        assert answer.text and not answer.errors
+        tools = recording.bodies[0]["tools"]
+        assert [(t["type"], t["server_label"]) for t in tools] == [("mcp", "docs"), ("mcp", "git")]
+        assert tools[1]["headers"] == {"Authorization": "Bearer secret-token"}
+
+    on_loop(loop_kind, scenario, limit_s=20)
