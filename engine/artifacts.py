@@ -94,6 +94,12 @@ def strip_markers(text: str) -> str:
     return _MARKER.sub("", text).rstrip()
 
 
+#: Output items that are never artifacts: the visible answer lives in Open WebUI's
+#: own history, and a generated image is megabytes of base64 that is never
+#: replayed (the answer shows it; seed §K.2.21).
+_NEVER_STORED = frozenset({"message", "image_generation_call"})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ArtifactContext:
     """Where a request's artifacts belong (set by the adapter; None = not persisted).
@@ -116,8 +122,8 @@ class ArtifactContext:
 
     def wants(self, item_type: str) -> bool:
         """Whether an output item of this type is stored for this request."""
-        if item_type == "message":
-            return False  # the visible answer lives in Open WebUI's own history
+        if item_type in _NEVER_STORED:
+            return False
         if item_type == "reasoning":
             return self.reasoning != "disabled"
         if item_type in ("function_call", "function_call_output"):
