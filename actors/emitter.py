@@ -184,6 +184,8 @@ class _Emitting:
         calls = mapper.function_calls
         if self.max_turns is None or handle.request.tools is None:
             return False  # no tool executor, or a request that only reports calls
+        if ended.cancel_reason is not None or ended.failure is not None:
+            return False  # stopped after its response completed: no more rounds
         if not calls or not isinstance(ending, Completed):
             return False
         rid = handle.request_id

@@ -124,11 +124,14 @@ class _RequestFetch:
 
     async def run(self) -> None:
         self.shared.counters.add("requests")
+        ended = await self._turn()
         while True:
-            ended = await self._turn()
             await self.shared.outbox.send(ended)
-            if ended.failure is not None or ended.cancel_reason is not None:
-                return
+            # After every StreamEnded, whatever it says: the emitter either ends
+            # the request (which closes the mailbox) or hands the turn to the tool
+            # executor, which always answers. Returning early on a cancelled turn
+            # would strand a round the emitter started from a response that had
+            # completed just before the cancellation.
             try:
                 mail = await self.handle.turns_receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
@@ -138,21 +141,20 @@ class _RequestFetch:
                     self.turn, self.next_seq = turn, 0
                     self.more_input += more
                     self.shared.counters.add("turns")
+                    ended = await self._turn()
                 case ToolsStopped(cancel_reason=reason, failure=failure):
                     if reason is not None:
                         self.shared.counters.add("cancelled")
                     if failure is not None:
                         self.shared.counters.add("failed")
-                    await self.shared.outbox.send(
-                        StreamEnded(
-                            request_id=self.handle.request_id,
-                            seq=0,
-                            turn=self.turn + 1,
-                            failure=failure,
-                            cancel_reason=reason,
-                        )
+                    self.turn += 1
+                    ended = StreamEnded(
+                        request_id=self.handle.request_id,
+                        seq=0,
+                        turn=self.turn,
+                        failure=failure,
+                        cancel_reason=reason,
                     )
-                    return
 
     async def _turn(self) -> StreamEnded:
         """Stream one turn; its ``StreamEnded`` (sent by the caller, outside the scope)."""

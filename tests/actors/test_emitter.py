@@ -373,3 +373,26 @@ async def test_creditless_closing_events_travel_with_the_round() -> None:
         await send.aclose()
     assert [type(e).__name__ for e in tool_round.carried] == ["Status"]
     assert drain_outbound(handle) == []
+
+
+async def test_a_completed_turn_cut_by_a_cancellation_starts_no_round() -> None:
+    # response.completed (with calls) arrived, then the stream was cancelled:
+    # the fetcher will not stream again, so no round may start.
+    handle = make_handle(window_events=16, request=_tool_request())
+    rid = handle.request_id
+    await handle.window.acquire(2)
+    send, rounds, _, actor = _tool_rig({rid: handle})
+    completed = _ev("response.completed", response={"id": "r"})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="emitter-actor")
+        await send.send(
+            (
+                RequestBatch(request_id=rid, items=(_call_done("c1"), completed)),
+                StreamEnded(request_id=rid, seq=2, cancel_reason="consumer left"),
+            )
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert handle.finished
+        with pytest.raises(trio.WouldBlock):
+            rounds.receive_nowait()
+        await send.aclose()

@@ -473,6 +473,7 @@ async def test_cancel_while_waiting_for_credit(autojump_clock: trio.testing.Mock
         assert handle.window.waiting == 1
         handle.cancel("gone")
         ended = await rig.outbox.receive()
+        _end_like_the_emitter(handle)
     assert first == SseBatch(request_id=handle.request_id, first_seq=0, payloads=(EB[0],))
     assert ended == StreamEnded(request_id=handle.request_id, seq=1, cancel_reason="gone")
     assert handle.window.in_flight == 1  # only the forwarded event holds a credit
@@ -649,6 +650,7 @@ async def test_tools_stopped_becomes_the_requests_stream_end() -> None:
         assert await rig.outbox.receive() == StreamEnded(
             request_id=rid, seq=0, turn=1, cancel_reason="stop pressed"
         )
+        _end_like_the_emitter(handle)  # a cancelled ending: the emitter ends the request
         await trio.testing.wait_all_tasks_blocked()
         assert not tasks_named("fetch ")  # the request task is gone
 
