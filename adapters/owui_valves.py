@@ -48,6 +48,8 @@ How Open WebUI 0.12.4 handles these classes (read from its installed source):
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -277,6 +279,18 @@ def _upper(value: object) -> object:
     return value.strip().upper() if isinstance(value, str) else value
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
+    """``parse_mcp_servers``, once per distinct valve text.
+
+    Open WebUI builds ``Valves`` (and so runs the validator) for every
+    request, and the value may be up to 1 MB of JSON. Errors are not cached
+    (``lru_cache`` keeps only returned values); callers outside this module
+    get deep copies (``Valves.mcp_servers``).
+    """
+    return parse_mcp_servers(text)
+
+
 def _comma_list(text: str) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for part in text.split(","):
@@ -316,7 +330,11 @@ _VALVE_OF_ENGINE_FIELD: Mapping[str, str] = MappingProxyType(
     }
 )
 
-_SECRET_VALVES = frozenset({"API_KEY"})
+#: Valves whose rejected value is never echoed in a message: keys, a database URL
+#: that may hold a password, and MCP servers whose headers carry bearer tokens.
+_SECRET_VALVES = frozenset(
+    {"API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL", "REMOTE_MCP_SERVERS_JSON"}
+)
 
 
 class Valves(BaseModel):
@@ -628,6 +646,8 @@ class Valves(BaseModel):
     )
     REMOTE_MCP_SERVERS_JSON: str | None = Field(
         default=None,
+        # Its headers hold bearer tokens: kept out of repr() like API_KEY.
+        repr=False,
         description=(
             "Remote MCP servers for the model, as a JSON object or list: server_label, "
             "server_url (http, https, ws, wss), require_approval, allowed_tools, headers."
@@ -733,9 +753,11 @@ class Valves(BaseModel):
     @classmethod
     def _mcp_servers_usable(cls, value: str | None) -> str | None:
         try:
-            parse_mcp_servers(value)
+            _parsed_mcp_servers(value)
         except McpConfigError as exc:
-            raise ValueError(exc.message) from None
+            # The message already starts with the valve's name; the form adds it again.
+            problem = exc.message.removeprefix("REMOTE_MCP_SERVERS_JSON: ")
+            raise ValueError(f"is unusable: {problem}") from None
         return value
 
     @field_validator("LOG_LEVEL", mode="before")
@@ -768,8 +790,12 @@ class Valves(BaseModel):
         return ids
 
     def mcp_servers(self) -> tuple[dict[str, Any], ...]:
-        """REMOTE_MCP_SERVERS_JSON as ``mcp`` tool entries (checked when it was saved)."""
-        return parse_mcp_servers(self.REMOTE_MCP_SERVERS_JSON)
+        """REMOTE_MCP_SERVERS_JSON as ``mcp`` tool entries (checked when it was saved).
+
+        Fresh copies every call: a caller may add to an entry without
+        changing what the next request gets.
+        """
+        return copy.deepcopy(_parsed_mcp_servers(self.REMOTE_MCP_SERVERS_JSON))
 
     def web_search_force_models(self) -> frozenset[str]:
         """Model ids that always get the web plugin."""
@@ -1119,7 +1145,7 @@ def describe_validation_error(exc: ValidationError, model_name: str) -> str:
     """One readable line per rejected setting, e.g.
     ``Valves: MAX_CONCURRENT_REQUESTS must be at most 2000 (got 5000)``.
 
-    The rejected value is shown except for secrets (API_KEY).
+    The rejected value is shown except for secrets (``_SECRET_VALVES``).
     """
     return "\n".join(_describe_lines(exc, model_name))
 

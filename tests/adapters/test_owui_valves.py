@@ -217,6 +217,13 @@ BOUNDS: list[tuple[str, int, int | None]] = [
     ("BREAKER_MAX_FAILURES", 1, 50),
     ("BREAKER_WINDOW_SECONDS", 5, 900),
     ("BRIDGE_WINDOW_BATCHES", 1, 1024),
+    ("MAX_FUNCTION_CALL_LOOPS", 1, 1000),
+    ("MAX_PARALLEL_TOOLS_GLOBAL", 1, 2000),
+    ("MAX_PARALLEL_TOOLS_PER_REQUEST", 1, 50),
+    ("TOOL_BATCH_CAP", 1, 32),
+    ("TOOL_TIMEOUT_SECONDS", 1, 600),
+    ("TOOL_BATCH_TIMEOUT_SECONDS", 1, 7200),
+    ("TOOL_IDLE_TIMEOUT_SECONDS", 1, 7200),
 ]
 
 
@@ -910,3 +917,110 @@ def test_mcp_servers_are_checked_when_saved() -> None:
     with pytest.raises(ValidationError, match="http, https, ws or wss"):
         make_valves(REMOTE_MCP_SERVERS_JSON='{"server_url": "file:///etc/passwd"}')
     assert make_valves(REMOTE_MCP_SERVERS_JSON="  ").mcp_servers() == ()
+
+
+def test_a_rejected_mcp_value_says_what_to_fix_once() -> None:
+    with pytest.raises(ValidationError) as exc:
+        make_valves(REMOTE_MCP_SERVERS_JSON='{"server_url": "ftp://mcp.example.com"}')
+    assert problems_of(exc) == (
+        "Valves: REMOTE_MCP_SERVERS_JSON is unusable: server 1: server_url must be an http, "
+        "https, ws or wss URL with a host"
+    )
+
+
+TOKEN = "Bearer sk-mcp-0123456789"
+SERVER_WITH_TOKEN = json.dumps(
+    {
+        "server_label": "docs",
+        "server_url": "https://mcp.example.com",
+        "headers": {"Authorization": TOKEN},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # The token comes first, so a cut-off echo of the value would still show it.
+        json.dumps({"headers": {"Authorization": TOKEN}, "server_url": "ftp://x"}),
+        json.dumps({"headers": {"Authorization": TOKEN}, "server_url": "https://x", "k": 1}),
+        '{"headers": {"Authorization": "' + TOKEN + '"}',  # not JSON at all
+    ],
+)
+def test_mcp_header_values_never_reach_a_message(bad: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        make_valves(REMOTE_MCP_SERVERS_JSON=bad)
+    assert "REMOTE_MCP_SERVERS_JSON" in problems_of(exc)
+    assert "sk-mcp" not in problems_of(exc)
+    assert "sk-mcp" not in str(exc.value)
+
+
+def test_mcp_header_values_stay_out_of_repr() -> None:
+    valves = make_valves(REMOTE_MCP_SERVERS_JSON=SERVER_WITH_TOKEN)
+    assert "sk-mcp" not in repr(valves) and "sk-mcp" not in str(valves)
+    assert valves.mcp_servers()[0]["headers"] == {"Authorization": TOKEN}
+
+
+@pytest.mark.parametrize(
+    ("valve", "value", "secret_text"),
+    [
+        ("ARTIFACT_ENCRYPTION_KEY", "short-secret", "short-secret"),
+        ("ARTIFACT_DATABASE_URL", 5432, "5432"),
+        ("API_KEY", 12345, "12345"),
+    ],
+)
+def test_other_secret_valves_are_not_echoed(valve: str, value: object, secret_text: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        make_valves(**{valve: value})
+    assert problems_of(exc).startswith(f"Valves: {valve} ")
+    assert secret_text not in problems_of(exc)
+
+
+def test_mcp_servers_are_fresh_copies_each_time() -> None:
+    valves = make_valves(REMOTE_MCP_SERVERS_JSON=SERVER_WITH_TOKEN)
+    first = valves.mcp_servers()
+    first[0]["headers"]["Authorization"] = "changed"
+    first[0]["extra"] = True
+    again = make_valves(REMOTE_MCP_SERVERS_JSON=SERVER_WITH_TOKEN).mcp_servers()
+    assert again == (
+        {
+            "type": "mcp",
+            "server_url": "https://mcp.example.com",
+            "server_label": "docs",
+            "headers": {"Authorization": TOKEN},
+        },
+    )
+
+
+def test_several_mcp_servers_stay_separate_entries() -> None:
+    servers = json.dumps(
+        [
+            {"server_label": "a", "server_url": "https://a.example.com"},
+            {"server_label": "b", "server_url": "wss://b.example.com/mcp"},
+        ]
+    )
+    parsed = make_valves(REMOTE_MCP_SERVERS_JSON=servers).mcp_servers()
+    assert [(s["type"], s["server_label"]) for s in parsed] == [("mcp", "a"), ("mcp", "b")]
+
+
+def test_tool_valves_from_the_form() -> None:
+    """Form text is parsed; an emptied idle timeout means "never"."""
+    valves = make_valves(
+        TOOL_IDLE_TIMEOUT_SECONDS="",
+        MAX_FUNCTION_CALL_LOOPS="25",
+        ENABLE_STRICT_TOOL_CALLING="false",
+        REMOTE_MCP_SERVERS_JSON="",
+    )
+    assert valves.TOOL_IDLE_TIMEOUT_SECONDS is None
+    assert valves.engine_config().tool_idle_timeout_s is None
+    assert valves.MAX_FUNCTION_CALL_LOOPS == 25
+    assert valves.ENABLE_STRICT_TOOL_CALLING is False
+    assert valves.REMOTE_MCP_SERVERS_JSON is None and valves.mcp_servers() == ()
+
+
+def test_an_unknown_tool_mode_lists_the_choices() -> None:
+    with pytest.raises(ValidationError) as exc:
+        make_valves(TOOL_EXECUTION_MODE="browser")
+    assert problems_of(exc) == (
+        "Valves: TOOL_EXECUTION_MODE must be one of 'engine' or 'open-webui' (got 'browser')"
+    )
