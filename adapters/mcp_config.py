@@ -10,9 +10,14 @@ seed §K.2.25). Per server:
   silently drop a setting);
 * ``server_url``: ``http``, ``https``, ``ws`` or ``wss`` with a host;
 * ``server_label``: required shape ``[A-Za-z0-9_-]{1,64}``; when missing it is
-  made from the URL's host; duplicate labels get ``_2``, ``_3``, … in order;
-* ``headers``: a string → string object. Header values are secrets (API
-  keys): they never appear in an error message.
+  made from the URL's host; duplicate labels get ``_2``, ``_3``, … in order
+  (cut so they stay within 64 characters);
+* ``headers``: an object of HTTP header names (RFC 9110 tokens) to text
+  values without line breaks (a line break would smuggle in another
+  header). Header values are secrets (API keys): they never appear in an
+  error message;
+* ``require_approval``: ``"always"`` or ``"never"`` (any case), or an object
+  that is passed on as it is.
 
 ``parse_mcp_servers`` raises ``McpConfigError`` naming the server (by
 position) and what to fix.
@@ -36,6 +41,8 @@ _ALLOWED_KEYS = frozenset(
 _SCHEMES = frozenset({"http", "https", "ws", "wss"})
 _LABEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_-]")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_APPROVALS = frozenset({"always", "never"})
 
 
 class McpConfigError(ValueError):
@@ -56,6 +63,10 @@ def parse_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise McpConfigError(f"the value is not valid JSON ({exc})") from None
+    if not isinstance(raw, list | dict):
+        raise McpConfigError(
+            f"the value must be a JSON object or a list of objects, not {_json_kind(raw)}"
+        )
     servers = raw if isinstance(raw, list) else [raw]
     labels: set[str] = set()
     out = []
@@ -70,7 +81,7 @@ def parse_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
 def _server(server: object, position: int) -> dict[str, Any]:
     where = f"server {position}"
     if not isinstance(server, Mapping):
-        raise McpConfigError(f"{where} must be a JSON object, not {type(server).__name__}")
+        raise McpConfigError(f"{where} must be a JSON object, not {_json_kind(server)}")
     unknown = sorted(str(k) for k in server if k not in _ALLOWED_KEYS)
     if unknown:
         raise McpConfigError(
@@ -94,16 +105,15 @@ def _server(server: object, position: int) -> dict[str, Any]:
     entry["server_label"] = label
     headers = server.get("headers")
     if headers is not None:
-        if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            # The values are secrets: name the problem, never the values.
-            raise McpConfigError(f"{where}: headers must map header names to text values")
-        entry["headers"] = dict(headers)
+        entry["headers"] = _headers(headers, where)
     approval = server.get("require_approval")
     if approval is not None:
-        if not isinstance(approval, str | Mapping):
-            raise McpConfigError(f"{where}: require_approval must be text or an object")
+        if isinstance(approval, str) and approval.strip().lower() in _APPROVALS:
+            approval = approval.strip().lower()
+        elif not isinstance(approval, Mapping):
+            raise McpConfigError(
+                f'{where}: require_approval must be "always", "never" or an object'
+            )
         entry["require_approval"] = approval
     allowed = server.get("allowed_tools")
     if allowed is not None:
@@ -113,10 +123,44 @@ def _server(server: object, position: int) -> dict[str, Any]:
     return entry
 
 
+def _headers(headers: object, where: str) -> dict[str, str]:
+    # The values are secrets: messages name the header, never its value.
+    if not isinstance(headers, Mapping):
+        raise McpConfigError(f"{where}: headers must be an object of header names to text")
+    checked: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise McpConfigError(
+                f"{where}: {str(name)[:40]!r} is not a valid HTTP header name "
+                "(letters, digits and !#$%&'*+.^_`|~-)"
+            )
+        if not isinstance(value, str):
+            raise McpConfigError(f"{where}: the value of header {name!r} must be text")
+        if any(ch in value for ch in "\r\n\0"):
+            raise McpConfigError(
+                f"{where}: the value of header {name!r} contains a line break or NUL"
+            )
+        checked[name] = value
+    return checked
+
+
+def _json_kind(value: object) -> str:
+    """How a person writing JSON calls this value."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "text"}
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    return kinds.get(type(value), type(value).__name__)
+
+
 def _unique(label: str, taken: set[str]) -> str:
     if label not in taken:
         return label
     n = 2
-    while f"{label[:60]}_{n}" in taken:
+    while True:
+        suffix = f"_{n}"
+        candidate = label[: 64 - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
         n += 1
-    return f"{label[:60]}_{n}"

@@ -7,13 +7,25 @@ upstream and run, with a note for everything it had to change or leave out:
 * Only for models whose catalogue entry supports tools: OpenRouter answers
   404 "No endpoints found that support tool use" otherwise (seed §K.1 #58),
   so the tools are left out with a note instead.
+* A tool's name is its ``__tools__`` key: Open WebUI has already resolved
+  its own clashes there (it prefixes the tool id), and in pass-through mode
+  it looks the model's calls up by that key. The spec's ``name`` is used
+  only when the key is not usable text.
 * Names must match ``^[a-zA-Z0-9_-]{1,64}$``: other characters become ``_``
-  and long names are cut. Two entries that end up with one name are
-  resolved deterministically — entries are taken in order of (name,
-  tool id), the first keeps the name, later ones get ``_2``, ``_3``, … —
-  and each rename is reported.
+  and long names are cut. A name that needed no change always keeps it;
+  changed names that then clash are taken in order of (cleaned name, key) —
+  the first gets the cleaned name if it is free, later ones ``_2``, ``_3``,
+  … — so the result does not depend on the order of ``__tools__``. Every
+  change is reported in ``notes`` and listed in ``renamed`` (announced name
+  → key), which pass-through mode needs to give Open WebUI its own names
+  back.
 * With ``ENABLE_STRICT_TOOL_CALLING`` the parameters schema is made strict
-  (``strict_schema``) and the tool is announced with ``strict: true``.
+  (``strict_schema``) and the tool is announced with ``strict: true`` —
+  unless the schema has a free-form object (``additionalProperties`` true or
+  a schema, ``patternProperties``, or a nested object with no
+  ``properties`` key): strict mode cannot describe one, and forcing it closed
+  would let the model send only ``{}``. Such a tool is announced as given,
+  without ``strict``, with a note.
 
 ``strict_schema`` makes a JSON schema acceptable to strict function calling:
 every object lists all its properties in ``required`` and has
@@ -31,6 +43,7 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -63,6 +76,8 @@ class ToolDeclarations:
 
     tools: tuple[DeclaredTool, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    #: Announced name → ``__tools__`` key, for each tool offered under another name.
+    renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def declare_tools(
@@ -79,38 +94,71 @@ def declare_tools(
             )
         )
     notes: list[str] = []
-    candidates: list[tuple[str, str, Mapping[str, Any], Mapping[str, Any]]] = []
+    candidates: list[_Candidate] = []
     for key, entry in owui_tools.items():
         spec = entry.get("spec") if isinstance(entry, Mapping) else None
         if not isinstance(spec, Mapping):
             notes.append(f"Tool {key!r} has no usable specification and was left out.")
             continue
-        name = str(spec.get("name") or key)
-        candidates.append((_clean_name(name), str(entry.get("tool_id", "")), entry, spec))
-    taken: set[str] = set()
+        original = key if isinstance(key, str) and key.strip() else spec.get("name")
+        if not isinstance(original, str) or not original.strip():
+            notes.append(f"A tool from {entry.get('tool_id')!r} has no name and was left out.")
+            continue
+        candidates.append(_Candidate(_clean_name(original), original, entry, spec))
+    # Names that need no change are never taken by a changed one: reserve them first.
+    taken = {c.clean for c in candidates if c.clean == c.original}
+    renamed: dict[str, str] = {}
     declared: list[DeclaredTool] = []
-    for name, tool_id, entry, spec in sorted(candidates, key=lambda c: (c[0], c[1])):
-        final = _unique(name, taken)
-        if final != name:
-            notes.append(
-                f"Two tools are named {name!r}; the one from {tool_id or 'an unnamed tool'} "
-                f"is offered to the model as {final!r}."
-            )
+    for c in sorted(candidates, key=lambda c: (c.clean, c.original)):
+        final = c.clean if c.clean == c.original else _unique(c.clean, taken)
         taken.add(final)
-        parameters = spec.get("parameters")
-        schema = parameters if isinstance(parameters, Mapping) else {"type": "object"}
-        if strict:
-            schema = strict_schema(schema)
-        declared.append(
-            DeclaredTool(
-                name=final,
-                entry=entry,
-                description=str(spec.get("description") or ""),
-                parameters=copy.deepcopy(dict(schema)),
-                strict=strict,
-            )
+        if final != c.original:
+            renamed[final] = c.original
+            notes.append(_rename_note(c, final))
+        declared.append(_declared(c, final, strict=strict, notes=notes))
+    return ToolDeclarations(
+        tools=tuple(declared), notes=tuple(notes), renamed=MappingProxyType(renamed)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    clean: str
+    original: str
+    entry: Mapping[str, Any]
+    spec: Mapping[str, Any]
+
+
+def _declared(c: _Candidate, name: str, *, strict: bool, notes: list[str]) -> DeclaredTool:
+    parameters = c.spec.get("parameters")
+    schema: Mapping[str, Any] = (
+        parameters if isinstance(parameters, Mapping) else {"type": "object"}
+    )
+    if strict and _has_free_form_object(schema, root=True):
+        notes.append(
+            f"Tool {name!r} takes a free-form object, which strict tool calling cannot "
+            "describe, so it is offered without strict checking."
         )
-    return ToolDeclarations(tools=tuple(declared), notes=tuple(notes))
+        strict = False
+    if strict:
+        schema = strict_schema(schema)
+    return DeclaredTool(
+        name=name,
+        entry=c.entry,
+        description=str(c.spec.get("description") or ""),
+        parameters=copy.deepcopy(dict(schema)),
+        strict=strict,
+    )
+
+
+def _rename_note(c: _Candidate, final: str) -> str:
+    source = c.entry.get("tool_id")
+    origin = f" (from {source})" if source else ""
+    if final == c.clean:
+        why = "tool names may only hold letters, digits, '_' and '-', at most 64"
+    else:
+        why = f"{c.clean!r} is already taken"
+    return f"Tool {c.original!r}{origin} is offered to the model as {final!r}: {why}."
 
 
 def _clean_name(name: str) -> str:
@@ -118,6 +166,35 @@ def _clean_name(name: str) -> str:
         return name
     cleaned = _NAME_BAD_CHARS.sub("_", name)[:_MAX_NAME] or "tool"
     return cleaned
+
+
+def _has_free_form_object(schema: object, *, root: bool = False) -> bool:
+    """Whether some object in ``schema`` takes keys it does not list.
+
+    An object with ``properties`` (even ``{}``) that says nothing about
+    others is read as closed: that is what tool authors mean. One without
+    ``properties`` is open, except at the root, where it is a tool without
+    arguments.
+    """
+    if not isinstance(schema, Mapping):
+        return False
+    if _is_object(schema):
+        extra = schema.get("additionalProperties")
+        if (extra is not None and extra is not False) or schema.get("patternProperties"):
+            return True
+        if not root and extra is None and "properties" not in schema:
+            return True
+    children: list[object] = []
+    for key in _SCHEMA_MAPS:
+        group = schema.get(key)
+        if isinstance(group, Mapping):
+            children.extend(group.values())
+    for key in _SCHEMA_LISTS:
+        group = schema.get(key)
+        if isinstance(group, list):
+            children.extend(group)
+    children.extend(schema.get(key) for key in _SCHEMA_ONE)
+    return any(_has_free_form_object(child) for child in children)
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -208,6 +285,9 @@ def _nullable(schema: Any) -> Any:
     if isinstance(kind, list):
         if "null" not in kind:
             schema["type"] = [*kind, "null"]
+        # An enum limits the values too: null must be one of them.
+        if isinstance(schema.get("enum"), list) and None not in schema["enum"]:
+            schema["enum"] = [*schema["enum"], None]
         return schema
     variants = schema.get("anyOf")
     if isinstance(variants, list):

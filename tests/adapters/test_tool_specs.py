@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-from hypothesis import given
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from adapters.tool_specs import declare_tools, strict_schema
@@ -137,27 +139,141 @@ def test_without_strict_mode_the_schema_is_sent_as_given() -> None:
     assert result.tools[0].parameters == WEATHER and not result.tools[0].strict
 
 
-def test_duplicates_are_resolved_the_same_way_every_time_and_reported() -> None:
+def test_the_tools_key_is_the_name_open_webui_knows() -> None:
+    """0.12.4 resolves its own clashes in the keys (tool id prefix); calls come back by key."""
     tools = {
         "search": entry("search", "web"),
-        "search_docs": entry("search", "docs"),
-        "search_wiki": entry("search", "wiki"),
+        "docs_search": entry("search", "docs"),  # a spec name left behind
     }
     result = declare_tools(tools, supports_tools=True, strict=True)
-    names = {t.entry["tool_id"]: t.name for t in result.tools}
-    assert names == {"docs": "search", "web": "search_2", "wiki": "search_3"}
-    assert len(result.notes) == 2 and "offered to the model as 'search_2'" in result.notes[0]
-    reordered = dict(reversed(list(tools.items())))
-    again = declare_tools(reordered, supports_tools=True, strict=True)
-    assert {t.entry["tool_id"]: t.name for t in again.tools} == names
+    assert {t.entry["tool_id"]: t.name for t in result.tools} == {
+        "web": "search",
+        "docs": "docs_search",
+    }
+    assert result.notes == () and dict(result.renamed) == {}
+
+
+def test_the_spec_name_is_used_when_the_key_is_not_text() -> None:
+    result = declare_tools({"": entry("lookup", "w")}, supports_tools=True, strict=True)
+    assert [t.name for t in result.tools] == ["lookup"]
+    nameless = {"tool_id": "x", "callable": print, "spec": {"description": "?"}}
+    result = declare_tools({" ": nameless}, supports_tools=True, strict=True)
+    assert result.tools == () and "has no name and was left out" in result.notes[0]
+
+
+def test_cleaned_names_that_clash_are_resolved_and_reported() -> None:
+    tools = {"a.b": entry("a.b", "dots"), "a b": entry("a b", "space"), "a_b": entry("a_b", "ok")}
+    result = declare_tools(tools, supports_tools=True, strict=True)
+    assert {t.entry["tool_id"]: t.name for t in result.tools} == {
+        "ok": "a_b",  # needed no change: keeps its name
+        "space": "a_b_2",  # ' ' sorts before '.'
+        "dots": "a_b_3",
+    }
+    assert dict(result.renamed) == {"a_b_2": "a b", "a_b_3": "a.b"}
+    assert result.notes == (
+        "Tool 'a b' (from space) is offered to the model as 'a_b_2': 'a_b' is already taken.",
+        "Tool 'a.b' (from dots) is offered to the model as 'a_b_3': 'a_b' is already taken.",
+    )
+
+
+def test_a_suffix_never_takes_a_name_that_needed_no_change() -> None:
+    tools = {"a.b": entry("a.b", "x"), "a_b": entry("a_b", "y"), "a_b_2": entry("a_b_2", "z")}
+    result = declare_tools(tools, supports_tools=True, strict=True)
+    assert {t.entry["tool_id"]: t.name for t in result.tools} == {
+        "y": "a_b",
+        "z": "a_b_2",
+        "x": "a_b_3",
+    }
 
 
 def test_names_are_made_valid_for_the_api() -> None:
-    result = declare_tools(
-        {"x": entry("weather lookup/v2." + "x" * 80, "w")}, supports_tools=True, strict=True
+    long = "weather lookup/v2." + "x" * 80
+    result = declare_tools({long: entry(long, "w")}, supports_tools=True, strict=True)
+    (tool,) = result.tools
+    assert tool.name.startswith("weather_lookup_v2_") and len(tool.name) == 64
+    assert dict(result.renamed) == {tool.name: long}
+    assert result.notes == (
+        f"Tool {long!r} (from w) is offered to the model as {tool.name!r}: tool names may "
+        "only hold letters, digits, '_' and '-', at most 64.",
     )
-    name = result.tools[0].name
-    assert name.startswith("weather_lookup_v2_") and len(name) == 64
+
+
+def test_long_names_cut_to_one_prefix_stay_distinct() -> None:
+    first, second = "f" * 64 + "_one", "f" * 64 + "_two"
+    result = declare_tools(
+        {first: entry(first, "a"), second: entry(second, "b")}, supports_tools=True, strict=True
+    )
+    names = sorted(t.name for t in result.tools)
+    assert names == ["f" * 62 + "_2", "f" * 64]
+    assert all(len(name) <= 64 for name in names)
+
+
+tool_keys = st.text(alphabet="ab_. -", min_size=1, max_size=6).filter(str.strip)
+
+
+@given(st.lists(tool_keys, min_size=1, max_size=8, unique=True), st.randoms())
+def test_names_are_valid_unique_and_independent_of_order(keys: list[str], rnd: Any) -> None:
+    tools = {key: entry(key, f"t{i}") for i, key in enumerate(keys)}
+    result = declare_tools(tools, supports_tools=True, strict=True)
+    names = [t.name for t in result.tools]
+    assert len(names) == len(set(names)) == len(keys)
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name) for name in names)
+    for tool in result.tools:
+        key = next(k for k, v in tools.items() if v is tool.entry)
+        assert (tool.name == key) == (tool.name not in result.renamed)
+        assert result.renamed.get(tool.name, tool.name) == key
+    assert len(result.notes) == len(result.renamed)
+    shuffled = list(tools.items())
+    rnd.shuffle(shuffled)
+    again = declare_tools(dict(shuffled), supports_tools=True, strict=True)
+    assert [(t.name, t.entry["tool_id"]) for t in again.tools] == [
+        (t.name, t.entry["tool_id"]) for t in result.tools
+    ]
+
+
+def test_an_optional_enum_in_list_form_accepts_null() -> None:
+    schema = {"type": "object", "properties": {"unit": {"type": ["string"], "enum": ["c", "f"]}}}
+    assert strict_schema(schema)["properties"]["unit"] == {
+        "type": ["string", "null"],
+        "enum": ["c", "f", None],
+    }
+
+
+FREE_FORM = [
+    {"type": "object", "additionalProperties": True, "title": "A"},  # pydantic's dict
+    {"type": "object", "additionalProperties": {"type": "integer"}},  # dict[str, int]
+    {"type": "object"},  # OpenAPI "any object"
+    {"type": "object", "patternProperties": {"^x-": {"type": "string"}}},
+    {"type": "array", "items": {"type": "object", "additionalProperties": {}}},
+]
+
+
+@pytest.mark.parametrize("free", FREE_FORM)
+def test_a_free_form_object_keeps_the_tool_out_of_strict_mode(free: dict[str, Any]) -> None:
+    schema = {"type": "object", "properties": {"env": free}, "required": ["env"]}
+    result = declare_tools({"run": entry("run", "r", schema)}, supports_tools=True, strict=True)
+    (tool,) = result.tools
+    assert not tool.strict and tool.parameters == schema
+    assert result.notes == (
+        "Tool 'run' takes a free-form object, which strict tool calling cannot describe, "
+        "so it is offered without strict checking.",
+    )
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        None,  # no parameters: a tool without arguments
+        {"type": "object"},
+        {"type": "object", "properties": {}},
+        {"type": "object", "properties": {"o": {"type": "object", "properties": {}}}},
+        {"type": "object", "properties": {"o": {"type": "object", "additionalProperties": False}}},
+        WEATHER,
+    ],
+)
+def test_closed_objects_stay_strict(schema: dict[str, Any] | None) -> None:
+    result = declare_tools({"t": entry("t", "x", schema)}, supports_tools=True, strict=True)
+    assert result.tools[0].strict and result.notes == ()
 
 
 def test_a_model_without_tool_support_gets_none_and_the_user_is_told() -> None:
@@ -184,3 +300,57 @@ def test_entries_without_a_spec_are_left_out_with_a_note() -> None:
 def test_no_tools_no_notes() -> None:
     assert declare_tools(None, supports_tools=False, strict=True).notes == ()
     assert declare_tools({}, supports_tools=True, strict=True).tools == ()
+
+
+names = st.text("abxy", min_size=1, max_size=2)
+leaves = st.one_of(
+    st.builds(lambda t: {"type": t}, json_types),
+    st.builds(lambda t: {"type": [t]}, json_types),
+    st.builds(
+        lambda kind, values: {"type": kind, "enum": values},
+        st.sampled_from(["string", ["string"]]),
+        st.lists(names, min_size=1, max_size=3, unique=True),
+    ),
+    st.just({"$ref": "#/$defs/X"}),
+    st.just({"type": "null"}),
+)
+rich_schemas = st.recursive(
+    leaves,
+    lambda children: st.one_of(
+        st.builds(
+            lambda props, req: {
+                "type": "object",
+                "properties": props,
+                "required": [k for k in props if k in req],
+            },
+            st.dictionaries(names, children, max_size=3),
+            st.sets(names),
+        ),
+        st.builds(lambda item: {"type": "array", "items": item}, children),
+        st.builds(lambda variants: {"anyOf": variants}, st.lists(children, min_size=1, max_size=3)),
+    ),
+    max_leaves=10,
+)
+
+
+def _accepts_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind is not None:
+        typed = kind == "null" or (isinstance(kind, list) and "null" in kind)
+        return typed and (None in schema.get("enum", [None]))
+    return any(_accepts_null(v) for v in schema.get("anyOf", []))
+
+
+@given(st.one_of(leaves, rich_schemas), st.booleans())
+@example(schema={"type": ["string"], "enum": ["a"]}, required=False)
+def test_an_optional_property_of_any_shape_may_be_null(schema: Any, required: bool) -> None:
+    top = {"type": "object", "properties": {"p": schema}, "required": ["p"] if required else []}
+    original = copy.deepcopy(top)
+    strict = strict_schema(top)
+    assert top == original
+    assert strict_schema(strict) == strict
+    for obj in _objects(strict):
+        assert obj["additionalProperties"] is False
+        assert obj["required"] == list(obj["properties"])
+    if not required:
+        assert _accepts_null(strict["properties"]["p"])
