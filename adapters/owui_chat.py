@@ -32,7 +32,7 @@ import collections.abc
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters.artifact_store import store_factory_for
@@ -181,6 +181,7 @@ async def run_turn(
         show_final_status=settings.effective.show_final_status,
         model=model_field if isinstance(model_field, str) else "orpipe",
         tool_calls_to_owui=valves.TOOL_EXECUTION_MODE == "open-webui",
+        tool_names=submitted.tool_names,
     )
     stream = submitted.stream
     if ctx.task is not None or body.get("stream") is False:
@@ -259,7 +260,7 @@ async def _submit(
         idle_flush_ms=float(settings.effective.idle_flush_ms),
         artifacts=context,
     )
-    request, tool_notes = _with_tools(request, valves, ctx, model)
+    request, tool_notes, tool_names = _with_tools(request, valves, ctx, model)
     for note in (*mapped.notes, *tool_notes):
         await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
     try:
@@ -272,12 +273,14 @@ async def _submit(
     forget: tuple[str, ...] = ()
     if context is not None and context.reasoning == "next_reply":
         forget = mapped.replayed_reasoning_ids
-    return _Submitted(stream=stream, bridge=bridge, context=context, forget=forget)
+    return _Submitted(
+        stream=stream, bridge=bridge, context=context, forget=forget, tool_names=tool_names
+    )
 
 
 def _with_tools(
     request: ChatRequest, valves: Valves, ctx: TurnContext, model: ModelInfo
-) -> tuple[ChatRequest, tuple[str, ...]]:
+) -> tuple[ChatRequest, tuple[str, ...], Mapping[str, str]]:
     """The request with the chat's tools and the MCP servers attached, and notes for the user.
 
     Engine mode: each Open WebUI tool becomes an engine ``Tool`` run on Open
@@ -286,7 +289,7 @@ def _with_tools(
     ``delta.tool_calls``. Titles, tags and other tasks never get tools.
     """
     if ctx.task is not None:
-        return request, ()
+        return request, (), {}
     declared = declare_tools(
         ctx.tools,
         supports_tools=model.tools,
@@ -308,7 +311,7 @@ def _with_tools(
     options = dict(request.options)
     if announced:
         options["tools"] = [*options.get("tools", ()), *announced]
-    return replace(request, options=options, tools=tools), declared.notes
+    return replace(request, options=options, tools=tools), declared.notes, declared.renamed
 
 
 def _function_tool(tool: DeclaredTool) -> dict[str, Any]:
@@ -378,6 +381,8 @@ class _Submitted:
     context: ArtifactContext | None
     #: Replayed reasoning to delete after a successful reply (retention next_reply).
     forget: tuple[str, ...]
+    #: Pass-through: announced tool name → Open WebUI's own name, where they differ.
+    tool_names: Mapping[str, str] = field(default_factory=dict)
 
     async def after_success(self) -> None:
         if self.forget and self.context is not None:

@@ -381,6 +381,7 @@ class AnswerRenderer:
         show_final_status: bool = True,
         model: str = "orpipe",
         tool_calls_to_owui: bool = False,
+        tool_names: Mapping[str, str] | None = None,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -408,6 +409,8 @@ class AnswerRenderer:
         self._artifact_ids: list[str] = []
         self._references = ""
         self._tool_calls_to_owui = tool_calls_to_owui
+        #: Announced name → Open WebUI's own name, for tools offered under another one.
+        self._tool_names = dict(tool_names or {})
         self._tool_calls = 0
 
     # -- properties --------------------------------------------------------------------
@@ -637,7 +640,10 @@ class AnswerRenderer:
             "id": str(item.get("call_id") or item.get("id") or f"call_{index}"),
             "type": "function",
             "function": {
-                "name": str(item.get("name") or ""),
+                # Open WebUI runs a call by looking up its own name for the tool.
+                "name": self._tool_names.get(
+                    str(item.get("name") or ""), str(item.get("name") or "")
+                ),
                 "arguments": arguments if isinstance(arguments, str) else "{}",
             },
         }

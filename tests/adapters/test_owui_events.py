@@ -775,3 +775,42 @@ def test_stored_artifacts_are_referenced_invisibly_at_the_end(clock: FakeClock) 
     assert shown.endswith("```\n\n[01M8HEYFBJ3BGE43XBA2]: #\n"), "a code block is closed first"
     assert renderer.content_text == shown
     assert renderer.artifact_ids == ("01M8HEYFBJ3BGE43XBA2",)
+
+
+def test_pass_through_calls_carry_open_webuis_own_names() -> None:
+    renderer = AnswerRenderer(
+        tool_calls_to_owui=True, tool_names={"weather_lookup_v2": "weather lookup/v2"}
+    )
+    call = {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_1",
+        "name": "weather_lookup_v2",
+        "arguments": '{"city": "Oslo"}',
+    }
+    other = {**call, "call_id": "call_2", "name": "get_time", "arguments": "{}"}
+    outputs = [
+        *renderer.feed(OutputItem(request_id="r", item=call)),
+        *renderer.feed(OutputItem(request_id="r", item=other)),
+    ]
+    calls = [o.chunk["choices"][0]["delta"]["tool_calls"][0] for o in outputs]
+    assert calls == [
+        {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "weather lookup/v2", "arguments": '{"city": "Oslo"}'},
+        },
+        {
+            "index": 1,
+            "id": "call_2",
+            "type": "function",
+            "function": {"name": "get_time", "arguments": "{}"},
+        },
+    ]
+
+
+def test_engine_mode_never_hands_calls_to_open_webui() -> None:
+    renderer = AnswerRenderer()
+    item = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
+    assert renderer.feed(OutputItem(request_id="r", item=item)) == []
