@@ -78,7 +78,7 @@ def output_text(value: object, limit: int) -> str:
     else:
         try:
             text = _encode(value).decode()
-        except (TypeError, msgspec.EncodeError, OverflowError):
+        except (TypeError, msgspec.EncodeError, OverflowError, RecursionError):
             text = str(value)
     if len(text) <= limit:
         return text

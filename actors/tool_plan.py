@@ -94,7 +94,7 @@ def read_call(item: JsonObject, index: int) -> PlannedCall:
     elif isinstance(raw, str):
         try:
             arguments = _decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeError):  # a lone surrogate cannot be encoded
             return PlannedCall(
                 index=index,
                 call_id=call_id,

@@ -30,10 +30,11 @@ T = TypeVar("T")
 
 
 class _Ticket:
-    __slots__ = ("abandoned", "done", "tool")
+    __slots__ = ("abandoned", "done", "started", "tool")
 
     def __init__(self, tool: str) -> None:
         self.tool = tool
+        self.started = False
         self.done = False
         self.abandoned = False
 
@@ -74,10 +75,21 @@ class RunawayThreads:
             with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self.on_change)
 
+    def _thread_started(self, ticket: _Ticket) -> bool:
+        """False when the call was given up before its thread got going: do not run it."""
+        with self._lock:
+            if ticket.abandoned:
+                return False
+            ticket.started = True
+            return True
+
     def _abandon(self, ticket: _Ticket) -> None:
         with self._lock:
-            if ticket.done:
-                return  # it finished just as the wait was cancelled
+            if ticket.done or not ticket.started:
+                # Finished just as the wait was cancelled, or cancelled while
+                # waiting for a thread token: no thread runs on for it.
+                ticket.abandoned = True
+                return
             ticket.abandoned = True
             self._running[ticket.tool] += 1
 
@@ -90,6 +102,9 @@ class RunawayThreads:
         ticket = _Ticket(tool)
 
         def work() -> T:
+            if not self._thread_started(ticket):
+                # Given up before it began: nobody reads the result, and the tool never runs.
+                raise RuntimeError("tool call abandoned before its thread started")
             try:
                 return function(*args)
             finally:
