@@ -52,7 +52,7 @@ from adapters.owui_history import (
 )
 from adapters.owui_request import RequestMappingError, RequestSettings, build_request
 from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
-from adapters.owui_tools import DeclaredTool, EventCall, engine_tools
+from adapters.owui_tools import EventCall, engine_tools
 from adapters.owui_valves import (
     EffectiveSettings,
     UserValves,
@@ -60,7 +60,7 @@ from adapters.owui_valves import (
     Valves,
     effective_settings,
 )
-from adapters.tool_specs import declare_tools
+from adapters.tool_specs import ToolDeclarations, declare_tools, function_spec
 from adapters.trio_bridge import BridgedStream, StoreFactory, TransportFactory
 from adapters.user_breaker import paused_message
 from engine import (
@@ -238,6 +238,7 @@ async def _submit(
     if context is not None and passthrough:
         # Open WebUI keeps the calls and results it ran in its own history.
         context = replace(context, function_calls=False)
+    declared = _declared_tools(valves, ctx, model)
     try:
         mapped = build_request(
             body,
@@ -247,6 +248,11 @@ async def _submit(
             user_id=ctx.user_id,
             replay=loaded.plan,
             owui_tool_calls=passthrough,
+            # An API client's own tools come in the body; a chat's come in __tools__
+            # (and again in the body, which is then not read, so none is announced twice).
+            supports_tools=(model.tools if passthrough and _no_chat_tools(ctx) else None),
+            strict_tools=valves.ENABLE_STRICT_TOOL_CALLING,
+            tool_names=declared.renamed,
         )
     except RequestMappingError as exc:
         raise PipeError(exc.message) from None
@@ -260,7 +266,8 @@ async def _submit(
         idle_flush_ms=float(settings.effective.idle_flush_ms),
         artifacts=context,
     )
-    request, tool_notes, tool_names = _with_tools(request, valves, ctx, model)
+    request = _with_tools(request, valves, ctx, model, declared)
+    tool_notes = declared.notes
     for note in (*mapped.notes, *tool_notes):
         await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
     try:
@@ -274,14 +281,34 @@ async def _submit(
     if context is not None and context.reasoning == "next_reply":
         forget = mapped.replayed_reasoning_ids
     return _Submitted(
-        stream=stream, bridge=bridge, context=context, forget=forget, tool_names=tool_names
+        stream=stream, bridge=bridge, context=context, forget=forget, tool_names=mapped.tool_names
     )
 
 
+def _declared_tools(valves: Valves, ctx: TurnContext, model: ModelInfo) -> ToolDeclarations:
+    """The chat's ``__tools__`` declared for this model; none for titles, tags and other tasks."""
+    if ctx.task is not None:
+        return ToolDeclarations()
+    return declare_tools(
+        ctx.tools,
+        supports_tools=model.tools,
+        strict=valves.ENABLE_STRICT_TOOL_CALLING,
+        model=model.name,
+    )
+
+
+def _no_chat_tools(ctx: TurnContext) -> bool:
+    return ctx.task is None and not ctx.tools
+
+
 def _with_tools(
-    request: ChatRequest, valves: Valves, ctx: TurnContext, model: ModelInfo
-) -> tuple[ChatRequest, tuple[str, ...], Mapping[str, str]]:
-    """The request with the chat's tools and the MCP servers attached, and notes for the user.
+    request: ChatRequest,
+    valves: Valves,
+    ctx: TurnContext,
+    model: ModelInfo,
+    declared: ToolDeclarations,
+) -> ChatRequest:
+    """The request with the chat's tools and the MCP servers attached.
 
     Engine mode: each Open WebUI tool becomes an engine ``Tool`` run on Open
     WebUI's loop (``adapters.owui_tools``). Pass-through mode: the tools are
@@ -289,18 +316,12 @@ def _with_tools(
     ``delta.tool_calls``. Titles, tags and other tasks never get tools.
     """
     if ctx.task is not None:
-        return request, (), {}
-    declared = declare_tools(
-        ctx.tools,
-        supports_tools=model.tools,
-        strict=valves.ENABLE_STRICT_TOOL_CALLING,
-        model=model.name,
-    )
+        return request
     servers = valves.mcp_servers() if model.tools else ()
     announced: list[dict[str, Any]] = [dict(server) for server in servers]
     tools = None
     if valves.TOOL_EXECUTION_MODE == "open-webui":
-        announced += [_function_tool(tool) for tool in declared.tools]
+        announced += [function_spec(tool) for tool in declared.tools]
     elif declared.tools:
         tools = engine_tools(
             declared.tools,
@@ -311,16 +332,7 @@ def _with_tools(
     options = dict(request.options)
     if announced:
         options["tools"] = [*options.get("tools", ()), *announced]
-    return replace(request, options=options, tools=tools), declared.notes, declared.renamed
-
-
-def _function_tool(tool: DeclaredTool) -> dict[str, Any]:
-    spec: dict[str, Any] = {"type": "function", "name": tool.name, "parameters": tool.parameters}
-    if tool.description:
-        spec["description"] = tool.description
-    if tool.strict:
-        spec["strict"] = True
-    return spec
+    return replace(request, options=options, tools=tools)
 
 
 def _str_or_none(value: object) -> str | None:

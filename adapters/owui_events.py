@@ -55,6 +55,31 @@ Verified in the installed open-webui 0.12.4 (not guessed):
 
   A chunk with an ``event`` key is handed to the emitter as well (not used
   here: events go through the emitter directly, which API clients never see).
+
+  (e) ``delta.tool_calls`` (pass-through mode, TOOL_EXECUTION_MODE
+      open-webui): each entry is collected by its ``index``; an entry without
+      ``index`` is ignored, and a later entry with an index already seen is
+      taken as more of that call (its ``arguments`` are appended), so every
+      call needs its own index, counted per pipe call (the middleware starts
+      a fresh list for each stream it reads). ``id`` is kept (a fresh
+      ``fc_…`` one is made when it is missing or already used in this
+      answer), ``function.name`` is looked up in ``__tools__`` by that exact
+      key (``execute_tool_call``), ``function.arguments`` is a JSON string
+      (other values are serialised; two objects back to back are split into
+      two calls by ``_split_tool_calls``). ``type`` is not read but kept for
+      API clients, which get the stream unchanged. No ``finish_reason`` is
+      needed: the tool loop runs on the collected calls, and
+      ``generate_function_chat_completion`` ends every pipe stream with its
+      own ``finish_reason: "stop"`` chunk anyway.
+
+  After the stream, when a chat is attached (an event emitter exists; plain
+  API calls get the chunks passed through and run tools themselves), the
+  middleware runs the calls, then calls the pipe again with ``messages``
+  extended by an assistant message (its text, ``tool_calls: [{id, type:
+  "function", function: {name, arguments}}]``) and one ``{role: "tool",
+  tool_call_id, content: <string>}`` per call, up to
+  ``CHAT_RESPONSE_MAX_TOOL_CALL_ITERATIONS`` (``env.py``, default 256)
+  rounds; ``adapters.owui_request`` maps those back.
 * After the stream ends the middleware itself emits ``chat:completion`` with
   ``done: true``, the final output and the merged usage. In the browser
   (``Chat.svelte`` ``chatCompletionEventHandler``, read from the frontend's
@@ -74,6 +99,7 @@ Verified in the installed open-webui 0.12.4 (not guessed):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -97,6 +123,7 @@ from engine.messages import (
     Status,
     TextDelta,
     Usage,
+    thaw_json,
 )
 
 __all__ = [
@@ -365,9 +392,14 @@ class AnswerRenderer:
     * ``Cancelled``: close open statuses, nothing else (nobody is reading).
 
     ``tool_calls_to_owui=True`` (TOOL_EXECUTION_MODE open-webui) yields each
-    function call the model made as a ``delta.tool_calls`` chunk, the way
-    0.12.4's middleware collects them (``index``, ``id``, ``function.name``,
-    ``function.arguments``); Open WebUI runs them and calls the pipe again.
+    finished ``function_call`` output item as a ``delta.tool_calls`` chunk
+    with one complete call, the way 0.12.4's middleware collects them (see
+    (e) above): ``index`` 0, 1, … in the order the model made them, ``id``
+    the call id, ``function.name`` Open WebUI's own name for the tool
+    (``tool_names`` maps an announced name back to it). Open WebUI runs them
+    and calls the pipe again. In engine mode (the default) function calls
+    are the engine's business and never reach Open WebUI as calls. Either
+    way a stored item still gets its reference at the end of the answer.
 
     ``show_final_status=False`` replaces the final line with
     "Thought for X.X seconds" when the model reasoned (the time spent in
@@ -631,20 +663,25 @@ class AnswerRenderer:
         return Output.to_yield(self._chunk(delta={"content": self._notice}))
 
     def _tool_call_chunk(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        """One function call for Open WebUI to run (pass-through mode)."""
+        """One function call for Open WebUI to run (pass-through mode).
+
+        The whole call goes in one chunk: the engine delivers a call once it is
+        complete, and a first entry carrying every field is valid for both the
+        middleware and OpenAI-style API clients.
+        """
         index = self._tool_calls
         self._tool_calls += 1
-        arguments = item.get("arguments")
+        name = str(item.get("name") or "")
         call = {
             "index": index,
+            # Without a call id, the item id still pairs call and result; the index
+            # fallback is unique within the answer, which is all Open WebUI needs.
             "id": str(item.get("call_id") or item.get("id") or f"call_{index}"),
             "type": "function",
             "function": {
-                # Open WebUI runs a call by looking up its own name for the tool.
-                "name": self._tool_names.get(
-                    str(item.get("name") or ""), str(item.get("name") or "")
-                ),
-                "arguments": arguments if isinstance(arguments, str) else "{}",
+                # Open WebUI looks the tool up by its own name (its __tools__ key).
+                "name": self._tool_names.get(name, name),
+                "arguments": _arguments_json(item.get("arguments")),
             },
         }
         return self._chunk(delta={"tool_calls": [call]})
@@ -665,6 +702,19 @@ class AnswerRenderer:
         if usage is not None:
             chunk["usage"] = usage
         return chunk
+
+
+def _arguments_json(arguments: Any) -> str:
+    """A call's arguments as the JSON string Chat Completions carries.
+
+    Upstream sends a string, passed on unchanged even when it is not JSON:
+    Open WebUI then answers the model that the arguments could not be parsed.
+    """
+    if isinstance(arguments, str):
+        return arguments
+    if arguments is None:
+        return "{}"
+    return json.dumps(thaw_json(arguments), ensure_ascii=False, default=str)
 
 
 def _inside_code_fence(text: str) -> bool:

@@ -25,8 +25,19 @@ by their items, a cancelled turn's orphans go before the newest user turn, and
 calls and outputs are paired by ``call_id`` (rules in ``adapters.artifact_replay``).
 Marker lines never reach the model, with or without a plan.
 
-Tools: in engine mode the engine runs them and Open WebUI's tool messages
-are not history; in pass-through mode (``owui_tool_calls``) they are.
+Tools: in engine mode the engine runs them, replays their calls and outputs
+from storage, and Open WebUI's tool messages are not history. In pass-through
+mode (``owui_tool_calls``, TOOL_EXECUTION_MODE open-webui) Open WebUI runs them
+and they are: 0.12.4 (``utils/middleware.py`` tool loop, history rebuilt by
+``utils/misc.py`` ``convert_output_to_messages``) sends an assistant message
+whose ``tool_calls`` are ``{id, type: "function", function: {name, arguments}}``
+and, after it, one ``{role: "tool", tool_call_id, content}`` per call, content
+already flattened to a string. Each call becomes a ``function_call`` item after
+the assistant's text, each result a ``function_call_output``; a call or result
+without its partner is left out with a warning, because OpenRouter rejects
+unpaired items. The body's ``tools`` (Chat Completions form, what Open WebUI
+would announce to any model) become Responses ``function`` tools through
+``adapters.tool_specs.declare_tools``, only for a model that takes tools.
 
 Not here yet (a later issue): full multimodal intake (size
 guards, downloads, images only on the newest turn). Each content part type has
@@ -56,6 +67,7 @@ from adapters.artifact_replay import (
 from adapters.data_urls import AttachmentError, check_base64, check_data_url
 from adapters.image_selection import ImageSelection, select_images
 from adapters.model_catalog import ModelInfo
+from adapters.tool_specs import ToolDeclarations, declare_tools, function_spec
 from engine.errors import EngineError
 from engine.messages import ChatRequest, new_request_id
 
@@ -84,6 +96,9 @@ _TEXT_PART_TYPES: Final = frozenset({"text", "input_text", "output_text"})
 _RENDERED_DETAIL_TYPES: Final = frozenset({"reasoning", "tool_calls", "code_interpreter"})
 #: Assistant fields of Chat Completions tool calling / reasoning; replay uses stored artifacts.
 _ASSISTANT_EXTRAS: Final = ("tool_calls", "function_call", "reasoning_content", "reasoning_details")
+#: Function names OpenRouter's providers accept; others are cleaned like ``declare_tools`` does.
+_TOOL_NAME_OK: Final = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_TOOL_NAME_BAD_CHARS: Final = re.compile(r"[^a-zA-Z0-9_-]")
 #: Body keys this module reads (and so never lists as dropped). Reasoning keys are
 #: read only when reasoning applies; see ``_reasoning``.
 _READ_KEYS: Final = frozenset(
@@ -141,6 +156,9 @@ class MappedRequest:
     warnings: tuple[str, ...] = ()
     #: Reasoning artifacts replayed: deleted after a successful reply under next_reply.
     replayed_reasoning_ids: tuple[str, ...] = ()
+    #: Announced tool name → Open WebUI's name for each renamed tool, the caller's
+    #: ``tool_names`` included (pass-through: the renderer hands calls back under these).
+    tool_names: Mapping[str, str] = field(default_factory=dict)
 
 
 class RequestMappingError(EngineError):
@@ -170,6 +188,9 @@ def build_request(
     request_id: str | None = None,
     replay: ReplayPlan | None = None,
     owui_tool_calls: bool = False,
+    supports_tools: bool | None = None,
+    strict_tools: bool = False,
+    tool_names: Mapping[str, str] | None = None,
 ) -> MappedRequest:
     """Map one Open WebUI chat body to a ``ChatRequest`` for ``model``.
 
@@ -177,9 +198,26 @@ def build_request(
     body before a pipe runs); when it is None the body's own ``features`` is
     used, for callers that pass a raw body. ``replay`` holds the artifacts the
     caller loaded for the markers in the history (``referenced_ids``); without
-    it, markers are only removed. ``owui_tool_calls`` (TOOL_EXECUTION_MODE
-    open-webui) keeps the assistant's ``tool_calls`` and the ``tool`` results
-    as ``function_call`` / ``function_call_output`` items, paired by call id.
+    it, markers are only removed.
+
+    Pass-through mode (TOOL_EXECUTION_MODE open-webui) is ``owui_tool_calls``:
+
+    * the assistant's ``tool_calls`` and the ``tool`` results become
+      ``function_call`` / ``function_call_output`` items, paired by call id
+      (unpaired or malformed ones are left out and named in ``warnings``);
+    * the body's ``tools`` are announced in ``options["tools"]`` when
+      ``supports_tools`` is True (the model's catalogue entry takes tools, and
+      the caller wants tools on this request), strict when ``strict_tools``
+      (ENABLE_STRICT_TOOL_CALLING); when it is False they are left out with a
+      note; when it is None (a caller that announces ``__tools__`` itself)
+      they are not read and are listed in ``dropped``. Renamed ones are added
+      to ``MappedRequest.tool_names``;
+    * ``tool_names`` (announced name → Open WebUI's name, as
+      ``ToolDeclarations.renamed``) gives the names of tools the caller
+      announces itself, so history calls carry the name the model was offered.
+
+    Without ``owui_tool_calls`` the last three parameters do nothing and the
+    body's ``tools`` are listed in ``dropped``: the engine cannot run them.
     Raises ``RequestMappingError`` when the body cannot be mapped.
     """
     if not isinstance(body, Mapping):
@@ -187,8 +225,22 @@ def build_request(
             f"the body is a {type(body).__name__}, not an object",
             "Send a chat completion body with a messages list.",
         )
-    tally = _Tally(keep_tool_calls=owui_tool_calls, base64_max_bytes=settings.base64_max_bytes)
     report = ReplayReport()
+    tally = _Tally(
+        keep_tool_calls=owui_tool_calls,
+        base64_max_bytes=settings.base64_max_bytes,
+        # One list, so replay's and the tool mapping's warnings stay in the order they arose.
+        warnings=report.warnings,
+    )
+    declared = None
+    renamed: dict[str, str] = {}
+    if owui_tool_calls and supports_tools is not None:
+        declared = _body_tools(body.get("tools"), model, tally, supports_tools, strict_tools)
+        if declared is not None:
+            tally.notes.extend(declared.notes)
+    if owui_tool_calls:
+        renamed = {**(tool_names or {}), **(declared.renamed if declared else {})}
+        tally.history_names = {owui: announced for announced, owui in renamed.items()}
     items = _map_messages(body.get("messages"), model, tally, _Replay.of(replay, model, report))
     if owui_tool_calls and replay is None:
         # OpenRouter rejects a call without its output and an output without its call.
@@ -216,6 +268,10 @@ def build_request(
     plugins = _plugins(model, settings, toggle, tally)
     if plugins:
         options["plugins"] = plugins
+    if owui_tool_calls and supports_tools is not None:
+        read.add("tools")
+        if declared is not None and declared.tools:
+            options["tools"] = [function_spec(tool) for tool in declared.tools]
 
     # A key whose value is None asked for nothing, so nothing was dropped.
     unread = {str(key) for key, value in body.items() if value is not None and key not in read}
@@ -237,6 +293,7 @@ def build_request(
         notes=tuple(_notes(model, tally)),
         warnings=tuple(report.warnings),
         replayed_reasoning_ids=tuple(report.reasoning_ids),
+        tool_names=renamed,
     )
 
 
@@ -261,6 +318,12 @@ class _Tally:
     base64_max_bytes: int = 50 * 1024 * 1024
     #: How many inline attachments were looked at (to name them in notes).
     attachments: int = 0
+    #: For the operator's log: history parts left out because they are malformed or unpaired.
+    warnings: list[str] = field(default_factory=list)
+    #: Open WebUI's tool name → the name announced upstream, for renamed tools.
+    history_names: dict[str, str] = field(default_factory=dict)
+    #: ``function_call`` item ids given so far: each must be unique in one input.
+    call_item_ids: set[str] = field(default_factory=set)
 
     def refused(self, error: AttachmentError) -> None:
         """One attachment left out: the user reads why; the rest of the request goes on."""
@@ -466,37 +529,92 @@ def _assistant_message(index: int, text: str, ordinal: int) -> JsonDict:
 def _tool_call_items(index: int, message: Mapping[str, Any], tally: _Tally) -> list[JsonDict]:
     """An assistant message's ``tool_calls`` as ``function_call`` items (pass-through mode).
 
-    Open WebUI 0.12.4 sends them back as ``{id, type: "function", function:
-    {name, arguments}}`` (``utils/misc.py`` ``convert_output_to_messages``).
+    Open WebUI 0.12.4 sends each as ``{id, type: "function", function: {name,
+    arguments}}`` (``utils/misc.py`` ``convert_output_to_messages``). An entry
+    without an id or a function name cannot be paired or replayed: it is left
+    out with a warning (and its result then is too, as unpaired).
     """
     calls = message.get("tool_calls")
-    if not tally.keep_tool_calls or not isinstance(calls, list):
+    if not tally.keep_tool_calls or calls is None:
+        return []
+    where = f"messages[{index}].tool_calls"
+    if not isinstance(calls, list | tuple):
+        tally.warnings.append(f"{where} is a {type(calls).__name__}, not a list; left out")
         return []
     items: list[JsonDict] = []
     for n, call in enumerate(calls):
-        where = f"messages[{index}].tool_calls[{n}]"
-        function = call.get("function") if isinstance(call, Mapping) else None
-        call_id = call.get("id") if isinstance(call, Mapping) else None
-        name = function.get("name") if isinstance(function, Mapping) else None
-        if not isinstance(function, Mapping) or not call_id or not name:
-            tally.dropped.append(f"{where} (no id or function name)")
-            continue
-        arguments = function.get("arguments")
-        if not isinstance(arguments, str):
-            arguments = "{}" if arguments is None else json.dumps(arguments, ensure_ascii=False)
-        call_id = str(call_id)
-        items.append(
-            {
-                "type": "function_call",
-                # OpenAI checks the fc prefix on function_call ids (artifact_replay).
-                "id": call_id if call_id.startswith("fc") else f"fc_{call_id}",
-                "call_id": call_id,
-                "name": str(name),
-                "arguments": arguments,
-                "status": "completed",
-            }
-        )
+        item = _function_call_item(call, f"{where}[{n}]", tally)
+        if item is not None:
+            items.append(item)
     return items
+
+
+def _function_call_item(call: Any, where: str, tally: _Tally) -> JsonDict | None:
+    if not isinstance(call, Mapping):
+        tally.warnings.append(f"{where} is a {type(call).__name__}, not an object; left out")
+        return None
+    kind = call.get("type", "function")
+    function = call.get("function")
+    if kind != "function" or not isinstance(function, Mapping):
+        tally.warnings.append(f"{where} is not a function call ({kind!r}); left out")
+        return None
+    call_id, name = _id_text(call.get("id")), function.get("name")
+    if call_id is None or not isinstance(name, str) or not name.strip():
+        missing = "id" if call_id is None else "function name"
+        tally.warnings.append(f"{where} has no {missing}; left out")
+        return None
+    return {
+        "type": "function_call",
+        # OpenRouter requires an id on function_call input (contract §1.3, §4.8).
+        "id": _call_item_id(call_id, tally),
+        "call_id": call_id,
+        "name": _history_tool_name(name, tally),
+        "arguments": _arguments_text(function.get("arguments")),
+        "status": "completed",
+    }
+
+
+def _call_item_id(call_id: str, tally: _Tally) -> str:
+    """A stable item id for a call: ``fc_`` + its call id (OpenAI checks the ``fc``
+    prefix, see ``artifact_replay``), suffixed when a call id comes back in a later
+    round (some providers restart their ids), because input item ids must be unique."""
+    base = call_id if call_id.startswith("fc") else f"fc_{call_id}"
+    item_id, n = base, 1
+    while item_id in tally.call_item_ids:
+        n += 1
+        item_id = f"{base}_{n}"
+    tally.call_item_ids.add(item_id)
+    return item_id
+
+
+def _history_tool_name(name: str, tally: _Tally) -> str:
+    """The name the model was offered for a tool Open WebUI knows as ``name``.
+
+    The renderer hands a call to a renamed tool back under Open WebUI's name, so
+    it comes back under that name too; the model must read the one it called.
+    A name with no known rename but characters providers refuse is cleaned.
+    """
+    announced = tally.history_names.get(name)
+    if announced is not None:
+        return announced
+    if _TOOL_NAME_OK.match(name):
+        return name
+    return _TOOL_NAME_BAD_CHARS.sub("_", name)[:64]
+
+
+def _arguments_text(arguments: Any) -> str:
+    """The arguments as the JSON string the Responses API takes.
+
+    A string is kept byte for byte, even when it is not valid JSON: it is what
+    the model wrote, and the tool's result (Open WebUI's "could not be parsed")
+    explains what went wrong. Only an empty string becomes ``{}``: a call with
+    no arguments, which a provider converting it to an object could not parse.
+    """
+    if isinstance(arguments, str):
+        return arguments if arguments.strip() else "{}"
+    if arguments is None:
+        return "{}"
+    return json.dumps(arguments, ensure_ascii=False, default=str)
 
 
 def _tool_result(
@@ -505,14 +623,56 @@ def _tool_result(
     """A tool's result as ``function_call_output`` (pass-through mode); dropped otherwise.
 
     In engine mode the engine runs tools itself and replays their outputs
-    from storage, so results of tools Open WebUI ran are not history.
+    from storage, so results of tools Open WebUI ran are not history. A result
+    without ``tool_call_id`` (the legacy ``function`` role has none) cannot be
+    paired with its call and is left out with a warning.
     """
-    call_id = message.get("tool_call_id")
-    if not tally.keep_tool_calls or not call_id:
-        tally.dropped.append(f"messages[{index}] (role {message['role']})")
+    where = f"messages[{index}] (role {message['role']})"
+    if not tally.keep_tool_calls:
+        tally.dropped.append(where)
         return None
-    output = _flatten_text(message.get("content"), f"messages[{index}]")
-    return {"type": "function_call_output", "call_id": str(call_id), "output": output}
+    call_id = _id_text(message.get("tool_call_id"))
+    if call_id is None:
+        tally.warnings.append(f"{where} has no tool_call_id; left out")
+        return None
+    output = _tool_output(message.get("content"), where, tally)
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def _tool_output(content: Any, where: str, tally: _Tally) -> str:
+    """A tool message's content as text.
+
+    0.12.4 already sends a string. A list of parts (other clients) keeps its
+    text parts, joined as Open WebUI joins them; other parts are listed as
+    dropped. Anything else is a value a client put there: sent as JSON rather
+    than refusing the whole request over one tool result.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list | tuple):
+        texts = []
+        for part in content:
+            text = part if isinstance(part, str) else _part_text(part)
+            if text is None:
+                tally.dropped.append(f"{where} non-text output part")
+            else:
+                texts.append(text)
+        return "".join(texts)
+    if isinstance(content, Mapping):
+        text = _part_text(content) if "type" in content else None
+        if text is not None:
+            return text
+    return json.dumps(content, ensure_ascii=False, default=str)
+
+
+def _id_text(value: Any) -> str | None:
+    """A call id as text; None when there is none (bools are not ids)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if text.strip() else None
 
 
 _ROLE_MAPPERS: Final[dict[str, RoleMapper]] = {
@@ -769,6 +929,47 @@ def strip_rendered_blocks(text: str) -> str:
 def _rendered_type(attributes: str) -> bool:
     found = _TYPE_ATTRIBUTE.search(attributes)
     return found is not None and found.group(1).lower() in _RENDERED_DETAIL_TYPES
+
+
+# --------------------------------------------------------------------------
+# The body's tools (pass-through mode)
+# --------------------------------------------------------------------------
+
+
+def _body_tools(
+    tools: Any, model: ModelInfo, tally: _Tally, supported: bool, strict: bool
+) -> ToolDeclarations | None:
+    """The body's Chat Completions ``tools`` declared for the Responses API.
+
+    With native function calling (0.12.4's default) ``process_chat_payload``
+    puts ``{type: "function", function: spec}`` there for every tool Open WebUI
+    would offer a model: deferred ones behind its tool search left out, tools
+    added by inlet filters included; an API client puts its own there. Names,
+    strict schemas and the unsupported-model note are ``declare_tools``'s.
+    """
+    if tools is None:
+        return None
+    if not isinstance(tools, list | tuple):
+        tally.warnings.append(f"tools is a {type(tools).__name__}, not a list; left out")
+        return None
+    specs: dict[str, Any] = {}
+    for n, tool in enumerate(tools):
+        kind = tool.get("type", "function") if isinstance(tool, Mapping) else None
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if kind != "function":
+            # No Responses shape to translate it to (e.g. a "custom" tool).
+            tally.dropped.append(f"tools[{n}] (type {kind!r})")
+            continue
+        name = function.get("name") if isinstance(function, Mapping) else None
+        if not isinstance(name, str) or not name.strip():
+            tally.warnings.append(f"tools[{n}] has no function name; left out")
+            continue
+        if name in specs:
+            tally.warnings.append(f"tools[{n}] repeats the tool {name!r}; the first one is kept")
+            continue
+        # declare_tools reads Open WebUI's __tools__ shape: name → {"spec": ...}.
+        specs[name] = {"spec": function}
+    return declare_tools(specs, supports_tools=supported, strict=strict, model=model.name)
 
 
 # --------------------------------------------------------------------------

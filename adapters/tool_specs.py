@@ -50,7 +50,7 @@ import msgspec
 
 from adapters.owui_tools import DeclaredTool
 
-__all__ = ["ToolDeclarations", "declare_tools", "strict_schema"]
+__all__ = ["ToolDeclarations", "declare_tools", "function_spec", "strict_schema"]
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -78,6 +78,17 @@ class ToolDeclarations:
     notes: tuple[str, ...] = field(default=())
     #: Announced name → ``__tools__`` key, for each tool offered under another name.
     renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def function_spec(tool: DeclaredTool) -> dict[str, Any]:
+    """A declared tool as a Responses ``function`` tool (flat: no ``function`` wrapper)."""
+    spec: dict[str, Any] = {"type": "function", "name": tool.name}
+    if tool.description:
+        spec["description"] = tool.description
+    spec["parameters"] = dict(tool.parameters)
+    if tool.strict:
+        spec["strict"] = True
+    return spec
 
 
 def declare_tools(

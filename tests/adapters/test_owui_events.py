@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -814,3 +815,199 @@ def test_engine_mode_never_hands_calls_to_open_webui() -> None:
     renderer = AnswerRenderer()
     item = {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}
     assert renderer.feed(OutputItem(request_id="r", item=item)) == []
+
+
+# -- pass-through: function calls handed to Open WebUI as delta.tool_calls -------------------
+
+
+def passthrough_renderer(clock: FakeClock, **kwargs: Any) -> AnswerRenderer:
+    return AnswerRenderer(
+        model="orpipe.test-model",
+        tool_calls_to_owui=True,
+        clock=clock,
+        wall_clock=lambda: WALL,
+        **kwargs,
+    )
+
+
+def function_call(call_id: str, name: str = "get_weather", **extra: Any) -> OutputItem:
+    item = {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": '{"city": "Oslo"}',
+        "status": "completed",
+        **extra,
+    }
+    return OutputItem(request_id=RID, item=item)
+
+
+def tool_call_entries(outputs: list[Output]) -> list[dict[str, Any]]:
+    return [
+        entry
+        for c in chunks_of(outputs)
+        for choice in c["choices"]
+        for entry in choice["delta"].get("tool_calls", [])
+    ]
+
+
+def test_a_function_call_is_one_complete_tool_calls_chunk(clock: FakeClock) -> None:
+    outputs = passthrough_renderer(clock).feed(function_call("call_abc"))
+    # The whole chunk, as Open WebUI's middleware and API clients receive it.
+    assert outputs == [
+        Output.to_yield(
+            {
+                "id": CHUNK_ID,
+                "object": "chat.completion.chunk",
+                "created": int(WALL),
+                "model": "orpipe.test-model",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [
+                                {
+                                    "index": 0,
+                                    "id": "call_abc",
+                                    "type": "function",
+                                    "function": {
+                                        "name": "get_weather",
+                                        "arguments": '{"city": "Oslo"}',
+                                    },
+                                }
+                            ]
+                        },
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        )
+    ]
+
+
+def test_several_calls_get_indices_in_the_models_order(clock: FakeClock) -> None:
+    renderer = passthrough_renderer(clock)
+    outputs = feed(
+        renderer,
+        TextDelta(request_id=RID, text="Let me check."),
+        function_call("call_1"),
+        OutputItem(request_id=RID, item={"type": "reasoning", "id": "rs_1", "summary": []}),
+        function_call("call_2", name="get_time"),
+        function_call("call_3"),
+        Completed(request_id=RID, response_id="resp_1", text_chars=13),
+    )
+    entries = tool_call_entries(outputs)
+    assert [(e["index"], e["id"], e["function"]["name"]) for e in entries] == [
+        (0, "call_1", "get_weather"),
+        (1, "call_2", "get_time"),
+        (2, "call_3", "get_weather"),
+    ]
+    # One call per chunk, and the text is still the answer's.
+    assert all(len(c["choices"][0]["delta"].get("tool_calls", [])) <= 1 for c in chunks_of(outputs))
+    assert renderer.answer_text == "Let me check."
+    assert outputs[-1].kind == "event"  # the usual ending follows the calls
+
+
+def test_each_renderer_counts_its_own_indices(clock: FakeClock) -> None:
+    # Open WebUI reads each pipe call's stream with a fresh list of calls.
+    first = passthrough_renderer(clock).feed(function_call("call_1"))
+    second = passthrough_renderer(clock).feed(function_call("call_2"))
+    assert [e["index"] for e in tool_call_entries([*first, *second])] == [0, 0]
+
+
+def test_tool_calls_chunks_survive_the_json_round_trip_open_webui_makes(clock: FakeClock) -> None:
+    import json  # noqa: PLC0415
+
+    arguments = MappingProxyType({"city": "Zürich", "days": (1, 2)})
+    outputs = feed(
+        passthrough_renderer(clock),
+        function_call("call_1", arguments=arguments),
+        function_call("call_2"),
+    )
+    for c in chunks_of(outputs):
+        assert json.loads(json.dumps(c)) == c
+    entries = tool_call_entries(outputs)
+    assert json.loads(entries[0]["function"]["arguments"]) == {"city": "Zürich", "days": [1, 2]}
+    # What the middleware needs of each entry: a distinct int index, an id, string fields.
+    assert len({e["index"] for e in entries}) == len(entries)
+    assert all(isinstance(e["function"]["arguments"], str) and e["id"] for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        # No call id: the item id still identifies the call.
+        (
+            {"type": "function_call", "id": "fc_9", "name": "f", "arguments": "{}"},
+            {"id": "fc_9", "name": "f", "arguments": "{}"},
+        ),
+        # Neither id: unique within the answer by its index.
+        (
+            {"type": "function_call", "name": "f", "arguments": "{}"},
+            {"id": "call_0", "name": "f", "arguments": "{}"},
+        ),
+        # Not JSON: passed on as the model wrote it; Open WebUI reports the parse error.
+        (
+            {"type": "function_call", "call_id": "c", "name": "f", "arguments": '{"a": 1'},
+            {"id": "c", "name": "f", "arguments": '{"a": 1'},
+        ),
+        # No arguments at all: an empty object.
+        (
+            {"type": "function_call", "call_id": "c", "name": "f"},
+            {"id": "c", "name": "f", "arguments": "{}"},
+        ),
+        # No name: Open WebUI answers "Tool not found" to the model, nothing crashes.
+        (
+            {"type": "function_call", "call_id": "c", "arguments": "{}"},
+            {"id": "c", "name": "", "arguments": "{}"},
+        ),
+    ],
+)
+def test_incomplete_function_call_items_still_give_a_usable_call(
+    clock: FakeClock, item: dict[str, Any], expected: dict[str, str]
+) -> None:
+    (entry,) = tool_call_entries(
+        passthrough_renderer(clock).feed(OutputItem(request_id=RID, item=item))
+    )
+    assert entry == {
+        "index": 0,
+        "id": expected["id"],
+        "type": "function",
+        "function": {"name": expected["name"], "arguments": expected["arguments"]},
+    }
+
+
+@pytest.mark.parametrize("to_owui", [False, True])
+def test_stored_items_are_referenced_in_either_mode(clock: FakeClock, to_owui: bool) -> None:
+    renderer = AnswerRenderer(tool_calls_to_owui=to_owui, clock=clock, wall_clock=lambda: WALL)
+    outputs = feed(
+        renderer,
+        OutputItem(request_id=RID, item={"type": "reasoning"}, artifact_id="01M8HEYFBJ3BGE43XBA2"),
+        function_call("call_1"),
+        Completed(request_id=RID, response_id=None, text_chars=0),
+    )
+    assert len(tool_call_entries(outputs)) == (1 if to_owui else 0)
+    shown = "".join(
+        c["choices"][0]["delta"].get("content", "") for c in chunks_of(outputs) if c["choices"]
+    )
+    assert shown == "\n\n[01M8HEYFBJ3BGE43XBA2]: #\n"
+    assert renderer.artifact_ids == ("01M8HEYFBJ3BGE43XBA2",)
+
+
+def test_engine_mode_renders_nothing_for_calls_and_keeps_the_answer(clock: FakeClock) -> None:
+    engine = renderer_for(clock)
+    outputs = feed(
+        engine,
+        function_call("call_1"),
+        TextDelta(request_id=RID, text="It is 4 °C."),
+        function_call("call_2"),
+    )
+    assert tool_call_entries(outputs) == []
+    assert outputs == [chunk(delta={"content": "It is 4 °C."})]
+
+
+def test_no_call_is_handed_over_after_the_answer_ended(clock: FakeClock) -> None:
+    renderer = passthrough_renderer(clock)
+    renderer.feed(Cancelled(request_id=RID, reason="stopped"))
+    assert renderer.feed(function_call("call_1")) == []

@@ -897,7 +897,7 @@ def test_unmappable_bodies_are_refused_with_a_readable_error(body: Any, problem:
 
 def test_a_body_that_is_not_a_mapping_is_refused() -> None:
     with pytest.raises(RequestMappingError, match="not an object"):
-        build(["messages"])  # type: ignore[arg-type]
+        build(["messages"])
 
 
 def test_an_unknown_role_error_lists_the_accepted_roles() -> None:
@@ -1073,3 +1073,465 @@ def test_audio_that_cannot_be_sent_is_left_out_with_a_reason(audio: Any, note: s
     mapped = build(user_turn(parts), model=AUDIO)
     assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "listen"}]
     assert mapped.notes[0].startswith(note)
+
+
+# --------------------------------------------------------------------------
+# Pass-through mode: Open WebUI's tool calls and results are history
+# --------------------------------------------------------------------------
+
+WEATHER_SPEC = {
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+
+def owui_call(call_id: Any, arguments: str, name: str = "get_weather") -> dict[str, Any]:
+    """One entry of an assistant's ``tool_calls`` as 0.12.4's ``convert_output_to_messages``
+    writes it."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_message(call_id: Any, content: Any) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def follow_up_body() -> dict[str, Any]:
+    """The body 0.12.4 hands the pipe after running the two calls of its first answer.
+
+    Its tool loop appends the rebuilt output (``convert_output_to_messages`` with
+    ``flatten_tool_images``: the answer's text and calls in one assistant message,
+    then one tool message per call, results as strings from
+    ``tool_result_content``), strips ``usage`` in ``process_messages_with_output``
+    and re-sends the rest of the body, native ``tools`` included.
+    """
+    return {
+        "stream": True,
+        "model": "orpipe.openai.gpt-4o",
+        "messages": [
+            {"role": "system", "content": "You are a concise assistant."},
+            {"role": "user", "content": "Weather in Oslo and Bergen?"},
+            {
+                "role": "assistant",
+                "content": "Let me check both cities.",
+                "tool_calls": [
+                    owui_call("call_1", '{"city": "Oslo"}'),
+                    owui_call("call_2", '{"city": "Bergen"}'),
+                ],
+            },
+            tool_message("call_1", '{"temperature": 4}'),
+            tool_message("call_2", '{"temperature": 7}'),
+        ],
+        "tools": [{"type": "function", "function": WEATHER_SPEC}],
+        "stream_options": {"include_usage": True},
+    }
+
+
+def passthrough(body: Mapping[str, Any], **kwargs: Any) -> MappedRequest:
+    return build(body, owui_tool_calls=True, **kwargs)
+
+
+def calls_and_outputs(mapped: MappedRequest) -> list[dict[str, Any]]:
+    return [i for i in sent(mapped)["input"] if i.get("type", "").startswith("function_call")]
+
+
+def fc(call_id: str, arguments: str, name: str = "get_weather", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+        **extra,
+    }
+
+
+def fco(call_id: str, output: str) -> dict[str, Any]:
+    return {"type": "function_call_output", "call_id": call_id, "output": output}
+
+
+def test_open_webuis_follow_up_maps_to_calls_and_outputs_in_order() -> None:
+    mapped = passthrough(follow_up_body(), supports_tools=True)
+    items = sent(mapped)["input"]
+    assistant = items[2]
+    assert assistant["id"].startswith("msg_")
+    assert items == [
+        {
+            "type": "message",
+            "role": "system",
+            "content": [{"type": "input_text", "text": "You are a concise assistant."}],
+        },
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Weather in Oslo and Bergen?"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "id": assistant["id"],
+            "status": "completed",
+            "content": [
+                {"type": "output_text", "text": "Let me check both cities.", "annotations": []}
+            ],
+        },
+        fc("call_1", '{"city": "Oslo"}'),
+        fc("call_2", '{"city": "Bergen"}'),
+        fco("call_1", '{"temperature": 4}'),
+        fco("call_2", '{"temperature": 7}'),
+    ]
+    assert mapped.warnings == ()
+    assert "tools" not in mapped.dropped and not any("tool" in d for d in mapped.dropped)
+
+
+def test_the_follow_up_is_stable_so_the_prompt_cache_keeps_working() -> None:
+    assert (
+        sent(passthrough(follow_up_body()))["input"] == sent(passthrough(follow_up_body()))["input"]
+    )
+
+
+def test_several_rounds_and_a_later_turn_keep_every_pair() -> None:
+    body = follow_up_body()
+    body["messages"] += [
+        # Round two: no text, one more call (0.12.4 keeps the earlier rounds' messages).
+        {"role": "assistant", "content": "", "tool_calls": [owui_call("call_3", "{}", "get_time")]},
+        tool_message("call_3", "12:00"),
+        {"role": "assistant", "content": "Oslo 4 °C, Bergen 7 °C at noon."},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+    mapped = passthrough(body)
+    kinds = [(i.get("type"), i.get("role") or i.get("call_id")) for i in sent(mapped)["input"]]
+    assert kinds == [
+        ("message", "system"),
+        ("message", "user"),
+        ("message", "assistant"),
+        ("function_call", "call_1"),
+        ("function_call", "call_2"),
+        ("function_call_output", "call_1"),
+        ("function_call_output", "call_2"),
+        ("function_call", "call_3"),
+        ("function_call_output", "call_3"),
+        ("message", "assistant"),
+        ("message", "user"),
+    ]
+    assert mapped.warnings == ()
+
+
+def test_body_tools_are_not_read_unless_the_caller_says_whether_they_are_supported() -> None:
+    # A caller announcing __tools__ itself keeps doing so: no second copy, no note.
+    mapped = passthrough(follow_up_body())
+    assert "tools" not in sent(mapped)
+    assert "tools" in mapped.dropped
+    assert mapped.notes == ()
+    assert len(calls_and_outputs(mapped)) == 4
+
+
+def test_engine_mode_still_drops_tool_history_and_body_tools() -> None:
+    mapped = build(follow_up_body(), supports_tools=True, strict_tools=True)
+    upstream = sent(mapped)
+    assert calls_and_outputs(mapped) == []
+    assert "tools" not in upstream
+    assert {"tools", "messages[2].tool_calls", "messages[3] (role tool)"} <= set(mapped.dropped)
+    assert mapped.tool_names == {}
+
+
+def test_a_call_without_its_result_is_left_out_with_a_warning() -> None:
+    body = follow_up_body()
+    del body["messages"][4]  # call_2's result never came (the stop button, say)
+    mapped = passthrough(body)
+    assert calls_and_outputs(mapped) == [
+        fc("call_1", '{"city": "Oslo"}'),
+        fco("call_1", '{"temperature": 4}'),
+    ]
+    assert mapped.warnings == ("function_call call_2 has no output; left out",)
+
+
+def test_a_result_without_its_call_is_left_out_with_a_warning() -> None:
+    body = follow_up_body()
+    body["messages"].append(tool_message("call_9", "stray"))
+    mapped = passthrough(body)
+    assert "call_9" not in json.dumps(sent(mapped))
+    assert mapped.warnings == ("function_call_output call_9 has no function_call; left out",)
+
+
+@pytest.mark.parametrize(
+    ("entry", "warning"),
+    [
+        ("call_1", "messages[2].tool_calls[0] is a str, not an object; left out"),
+        (
+            {"type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+            "messages[2].tool_calls[0] has no id; left out",
+        ),
+        (
+            {"id": "", "type": "function", "function": {"name": "get_weather"}},
+            "messages[2].tool_calls[0] has no id; left out",
+        ),
+        (
+            {"id": "call_1", "type": "function", "function": {"arguments": "{}"}},
+            "messages[2].tool_calls[0] has no function name; left out",
+        ),
+        (
+            {"id": "call_1", "type": "function", "function": "get_weather"},
+            "messages[2].tool_calls[0] is not a function call ('function'); left out",
+        ),
+        (
+            {"id": "call_1", "type": "custom", "custom": {"name": "grep", "input": "x"}},
+            "messages[2].tool_calls[0] is not a function call ('custom'); left out",
+        ),
+    ],
+)
+def test_malformed_tool_calls_are_left_out_with_their_results(entry: Any, warning: str) -> None:
+    body = follow_up_body()
+    body["messages"][2]["tool_calls"][0] = entry
+    mapped = passthrough(body)
+    # The other call and its result still go; call_1's result has nothing to pair with.
+    assert calls_and_outputs(mapped) == [
+        fc("call_2", '{"city": "Bergen"}'),
+        fco("call_2", '{"temperature": 7}'),
+    ]
+    assert mapped.warnings[0] == warning
+    assert mapped.warnings[1:] == ("function_call_output call_1 has no function_call; left out",)
+
+
+def test_tool_calls_that_are_not_a_list_are_left_out_with_a_warning() -> None:
+    body = follow_up_body()
+    body["messages"][2]["tool_calls"] = owui_call("call_1", "{}")
+    mapped = passthrough(body)
+    assert mapped.warnings[0] == "messages[2].tool_calls is a dict, not a list; left out"
+    assert calls_and_outputs(mapped) == []  # both results lost their calls
+
+
+@pytest.mark.parametrize(
+    ("arguments", "sent_as"),
+    [
+        ('{"city": "Oslo"', '{"city": "Oslo"'),  # not JSON: what the model wrote, verbatim
+        ("", "{}"),
+        ("  ", "{}"),
+        (None, "{}"),
+        ({"city": "Zürich"}, '{"city": "Zürich"}'),  # an object from another client
+    ],
+)
+def test_arguments_are_sent_as_a_json_string(arguments: Any, sent_as: str) -> None:
+    body = follow_up_body()
+    body["messages"][2]["tool_calls"][0]["function"]["arguments"] = arguments
+    assert calls_and_outputs(passthrough(body))[0]["arguments"] == sent_as
+
+
+def test_numeric_ids_are_text_and_tool_messages_without_an_id_are_warned_about() -> None:
+    body = {
+        "messages": [
+            {"role": "user", "content": "Roll a die"},
+            {"role": "assistant", "content": None, "tool_calls": [owui_call(7, "{}", "roll")]},
+            tool_message(7, "4"),
+            {"role": "tool", "content": "no id"},
+            {"role": "function", "name": "roll", "content": "legacy"},
+        ]
+    }
+    mapped = passthrough(body)
+    assert calls_and_outputs(mapped) == [fc("7", "{}", name="roll"), fco("7", "4")]
+    assert mapped.warnings == (
+        "messages[3] (role tool) has no tool_call_id; left out",
+        "messages[4] (role function) has no tool_call_id; left out",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "output"),
+    [
+        ("", ""),
+        (None, ""),
+        ([{"type": "text", "text": "4 "}, {"type": "input_text", "text": "°C"}], "4 °C"),
+        (["4 ", "°C"], "4 °C"),
+        ({"type": "text", "text": "4 °C"}, "4 °C"),
+        ({"temperature": 4}, '{"temperature": 4}'),
+        (4, "4"),
+        (True, "true"),
+    ],
+)
+def test_tool_results_are_flattened_to_text(content: Any, output: str) -> None:
+    body = follow_up_body()
+    body["messages"][3]["content"] = content
+    assert calls_and_outputs(passthrough(body))[2] == fco("call_1", output)
+
+
+def test_non_text_parts_of_a_result_are_listed_as_dropped() -> None:
+    body = follow_up_body()
+    body["messages"][3]["content"] = [
+        {"type": "input_text", "text": "a chart:"},
+        {"type": "input_image", "image_url": PNG},
+    ]
+    mapped = passthrough(body)
+    assert calls_and_outputs(mapped)[2] == fco("call_1", "a chart:")
+    assert "messages[3] (role tool) non-text output part" in mapped.dropped
+
+
+def test_a_call_id_reused_in_a_later_round_gets_a_unique_item_id() -> None:
+    # Some providers restart their call ids every round; input item ids must stay unique.
+    body = follow_up_body()
+    body["messages"] += [
+        {"role": "assistant", "content": "", "tool_calls": [owui_call("call_1", "{}", "get_time")]},
+        tool_message("call_1", "12:00"),
+    ]
+    items = calls_and_outputs(passthrough(body))
+    assert [i["id"] for i in items if i["type"] == "function_call"] == [
+        "fc_call_1",
+        "fc_call_2",
+        "fc_call_1_2",
+    ]
+    # Each result still follows its own call.
+    assert [(i["type"], i.get("name") or i["output"]) for i in items[-2:]] == [
+        ("function_call", "get_time"),
+        ("function_call_output", "12:00"),
+    ]
+
+
+def test_an_open_webui_generated_fc_id_is_kept_as_the_item_id() -> None:
+    body = follow_up_body()
+    body["messages"][2]["tool_calls"][0]["id"] = "fc_0123456789abcdef01234567"
+    body["messages"][3]["tool_call_id"] = "fc_0123456789abcdef01234567"
+    first = calls_and_outputs(passthrough(body))[0]
+    assert first["id"] == first["call_id"] == "fc_0123456789abcdef01234567"
+
+
+# -- the body's tools ---------------------------------------------------------
+
+
+def test_body_tools_become_responses_function_tools_when_supported() -> None:
+    mapped = passthrough(follow_up_body(), supports_tools=True)
+    assert sent(mapped)["tools"] == [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city",
+            "parameters": WEATHER_SPEC["parameters"],
+        }
+    ]
+    assert mapped.notes == () and mapped.tool_names == {}
+
+
+def test_body_tools_are_left_out_with_a_note_when_the_model_takes_none() -> None:
+    mapped = passthrough(follow_up_body(), supports_tools=False)
+    assert "tools" not in sent(mapped)
+    assert mapped.notes == (
+        "OpenAI: GPT-4o does not support tool calling on OpenRouter, so the 1 enabled "
+        "tool(s) were left out of this answer.",
+    )
+    # The history of calls already made is still history.
+    assert len(calls_and_outputs(mapped)) == 4
+
+
+def test_strict_body_tools_get_a_strict_schema() -> None:
+    [tool] = sent(passthrough(follow_up_body(), supports_tools=True, strict_tools=True))["tools"]
+    assert tool["strict"] is True
+    assert tool["parameters"]["additionalProperties"] is False
+    assert tool["parameters"]["required"] == ["city", "unit"]
+    assert tool["parameters"]["properties"]["unit"]["type"] == ["string", "null"]
+
+
+def test_a_renamed_body_tool_is_reported_and_its_history_calls_use_the_new_name() -> None:
+    body = follow_up_body()
+    spec = {**WEATHER_SPEC, "name": "weather lookup/v2"}
+    body["tools"] = [{"type": "function", "function": spec}]
+    for call in body["messages"][2]["tool_calls"]:
+        call["function"]["name"] = "weather lookup/v2"  # the renderer handed it back so
+    mapped = passthrough(body, supports_tools=True)
+    assert [t["name"] for t in sent(mapped)["tools"]] == ["weather_lookup_v2"]
+    assert mapped.tool_names == {"weather_lookup_v2": "weather lookup/v2"}
+    assert {i.get("name") for i in calls_and_outputs(mapped)} == {"weather_lookup_v2", None}
+    assert any("offered to the model as 'weather_lookup_v2'" in note for note in mapped.notes)
+
+
+def test_names_of_tools_the_caller_announces_are_mapped_too() -> None:
+    body = follow_up_body()
+    del body["tools"]  # legacy function calling: the caller declares __tools__ itself
+    body["messages"][2]["tool_calls"][0]["function"]["name"] = "weather lookup/v2"
+    body["messages"][2]["tool_calls"][1]["function"]["name"] = "odd name!"
+    mapped = passthrough(body, tool_names={"weather_lookup_v2": "weather lookup/v2"})
+    names = [i["name"] for i in calls_and_outputs(mapped) if i["type"] == "function_call"]
+    # A known rename is undone; an unknown bad name is cleaned as declare_tools would.
+    assert names == ["weather_lookup_v2", "odd_name_"]
+    assert mapped.tool_names == {"weather_lookup_v2": "weather lookup/v2"}
+    assert "tools" not in sent(mapped)
+
+
+def test_malformed_body_tools_are_skipped_and_the_rest_announced() -> None:
+    body = follow_up_body()
+    body["tools"] = [
+        {"type": "function", "function": WEATHER_SPEC},
+        {"type": "function", "function": {**WEATHER_SPEC, "description": "again"}},
+        {"type": "function", "function": {"description": "no name"}},
+        {"type": "custom", "custom": {"name": "grep"}},
+        "get_time",
+    ]
+    mapped = passthrough(body, supports_tools=True)
+    assert [(t["name"], t["description"]) for t in sent(mapped)["tools"]] == [
+        ("get_weather", "The weather in a city")
+    ]
+    assert mapped.warnings == (
+        "tools[1] repeats the tool 'get_weather'; the first one is kept",
+        "tools[2] has no function name; left out",
+    )
+    assert {"tools[3] (type 'custom')", "tools[4] (type None)"} <= set(mapped.dropped)
+
+
+@pytest.mark.parametrize("tools", [{"type": "function"}, "get_weather"])
+def test_body_tools_that_are_not_a_list_are_warned_about(tools: Any) -> None:
+    mapped = passthrough({**follow_up_body(), "tools": tools}, supports_tools=True)
+    assert "tools" not in sent(mapped)
+    assert mapped.warnings[0].startswith("tools is a ")
+
+
+def test_an_empty_tools_list_announces_nothing() -> None:
+    mapped = passthrough({**follow_up_body(), "tools": []}, supports_tools=True)
+    assert "tools" not in sent(mapped)
+    assert mapped.notes == () and mapped.warnings == ()
+
+
+def test_replayed_reasoning_goes_before_the_calls_it_led_to() -> None:
+    from adapters.artifact_replay import ReplayPlan  # noqa: PLC0415
+    from engine.artifacts import Artifact, marker_line  # noqa: PLC0415
+
+    stored = Artifact(
+        artifact_id="01M8HEYFBJ3BGE43XBA2",
+        chat_id="chat-1",
+        message_id="m1",
+        item_type="reasoning",
+        payload={
+            "type": "reasoning",
+            "id": "rs_1",
+            "summary": [{"type": "summary_text", "text": "Two cities: two calls."}],
+        },
+    )
+    body = follow_up_body()
+    # The renderer ends the first answer with the reference of its stored reasoning.
+    body["messages"][2]["content"] += f"\n\n{marker_line(stored.artifact_id)}\n"
+    replay = ReplayPlan(artifacts={stored.artifact_id: stored}, chat_id="chat-1")
+    mapped = passthrough(body, model=REASONER, replay=replay)
+    kinds = [i.get("type") for i in sent(mapped)["input"][2:]]
+    assert kinds == [
+        "message",
+        "reasoning",
+        "function_call",
+        "function_call",
+        "function_call_output",
+        "function_call_output",
+    ]
+    assert mapped.warnings == ()
+
+
+def test_a_suffixed_item_id_never_takes_another_calls_id() -> None:
+    body = follow_up_body()
+    body["messages"][2]["tool_calls"] = [owui_call("call_1", "{}"), owui_call("call_1_2", "{}")]
+    body["messages"][3:] = [tool_message("call_1", "a"), tool_message("call_1_2", "b")]
+    body["messages"] += [
+        {"role": "assistant", "content": "", "tool_calls": [owui_call("call_1", "{}")]},
+        tool_message("call_1", "c"),
+    ]
+    items = calls_and_outputs(passthrough(body))
+    ids = [i["id"] for i in items if i["type"] == "function_call"]
+    assert ids == ["fc_call_1", "fc_call_1_2", "fc_call_1_3"]

@@ -160,6 +160,44 @@ def test_pass_through_returns_the_calls_and_takes_the_results_back(
     on_loop(loop_kind, scenario, limit_s=20)
 
 
+def test_pass_through_announces_an_api_clients_own_tools_once(mock: Mock, loop_kind: str) -> None:
+    """No ``__tools__`` (an API client): the body's Chat Completions tools are announced."""
+    recording = Recording(calls=1, rounds=1, tokens=4)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest", TOOL_EXECUTION_MODE="open-webui")
+        request = body("mock.tools")
+        spec = {**WEATHER_SPEC, "name": "weather.now"}  # a name providers refuse
+        request["tools"] = [{"type": "function", "function": spec}]
+        first = await read(await run(pipe, Owui(), request, recording))
+        announced = recording.bodies[0].get("tools", [])
+        assert [t["name"] for t in announced] == ["weather_now"]
+        assert announced[0]["type"] == "function" and "function" not in announced[0]
+        # The call goes back under the client's own name, which it can look up.
+        calls = [tc for c in first.chunks for tc in _delta(c).get("tool_calls", [])]
+        assert [tc["function"]["name"] for tc in calls] == ["weather.now"]
+
+    on_loop(loop_kind, scenario, limit_s=20)
+
+
+def test_pass_through_with_chat_tools_does_not_announce_the_body_copy(
+    mock: Mock, loop_kind: str
+) -> None:
+    """A chat's tools arrive in ``__tools__`` and again in the body: announced once."""
+    tool = WeatherTool()
+    recording = Recording(calls=1, rounds=1, tokens=4)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest", TOOL_EXECUTION_MODE="open-webui")
+        request = body("mock.tools")
+        request["tools"] = [{"type": "function", "function": WEATHER_SPEC}]
+        await read(await run(pipe, Owui(), request, recording, tools={"get_weather": tool.entry()}))
+        announced = recording.bodies[0].get("tools", [])
+        assert [t["name"] for t in announced] == ["get_weather"]
+
+    on_loop(loop_kind, scenario, limit_s=20)
+
+
 def test_title_tasks_never_get_tools(mock: Mock, loop_kind: str) -> None:
     tool = WeatherTool()
     recording = Recording(calls=2, rounds=1)
