@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: demo test pins lint typecheck pytest venv clean owui-smoke services
+.PHONY: demo test pins lint typecheck pytest venv clean owui-smoke services owui-lib
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,19 @@ typecheck: $(STAMP)
 services:
 	bash tests/services.sh
 
-pytest: $(STAMP) services
+# Open WebUI 0.12.4's own file, user and storage code for the intake tests: the wheel
+# without its dependencies (torch and the RAG stack are not needed), then the pinned
+# subset those modules import.
+OWUI_STAMP := $(VENV)/.owui-lib-$(shell cat tests/owui-storage-requirements.txt | sha1sum | cut -c1-12)
+$(OWUI_STAMP): $(STAMP) tests/owui-storage-requirements.txt
+	$(PY) -m pip install --quiet --no-deps open-webui==0.12.4
+	$(PY) -m pip install --quiet -r tests/owui-storage-requirements.txt
+	rm -f $(VENV)/.owui-lib-*
+	touch $(OWUI_STAMP)
+
+owui-lib: $(OWUI_STAMP)
+
+pytest: $(STAMP) $(OWUI_STAMP) services
 	$(PY) -m pytest
 
 test: pins lint typecheck pytest

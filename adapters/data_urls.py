@@ -63,9 +63,10 @@ def check_base64(text: str, *, limit_bytes: int, what: str = "the attachment") -
     """
     size = decoded_size(text)
     if size > limit_bytes:
-        raise AttachmentError(
-            f"{what} is {_size(size)}, over the {_size(limit_bytes)} limit; send a smaller file"
-        )
+        shown, limit = _size(size), _size(limit_bytes)
+        if shown == limit:  # just over: rounded, both would read the same
+            shown, limit = f"{size:,} bytes", f"{limit_bytes:,}-byte"
+        raise AttachmentError(f"{what} is {shown}, over the {limit} limit; send a smaller file")
     compact = "".join(text.split()).encode("ascii", errors="replace")
     compact = compact.translate(_URLSAFE_TABLE)
     if not _BASE64_CHARS.match(compact) or len(compact) % 4 == 1:

@@ -106,17 +106,25 @@ class Downloader:
             self._client = None
 
     async def fetch(
-        self, url: str, *, request_slots: asyncio.Semaphore | None = None
+        self,
+        url: str,
+        *,
+        request_slots: asyncio.Semaphore | None = None,
+        max_bytes: int | None = None,
     ) -> Downloaded:
-        """Download ``url``; ``DownloadError`` says why when it cannot be had."""
+        """Download ``url``; ``DownloadError`` says why when it cannot be had.
+
+        ``max_bytes`` lowers the size limit for this download (never raises it).
+        """
         limits = self.limits
+        limit = limits.max_bytes if max_bytes is None else min(max_bytes, limits.max_bytes)
         async with contextlib.AsyncExitStack() as stack:
             if request_slots is not None:
                 await stack.enter_async_context(request_slots)
             await stack.enter_async_context(self.process_slots)
             try:
                 async with asyncio.timeout(limits.total_budget_s):
-                    return await self._fetch(url)
+                    return await self._fetch(url, limit)
             except TimeoutError:
                 raise DownloadError(
                     f"the download took longer than {limits.total_budget_s:g} s and was stopped"
@@ -124,14 +132,14 @@ class Downloader:
             except UnsafeUrl as exc:
                 raise DownloadError(f"the address was refused: {exc.reason}") from None
 
-    async def _fetch(self, url: str) -> Downloaded:
+    async def _fetch(self, url: str, limit: int) -> Downloaded:
         limits = self.limits
         target = await self._vet(url)
         hop = 0
         attempt = 0
         while True:
             try:
-                response_or_redirect = await self._attempt(target)
+                response_or_redirect = await self._attempt(target, limit)
             except _Retryable as exc:
                 attempt += 1
                 if attempt > limits.max_retries:
@@ -174,7 +182,7 @@ class Downloader:
             )
         return max(backoff, retry_after_s)
 
-    async def _attempt(self, target: VettedTarget) -> Downloaded | str:
+    async def _attempt(self, target: VettedTarget, limit: int) -> Downloaded | str:
         """One request: the body, or the Location to follow; ``_Retryable`` to try again."""
         client = self._client_now()
         address = target.addresses[0]
@@ -197,14 +205,13 @@ class Downloader:
                 )
             if status >= 400:
                 raise DownloadError(f"the server answered HTTP {status}")
-            body = await self._read(response)
+            body = await self._read(response, limit)
         media_type = response.headers.get("content-type", "application/octet-stream")
         return Downloaded(
             body=body, media_type=media_type.split(";")[0].strip(), final_url=target.url
         )
 
-    async def _read(self, response: httpx.Response) -> bytes:
-        limit = self.limits.max_bytes
+    async def _read(self, response: httpx.Response, limit: int) -> bytes:
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise DownloadError(_too_large(limit, f"the server says {int(declared):,} bytes"))
@@ -225,7 +232,10 @@ class Downloader:
                 follow_redirects=False,
                 trust_env=False,  # a proxy would resolve the name itself
                 timeout=httpx.Timeout(timeout),
-                limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                # No connection is kept for reuse: a pooled connection is keyed by the
+                # address, and one opened (and certificate-checked) for one host name
+                # must never carry a request for another name on the same address.
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=0),
             )
         return self._client
 

@@ -36,6 +36,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from adapters.artifact_store import store_factory_for
+from adapters.downloader import DownloadLimits
+from adapters.generated_images import GeneratedImages
+from adapters.intake import (
+    FileStore,
+    Intake,
+    IntakeLimits,
+    IntakeResult,
+    UrlFetcher,
+    effective_remote_limit,
+)
 from adapters.model_catalog import (
     Catalogue,
     CatalogueError,
@@ -43,6 +53,7 @@ from adapters.model_catalog import (
     registry_for,
 )
 from adapters.owui_events import AnswerRenderer, SafeEmitter
+from adapters.owui_files import Owner, StoredFileError
 from adapters.owui_history import (
     DEGRADED_NOTICE,
     Loaded,
@@ -115,6 +126,12 @@ class TurnContext:
     transport_factory: TransportFactory | None = None
     #: Tests inject an artifact store; None = the one the valves describe.
     store_factory: StoreFactory | None = None
+    #: Open WebUI's files for the intake pass; None = Open WebUI's own (``OwuiFiles``).
+    files: FileStore | None = None
+    #: Remote downloads; None = the process's ``Downloader`` for the valves' limits.
+    downloader: UrlFetcher | None = None
+    #: Tests only: video links to a loopback server pass the SSRF vetting.
+    allow_loopback: bool = False
 
     @property
     def user_id(self) -> str | None:
@@ -183,13 +200,22 @@ async def run_turn(
         tool_calls_to_owui=valves.TOOL_EXECUTION_MODE == "open-webui",
         tool_names=submitted.tool_names,
     )
+    images = GeneratedImages(
+        store=_file_store(valves, ctx, runtime),
+        user=ctx.user or None,
+        fetcher=_fetcher(valves, ctx, runtime),
+        max_bytes=valves.BASE64_MAX_SIZE_MB * 1024 * 1024,
+    )
     stream = submitted.stream
     if ctx.task is not None or body.get("stream") is False:
-        return await _collect(submitted, renderer, emitter, runtime, user_id, task=ctx.task)
+        return await _collect(
+            submitted, renderer, emitter, runtime, user_id, task=ctx.task, images=images
+        )
     return AnswerStream(
         stream,
         renderer,
         emitter,
+        images=images,
         on_end=lambda ended: _record_outcome(runtime, user_id, ended),
         after_success=submitted.after_success,
     )
@@ -260,15 +286,17 @@ async def _submit(
         log.debug("dropped unsupported body fields: %s", ", ".join(mapped.dropped))
     for warning in mapped.warnings:
         log.warning("replay: %s", warning)
+    prepared = await _prepare_attachments(valves, ctx, runtime, emitter, mapped.request.input)
     request = replace(
         mapped.request,
+        input=prepared.input,
         update_char_limit=settings.effective.update_char_limit,
         idle_flush_ms=float(settings.effective.idle_flush_ms),
         artifacts=context,
     )
     request = _with_tools(request, valves, ctx, model, declared)
     tool_notes = declared.notes
-    for note in (*mapped.notes, *tool_notes):
+    for note in (*mapped.notes, *prepared.notes, *tool_notes):
         await emitter.emit({"type": "notification", "data": {"type": "warning", "content": note}})
     try:
         stream = await bridge.submit(request)
@@ -282,6 +310,91 @@ async def _submit(
         forget = mapped.replayed_reasoning_ids
     return _Submitted(
         stream=stream, bridge=bridge, context=context, forget=forget, tool_names=mapped.tool_names
+    )
+
+
+async def _prepare_attachments(
+    valves: Valves,
+    ctx: TurnContext,
+    runtime: PipeRuntime,
+    emitter: SafeEmitter,
+    items: tuple[Mapping[str, Any], ...],
+) -> IntakeResult:
+    """The intake pass (``adapters.intake``): stored files inlined, links fetched or vetted."""
+    if not any(_needs_intake(item) for item in items):
+        return IntakeResult(tuple(dict(item) for item in items))
+    store = _file_store(valves, ctx, runtime)
+    owner: Owner | None = None
+    rag_limit: int | None = None
+    try:
+        owner = await store.owner_for(ctx.user or None)
+        rag_limit = await store.rag_file_limit_bytes()
+    except StoredFileError as exc:
+        # Links and inline data still work; Open WebUI's own files cannot be read.
+        log.info("intake without Open WebUI's files: %s", exc.reason)
+    inline_max = valves.BASE64_MAX_SIZE_MB * 1024 * 1024
+    remote_max = min(effective_remote_limit(valves.REMOTE_FILE_MAX_SIZE_MB, rag_limit), inline_max)
+    intake = Intake(
+        limits=IntakeLimits(
+            inline_max_bytes=inline_max,
+            video_max_bytes=valves.VIDEO_MAX_SIZE_MB * 1024 * 1024,
+            remote_max_bytes=remote_max,
+            save_remote_file_urls=valves.SAVE_REMOTE_FILE_URLS,
+            save_file_data_content=valves.SAVE_FILE_DATA_CONTENT,
+            per_request=valves.REMOTE_DOWNLOADS_PER_REQUEST,
+            allow_http_hosts=valves.insecure_http_hosts(),
+            allow_loopback=ctx.allow_loopback,
+        ),
+        fetcher=_fetcher(valves, ctx, runtime),
+        store=store if owner is not None else None,
+        owner=owner,
+    )
+    await emitter.status(_PREPARING_STATUS, done=False)
+    try:
+        return await intake.prepare(items)
+    finally:
+        await emitter.status(_PREPARING_STATUS, done=True, hidden=True)
+
+
+_PREPARING_STATUS = "Preparing attachments…"
+
+
+def _file_store(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> FileStore:
+    if ctx.files is not None:
+        return ctx.files
+    return runtime.files(
+        valves.FALLBACK_STORAGE_EMAIL, valves.FALLBACK_STORAGE_NAME, valves.FALLBACK_STORAGE_ROLE
+    )
+
+
+def _fetcher(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> UrlFetcher:
+    """The process's downloader; each download may ask for a lower size limit."""
+    if ctx.downloader is not None:
+        return ctx.downloader
+    return runtime.downloader(
+        DownloadLimits(
+            max_bytes=valves.BASE64_MAX_SIZE_MB * 1024 * 1024,
+            attempt_timeout_s=float(valves.REMOTE_DOWNLOAD_TIMEOUT_SECONDS),
+            total_budget_s=float(valves.REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS),
+            max_retries=valves.REMOTE_DOWNLOAD_MAX_RETRIES,
+            backoff_initial_s=float(valves.REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS),
+            backoff_max_s=float(valves.REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS),
+            retry_after_cap_s=float(valves.REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS),
+            max_redirects=valves.REMOTE_DOWNLOAD_MAX_REDIRECTS,
+            allow_http_hosts=valves.insecure_http_hosts(),
+        ),
+        valves.REMOTE_DOWNLOADS_GLOBAL,
+    )
+
+
+def _needs_intake(item: Mapping[str, Any]) -> bool:
+    content = item.get("content")
+    if item.get("role") != "user" or not isinstance(content, list | tuple):
+        return False
+    return any(
+        isinstance(part, Mapping)
+        and part.get("type") in ("input_image", "input_file", "input_video")
+        for part in content
     )
 
 
@@ -552,6 +665,8 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
         stream: BridgedStream,
         renderer: AnswerRenderer,
         emitter: SafeEmitter,
+        *,
+        images: GeneratedImages,
         on_end: Callable[[BridgedStream], None],
         after_success: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -559,7 +674,7 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
         self._emitter = emitter
         self._on_end = on_end
         self._after_success = after_success
-        self._chunks = _chunks(stream, renderer, emitter)
+        self._chunks = _chunks(stream, renderer, emitter, images)
         self._finished = False
 
     async def asend(self, value: None) -> dict[str, Any]:
@@ -601,13 +716,13 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
 
 
 async def _chunks(
-    stream: BridgedStream, renderer: AnswerRenderer, emitter: SafeEmitter
+    stream: BridgedStream, renderer: AnswerRenderer, emitter: SafeEmitter, images: GeneratedImages
 ) -> AsyncGenerator[dict[str, Any], None]:
     waiting: str | None = WAITING_STATUS
     await emitter.status(WAITING_STATUS, done=False)
     while batch := await stream.receive_batch():
         for event in batch:
-            for out in renderer.feed(event):
+            for out in renderer.feed(await images.shown(event)):
                 if waiting is not None:
                     # Something arrived: the wait is over (closed before the
                     # first thing shown, so statuses stay in order).
@@ -631,13 +746,14 @@ async def _collect(
     user_id: str,
     *,
     task: str | None,
+    images: GeneratedImages,
 ) -> str:
     """A non-streaming turn: the same events, the answer returned as one string."""
     stream = submitted.stream
     try:
         while batch := await stream.receive_batch():
             for event in batch:
-                for out in renderer.feed(event):
+                for out in renderer.feed(await images.shown(event)):
                     if out.chunk is None and task is None:
                         await emitter.emit(out.event)
     finally:

@@ -141,6 +141,8 @@ class RequestSettings:
     image_selection: ImageSelection = "user_then_assistant"
     #: BASE64_MAX_SIZE_MB in bytes: the largest inline attachment sent.
     base64_max_bytes: int = 50 * 1024 * 1024
+    #: VIDEO_MAX_SIZE_MB in bytes: the largest inline (data URL) video sent.
+    video_max_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +231,7 @@ def build_request(
     tally = _Tally(
         keep_tool_calls=owui_tool_calls,
         base64_max_bytes=settings.base64_max_bytes,
+        video_max_bytes=settings.video_max_bytes,
         # One list, so replay's and the tool mapping's warnings stay in the order they arose.
         warnings=report.warnings,
     )
@@ -308,7 +311,7 @@ class _Tally:
 
     #: Parts skipped because the model lacks the capability: "image" | "file" | "audio".
     skipped: Counter[str] = field(default_factory=Counter)
-    #: Part types no Responses input shape exists for (e.g. "video_url").
+    #: Part types no Responses input shape exists for (e.g. "refusal").
     unsupported: Counter[str] = field(default_factory=Counter)
     dropped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -316,6 +319,8 @@ class _Tally:
     keep_tool_calls: bool = False
     #: BASE64_MAX_SIZE_MB: inline attachments larger than this are left out.
     base64_max_bytes: int = 50 * 1024 * 1024
+    #: VIDEO_MAX_SIZE_MB: inline videos larger than this are left out.
+    video_max_bytes: int = 100 * 1024 * 1024
     #: How many inline attachments were looked at (to name them in notes).
     attachments: int = 0
     #: For the operator's log: history parts left out because they are malformed or unpaired.
@@ -339,6 +344,7 @@ _SKIP_WORDING: Final = {
     "image": ("images", "image", "images"),
     "file": ("files", "file", "files"),
     "audio": ("audio", "audio clip", "audio clips"),
+    "video": ("video", "video", "videos"),
 }
 
 
@@ -863,6 +869,35 @@ def _audio_part(
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
 
 
+def _video_part(
+    part: Mapping[str, Any], where: str, model: ModelInfo, tally: _Tally
+) -> JsonDict | None:
+    """A video as ``input_video`` with its ``video_url``: a link or a data URL.
+
+    Links are never downloaded: OpenRouter hands them to the provider (Gemini
+    on AI Studio takes YouTube links only). The intake pass vets other links
+    against the SSRF rules and inlines Open WebUI's own; a data URL is checked
+    here against VIDEO_MAX_SIZE_MB before anything decodes it.
+    """
+    if not model.video_input:
+        tally.skipped["video"] += 1
+        return None
+    # Chat Completions nests {url}; the Responses shape gives a bare string.
+    source = part.get("video_url")
+    url = source.get("url") if isinstance(source, Mapping) else source
+    if not isinstance(url, str) or not url.strip():
+        raise RequestMappingError(
+            f"{where} is a video part without a URL", "Attach the video again."
+        )
+    if url[:5].lower() == "data:":
+        try:
+            check_data_url(url, limit_bytes=tally.video_max_bytes, what=tally.inline_name("video"))
+        except AttachmentError as exc:
+            tally.refused(exc)
+            return None
+    return {"type": "input_video", "video_url": url.strip()}
+
+
 #: Audio formats the Responses API takes, by the names clients use for them.
 _AUDIO_FORMATS: Final = {
     "mp3": "mp3",
@@ -885,6 +920,8 @@ _PART_MAPPERS: Final[dict[str, PartMapper]] = {
     "file": _file_part,
     "input_file": _file_part,
     "input_audio": _audio_part,
+    "video_url": _video_part,
+    "input_video": _video_part,
 }
 
 

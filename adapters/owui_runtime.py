@@ -29,11 +29,13 @@ import contextlib
 import hashlib
 import logging
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from adapters.downloader import Downloader, DownloadLimits
 from adapters.model_catalog import close_registries
+from adapters.owui_files import OwuiFiles
 from adapters.trio_bridge import GuestModeBridge, StoreFactory, ThreadBridge, TransportFactory
 from adapters.user_breaker import UserBreaker
 from engine import EngineConfig
@@ -97,6 +99,10 @@ class PipeRuntime:
         self._retired: list[Bridge] = []
         self._closed = False
         self._sentinel: AsyncGenerator[None, None] | None = None
+        self._downloader: Downloader | None = None
+        self._download_key: tuple[DownloadLimits, int] | None = None
+        self._files: OwuiFiles | None = None
+        self._files_key: tuple[str, str, str] | None = None
 
     @property
     def current_bridge(self) -> Bridge | None:
@@ -121,6 +127,40 @@ class PipeRuntime:
             breaker.threshold = threshold
             breaker.window_s = breaker.cooldown_s = float(window_s)
         return self.breaker
+
+    def downloader(self, limits: DownloadLimits, process_slots: int) -> Downloader:
+        """The process's downloader for these limits (one HTTP client, one slot pool).
+
+        New limits get a new downloader; the old one is closed once every
+        download it may still run has hit its time budget.
+        """
+        key = (limits, process_slots)
+        if self._downloader is None or self._download_key != key:
+            old = self._downloader
+            self._downloader = Downloader(
+                limits=limits, process_slots=asyncio.Semaphore(process_slots)
+            )
+            self._download_key = key
+            if old is not None:
+                self._later(old.limits.total_budget_s + 1.0, old.aclose, "downloader")
+        return self._downloader
+
+    def files(self, email: str, name: str, role: str) -> OwuiFiles:
+        """Open WebUI's file store, with this fallback owner (FALLBACK_STORAGE_*)."""
+        key = (email, name, role)
+        if self._files is None or self._files_key != key:
+            self._files = OwuiFiles(fallback_email=email, fallback_name=name, fallback_role=role)
+            self._files_key = key
+        return self._files
+
+    def _later(self, delay_s: float, close: Callable[[], Awaitable[None]], what: str) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay_s)
+            await close()
+
+        task = self.loop.create_task(run(), name=f"orpipe retire {what}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def bridge(self, target: BridgeTarget) -> Bridge:
         """The bridge for these settings, started, reconfigured or replaced as needed."""
@@ -183,6 +223,10 @@ class PipeRuntime:
             with contextlib.suppress(Exception):
                 await bridge.aclose()
         self._retired.clear()
+        if self._downloader is not None:
+            with contextlib.suppress(Exception):
+                await self._downloader.aclose()
+            self._downloader = None
 
     async def _watch_loop_shutdown(self) -> None:
         """Register a parked async generator whose ``finally`` closes this runtime.

@@ -222,6 +222,19 @@ def _default_log_level() -> LogLevel:
     return cast(LogLevel, level) if level in get_args(LogLevel) else "INFO"
 
 
+def _default_storage_email() -> str:
+    email = os.environ.get("OPENROUTER_STORAGE_USER_EMAIL", "").strip()
+    return email or "openrouter-pipe@system.local"
+
+
+def _default_storage_name() -> str:
+    return os.environ.get("OPENROUTER_STORAGE_USER_NAME", "").strip() or "OpenRouter Pipe Storage"
+
+
+def _default_storage_role() -> str:
+    return os.environ.get("OPENROUTER_STORAGE_USER_ROLE", "").strip().lower() or "pending"
+
+
 def _default_bridge() -> BridgeKind:
     return "thread" if os.environ.get("ORPIPE_BRIDGE", "").strip().lower() == "thread" else "guest"
 
@@ -604,6 +617,84 @@ class Valves(BaseModel):
         ),
     )
 
+    VIDEO_MAX_SIZE_MB: int = Field(
+        default=100, ge=1, le=1000, description="Largest video sent inline (a data: URL)."
+    )
+    REMOTE_FILE_MAX_SIZE_MB: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description=(
+            "Largest remote file downloaded. Inside Open WebUI with RAG on, its own "
+            "file size limit applies when that is smaller (or when this is left at 50)."
+        ),
+    )
+    REMOTE_DOWNLOAD_MAX_RETRIES: int = Field(
+        default=3, ge=0, le=10, description="Retries of a failed download (network, 429, 5xx)."
+    )
+    REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS: int = Field(
+        default=5, ge=1, le=60, description="First wait before a retry; it doubles each time."
+    )
+    REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS: int = Field(
+        default=45,
+        ge=5,
+        le=300,
+        description="Time budget of one download, retries and waits included.",
+    )
+    REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS: int = Field(
+        default=10,
+        ge=0,
+        le=120,
+        description=(
+            "Longest Retry-After honoured; a server asking for more ends the download "
+            "instead of holding the answer."
+        ),
+    )
+    REMOTE_DOWNLOAD_TIMEOUT_SECONDS: int = Field(
+        default=10, ge=1, le=60, description="Connect and read timeout of one download attempt."
+    )
+    REMOTE_DOWNLOAD_MAX_REDIRECTS: int = Field(
+        default=3, ge=0, le=10, description="Redirects followed, each one vetted (0 = refused)."
+    )
+    REMOTE_DOWNLOADS_PER_REQUEST: int = Field(
+        default=3, ge=1, le=16, description="Downloads at once for one request."
+    )
+    REMOTE_DOWNLOADS_GLOBAL: int = Field(
+        default=8, ge=1, le=64, description="Downloads at once in this Open WebUI process."
+    )
+    ALLOW_INSECURE_HTTP_HOSTS: str = Field(
+        default="",
+        description=(
+            "Comma-separated host names that may be fetched over plain "
+            "http; every other download must be https."
+        ),
+    )
+    SAVE_REMOTE_FILE_URLS: bool = Field(
+        default=True,
+        description="Keep a copy of linked files and images in Open WebUI's storage.",
+    )
+    SAVE_FILE_DATA_CONTENT: bool = Field(
+        default=True,
+        description="Keep a copy of inline (base64) files and images in Open WebUI's storage.",
+    )
+    FALLBACK_STORAGE_EMAIL: str = Field(
+        default_factory=_default_storage_email,
+        json_schema_extra=_schema_default(_default_storage_email),
+        description="Owner of stored files when a request has no user (API automations).",
+    )
+    FALLBACK_STORAGE_NAME: str = Field(
+        default_factory=_default_storage_name,
+        json_schema_extra=_schema_default(_default_storage_name),
+        description="Display name of that owner.",
+    )
+    FALLBACK_STORAGE_ROLE: str = Field(
+        default_factory=_default_storage_role,
+        json_schema_extra=_schema_default(_default_storage_role),
+        description=(
+            "Role the owner is created with. 'pending' cannot use Open WebUI; admin is refused."
+        ),
+    )
+
     # --- tools ------------------------------------------------------------------------
     TOOL_EXECUTION_MODE: ToolMode = Field(
         default="engine",
@@ -760,6 +851,18 @@ class Valves(BaseModel):
             raise ValueError(f"is unusable: {problem}") from None
         return value
 
+    @field_validator("FALLBACK_STORAGE_ROLE", mode="before")
+    @classmethod
+    def _storage_role_usable(cls, value: object) -> object:
+        role = _lower(value)
+        if isinstance(role, str) and role.strip() in {"admin", "owner", "system"}:
+            # An account created by a pipe must never be able to administer Open WebUI.
+            raise ValueError(
+                f"is {role.strip()!r}; an automatically created owner may not be an "
+                "administrator. Use 'pending' (the default) or 'user'."
+            )
+        return role.strip() if isinstance(role, str) else role
+
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
     def _level_any_case(cls, value: object) -> object:
@@ -796,6 +899,10 @@ class Valves(BaseModel):
         changing what the next request gets.
         """
         return copy.deepcopy(_parsed_mcp_servers(self.REMOTE_MCP_SERVERS_JSON))
+
+    def insecure_http_hosts(self) -> frozenset[str]:
+        """ALLOW_INSECURE_HTTP_HOSTS, lower-cased: hosts that may be fetched over http."""
+        return frozenset(host.lower() for host in _comma_list(self.ALLOW_INSECURE_HTTP_HOSTS))
 
     def web_search_force_models(self) -> frozenset[str]:
         """Model ids that always get the web plugin."""

@@ -428,12 +428,74 @@ def test_audio_reaches_an_audio_model() -> None:
 
 def test_unsupported_part_types_are_skipped_with_a_note() -> None:
     parts = [
+        {"type": "text", "text": "Look"},
+        {"type": "hologram", "hologram": {"url": "https://x.test/h.holo"}},
+    ]
+    mapped = build(user_turn(parts))
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Look"}]
+    assert mapped.notes == ("1 attachment of an unsupported kind (hologram) skipped.",)
+
+
+VIDEO = ModelInfo(
+    openrouter_id="google/gemini-2.5-pro",
+    sub_id="google.gemini-2.5-pro",
+    name="Google: Gemini 2.5 Pro",
+    input_modalities=frozenset({"text", "image", "video"}),
+)
+
+
+@pytest.mark.parametrize(
+    "part",
+    [
+        {"type": "video_url", "video_url": {"url": "https://youtu.be/dQw4w9WgXcQ"}},
+        {"type": "input_video", "video_url": " https://youtu.be/dQw4w9WgXcQ "},
+    ],
+)
+def test_video_parts_become_input_video_with_its_url(part: dict[str, Any]) -> None:
+    content = sent(build(user_turn([part]), model=VIDEO))["input"][0]["content"]
+    assert content == [{"type": "input_video", "video_url": "https://youtu.be/dQw4w9WgXcQ"}]
+
+
+def test_video_is_skipped_for_a_model_without_video_with_a_note() -> None:
+    parts = [
         {"type": "text", "text": "Watch"},
-        {"type": "video_url", "video_url": {"url": "https://x.test/v.mp4"}},
+        {"type": "video_url", "video_url": {"url": "https://youtu.be/a"}},
+        {"type": "video_url", "video_url": {"url": "https://youtu.be/b"}},
     ]
     mapped = build(user_turn(parts))
     assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Watch"}]
-    assert mapped.notes == ("1 attachment of an unsupported kind (video_url) skipped.",)
+    assert mapped.notes == ("OpenAI: GPT-4o does not accept video; 2 videos skipped.",)
+
+
+def test_an_inline_video_over_video_max_size_is_refused_before_decoding() -> None:
+    payload = "A" * 1_398_104  # decodes to 1,048,578 bytes: just over 1 MiB
+    parts = [
+        {"type": "text", "text": "Watch"},
+        {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{payload}"}},
+    ]
+    settings = RequestSettings(video_max_bytes=1024 * 1024)
+    mapped = build(user_turn(parts), model=VIDEO, settings=settings)
+    assert sent(mapped)["input"][0]["content"] == [{"type": "input_text", "text": "Watch"}]
+    # Just over the limit: exact byte counts, since rounded sizes would read the same.
+    assert mapped.notes == (
+        "Attachment 1 (video) is 1,048,578 bytes, over the 1,048,576-byte limit; "
+        "send a smaller file.",
+    )
+    bigger = [
+        parts[0],
+        {"type": "video_url", "video_url": {"url": "data:video/mp4;base64," + payload * 2}},
+    ]
+    mapped = build(user_turn(bigger), model=VIDEO, settings=settings)
+    assert mapped.notes == (
+        "Attachment 1 (video) is 2 MB, over the 1 MB limit; send a smaller file.",
+    )
+    small = build(user_turn(parts), model=VIDEO)  # the default limit is 100 MB
+    assert sent(small)["input"][0]["content"][1]["type"] == "input_video"
+
+
+def test_a_video_part_without_a_url_is_a_clear_error() -> None:
+    with pytest.raises(RequestMappingError, match="video part without a URL"):
+        build(user_turn([{"type": "video_url", "video_url": {}}]), model=VIDEO)
 
 
 @pytest.mark.parametrize(

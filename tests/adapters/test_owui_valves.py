@@ -159,6 +159,23 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "MAX_INPUT_IMAGES_PER_REQUEST": 5,
     "IMAGE_INPUT_SELECTION": "user_then_assistant",
     "BASE64_MAX_SIZE_MB": 50,
+    "VIDEO_MAX_SIZE_MB": 100,
+    "REMOTE_FILE_MAX_SIZE_MB": 50,
+    "REMOTE_DOWNLOAD_MAX_RETRIES": 3,
+    "REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS": 5,
+    "REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS": 45,
+    "REMOTE_DOWNLOAD_TIMEOUT_SECONDS": 10,  # the original used HTTP_CONNECT_TIMEOUT_SECONDS
+    "SAVE_REMOTE_FILE_URLS": True,  # the original's newest default
+    "SAVE_FILE_DATA_CONTENT": True,
+    "FALLBACK_STORAGE_EMAIL": "openrouter-pipe@system.local",
+    "FALLBACK_STORAGE_NAME": "OpenRouter Pipe Storage",
+    "FALLBACK_STORAGE_ROLE": "pending",
+    # New here: bounds the original did not have (seed §K.2 item 26).
+    "REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS": 10,
+    "REMOTE_DOWNLOAD_MAX_REDIRECTS": 3,
+    "REMOTE_DOWNLOADS_PER_REQUEST": 3,
+    "REMOTE_DOWNLOADS_GLOBAL": 8,
+    "ALLOW_INSECURE_HTTP_HOSTS": "",
 }
 
 
@@ -185,6 +202,14 @@ def test_the_defaults_table_lists_every_valve() -> None:
         ("GLOBAL_LOG_LEVEL", "chatty", "LOG_LEVEL", "INFO"),
         ("ORPIPE_BRIDGE", "Thread", "ENGINE_BRIDGE", "thread"),
         ("ORPIPE_BRIDGE", "fibre", "ENGINE_BRIDGE", "guest"),
+        (
+            "OPENROUTER_STORAGE_USER_EMAIL",
+            " bot@example.org ",
+            "FALLBACK_STORAGE_EMAIL",
+            "bot@example.org",
+        ),
+        ("OPENROUTER_STORAGE_USER_NAME", "Automations", "FALLBACK_STORAGE_NAME", "Automations"),
+        ("OPENROUTER_STORAGE_USER_ROLE", "User", "FALLBACK_STORAGE_ROLE", "user"),
     ],
 )
 def test_defaults_read_from_the_environment(
@@ -1024,3 +1049,14 @@ def test_an_unknown_tool_mode_lists_the_choices() -> None:
     assert problems_of(exc) == (
         "Valves: TOOL_EXECUTION_MODE must be one of 'engine' or 'open-webui' (got 'browser')"
     )
+
+
+@pytest.mark.parametrize("role", ["admin", "Admin ", "owner", "system"])
+def test_the_fallback_storage_owner_is_never_an_administrator(role: str) -> None:
+    with pytest.raises(ValidationError, match="may not be an administrator"):
+        make_valves(FALLBACK_STORAGE_ROLE=role)
+
+
+def test_insecure_http_hosts_are_a_lower_cased_list() -> None:
+    valves = make_valves(ALLOW_INSECURE_HTTP_HOSTS=" Intranet.Example , files.local,,")
+    assert valves.insecure_http_hosts() == frozenset({"intranet.example", "files.local"})
