@@ -26,6 +26,7 @@ __all__ = [
     "decode_base64",
     "decoded_size",
     "parse_data_url",
+    "readable_size",
 ]
 
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
@@ -63,7 +64,7 @@ def check_base64(text: str, *, limit_bytes: int, what: str = "the attachment") -
     """
     size = decoded_size(text)
     if size > limit_bytes:
-        shown, limit = _size(size), _size(limit_bytes)
+        shown, limit = readable_size(size), readable_size(limit_bytes)
         if shown == limit:  # just over: rounded, both would read the same
             shown, limit = f"{size:,} bytes", f"{limit_bytes:,}-byte"
         raise AttachmentError(f"{what} is {shown}, over the {limit} limit; send a smaller file")
@@ -74,7 +75,7 @@ def check_base64(text: str, *, limit_bytes: int, what: str = "the attachment") -
     return compact + b"=" * (-len(compact) % 4)  # clients often drop the padding
 
 
-def _size(n: int) -> str:
+def readable_size(n: int) -> str:
     """Bytes for a person: "45.2 MB", "50 MB", "3 KB"."""
     if n >= 1024 * 1024:
         return f"{n / 1024 / 1024:.1f}".removesuffix(".0") + " MB"

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from adapters.data_urls import readable_size
 from adapters.ssrf_guard import (
     AsyncioResolver,
     Resolver,
@@ -249,7 +250,7 @@ class _Retryable(Exception):
 
 def _too_large(limit: int, detail: str) -> str:
     return (
-        f"the file is larger than the {limit / 1024 / 1024:g} MB limit ({detail}); "
+        f"the file is larger than the {readable_size(limit)} limit ({detail}); "
         "upload a smaller file"
     )
 

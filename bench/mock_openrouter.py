@@ -190,6 +190,17 @@ def _reasoning_item(item_id: str, p: ScenarioPlan, *, done: bool) -> dict[str, A
     return item
 
 
+def _image_item(item_id: str, image: str, *, done: bool) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "type": "image_generation_call",
+        "id": item_id,
+        "status": "completed" if done else "in_progress",
+    }
+    if done:
+        item.update(result=image, output_format="png")
+    return item
+
+
 def _call_item(item_id: str, call: FunctionCall, *, done: bool) -> dict[str, Any]:
     call_id, name, arguments = call
     return {
@@ -288,6 +299,8 @@ class _Job:
         output: list[dict[str, Any]] = []
         if p.scenario == "reasoning":
             output.append(_reasoning_item(self.item_id("rs"), p, done=True))
+        for i, image in enumerate(p.images):
+            output.append(_image_item(self.item_id("ig", i), image, done=True))
         for i, call in enumerate(p.function_calls):
             output.append(_call_item(self.item_id("fc", i), call, done=True))
         if not p.function_calls:
@@ -455,6 +468,8 @@ class _StreamRun:
         output: list[dict[str, Any]] = []
         if p.scenario == "reasoning":
             output.append(await self._reasoning(len(output)))
+        for i, image in enumerate(p.images):
+            output.append(await self._image(len(output), i, image))
         for i, call in enumerate(p.function_calls):
             output.append(await self._function_call(len(output), i, call))
         if not p.function_calls:
@@ -506,6 +521,23 @@ class _StreamRun:
                 "response.reasoning_summary_part.done", **ids, summary_index=0, part=done_part
             )
         item = _reasoning_item(item_id, p, done=True)
+        await w.event("response.output_item.done", output_index=index, item=item)
+        return item
+
+    async def _image(self, index: int, i: int, image: str) -> dict[str, Any]:
+        w = self.w
+        item_id = self.job.item_id("ig", i)
+        added = _image_item(item_id, image, done=False)
+        await w.event("response.output_item.added", output_index=index, item=added)
+        for stage in ("in_progress", "generating"):
+            await self._pace()
+            await w.event(
+                f"response.image_generation_call.{stage}", item_id=item_id, output_index=index
+            )
+        await w.event(
+            "response.image_generation_call.completed", item_id=item_id, output_index=index
+        )
+        item = _image_item(item_id, image, done=True)
         await w.event("response.output_item.done", output_index=index, item=item)
         return item
 

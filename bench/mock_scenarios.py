@@ -14,8 +14,11 @@ so a test can call ``plan()`` with the same inputs and know exactly what the ser
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import struct
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -45,6 +48,7 @@ STREAM_SCENARIOS: Final[frozenset[str]] = frozenset(
         "reasoning",
         "annotations",
         "tools",
+        "images",
         "drop",
         "malformed",
         "invalid-utf8",
@@ -125,6 +129,8 @@ PARAM_SPECS: Final[Mapping[str, _Spec]] = {
     "reasoning_style": _Spec("summary", "choice", choices=("summary", "text")),
     # annotations
     "citations": _Spec(3, "int", 0),
+    # generated images (scenario "images")
+    "images": _Spec(1, "int", 0),
     # tools
     "calls": _Spec(2, "int", 1),
     "rounds": _Spec(1, "int", 0),
@@ -201,6 +207,7 @@ class Knobs:
     reasoning_tokens: int
     reasoning_style: str
     citations: int
+    images: int
     calls: int
     rounds: int
     drop_after: int
@@ -230,6 +237,7 @@ class Knobs:
             reasoning_tokens=int(p["reasoning_tokens"]),
             reasoning_style=str(p["reasoning_style"]),
             citations=int(p["citations"]),
+            images=int(p["images"]),
             calls=int(p["calls"]),
             rounds=int(p["rounds"]),
             drop_after=int(p["drop_after"]),
@@ -426,6 +434,8 @@ class ScenarioPlan:
     reasoning_style: str
     citations: tuple[tuple[str, str], ...]
     function_calls: tuple[FunctionCall, ...]
+    #: Base64 PNGs sent as ``image_generation_call`` items before the message ("images").
+    images: tuple[str, ...]
     usage: Mapping[str, Any]
     terminal: Terminal
     fault_at: int | None
@@ -480,6 +490,27 @@ def _function_calls(
         args = {"location": _CITIES[(knobs.seed + n) % len(_CITIES)], "unit": "celsius", "n": n}
         calls.append((f"call_{n}", name, json.dumps(args, ensure_ascii=False)))
     return tuple(calls)
+
+
+def _images(count: int, seed: int) -> tuple[str, ...]:
+    """``count`` distinct, valid PNG files (8x8 grey squares), base64-encoded.
+
+    Each is a real PNG (signature, IHDR, one zlib IDAT, IEND, correct CRCs), so a
+    client that stores or shows it handles a real image; the shade differs per
+    image, so every one is distinct.
+    """
+    out = []
+    for n in range(count):
+        shade = next(_splitmix(seed, 100 + n)) & 0xFF
+        raw = b"".join(b"\x00" + bytes([shade]) * 8 for _ in range(8))  # filter 0, 8 grey pixels
+        ihdr = struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0)
+        png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
+        out.append(base64.b64encode(png + _chunk(b"IEND", b"")).decode("ascii"))
+    return tuple(out)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _usage(knobs: Knobs, output_tokens: int, reasoning_tokens: int) -> dict[str, Any]:
@@ -564,6 +595,7 @@ def plan(
         reasoning_style=knobs.reasoning_style,
         citations=_citations(knobs.citations) if scenario == "annotations" else (),
         function_calls=calls,
+        images=_images(knobs.images, knobs.seed) if scenario == "images" else (),
         usage=usage,
         terminal=_TERMINALS.get(scenario, "completed"),
         fault_at=fault_at,
@@ -724,10 +756,12 @@ def _scenario_models() -> tuple[dict[str, Any], ...]:
     entries = []
     for name in sorted(STREAM_SCENARIOS):
         thinking = name == "reasoning"
+        # The image model takes every modality too, like the image-generating Geminis.
+        inputs = ("text", "image", "file", "audio", "video") if name == "images" else ("text",)
         entries.append(
             _model(
                 f"mock/{name}", f"Mock: {name}", context=32_000, max_out=4_096,
-                prompt="0.000001", completion="0.000002",
+                prompt="0.000001", completion="0.000002", inputs=inputs,
                 params=(*_TOOLS, *(_REASONS if thinking else ())),
                 reasoning=_reasoning_info(mandatory=False) if thinking else None,
             )
