@@ -39,9 +39,10 @@ unpaired items. The body's ``tools`` (Chat Completions form, what Open WebUI
 would announce to any model) become Responses ``function`` tools through
 ``adapters.tool_specs.declare_tools``, only for a model that takes tools.
 
-Not here yet (a later issue): full multimodal intake (size
-guards, downloads, images only on the newest turn). Each content part type has
-its own small function so that intake can grow part by part.
+Attachments: each content part type has its own small function here, which
+does what needs no I/O (modality, inline size before decoding, formats);
+``adapters.intake`` then reads Open WebUI's stored files, downloads or vets
+links, and keeps copies, on Open WebUI's loop.
 """
 
 from __future__ import annotations
