@@ -19,6 +19,7 @@ chat's history as a link to its own file, never as inline data.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
@@ -85,7 +86,10 @@ class GeneratedImages:
     async def _bytes(self, result: str, output_format: Any) -> tuple[bytes, str]:
         what = "the generated image"
         if result[:5].lower() == "data:":
-            parsed = parse_data_url(result, limit_bytes=self._max_bytes, what=what)
+            # Decoding is CPU work on megabytes: a worker thread, not the event loop.
+            parsed = await asyncio.to_thread(
+                parse_data_url, result, limit_bytes=self._max_bytes, what=what
+            )
             return parsed.data, parsed.media_type
         if result[:8].lower().startswith(("https://", "http://")):
             if self._fetcher is None:
@@ -95,4 +99,7 @@ class GeneratedImages:
                 raise AttachmentError(f"it is larger than {self._max_bytes / 1048576:g} MB")
             return got.body, got.media_type
         media_type = _FORMATS.get(str(output_format or "png").lower(), "image/png")
-        return decode_base64(result, limit_bytes=self._max_bytes, what=what), media_type
+        data = await asyncio.to_thread(
+            decode_base64, result, limit_bytes=self._max_bytes, what=what
+        )
+        return data, media_type

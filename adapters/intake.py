@@ -220,14 +220,14 @@ class Intake:
         limit = self._limits.inline_max_bytes
         try:
             if (file_id := internal_file_id(url)) is not None:
-                part["image_url"] = _data_url(await self._read(file_id, limit))
+                part["image_url"] = await _data_url(await self._read(file_id, limit))
             elif _is_http(url):
                 if not fresh:
                     return part  # an older turn's link: not downloaded again
                 got = await self._download(url, limit)
                 if not got.media_type.startswith("image/"):
                     raise AttachmentError(f"the link is a {got.media_type} file, not an image")
-                part["image_url"] = _data_url_of(got.body, got.media_type)
+                part["image_url"] = await _data_url_of(got.body, got.media_type)
                 if self._limits.save_remote_file_urls:
                     await self._keep(got.body, got.media_type, _url_name(url, "image"), run)
             elif url[:5].lower() == "data:":
@@ -250,7 +250,7 @@ class Intake:
                     continue
                 if (file_id := internal_file_id(value)) is not None:
                     stored = await self._read(file_id, limit)
-                    _inline_file(part, _data_url(stored), name or stored.filename)
+                    _inline_file(part, await _data_url(stored), name or stored.filename)
                     return part
             data, url = part.get("file_data"), part.get("file_url")
             if isinstance(data, str) and _is_http(data):
@@ -261,7 +261,9 @@ class Intake:
                     return part
                 got = await self._download(data, limit)
                 _inline_file(
-                    part, _data_url_of(got.body, got.media_type), name or _url_name(data, "file")
+                    part,
+                    await _data_url_of(got.body, got.media_type),
+                    name or _url_name(data, "file"),
                 )
                 if self._limits.save_file_data_content:
                     await self._keep(got.body, got.media_type, part["filename"], run)
@@ -276,7 +278,9 @@ class Intake:
             ):
                 got = await self._download(url, limit)
                 _inline_file(
-                    part, _data_url_of(got.body, got.media_type), name or _url_name(url, "file")
+                    part,
+                    await _data_url_of(got.body, got.media_type),
+                    name or _url_name(url, "file"),
                 )
                 await self._keep(got.body, got.media_type, part["filename"], run)
         except (AttachmentError, DownloadError, StoredFileError) as exc:
@@ -287,7 +291,7 @@ class Intake:
         url: str = part["video_url"].strip()
         try:
             if (file_id := internal_file_id(url)) is not None:
-                part["video_url"] = _data_url(
+                part["video_url"] = await _data_url(
                     await self._read(file_id, self._limits.video_max_bytes)
                 )
             elif is_youtube(url) or url[:5].lower() == "data:":
@@ -329,7 +333,10 @@ class Intake:
         return got
 
     async def _keep_data_url(self, url: str, name: str, run: _Pass) -> None:
-        parsed = parse_data_url(url, limit_bytes=self._limits.inline_max_bytes, what=name)
+        # Decoding megabytes is CPU work: off the loop, like every other blocking step.
+        parsed = await asyncio.to_thread(
+            parse_data_url, url, limit_bytes=self._limits.inline_max_bytes, what=name
+        )
         await self._keep(parsed.data, parsed.media_type, name, run)
 
     async def _keep(self, data: bytes, media_type: str, name: str, run: _Pass) -> None:
@@ -365,12 +372,14 @@ def _is_http(url: str) -> bool:
     return url[:8].lower().startswith(("http://", "https://"))
 
 
-def _data_url(stored: StoredFile) -> str:
-    return _data_url_of(stored.data, stored.media_type)
+async def _data_url(stored: StoredFile) -> str:
+    return await _data_url_of(stored.data, stored.media_type)
 
 
-def _data_url_of(data: bytes, media_type: str) -> str:
-    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+async def _data_url_of(data: bytes, media_type: str) -> str:
+    """``data`` as a ``data:`` URL, encoded in a worker thread (megabytes of CPU work)."""
+    encoded = await asyncio.to_thread(base64.b64encode, data)
+    return f"data:{media_type};base64,{encoded.decode('ascii')}"
 
 
 def _inline_file(part: JsonDict, data_url: str, filename: str) -> None:
