@@ -16,7 +16,16 @@ from bench.mock_scenarios import plan
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.owui_storage import OwuiModules, owui, owui_loop_scope  # noqa: F401
 from tests.adapters.test_downloader import answer, downloader, server
-from tests.adapters.test_owui_pipe import Owui, Recording, _turn, body, make_pipe, on_loop, read
+from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
+    Owui,
+    Recording,
+    _turn,
+    artifact_database,
+    body,
+    make_pipe,
+    on_loop,
+    read,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
 
