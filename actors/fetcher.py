@@ -48,6 +48,7 @@ from engine.errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from engine.logs import logger, request_context
 from engine.messages import FetchOut, JsonObject, NextTurn, SseBatch, StreamEnded, ToolsStopped
 from engine.ports import EnginePorts
 from engine.request import RequestHandle
@@ -123,6 +124,16 @@ class _RequestFetch:
         self.more_input: tuple[JsonObject, ...] = ()
 
     async def run(self) -> None:
+        request = self.handle.request
+        chat_id = request.artifacts.chat_id if request.artifacts is not None else None
+        # Every record of this request's tasks carries its ids (and its user's level).
+        with request_context(
+            request.request_id, user_id=request.user_id, chat_id=chat_id, level=request.log_level
+        ):
+            logger.debug("fetching {} ({} input items)", request.model, len(request.input))
+            await self._run()
+
+    async def _run(self) -> None:
         self.shared.counters.add("requests")
         ended = await self._turn()
         while True:
@@ -176,6 +187,11 @@ class _RequestFetch:
                 counters.add("deadline_exceeded")
         if failure is not None:
             counters.add("failed")
+            logger.warning("turn {} failed: {}", self.turn, failure.message)
+        elif cancel_reason is not None:
+            logger.info("turn {} cancelled: {}", self.turn, cancel_reason)
+        else:
+            logger.debug("turn {} streamed {} events", self.turn, self.next_seq)
         return StreamEnded(
             request_id=handle.request_id,
             seq=self.next_seq,
@@ -200,6 +216,9 @@ class _RequestFetch:
                     raise
                 retries += 1
                 shared.counters.add("retries")
+                logger.info(
+                    "attempt {} failed ({}); retrying in {:.1f} s", retries, exc.message, delay
+                )
                 await trio.sleep(delay)
 
     async def _one_attempt(self, body: bytes) -> None:

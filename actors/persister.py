@@ -30,7 +30,6 @@ than ``artifact_cleanup_days``.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 
@@ -40,12 +39,11 @@ from actors.persist_backlog import Backlog, RetryClock
 from engine.artifacts import Artifact
 from engine.config import EngineConfig
 from engine.errors import PersistenceError
+from engine.logs import logger
 from engine.ports import ArtifactStore
 from engine.statistics import ActorCounters
 
 __all__ = ["artifact_cleanup", "persister"]
-
-log = logging.getLogger("orpipe.persister")
 
 PersistIn = tuple[Artifact, ...]
 
@@ -74,15 +72,15 @@ class _Writer:
             pause = self.retry.failed()
             self.counters.add("write_failures")
             if self.retry.failures == 1:
-                log.warning(
-                    "artifact store write failed (%s); %d artifacts kept and retried",
+                logger.warning(
+                    "artifact store write failed ({}); {} artifacts kept and retried",
                     exc.message,
                     len(self.backlog),
                 )
             self._levels()
             return pause
         if self.retry.failures:
-            log.info("artifact store writes again after %d failures", self.retry.failures)
+            logger.info("artifact store writes again after {} failures", self.retry.failures)
         self.retry.succeeded()
         self.backlog.written(len(batch))
         self.counters.add("written", len(batch))
@@ -101,8 +99,8 @@ class _Writer:
         ids = self.backlog.ids()
         if ids:
             self.counters.add("lost", len(ids))
-            log.error(
-                "%d artifacts were not written before the persister's grace ran out: %s",
+            logger.error(
+                "{} artifacts were not written before the persister's grace ran out: {}",
                 len(ids),
                 ", ".join(ids),
             )
@@ -187,11 +185,11 @@ async def artifact_cleanup(
         try:
             removed = await store.delete_older_than(cutoff)
         except PersistenceError as exc:
-            log.warning("artifact cleanup skipped this round: %s", exc.message)
+            logger.warning("artifact cleanup skipped this round: {}", exc.message)
             continue
         if removed:
-            log.info(
-                "artifact cleanup removed %d artifacts older than %g days",
+            logger.info(
+                "artifact cleanup removed {} artifacts older than {:g} days",
                 removed,
                 config.artifact_cleanup_days,
             )

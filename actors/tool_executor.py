@@ -49,6 +49,7 @@ from engine.artifacts import Artifact
 from engine.breaker import Breaker
 from engine.config import EngineConfig
 from engine.errors import RequestDeadlineExceeded
+from engine.logs import logger, request_context
 from engine.messages import (
     NextTurn,
     OutboundEvent,
@@ -113,8 +114,15 @@ async def tool_executor(
         nonlocal rounds_running
         rounds_running += 1
         counters.level("rounds_running", rounds_running)
+        request = handle.request
         try:
-            await _Round(handle, tool_round, shared).run()
+            with request_context(
+                request.request_id,
+                user_id=request.user_id,
+                chat_id=request.artifacts.chat_id if request.artifacts is not None else None,
+                level=request.log_level,
+            ):
+                await _Round(handle, tool_round, shared).run()
         finally:
             rounds_running -= 1
             counters.level("rounds_running", rounds_running)
@@ -335,6 +343,10 @@ class _Round:
     async def _settle_with(self, call: PlannedCall, outcome: CallOutcome) -> None:
         self.outcomes[call.index] = outcome
         self._progress()
+        if outcome.verdict == "completed":
+            logger.debug("tool call {}: {}", call.call_id, outcome.status_line())
+        else:
+            logger.warning("tool call {}: {}", call.call_id, outcome.status_line())
         done = Status(
             request_id=self.handle.request_id, description=outcome.status_line(), done=True
         )

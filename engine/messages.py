@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import EngineError, UsageError
+from engine.logs import LEVELS
 
 if TYPE_CHECKING:  # engine.artifacts and engine.tools build on this module
     from engine.artifacts import ArtifactContext
@@ -126,8 +127,17 @@ class ChatRequest:
     #: Functions the engine runs when the model calls them (``engine.tools``);
     #: None = function calls are only reported (``OutputItem``), not run.
     tools: Mapping[str, Tool] | None = None
+    #: This request's log level (a user's LOG_LEVEL), for its records only; None = the
+    #: process's level (``engine.logs``).
+    log_level: str | None = None
 
     def __post_init__(self) -> None:
+        if self.log_level is not None:
+            if self.log_level.upper() not in LEVELS:
+                raise UsageError(
+                    f"log_level must be one of {', '.join(LEVELS)}, not {self.log_level!r}"
+                )
+            object.__setattr__(self, "log_level", self.log_level.upper())
         if self.update_char_limit is not None and not 1 <= self.update_char_limit <= 100_000:
             raise UsageError(
                 f"update_char_limit must be from 1 to 100000, not {self.update_char_limit}"

@@ -86,6 +86,8 @@ class EngineStatistics:
     actors: dict[str, dict[str, int]]
     restarts: dict[str, int]
     endings: dict[str, int]
+    #: The per-request log ring (``engine.logs``): requests and lines held, and its bounds.
+    logs: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, ready for JSON."""

@@ -34,6 +34,7 @@ import trio
 from engine.channels import ChannelRegistry
 from engine.config import EngineConfig
 from engine.errors import EngineClosed, EngineCrashed, UsageError
+from engine.logs import request_logs
 from engine.messages import Cancelled, ChatRequest, Ending, Failed
 from engine.ports import EnginePorts
 from engine.request import RequestHandle, ResponseStream
@@ -175,6 +176,7 @@ class Engine:
             actors={name: c.snapshot() for name, c in sorted(self._counters.items())},
             restarts=dict(self._restarts),
             endings=dict(self._endings),
+            logs=request_logs().statistics(),
         )
 
     async def aclose(self) -> None:

@@ -8,7 +8,31 @@ test's. The number of examples stays Hypothesis's default.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("orpipe", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("orpipe")
+
+
+@pytest.fixture
+def loguru_records() -> Iterator[list[dict[str, Any]]]:
+    """Every loguru record logged during the test: level, message (redacted) and context."""
+    from engine.logs import logger  # noqa: PLC0415
+
+    records: list[dict[str, Any]] = []
+
+    def keep(message: Any) -> None:
+        record = message.record
+        records.append(
+            {"level": record["level"].name, "message": record["message"], **record["extra"]}
+        )
+
+    handler = logger.add(keep, level=0, format="{message}")
+    try:
+        yield records
+    finally:
+        logger.remove(handler)

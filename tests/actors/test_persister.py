@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import logging
 import random
+from typing import Any
 
 import pytest
 import trio
@@ -118,22 +118,22 @@ async def test_cancellation_still_flushes_what_was_accepted(
 
 
 async def test_when_the_grace_runs_out_the_exact_unwritten_ids_are_logged(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: trio.testing.MockClock, loguru_records: list[dict[str, Any]]
 ) -> None:
     store = MemoryStore()
     store.down = True
     send, counters, actor = _open(store, persist_flush_grace_s=3, persist_retry_max_s=1)
     items = artifacts(4)
-    with caplog.at_level(logging.ERROR, logger="orpipe.persister"):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(actor)
-            await send.send(tuple(items))
-            await trio.sleep(1)
-            nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor)
+        await send.send(tuple(items))
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
     assert counters.snapshot()["lost"] == 4
-    (record,) = [r for r in caplog.records if "were not written" in r.getMessage()]
+    (record,) = [r for r in loguru_records if "were not written" in r["message"]]
+    assert record["level"] == "ERROR"
     for artifact in items:
-        assert artifact.artifact_id in record.getMessage()
+        assert artifact.artifact_id in record["message"]
 
 
 async def test_age_cleanup_runs_every_interval(autojump_clock: trio.testing.MockClock) -> None:
