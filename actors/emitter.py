@@ -44,10 +44,14 @@ from actors.draining import drain_nowait
 from actors.response_mapper import ResponseMapper
 from engine.artifacts import Artifact, ArtifactContext
 from engine.config import EngineConfig
+from engine.logs import bound
 from engine.messages import (
     BatchOut,
+    Cancelled,
     Completed,
     Ending,
+    Failed,
+    Incomplete,
     JsonObject,
     Notice,
     OutboundEvent,
@@ -163,6 +167,7 @@ class _Emitting:
         self.counters.add(f"ending_{type(ending).__name__.lower()}")
         if handle is None:
             return
+        _log_ending(handle, ending)
         if events:
             handle.deliver(tuple(events), credits)
         else:
@@ -253,3 +258,23 @@ def _closing(
     channel: trio.MemorySendChannel[Any] | None,
 ) -> contextlib.AbstractContextManager[object]:
     return channel if channel is not None else contextlib.nullcontext()
+
+
+def _log_ending(handle: RequestHandle, ending: Ending) -> None:
+    """One line per request's end, in its context (failures are what operators look for)."""
+    request = handle.request
+    said = bound(
+        request.request_id,
+        user_id=request.user_id,
+        chat_id=request.artifacts.chat_id if request.artifacts is not None else None,
+        level=request.log_level,
+    )
+    match ending:
+        case Failed(message=message):
+            said.warning("request failed: {}", message)
+        case Cancelled(reason=reason):
+            said.info("request cancelled: {}", reason)
+        case Incomplete(message=message):
+            said.info("request incomplete: {}", message)
+        case Completed(text_chars=chars):
+            said.debug("request completed: {} characters", chars)

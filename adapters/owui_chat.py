@@ -52,7 +52,7 @@ from adapters.model_catalog import (
     ModelInfo,
     registry_for,
 )
-from adapters.owui_events import AnswerRenderer, SafeEmitter
+from adapters.owui_events import AnswerRenderer, SafeEmitter, log_source_event
 from adapters.owui_files import Owner, StoredFileError
 from adapters.owui_history import (
     DEGRADED_NOTICE,
@@ -88,6 +88,7 @@ from engine import (
     UpstreamError,
 )
 from engine.artifacts import ArtifactContext
+from engine.logs import LogSettings, register_secret, request_logs
 
 __all__ = ["AnswerStream", "PipeError", "TurnContext", "list_models", "run_turn"]
 
@@ -290,6 +291,8 @@ async def _submit(
     request = replace(
         mapped.request,
         input=prepared.input,
+        # The user's own LOG_LEVEL, for this request's records only.
+        log_level=settings.effective.log_level,
         update_char_limit=settings.effective.update_char_limit,
         idle_flush_ms=float(settings.effective.idle_flush_ms),
         artifacts=context,
@@ -551,6 +554,13 @@ def _settings(valves: Valves, ctx: TurnContext) -> _Settings:
             "No OpenRouter API key is set. An administrator must paste one into the "
             "API_KEY valve of this Function (Admin → Functions → the gear icon)."
         )
+    # Whatever happens next, these values never reach a log line.
+    register_secret(api_key)
+    with contextlib.suppress(ValveError):
+        register_secret(valves.artifact_key())
+    runtime_for_loop().use_logging(
+        LogSettings(level=valves.LOG_LEVEL, ring_lines=valves.SESSION_LOG_MAX_LINES)
+    )
     effective = effective_settings(valves, _user_valves(ctx))
     for problem in effective.problems:
         log.warning("user valves ignored: %s", problem)
@@ -710,6 +720,7 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
         self._on_end(self._stream)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLEANUP_S):
+                await _hand_over_log(self._emitter, self._stream)
                 await self._emitter.close_statuses()
                 if self._after_success is not None and _succeeded(self._stream):
                     await self._after_success()
@@ -732,6 +743,16 @@ async def _chunks(
                     yield out.chunk
                 else:
                     await emitter.emit(out.event)
+
+
+async def _hand_over_log(emitter: SafeEmitter, stream: BridgedStream) -> None:
+    """A failed answer carries its request's log lines as a source; either way the ring
+    lets go of the request (it is bounded anyway, this keeps it small)."""
+    ring = request_logs()
+    lines = ring.lines(stream.request_id)
+    ring.forget(stream.request_id)
+    if isinstance(stream.ending, Failed) and lines:
+        await emitter.emit(log_source_event(stream.request_id, lines))
 
 
 def _succeeded(stream: BridgedStream) -> bool:
@@ -762,9 +783,12 @@ async def _collect(
         if task is None:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(_CLEANUP_S):
+                    await _hand_over_log(emitter, stream)
                     await emitter.close_statuses()
                     if _succeeded(stream):
                         await submitted.after_success()
+        else:
+            request_logs().forget(stream.request_id)
     if isinstance(stream.ending, Failed):
         if task is not None:
             log.warning("task %s failed: %s", task, stream.ending.message)

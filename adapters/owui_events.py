@@ -137,6 +137,7 @@ __all__ = [
     "busy_error_chunk",
     "error_chunk",
     "format_final_status",
+    "log_source_event",
     "notification_event",
     "source_event",
     "status_event",
@@ -201,6 +202,20 @@ def notification_event(
 ) -> dict[str, Any]:
     """A toast in the browser (not stored with the chat)."""
     return {"type": "notification", "data": {"type": kind, "content": content}}
+
+
+def log_source_event(request_id: str, lines: list[str]) -> dict[str, Any]:
+    """A failed request's log lines as a source under the answer (the original pipe
+    claimed to do this and never did, seed inventory §I)."""
+    source_id = f"orpipe-log-{request_id}"
+    return {
+        "type": "source",
+        "data": {
+            "source": {"name": f"Request log {request_id}", "id": source_id},
+            "document": ["\n".join(lines)],
+            "metadata": [{"source": source_id, "name": f"orpipe request log ({len(lines)} lines)"}],
+        },
+    }
 
 
 def source_event(url: str, title: str, *, accessed: str) -> dict[str, Any]:

@@ -22,8 +22,10 @@ fallback owner ``FALLBACK_STORAGE_EMAIL``, created once per process under a
 lock, with a random id and a random OAuth subject and no password, so nobody
 can log in as it; its role is never an administrator's (the valve refuses).
 
-Open WebUI's modules are imported on first use, so the pipe still loads (and
-its tests run) where they are absent; ``FileStoreUnavailable`` then says so.
+Open WebUI's modules are used only when Open WebUI is the running program
+(its package is already imported): elsewhere (the bench, API tests) there is
+no file store and ``FileStoreUnavailable`` says so; links and inline data
+still work.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import logging
 import mimetypes
 import os
 import re
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -249,6 +252,10 @@ class OwuiFiles:
 
 
 def _module(name: str) -> Any:
+    # Only inside Open WebUI: importing it from elsewhere would run its start-up
+    # (configuration, database migrations) in a process that is not Open WebUI.
+    if "open_webui" not in sys.modules:
+        raise FileStoreUnavailable("this pipe is not running inside Open WebUI")
     try:
         return importlib.import_module(name)
     except ImportError as exc:

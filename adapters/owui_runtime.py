@@ -39,6 +39,7 @@ from adapters.owui_files import OwuiFiles
 from adapters.trio_bridge import GuestModeBridge, StoreFactory, ThreadBridge, TransportFactory
 from adapters.user_breaker import UserBreaker
 from engine import EngineConfig
+from engine.logs import LogSettings, setup_logging
 
 __all__ = ["BridgeKind", "BridgeTarget", "PipeRuntime", "runtime_for_loop"]
 
@@ -102,6 +103,7 @@ class PipeRuntime:
         self._downloader: Downloader | None = None
         self._download_key: tuple[DownloadLimits, int] | None = None
         self._files: OwuiFiles | None = None
+        self._logging: LogSettings | None = None
         self._files_key: tuple[str, str, str] | None = None
 
     @property
@@ -144,6 +146,12 @@ class PipeRuntime:
             if old is not None:
                 self._later(old.limits.total_budget_s + 1.0, old.aclose, "downloader")
         return self._downloader
+
+    def use_logging(self, settings: LogSettings) -> None:
+        """The engine's log sinks for these settings (set up again only when they change)."""
+        if settings != self._logging:
+            setup_logging(settings)
+            self._logging = settings
 
     def files(self, email: str, name: str, role: str) -> OwuiFiles:
         """Open WebUI's file store, with this fallback owner (FALLBACK_STORAGE_*)."""

@@ -451,6 +451,15 @@ class Valves(BaseModel):
         description="Lowest level the pipe logs. Default: env GLOBAL_LOG_LEVEL, else INFO.",
         json_schema_extra=_schema_default(_default_log_level),
     )
+    SESSION_LOG_MAX_LINES: int = Field(
+        default=2000,
+        ge=100,
+        le=100_000,
+        description=(
+            "Log lines kept per request; a failed answer carries them as a source so an "
+            "administrator can read what happened."
+        ),
+    )
 
     # --- admission and limits ---------------------------------------------------
     MAX_CONCURRENT_REQUESTS: int = Field(

@@ -73,6 +73,7 @@ logger: Logger = _Logger(  # type: ignore[assignment]
 __all__ = [
     "LogSettings",
     "RequestLogs",
+    "bound",
     "logger",
     "redact",
     "register_secret",
@@ -144,8 +145,8 @@ class _Secrets:
 
     def register(self, secret: str) -> None:
         secret = secret.strip()
-        if len(secret) < 6:
-            return  # too short to search for without hiding ordinary words
+        if len(secret) < 6 or secret in self._values:
+            return  # too short to search for without hiding ordinary words, or known
         forms = {secret, *_base64_forms(secret.encode())}
         with self._lock:
             values = self._values | {f for f in forms if len(f) >= 6}
@@ -323,6 +324,25 @@ def request_context(
         context["log_level"] = level.upper()
     with logger.contextualize(**context):
         yield
+
+
+def bound(
+    request_id: str,
+    *,
+    user_id: str | None = None,
+    chat_id: str | None = None,
+    level: str | None = None,
+) -> Logger:
+    """The logger with a request's context, for code that serves many requests in one
+    task (an actor's loop), where ``request_context`` would not fit."""
+    context: dict[str, Any] = {
+        "request_id": request_id,
+        "user_id": user_id or "-",
+        "chat_id": chat_id or "-",
+    }
+    if level is not None and level.upper() in _level_numbers:
+        context["log_level"] = level.upper()
+    return logger.bind(**context)
 
 
 def _threshold(record: Record) -> int:

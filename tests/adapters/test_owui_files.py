@@ -173,3 +173,27 @@ def test_the_rag_file_limit_follows_open_webuis_config(owui: OwuiModules) -> Non
             )
 
     run_on("asyncio", scenario)
+
+
+def test_outside_open_webui_there_is_no_file_store_and_open_webui_is_not_started() -> None:
+    """A fresh process (the bench, an API test): Open WebUI's start-up never runs."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    probe = (
+        "import asyncio, sys\n"
+        "from adapters.owui_files import OwuiFiles, FileStoreUnavailable\n"
+        "store = OwuiFiles(fallback_email='b@x.org', fallback_name='B')\n"
+        "try:\n"
+        "    asyncio.run(store.owner_for(None))\n"
+        "except FileStoreUnavailable as exc:\n"
+        "    print('refused:', exc.reason)\n"
+        "print('imported:', 'open_webui' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "refused: this pipe is not running inside Open WebUI",
+        "imported: False",
+    ]

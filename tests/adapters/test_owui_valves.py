@@ -176,6 +176,7 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "REMOTE_DOWNLOADS_PER_REQUEST": 3,
     "REMOTE_DOWNLOADS_GLOBAL": 8,
     "ALLOW_INSECURE_HTTP_HOSTS": "",
+    "SESSION_LOG_MAX_LINES": 2000,  # the original's fixed ring size
 }
 
 
