@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from bench.lab_scenario import builtin_names
 from bench.report import format_table, tools_lines
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
 from bench.scenarios import SCENARIOS, BenchScenario
@@ -47,7 +48,25 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description="orpipe load bench (loopback only)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("run", help="run a scenario: baseline phase, then engine phase")
-    run.add_argument("scenario", choices=sorted(SCENARIOS), help="built-in scenario")
+    run.add_argument(
+        "scenario",
+        help=(
+            "a scenario: closed-loop "
+            + ", ".join(sorted(SCENARIOS))
+            + "; open-loop (research) "
+            + ", ".join(builtin_names())
+            + "; or the path of a scenario .toml file"
+        ),
+    )
+    run.add_argument(
+        "--scale",
+        type=_positive_float,
+        default=1.0,
+        help="open-loop scenarios: multiply every phase's duration (e.g. 0.2 for a quick look)",
+    )
+    run.add_argument(
+        "--no-report", action="store_true", help="open-loop scenarios: results.json only"
+    )
     run.add_argument("--concurrency", type=_positive_int, help="concurrent streams")
     run.add_argument("--duration", type=_positive_float, help="counted seconds per phase")
     run.add_argument("--warmup", type=_non_negative_float, help="uncounted seconds per phase")
@@ -65,6 +84,21 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
+    compare = commands.add_parser(
+        "compare", help="run an open-loop scenario under two configurations, side by side"
+    )
+    compare.add_argument("scenario", help="an open-loop scenario name or .toml path")
+    for side in ("a", "b"):
+        compare.add_argument(
+            f"--{side}",
+            dest=side,
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"an EngineConfig override of configuration {side.upper()} (repeatable)",
+        )
+    compare.add_argument("--scale", type=_positive_float, default=1.0, help="as for run")
+    compare.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
     return parser
 
 
@@ -141,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns the exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "compare" or args.scenario not in SCENARIOS:
+        from bench.lab_cli import main_lab  # noqa: PLC0415 - matplotlib is heavy
+
+        return main_lab(parser.prog, args)
     if SCENARIOS[args.scenario].driver == "owui":
         return _main_owui(parser.prog, args)
     try:

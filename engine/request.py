@@ -176,6 +176,12 @@ class ResponseStream:
         """The ending, once it has been read."""
         return self._ending
 
+    @property
+    def admission_wait_s(self) -> float | None:
+        """How long the request waited for a slot (None while it is still waiting)."""
+        admitted = self._handle.admitted_at
+        return None if admitted is None else admitted - self._handle.submitted_at
+
     def __aiter__(self) -> ResponseStream:
         return self
 
