@@ -77,7 +77,8 @@ class LabOptions:
     #: Multiplies every phase's duration (tests run the built-ins at 0.1).
     time_scale: float = 1.0
     interval_s: float = 0.25
-    drain_s: float = 30.0
+    #: None: the scenario's ``drain_s``.
+    drain_s: float | None = None
     progress: bool = True
     #: Also write the PNG plots and the HTML report.
     report: bool = True
@@ -194,7 +195,8 @@ class _Run:
                     self.phase_now = self.scenario.phases[arrival.phase].name
                     requests.start_soon(self._one, engine, arrival)
                 # Open loop done: give what still streams its time, then stop it.
-                requests.cancel_scope.deadline = trio.current_time() + self.options.drain_s
+                drain = self.options.drain_s or self.scenario.drain_s
+                requests.cancel_scope.deadline = trio.current_time() + drain
             await trio.sleep(self.options.interval_s)  # one last sample after the drain
             background.cancel_scope.cancel()
 

@@ -22,7 +22,8 @@ A scenario file says, and ``load_scenario`` checks (every problem is one
   with the phases) a ``fraction`` of requests meet an upstream error
   scenario of the mock (``http-429``, ``http-503`` … with ``retry_after``
   seconds) on their first ``fail_times`` attempts (-1: on every attempt);
-* ``[engine]``: ``EngineConfig`` overrides.
+* ``[engine]``: ``EngineConfig`` overrides;
+* ``drain_s``: after the last arrival, how long streams may still run (30).
 
 Built-in files live in ``bench/scenario_files``; a path works in place of a
 name.
@@ -106,6 +107,8 @@ class LabScenario:
     cancel_after_ms: float = 200.0
     faults: tuple[Fault, ...] = ()
     engine: Mapping[str, object] = field(default_factory=dict)
+    #: After the last arrival, how long requests still streaming may take to finish.
+    drain_s: float = 30.0
     #: The file it came from (for the report).
     source: str = ""
 
@@ -155,7 +158,8 @@ class _Reader:
 
     def scenario(self) -> LabScenario:
         data = self.data
-        known = {"name", "description", "seed", "phase", "mix", "stream", "consumer", "cancel"}
+        known = {"name", "description", "seed", "drain_s", "phase", "mix", "stream", "consumer"}
+        known.add("cancel")
         unknown = set(data) - known - {"fault", "engine"}
         if unknown:
             raise self.fail(", ".join(sorted(unknown)), f"is not a scenario key ({sorted(known)})")
@@ -180,6 +184,7 @@ class _Reader:
             cancel_after_ms=self.number(cancel, "cancel.after_ms", 200.0, low=0),
             faults=tuple(self.fault(i, f) for i, f in enumerate(self.tables(data, "fault"))),
             engine=dict(engine),
+            drain_s=self.number(data, "drain_s", 30.0, low=1),
             source=str(self.path),
         )
 
