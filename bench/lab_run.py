@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import signal
 import time
@@ -478,10 +479,11 @@ def _memory_goals(document: Mapping[str, Any], names: list[str]) -> list[dict[st
     t_s = document["timeline"]["t_s"]
     peaks = []
     for name in ("short", "long"):
-        phase = document["phases"][names.index(name)]
-        inside = [
-            m for t, m in zip(t_s, rss, strict=False) if phase["start_s"] <= t < phase["end_s"]
-        ]
+        index = names.index(name)
+        phase = document["phases"][index]
+        # The last phase's streams go on into the drain: their memory counts there too.
+        end = math.inf if index == len(names) - 1 else phase["end_s"]
+        inside = [m for t, m in zip(t_s, rss, strict=False) if phase["start_s"] <= t < end]
         peaks.append(max(inside) if inside else None)
     short, long = peaks
     ratio = None if short is None or long is None or short == 0 else long / short
