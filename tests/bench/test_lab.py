@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from bench.lab_load import capacity_rps, plan_arrivals
+from bench.report_checks import consistency_problems
 from bench.lab_run import LabOptions, run_lab
 from bench.lab_scenario import (
     LabScenario,
@@ -208,6 +209,7 @@ def test_each_builtin_runs_scaled_down_and_its_report_adds_up(name: str, tmp_pat
     document = outcome.document
     assert not outcome.interrupted
     assert consistent(document) == []
+    assert consistency_problems(document) == []
     summary = document["summary"]
     assert summary["offered"] == document["planned_requests"] > 0  # open loop: all were sent
     assert summary["completed"] > 0
