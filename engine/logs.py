@@ -390,21 +390,28 @@ class _ToLoguru(logging.Handler):
         ).opt(exception=record.exc_info).log(level, record.getMessage())
 
 
+#: The standard-library loggers of this project's adapters (module names, and the
+#: older "orpipe.*" names some of them log under).
+_ROUTED = ("adapters", "orpipe")
+
+
 def stop_logging() -> None:
     """Remove the engine's sinks (after flushing them) and hand the adapters' standard
     logging back to the host: for tests, and for a host that shuts the engine down."""
     logger.complete()
     logger.remove()
-    adapters = logging.getLogger("adapters")
-    for handler in [h for h in adapters.handlers if isinstance(h, _ToLoguru)]:
-        adapters.removeHandler(handler)
-    adapters.setLevel(logging.NOTSET)
-    adapters.propagate = True
+    for name in _ROUTED:
+        routed = logging.getLogger(name)
+        for handler in [h for h in routed.handlers if isinstance(h, _ToLoguru)]:
+            routed.removeHandler(handler)
+        routed.setLevel(logging.NOTSET)
+        routed.propagate = True
 
 
 def _route_adapter_logging() -> None:
-    adapters = logging.getLogger("adapters")
-    if not any(isinstance(h, _ToLoguru) for h in adapters.handlers):
-        adapters.addHandler(_ToLoguru())
-    adapters.setLevel(logging.DEBUG)  # the level is decided per record, in loguru
-    adapters.propagate = False  # a host that also forwards stdlib logging would log twice
+    for name in _ROUTED:
+        routed = logging.getLogger(name)
+        if not any(isinstance(h, _ToLoguru) for h in routed.handlers):
+            routed.addHandler(_ToLoguru())
+        routed.setLevel(logging.DEBUG)  # the level is decided per record, in loguru
+        routed.propagate = False  # a host that also forwards stdlib logging would log twice

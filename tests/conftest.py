@@ -36,3 +36,13 @@ def loguru_records() -> Iterator[list[dict[str, Any]]]:
         yield records
     finally:
         logger.remove(handler)
+
+
+@pytest.fixture(autouse=True)
+def _engine_logging_is_per_test() -> Iterator[None]:
+    """A test that set up the engine's logging (an Open WebUI turn does) hands the
+    standard-library loggers back afterwards, so later tests' ``caplog`` sees them."""
+    yield
+    from engine.logs import stop_logging  # noqa: PLC0415
+
+    stop_logging()
