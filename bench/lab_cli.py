@@ -11,6 +11,7 @@ and exit codes: 0 done, 1 failed, 2 bad arguments, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from bench.lab_scenario import (
     load_scenario,
 )
 from engine import ConfigError, EngineConfig
+from engine.logs import LogSettings, setup_logging
 
 __all__ = ["format_summary", "main_lab"]
 
@@ -34,6 +36,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def main_lab(prog: str, args: argparse.Namespace) -> int:
+    # The engine's and the adapters' records through the engine's queued, redacted sink
+    # (ORPIPE_LOG_LEVEL=DEBUG to see more; the progress line stays readable at WARNING).
+    setup_logging(LogSettings(level=os.environ.get("ORPIPE_LOG_LEVEL", "WARNING").upper()))
     try:
         scenario = _scenario(args.scenario)
         if args.command == "compare":

@@ -20,6 +20,7 @@ results are still written, marked ``"interrupted": true``. Then:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -46,6 +47,9 @@ from bench.lab_load import (
     plan_arrivals,
 )
 from bench.lab_scenario import LabScenario
+
+if TYPE_CHECKING:
+    from bench.chaos import Chaos
 from bench.mock_process import running_mock
 from bench.report import machine_info, utc_now
 from engine import (
@@ -59,6 +63,7 @@ from engine import (
     Failed,
     TextDelta,
 )
+from engine.artifacts import ArtifactContext
 from engine.errors import RequestShed
 from engine.tools import toolbox
 
@@ -159,6 +164,8 @@ class _Run:
         self.cpu_s = 0.0
         self.phase_now = ""
         self.statistics: dict[str, Any] = {}
+        self.chaos: Chaos | None = None
+        self.chaos_report: dict[str, Any] = {}
         self.tools: FakeTools | None = None
         if self.scenario.mix.get("tools"):
             self.tools = FakeTools(LatencyModel(0.02, 0.2, seed=self.scenario.seed))
@@ -171,23 +178,37 @@ class _Run:
 
     async def execute(self) -> None:
         out = self.options.out_dir
-        async with running_mock(log_path=out / "mock.log") as mock:
+        async with contextlib.AsyncExitStack() as stack:
+            mock = await stack.enter_async_context(running_mock(log_path=out / "mock.log"))
             config = dataclasses.replace(self.config, base_url=mock.base_url)
+            store = None
+            if self.scenario.chaos:
+                from bench.chaos import chaos_store  # noqa: PLC0415 - services only when asked
+
+                store, self.chaos = await stack.enter_async_context(
+                    chaos_store(self.scenario.chaos)
+                )
             async with (
                 OpenRouterHttpTransport(config, api_key=_DUMMY_API_KEY) as transport,
-                open_engine(config, EnginePorts(transport=transport)) as engine,
+                open_engine(config, EnginePorts(transport=transport, artifacts=store)) as engine,
             ):
                 cpu_start = time.process_time()
                 try:
                     await self._load(engine)
+                    if self.chaos is not None:
+                        self.chaos_report = await self.chaos.settle(engine)
                 finally:
                     self.cpu_s = time.process_time() - cpu_start
                     self.statistics = engine.statistics().as_dict()
+            if self.chaos is not None:  # the engine closed: its final flush is done
+                self.chaos_report["rows_in_sql"] = await self.chaos.count_rows()
 
     async def _load(self, engine: Engine) -> None:
         self.t0 = trio.current_time()
         async with trio.open_nursery() as background:
             background.start_soon(self._sample, engine)
+            if self.chaos is not None:
+                background.start_soon(self.chaos.run, self._now, self.t0, self.options.time_scale)
             if self.options.progress:
                 background.start_soon(self._progress)
             async with trio.open_nursery() as requests:
@@ -277,7 +298,16 @@ class _Run:
             input=({"type": "message", "role": "user", "content": content},),
             options={"metadata": metadata},
             tools=tools,
-        )
+            # Chaos runs store every request's artifacts (reasoning, tool items).
+            artifacts=(
+                ArtifactContext(
+                    chat_id=f"lab-{scenario.seed}", message_id=f"m{arrival.index}",
+                    reasoning="conversation",
+                )
+                if self.chaos is not None
+                else None
+            ),
+        )  # fmt: skip
 
     async def _sample(self, engine: Engine) -> None:
         while True:
@@ -381,6 +411,17 @@ class _Run:
                 "calls": self.tools.completed,
                 "latency_ms": self.tools.durations.summary(),
             }
+        if self.chaos is not None:
+            persister = self.statistics.get("actors", {}).get("persister", {})
+            document["chaos"] = {
+                "events": self.chaos.events,
+                "artifacts_accepted": persister.get("accepted", 0),
+                "artifacts_written": persister.get("written", 0),
+                "artifacts_lost": persister.get("lost", 0),
+                "write_failures": persister.get("write_failures", 0),
+                "backlog_peak": persister.get("backlog_peak", 0),
+                **self.chaos_report,
+            }
         document["goals"] = goals(document, self.recorder)
         return document
 
@@ -430,7 +471,23 @@ def goals(document: Mapping[str, Any], recorder: Recorder) -> list[dict[str, Any
         out += _overload_goals(document, recorder, names)
     if "short" in names and "long" in names:
         out += _memory_goals(document, names)
+    if "chaos" in document:
+        out += _chaos_goals(document["chaos"])
     return out
+
+
+def _chaos_goals(chaos: Mapping[str, Any]) -> list[dict[str, Any]]:
+    accepted, rows = chaos["artifacts_accepted"], chaos.get("rows_in_sql")
+    missing = None if rows is None else accepted - rows
+    return [
+        _goal(
+            "no artifact lost through Redis killed and PostgreSQL paused",
+            "every accepted artifact in SQL, none reported lost",
+            f"{accepted} accepted, {rows} in SQL, {chaos['artifacts_lost']} reported lost",
+            None if missing is None else float(missing + chaos["artifacts_lost"]),
+            lambda lost: lost == 0,
+        )
+    ]
 
 
 def _overload_goals(

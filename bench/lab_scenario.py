@@ -23,7 +23,11 @@ A scenario file says, and ``load_scenario`` checks (every problem is one
   scenario of the mock (``http-429``, ``http-503`` … with ``retry_after``
   seconds) on their first ``fail_times`` attempts (-1: on every attempt);
 * ``[engine]``: ``EngineConfig`` overrides;
-* ``drain_s``: after the last arrival, how long streams may still run (30).
+* ``drain_s``: after the last arrival, how long streams may still run (30);
+* ``[chaos]``: ``redis_kill_s`` / ``redis_restart_s`` and ``postgres_pause_s``
+  / ``postgres_resume_s`` (scenario time): the run starts its own Redis and
+  PostgreSQL, stores every request's artifacts through them (write-behind),
+  hurts them on schedule, and counts the rows at the end.
 
 Built-in files live in ``bench/scenario_files``; a path works in place of a
 name.
@@ -53,6 +57,7 @@ __all__ = [
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "scenario_files"
 KINDS = ("plain", "reasoning", "tools", "multimodal")
+CHAOS_EVENTS = ("redis_kill_s", "redis_restart_s", "postgres_pause_s", "postgres_resume_s")
 Arrival = Literal["constant", "poisson"]
 
 
@@ -109,6 +114,9 @@ class LabScenario:
     engine: Mapping[str, object] = field(default_factory=dict)
     #: After the last arrival, how long requests still streaming may take to finish.
     drain_s: float = 30.0
+    #: ``[chaos]``: when (scenario time) the run's own Redis is killed / restarted and
+    #: its own PostgreSQL paused / resumed; requests then store artifacts.
+    chaos: Mapping[str, float] = field(default_factory=dict)
     #: The file it came from (for the report).
     source: str = ""
 
@@ -159,7 +167,7 @@ class _Reader:
     def scenario(self) -> LabScenario:
         data = self.data
         known = {"name", "description", "seed", "drain_s", "phase", "mix", "stream", "consumer"}
-        known.add("cancel")
+        known |= {"cancel", "chaos"}
         unknown = set(data) - known - {"fault", "engine"}
         if unknown:
             raise self.fail(", ".join(sorted(unknown)), f"is not a scenario key ({sorted(known)})")
@@ -185,6 +193,7 @@ class _Reader:
             faults=tuple(self.fault(i, f) for i, f in enumerate(self.tables(data, "fault"))),
             engine=dict(engine),
             drain_s=self.number(data, "drain_s", 30.0, low=1),
+            chaos=self.chaos(self.table(data, "chaos")),
             source=str(self.path),
         )
 
@@ -230,6 +239,19 @@ class _Reader:
             retry_after=self.number(table, f"{where}.retry_after", 1, whole=True, low=0),
             fail_times=self.number(table, f"{where}.fail_times", 1, whole=True, low=-1),
         )
+
+    def chaos(self, table: Mapping[str, Any]) -> dict[str, float]:
+        self.only(table, "chaos", set(CHAOS_EVENTS))
+        times = {key: float(self.number(table, f"chaos.{key}", None, low=0)) for key in table}
+        for start, end in (
+            ("redis_kill_s", "redis_restart_s"),
+            ("postgres_pause_s", "postgres_resume_s"),
+        ):
+            if (start in times) != (end in times):
+                raise self.fail("[chaos]", f"needs both {start} and {end}")
+            if start in times and times[end] <= times[start]:
+                raise self.fail(f"chaos.{end}", f"must come after {start}")
+        return times
 
     def mix(self, table: Mapping[str, Any]) -> dict[str, float]:
         if not table:

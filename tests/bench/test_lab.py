@@ -14,7 +14,6 @@ import pytest
 import trio
 
 from bench.lab_load import capacity_rps, plan_arrivals
-from bench.report_checks import consistency_problems
 from bench.lab_run import LabOptions, run_lab
 from bench.lab_scenario import (
     LabScenario,
@@ -23,6 +22,7 @@ from bench.lab_scenario import (
     find_scenario,
     load_scenario,
 )
+from bench.report_checks import consistency_problems
 from engine import EngineConfig
 
 
@@ -228,6 +228,17 @@ def test_each_builtin_runs_scaled_down_and_its_report_adds_up(name: str, tmp_pat
     if name == "overload":
         assert summary["rejected"] > 0
         assert {g["name"] for g in document["goals"]} >= {"rejection latency p99"}
+    if name == "chaos":
+        chaos = document["chaos"]
+        assert [e["event"] for e in chaos["events"]] == [
+            "redis_kill",
+            "redis_restart",
+            "postgres_pause",
+            "postgres_resume",
+        ]
+        assert chaos["rows_in_sql"] == chaos["artifacts_accepted"] == summary["completed"]
+        assert chaos["artifacts_lost"] == 0 and chaos["drained"]
+        assert [g["met"] for g in document["goals"]] == [True]
     if name == "slow-consumer":
         assert [g["met"] is not None for g in document["goals"]] == [True]
 

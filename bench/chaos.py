@@ -1,0 +1,118 @@
+"""The ``chaos`` part of a research run: artifacts stored through services that get hurt.
+
+``chaos_store`` starts the run's own PostgreSQL and Redis (``bench.services``),
+opens the artifact store the Open WebUI pipe uses in production (codec →
+Redis write-behind + its flusher → SQL), and yields it with a ``Chaos``
+driver. ``Chaos.run`` follows the scenario's ``[chaos]`` times: SIGKILL
+Redis, start it again on the same port and append-only file; SIGSTOP every
+PostgreSQL process, SIGCONT them. Every event is noted with its run time.
+
+At the end ``Chaos.settle`` brings both services back if the schedule left
+them down, waits (bounded) until the engine's persister and the Redis queue
+are empty, and ``count_rows`` reads how many artifacts really are in SQL:
+the run's report compares that with what the engine accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+import trio
+
+from adapters.artifact_codec import ArtifactCodec
+from adapters.artifact_rows import CodecStore
+from adapters.redis_writebehind import RedisWriteBehind
+from adapters.sql_store import SqlRowStore
+from bench.services import PgServer, RedisServer, pg_server, redis_server
+from engine import Engine
+
+__all__ = ["Chaos", "chaos_store"]
+
+#: How long the end of a run waits for the persister and the Redis queue to empty.
+_SETTLE_S = 60.0
+
+
+@dataclass
+class Chaos:
+    pg: PgServer
+    redis: RedisServer
+    rows: RedisWriteBehind
+    sql: SqlRowStore
+    times: Mapping[str, float]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    redis_down: bool = False
+    pg_paused: bool = False
+
+    async def run(self, now: Callable[[], float], t0: float, time_scale: float) -> None:
+        steps = sorted((at * time_scale, name) for name, at in self.times.items())
+        for at, name in steps:
+            await trio.sleep_until(t0 + at)
+            await self._do(name)
+            self.events.append({"t_s": round(now(), 3), "event": name.removesuffix("_s")})
+
+    async def _do(self, name: str) -> None:
+        if name == "redis_kill_s":
+            await trio.to_thread.run_sync(self.redis.kill)
+            self.redis_down = True
+        elif name == "redis_restart_s":
+            await trio.to_thread.run_sync(self.redis.start)
+            self.redis_down = False
+        elif name == "postgres_pause_s":
+            await trio.to_thread.run_sync(self.pg.pause)
+            self.pg_paused = True
+        elif name == "postgres_resume_s":
+            await trio.to_thread.run_sync(self.pg.resume)
+            self.pg_paused = False
+
+    async def settle(self, engine: Engine) -> dict[str, Any]:
+        """Services back up; wait for the persister and the queue to drain (bounded)."""
+        if self.pg_paused:
+            await self._do("postgres_resume_s")
+        if self.redis_down:
+            await self._do("redis_restart_s")
+        drained = False
+        with trio.move_on_after(_SETTLE_S):
+            while True:
+                persister = engine.statistics().actors.get("persister", {})
+                if persister.get("backlog", 0) == 0 and self.rows.statistics()["pending"] == 0:
+                    drained = True
+                    break
+                await trio.sleep(0.2)
+        return {"drained": drained, "write_behind": dict(self.rows.statistics())}
+
+    async def count_rows(self) -> int:
+        return await trio.to_thread.run_sync(_count, self.pg.url, self.sql.table.name)
+
+
+def _count(url: str, table: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            return int(db.execute(sa.text(f'select count(*) from "{table}"')).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def chaos_store(times: Mapping[str, float]) -> AsyncIterator[tuple[CodecStore, Chaos]]:
+    """The run's own services and the production store over them (see the module docstring)."""
+    async with contextlib.AsyncExitStack() as stack:
+        pg = await trio.to_thread.run_sync(stack.enter_context, pg_server())
+        redis = await trio.to_thread.run_sync(stack.enter_context, redis_server())
+        namespace = f"chaos{secrets.token_hex(4)}"
+        sql = await stack.enter_async_context(SqlRowStore(pg.url, namespace=namespace))
+        rows = await stack.enter_async_context(
+            RedisWriteBehind(redis.url, namespace=namespace, sql=sql, retry_backoff_s=0.2)
+        )
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nursery.start_soon(rows.run_flusher)
+        codec = ArtifactCodec(secrets.token_urlsafe(32), encrypt_all=True)
+        try:
+            yield CodecStore(rows, codec), Chaos(pg, redis, rows, sql, times)
+        finally:
+            nursery.cancel_scope.cancel()
