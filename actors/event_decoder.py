@@ -21,6 +21,31 @@ __all__ = ["decode_event"]
 
 _decode = msgspec.json.Decoder().decode
 
+
+class _TypeOnly(msgspec.Struct):
+    """The event's type alone: msgspec skips every other field without building it."""
+
+    type: str
+
+
+_decode_type = msgspec.json.Decoder(_TypeOnly).decode
+
+#: ``.done`` twins that repeat a whole part's text (the deltas already carried it) and
+#: that nobody reads (``actors.response_mapper``'s quiet set). A long answer's twins are
+#: as long as the answer: a large one is identified by its type and not decoded, so
+#: the end of a 100,000-token answer does not cost a copy of it per twin.
+_REPEATS_TEXT = frozenset(
+    {
+        "response.content_part.done",
+        "response.output_text.done",
+        "response.refusal.done",
+        "response.reasoning_summary_part.done",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_text.done",
+    }
+)
+_LARGE = 16 * 1024
+
 _TEXT_DELTAS = frozenset(
     {
         "response.output_text.delta",
@@ -33,6 +58,13 @@ _TEXT_DELTAS = frozenset(
 
 def decode_event(seq: int, payload: bytes) -> StreamItem:
     """One payload → ``DeltaEvent`` | ``UpstreamEvent`` | ``ParseFailed``."""
+    if len(payload) > _LARGE:
+        try:
+            twin = _decode_type(payload).type
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            twin = ""  # decoded in full below, which says what is wrong with it
+        if twin in _REPEATS_TEXT:
+            return UpstreamEvent(seq=seq, type=twin, data={"type": twin})
     try:
         data: Any = _decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError):

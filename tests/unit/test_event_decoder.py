@@ -120,3 +120,21 @@ def test_any_delta_text_round_trips(kind: str, text: str) -> None:
     item = decode_event(0, payload)
     assert isinstance(item, DeltaEvent)
     assert item.text == text
+
+
+def test_a_large_done_twin_is_recognised_without_decoding_its_text() -> None:
+    text = "word " * 20_000  # ~100 KB, like the end of a long answer
+    for kind in ("response.output_text.done", "response.content_part.done"):
+        payload = json.dumps({"type": kind, "text": text, "part": {"text": text}}).encode()
+        item = decode_event(7, payload)
+        assert isinstance(item, UpstreamEvent)
+        assert (item.seq, item.type, dict(item.data)) == (7, kind, {"type": kind})
+    # Large events that matter are decoded in full; small twins too (nothing to save).
+    done_item = {"type": "response.output_item.done", "item": {"type": "message", "text": text}}
+    item = decode_event(8, json.dumps(done_item).encode())
+    assert isinstance(item, UpstreamEvent) and item.data["item"]["text"] == text
+    small = decode_event(9, b'{"type":"response.output_text.done","text":"hi"}')
+    assert isinstance(small, UpstreamEvent) and small.data["text"] == "hi"
+    # A large payload that is not valid JSON is still a ParseFailed with its reason.
+    broken = decode_event(10, b'{"type":"response.output_text.done","text":"' + b"x" * 20_000)
+    assert isinstance(broken, ParseFailed)
