@@ -335,6 +335,18 @@ class _Tally:
         """One attachment left out: the user reads why; the rest of the request goes on."""
         self.notes.append(error.reason[:1].upper() + error.reason[1:] + ".")
 
+    def inline_ok(self, url: str, kind: str, limit_bytes: int) -> bool:
+        """A link passes; inline data must be a readable data URL within ``limit_bytes``
+        (checked from its length, never decoded here). A refusal becomes a note."""
+        if url[:5].lower() != "data:":
+            return True
+        try:
+            check_data_url(url, limit_bytes=limit_bytes, what=self.inline_name(kind))
+        except AttachmentError as exc:
+            self.refused(exc)
+            return False
+        return True
+
     def inline_name(self, kind: str) -> str:
         self.attachments += 1
         return f"attachment {self.attachments} ({kind})"
@@ -785,12 +797,8 @@ def _image_part(
         raise RequestMappingError(
             f"{where} is an image part without a URL", "Attach the image again."
         )
-    if url[:5].lower() == "data:":
-        try:
-            check_data_url(url, limit_bytes=tally.base64_max_bytes, what=tally.inline_name("image"))
-        except AttachmentError as exc:
-            tally.refused(exc)
-            return None
+    if not tally.inline_ok(url, "image", tally.base64_max_bytes):
+        return None
     return {
         "type": "input_image",
         "image_url": url,
@@ -890,12 +898,8 @@ def _video_part(
         raise RequestMappingError(
             f"{where} is a video part without a URL", "Attach the video again."
         )
-    if url[:5].lower() == "data:":
-        try:
-            check_data_url(url, limit_bytes=tally.video_max_bytes, what=tally.inline_name("video"))
-        except AttachmentError as exc:
-            tally.refused(exc)
-            return None
+    if not tally.inline_ok(url, "video", tally.video_max_bytes):
+        return None
     return {"type": "input_video", "video_url": url.strip()}
 
 

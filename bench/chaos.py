@@ -21,13 +21,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 import trio
 
 from adapters.artifact_codec import ArtifactCodec
 from adapters.artifact_rows import CodecStore
 from adapters.redis_writebehind import RedisWriteBehind
 from adapters.sql_store import SqlRowStore
+from bench.persistence import sql_row_count
 from bench.services import PgServer, RedisServer, pg_server, redis_server
 from engine import Engine
 
@@ -86,16 +86,7 @@ class Chaos:
         return {"drained": drained, "write_behind": dict(self.rows.statistics())}
 
     async def count_rows(self) -> int:
-        return await trio.to_thread.run_sync(_count, self.pg.url, self.sql.table.name)
-
-
-def _count(url: str, table: str) -> int:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as db:
-            return int(db.execute(sa.text(f'select count(*) from "{table}"')).scalar_one())
-    finally:
-        engine.dispose()
+        return await trio.to_thread.run_sync(sql_row_count, self.pg.url, self.sql.table.name)
 
 
 @contextlib.asynccontextmanager

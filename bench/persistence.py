@@ -81,7 +81,8 @@ async def _through_persister(store: ArtifactStore, artifacts: Sequence[Artifact]
     return time.perf_counter() - started
 
 
-def _sql_count(url: str, table: str) -> int:
+def sql_row_count(url: str, table: str) -> int:
+    """Rows in ``table`` (a blocking call: run it in a thread)."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as db:
@@ -182,7 +183,7 @@ async def _write_behind(
         accepted_s = await _through_persister(CodecStore(store, codec), _artifacts(n, run))
         with trio.fail_after(300):
             # Polling another store's row count: there is no event to wait on.
-            while await trio.to_thread.run_sync(_sql_count, pg_url, table) < before + n:  # noqa: ASYNC110
+            while await trio.to_thread.run_sync(sql_row_count, pg_url, table) < before + n:  # noqa: ASYNC110
                 await trio.sleep(0.05)
         in_sql_s = time.perf_counter() - started
         nursery.cancel_scope.cancel()

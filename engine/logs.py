@@ -315,14 +315,7 @@ def request_context(
     level: str | None = None,
 ) -> Iterator[None]:
     """Records logged inside carry these ids, and follow ``level`` when it is given."""
-    context: dict[str, Any] = {
-        "request_id": request_id,
-        "user_id": user_id or "-",
-        "chat_id": chat_id or "-",
-    }
-    if level is not None and level.upper() in _level_numbers:
-        context["log_level"] = level.upper()
-    with logger.contextualize(**context):
+    with logger.contextualize(**_context(request_id, user_id, chat_id, level)):
         yield
 
 
@@ -335,6 +328,12 @@ def bound(
 ) -> Logger:
     """The logger with a request's context, for code that serves many requests in one
     task (an actor's loop), where ``request_context`` would not fit."""
+    return logger.bind(**_context(request_id, user_id, chat_id, level))
+
+
+def _context(
+    request_id: str, user_id: str | None, chat_id: str | None, level: str | None
+) -> dict[str, Any]:
     context: dict[str, Any] = {
         "request_id": request_id,
         "user_id": user_id or "-",
@@ -342,7 +341,7 @@ def bound(
     }
     if level is not None and level.upper() in _level_numbers:
         context["log_level"] = level.upper()
-    return logger.bind(**context)
+    return context
 
 
 def _threshold(record: Record) -> int:
