@@ -40,3 +40,10 @@ if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
     psql -h 127.0.0.1 -U postgres -c 'create database test' >/dev/null
 fi
 say "PostgreSQL: $(psql -h 127.0.0.1 -U postgres -d test -Atc 'show server_version')"
+
+# --- Chromium, for the telemetry dashboard test (tests/bench/test_telemetry_dashboard.py) ---
+# Debian's `chromium` package, driven headless over the DevTools protocol; installed where missing.
+if ! command -v chromium >/dev/null; then
+    apt_install chromium
+fi
+say "chromium: $(chromium --version 2>/dev/null | head -n1)"
