@@ -77,6 +77,7 @@ async def streaming_graph(
                 requests=wiring.requests,
                 config=config,
                 counters=counters("tools"),
+                report_breaker=wiring.breakers,
             )
         )
         await nursery.start(

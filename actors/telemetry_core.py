@@ -20,8 +20,9 @@ levels under short names). The sections::
     actors       per actor: its counters, and its levels as now_<name>
     persister    backlog, backlog_peak, degraded (from the persister's levels; empty
                  when the engine has no artifact store)
-    breakers     per breaker source handed to the hub: its statistics (tracked, closed,
-                 open, half_open, ...); empty when none was handed in
+    breakers     per breaker: its statistics (tracked, closed, open, half_open, ...);
+                 the engine's own (``tools``) and any source handed to the hub
+                 (the Open WebUI adapter's ``user``)
     restarts     per supervised service: restarts
     endings      per ending type: requests ended that way
     logs         the per-request log ring: requests and lines held, and its bounds
@@ -172,9 +173,21 @@ def build_frame(
             for name in _PERSISTER_LEVELS
             if f"now_{name}" in persister_levels
         },
-        "breakers": {name: dict(source()) for name, source in sorted(breakers.items())},
+        "breakers": _breaker_section(sample["breakers"], breakers),
         "restarts": sample["restarts"],
         "endings": sample["endings"],
         "logs": sample["logs"],
         "telemetry": dict(telemetry),
     }
+
+
+def _breaker_section(
+    engine_breakers: Mapping[str, Mapping[str, int]], extra: BreakerSources
+) -> dict[str, dict[str, int]]:
+    """The engine's breakers and the hub's extra sources, by name (a name used twice is a bug)."""
+    clash = engine_breakers.keys() & extra.keys()
+    if clash:
+        raise ValueError(f"breaker names {sorted(clash)} are both the engine's and handed in")
+    section = {name: dict(counts) for name, counts in engine_breakers.items()}
+    section.update({name: dict(source()) for name, source in extra.items()})
+    return dict(sorted(section.items()))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,7 @@ async def tool_executor(
     requests: Mapping[str, RequestHandle],
     config: EngineConfig,
     counters: ActorCounters,
+    report_breaker: Callable[[str, Callable[[], Mapping[str, int]]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     shared = _Shared(
@@ -108,6 +109,9 @@ async def tool_executor(
         runaways=RunawayThreads(config.tool_runaway_limit),
     )
     shared.runaways.on_change = shared.refresh_levels
+    if report_breaker is not None:
+        # Breaker states are computed at sampling time (half-open depends on the clock).
+        report_breaker("tools", shared.breakers.statistics)
     rounds_running = 0
 
     async def one_round(handle: RequestHandle, tool_round: ToolRound) -> None:

@@ -13,7 +13,7 @@ Families::
 
     orpipe_channel_buffer_used{channel}            gauge   items buffered now
     orpipe_channel_buffer_capacity{channel}        gauge   the bound (summed over instances)
-    orpipe_channel_buffer_peak{channel}            gauge   peak use, where trio reports it
+    orpipe_channel_buffer_peak{channel}            gauge   highest use any sample has seen
     orpipe_channel_tasks_waiting_send{channel}     gauge   senders blocked on a full buffer
     orpipe_channel_tasks_waiting_receive{channel}  gauge   receivers waiting on an empty one
     orpipe_channel_instances{channel}              gauge   live channels with that name
@@ -44,7 +44,7 @@ Sample = tuple[Mapping[str, str], float]
 _CHANNEL_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("current_buffer_used", "buffer_used", "Items buffered now, summed over live instances."),
     ("max_buffer_size", "buffer_capacity", "The buffer bound, summed over live instances."),
-    ("peak_buffer_used", "buffer_peak", "Peak buffer use, where trio reports it (else 0)."),
+    ("peak_buffer_used", "buffer_peak", "Highest buffer use seen by any statistics sample so far."),
     ("tasks_waiting_send", "tasks_waiting_send", "Senders blocked on a full buffer."),
     ("tasks_waiting_receive", "tasks_waiting_receive", "Receivers waiting on an empty buffer."),
     ("instances", "instances", "Live channels with this name (one per request for outboxes)."),

@@ -99,6 +99,13 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     compare.add_argument("--scale", type=_positive_float, default=1.0, help="as for run")
     compare.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
+    # Listed here for --help; main() hands its arguments to bench.telemetry_run unparsed.
+    commands.add_parser(
+        "telemetry",
+        add_help=False,
+        help="live telemetry: the engine under a demo load, a dashboard, /ws and /metrics "
+        "(python -m bench telemetry --help)",
+    )
     return parser
 
 
@@ -173,6 +180,11 @@ def _owui_options(args: argparse.Namespace) -> OwuiOptions:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["telemetry"]:
+        from bench.telemetry_run import main as telemetry_main  # noqa: PLC0415
+
+        return telemetry_main(argv[1:], prog="python -m bench telemetry")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "compare" or args.scenario not in SCENARIOS:

@@ -6,12 +6,12 @@ engine and yields a ``TelemetryRun`` (the hub, and where the WebSocket,
 ``/metrics`` and the dashboard listen). Leaving the block cancels both; the
 engine itself belongs to the caller. Tests use this; so does the command::
 
-    python -m bench.telemetry_run [--port 8765] [--ws-port 0] [--interval 0.5]
-                                  [--rate 6] [--duration 0] [--screenshot PATH]
+    python -m bench telemetry [--port 8765] [--ws-port 0] [--interval 0.5]
+                              [--rate 6] [--duration 0] [--screenshot PATH]
 
-which runs the mock OpenRouter, an engine against it with small limits, a
-bursty demo load (so the queues, in-flight and rejection charts move), and
-the telemetry, printing the dashboard's URL. Ctrl-C stops it. With
+(or ``python -m bench.telemetry_run``), which runs the mock OpenRouter, an
+engine against it with small limits, a bursty demo load (so the queues,
+in-flight and rejection charts move), and the telemetry, printing the dashboard's URL. Ctrl-C stops it. With
 ``--screenshot PATH`` (and a ``--duration``) it saves a picture of the
 dashboard taken by headless Chromium before it stops, e.g. under
 ``bench/results/``.
@@ -188,9 +188,9 @@ async def _run(args: argparse.Namespace) -> None:
         nursery.cancel_scope.cancel()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench.telemetry_run") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.telemetry_run",
+        prog=prog,
         description="Run the engine against the mock OpenRouter with live telemetry.",
     )
     parser.add_argument("--host", default="127.0.0.1")

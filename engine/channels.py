@@ -5,6 +5,11 @@ remembers its receive end under ``name``. Per-request channels (one outbound
 buffer per request) share a name; their statistics are summed, and a channel
 that has been garbage-collected drops out by itself (weak references), so
 the registry cannot grow with finished requests.
+
+Trio's channels do not record a high-water mark, and reading one on every
+send would cost more than the send itself, so ``peak_buffer_used`` is the
+highest occupancy that any ``statistics()`` call has seen: as exact as the
+sampling is frequent (the telemetry sampler and the bench sample on a timer).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ class ChannelStats:
     max_buffer_size: int
     tasks_waiting_send: int
     tasks_waiting_receive: int
+    #: The highest summed occupancy seen by any ``statistics()`` call so far (sampled).
     peak_buffer_used: int
     instances: int
 
@@ -36,6 +42,7 @@ class ChannelRegistry:
     def __init__(self) -> None:
         self._channels: dict[str, weakref.WeakSet[trio.MemoryReceiveChannel[Any]]] = {}
         self._sizes: dict[str, int] = {}
+        self._peaks: dict[str, int] = {}
 
     def open(
         self, name: str, size: int
@@ -53,10 +60,10 @@ class ChannelRegistry:
         return send, receive
 
     def statistics(self) -> dict[str, ChannelStats]:
-        """Per name: buffer use, bound, waiting tasks, peak, live instances."""
+        """Per name: buffer use, bound, waiting tasks, sampled peak, live instances."""
         report: dict[str, ChannelStats] = {}
         for name, channels in self._channels.items():
-            used = bound = senders = receivers = peak = count = 0
+            used = bound = senders = receivers = count = 0
             for channel in list(channels):
                 stats = channel.statistics()
                 if stats.open_receive_channels == 0 and stats.current_buffer_used == 0:
@@ -66,7 +73,7 @@ class ChannelRegistry:
                 bound += int(stats.max_buffer_size)
                 senders += stats.tasks_waiting_send
                 receivers += stats.tasks_waiting_receive
-                peak = max(peak, getattr(stats, "peak_buffer_used", 0))
+            peak = self._peaks[name] = max(self._peaks.get(name, 0), used)
             report[name] = ChannelStats(
                 current_buffer_used=used,
                 max_buffer_size=bound if count else self._sizes[name],

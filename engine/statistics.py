@@ -84,6 +84,9 @@ class EngineStatistics:
     admission: AdmissionStats
     flow: FlowStats
     actors: dict[str, dict[str, int]]
+    #: Per circuit breaker the engine runs (the tool executor's ``tools``): tracked keys
+    #: and how many are closed, open or half-open (``Breaker.statistics``).
+    breakers: dict[str, dict[str, int]]
     restarts: dict[str, int]
     endings: dict[str, int]
     #: The per-request log ring (``engine.logs``): requests and lines held, and its bounds.

@@ -83,6 +83,8 @@ class Wiring:
     channels: ChannelRegistry
     requests: Mapping[str, RequestHandle]
     counters: Callable[[str], ActorCounters]
+    #: Registers a named breaker's counts (``Breaker.statistics``) for ``statistics().breakers``.
+    breakers: Callable[[str, Callable[[], Mapping[str, int]]], None]
 
 
 class ActorGraph(Protocol):
@@ -117,6 +119,7 @@ class Engine:
         # at most max_concurrent_requests + queue_maxsize entries.
         self._requests: dict[str, RequestHandle] = {}
         self._counters: dict[str, ActorCounters] = {}
+        self._breakers: dict[str, Callable[[], Mapping[str, int]]] = {}
         self._restarts: collections.Counter[str] = collections.Counter()
         self._endings: collections.Counter[str] = collections.Counter()
         self._intake: Intake | None = None
@@ -174,6 +177,7 @@ class Engine:
                 fetchers_waiting_credit=sum(h.window.waiting for h in handles),
             ),
             actors={name: c.snapshot() for name, c in sorted(self._counters.items())},
+            breakers={name: dict(source()) for name, source in sorted(self._breakers.items())},
             restarts=dict(self._restarts),
             endings=dict(self._endings),
             logs=request_logs().statistics(),
@@ -211,6 +215,7 @@ class Engine:
             channels=self._channels,
             requests=self._requests,
             counters=self._counter,
+            breakers=self._breakers.__setitem__,
         )
         async with trio.open_nursery() as graph_nursery:
             self._intake = await graph_nursery.start(graph, wiring)

@@ -26,7 +26,13 @@ from tests.engine.support import (
 )
 
 
-def _stats(*, used: int = 3, rejected: int = 0, actors: dict | None = None) -> EngineStatistics:
+def _stats(
+    *,
+    used: int = 3,
+    rejected: int = 0,
+    actors: dict | None = None,
+    breakers: dict | None = None,
+) -> EngineStatistics:
     return EngineStatistics(
         channels={
             "parse.out": ChannelStats(
@@ -54,6 +60,7 @@ def _stats(*, used: int = 3, rejected: int = 0, actors: dict | None = None) -> E
             open_requests=3, credits_in_flight=10, credit_capacity=64, fetchers_waiting_credit=0
         ),
         actors=actors or {"parser": {"events": 12}},
+        breakers=breakers or {},
         restarts={},
         endings={"completed": 5},
         logs={"requests": 0},
@@ -97,6 +104,31 @@ def test_a_frame_carries_what_statistics_reported_and_nothing_else() -> None:
     assert frame["telemetry"] == {"frames_total": 2}
     # Plain data: survives JSON unchanged.
     assert msgspec.json.decode(msgspec.json.encode(frame)) == frame
+
+
+def test_the_engines_breakers_and_handed_in_ones_share_one_section() -> None:
+    tools = {"tracked": 1, "closed": 0, "open": 1, "half_open": 0}
+    user = {"tracked": 0, "closed": 0, "open": 0, "half_open": 0}
+    frame = build_frame(
+        _stats(breakers={"tools": tools}),
+        seq=1,
+        t=0.0,
+        unix_s=0.0,
+        interval_s=1.0,
+        breakers={"user": lambda: user},
+        telemetry={},
+    )
+    assert frame["breakers"] == {"tools": tools, "user": user}
+    with pytest.raises(ValueError, match="tools"):
+        build_frame(
+            _stats(breakers={"tools": tools}),
+            seq=2,
+            t=0.0,
+            unix_s=0.0,
+            interval_s=1.0,
+            breakers={"tools": lambda: user},
+            telemetry={},
+        )
 
 
 def test_no_persister_means_an_empty_persister_section() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +85,7 @@ class Rig:
     requests: dict[str, RequestHandle]
     counters: ActorCounters
     nursery: trio.Nursery
+    breakers: dict[str, Callable[[], Mapping[str, int]]]
 
     def start(
         self,
@@ -127,6 +128,11 @@ class Rig:
     def stat(self, name: str) -> int:
         return self.counters.snapshot().get(name, 0)
 
+    def breaker(self) -> dict[str, int]:
+        """The tool breaker's counts as the executor reported them (for statistics)."""
+        counts = self.breakers["tools"]()
+        return {key: counts[key] for key in ("tracked", "closed", "open", "half_open")}
+
 
 async def _consume(run: Run) -> None:
     """A reader that keeps up: every batch's credits go back at once."""
@@ -143,6 +149,7 @@ async def executor_rig(**config: Any) -> AsyncIterator[Rig]:
     persisted: list[Artifact] = []
     requests: dict[str, RequestHandle] = {}
     counters = ActorCounters()
+    breakers: dict[str, Callable[[], Mapping[str, int]]] = {}
 
     async def store() -> None:
         async for bundle in persist_receive:
@@ -158,10 +165,11 @@ async def executor_rig(**config: Any) -> AsyncIterator[Rig]:
                 requests=requests,
                 config=cfg,
                 counters=counters,
+                report_breaker=breakers.__setitem__,
             )
         )
         async with rounds_send:
-            yield Rig(cfg, rounds_send, persisted, requests, counters, nursery)
+            yield Rig(cfg, rounds_send, persisted, requests, counters, nursery, breakers)
         nursery.cancel_scope.cancel()  # the store and the consumers
 
 
@@ -553,8 +561,11 @@ async def test_breaker_pauses_one_tool_of_one_user_then_probes_and_closes(
         assert run.output_by_call["e1"] == "echo ok"
         assert bob.output_by_call["b1"] == "Error: it raised RuntimeError: down"
         assert rig.stat("calls_skipped_breaker") == 1
+        # alice's flaky is open; bob's one failure is tracked with the breaker closed.
+        assert rig.breaker() == {"tracked": 2, "closed": 1, "open": 1, "half_open": 0}
 
         await trio.sleep(30)  # cool-down over: one trial, which fails: open again
+        assert rig.breaker() == {"tracked": 2, "closed": 1, "open": 0, "half_open": 1}
         trial = rig.start(tools, [call("flaky", "t1"), call("flaky", "t2")])
         await rig.finish(trial)
         # One trial at a time: the other call is told to wait for it.
@@ -570,6 +581,8 @@ async def test_breaker_pauses_one_tool_of_one_user_then_probes_and_closes(
         healthy["flaky"] = True  # the trial succeeds: closed
         await rig.finish(trial2 := rig.start(tools, [call("flaky", "t3")]))
         await rig.finish(after := rig.start(tools, [call("flaky", "a1"), call("flaky", "a2")]))
+        # Closed for good: alice's record is gone; bob's failure (within the window) stays.
+        assert rig.breaker() == {"tracked": 1, "closed": 1, "open": 0, "half_open": 0}
     assert trial2.output_by_call == {"t3": "up again"}
     assert after.output_by_call == {"a1": "up again", "a2": "up again"}
 

@@ -199,3 +199,18 @@ def test_tool_latency_is_seeded_and_shaped_as_asked() -> None:
     assert LatencyModel(0.05, 0.4, seed=7).draw() == first  # seeded: the same run again
     with pytest.raises(ValueError, match="median"):
         LatencyModel(0.5, 0.1)
+
+
+def test_the_telemetry_command_is_handed_its_own_arguments(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["telemetry", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m bench telemetry")
+    assert "--screenshot" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["telemetry", "--rate", "fast"])
+    assert exit_info.value.code == 2
+    assert "invalid float value: 'fast'" in capsys.readouterr().err

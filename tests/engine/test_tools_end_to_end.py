@@ -81,6 +81,8 @@ async def test_several_rounds_of_calls_then_the_answer() -> None:
     assert stats.actors["tools"]["calls_completed"] == 6
     assert stats.actors["emitter"]["tool_rounds"] == 2
     assert "tools.in" in stats.channels and "request.turns" in stats.channels
+    # Every call succeeded: the tool breaker tracks nothing and nothing is open.
+    assert stats.breakers["tools"]["tracked"] == stats.breakers["tools"]["open"] == 0
 
 
 async def test_failed_calls_are_sent_back_in_a_form_openrouter_accepts() -> None:
@@ -90,6 +92,9 @@ async def test_failed_calls_are_sent_back_in_a_form_openrouter_accepts() -> None
     async with mock_server() as server, running_engine(server) as engine:
         req = with_tools(request("tools", calls=2, rounds=1), weather_tool(broken))
         out = await collect(engine.submit(req))
+        breaker = engine.statistics().breakers["tools"]
+    # Two failures of one (user, tool) key: tracked, below the threshold, still closed.
+    assert (breaker["tracked"], breaker["closed"], breaker["open"]) == (1, 1, 0)
     assert isinstance(out.ending, Completed), out.ending  # the mock would 400 otherwise
     outputs = items(out.events, "function_call_output")
     assert {o["status"] for o in outputs} == {"incomplete"}
