@@ -58,6 +58,13 @@ class _Batching:
     def next_wakeup(self) -> float:
         return self.timers[0][0] if self.timers else math.inf
 
+    def take_all(
+        self, bundles: list[tuple[ParsedBatch | StreamEnded, ...]], out: list[BatchOut]
+    ) -> None:
+        for bundle in bundles:
+            for message in bundle:
+                self.take(message, out)
+
     def take(self, message: ParsedBatch | StreamEnded, out: list[BatchOut]) -> None:
         rid = message.request_id
         if isinstance(message, StreamEnded):
@@ -131,11 +138,11 @@ async def delta_batcher(
                     first = await inbox.receive()
                 except trio.EndOfChannel:
                     return
-                for bundle in drain_nowait(inbox, first):
-                    for message in bundle:
-                        state.take(message, out)
+                state.take_all(drain_nowait(inbox, first), out)
+                del first  # idle, hold nothing (actors.draining)
             state.flush_idle(out)
             counters.level("pending_runs", len(state.armed))
             counters.level("open_requests", len(state.batchers))
             if out:
                 await outbox.send(tuple(out))
+            del out

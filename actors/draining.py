@@ -4,6 +4,13 @@ Every shared stage forwards a *bundle*: the message it woke up for plus
 whatever else arrived meanwhile (DESIGN.md §2). Under load one wake-up then
 serves many requests, which is what keeps the per-event cost of a channel
 hop low.
+
+An idle stage holds nothing: a long-lived actor's loop drops its references
+to the last bundle (``del``) before it waits for the next one. Otherwise the
+last messages stay alive until more traffic comes, and a response's last
+events are the largest of all: each of its ``.done`` events and
+``response.completed`` repeat the whole answer, about 750 KB for 100,000
+tokens, so an engine left idle after long answers would pin megabytes.
 """
 
 from __future__ import annotations

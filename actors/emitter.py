@@ -111,6 +111,15 @@ class _Emitting:
         self.counters.add("artifacts")
         return dataclasses.replace(event, artifact_id=artifact.artifact_id)
 
+    def take_all(
+        self,
+        bundles: list[tuple[BatchOut, ...]],
+        pending: dict[str, tuple[list[OutboundEvent], int]],
+    ) -> None:
+        for bundle in bundles:
+            for message in bundle:
+                self.take(message, pending)
+
     def take(self, message: BatchOut, pending: dict[str, tuple[list[OutboundEvent], int]]) -> None:
         rid = message.request_id
         if isinstance(message, StreamEnded):
@@ -237,9 +246,8 @@ async def emitter(
         task_status.started()
         async for first in inbox:
             pending: dict[str, tuple[list[OutboundEvent], int]] = {}
-            for bundle in drain_nowait(inbox, first):
-                for message in bundle:
-                    state.take(message, pending)
+            state.take_all(drain_nowait(inbox, first), pending)
+            del first  # idle, hold nothing (actors.draining)
             # Artifacts first: once handed over, they are written whatever
             # happens to their request or to the consumer.
             if state.artifacts and persist is not None:
@@ -247,6 +255,7 @@ async def emitter(
             state.artifacts.clear()
             for rid, (events, credits) in pending.items():
                 state.deliver(rid, events, credits)
+            del pending
             if state.rounds and tools is not None:
                 for tool_round in state.rounds:
                     await tools.send(tool_round)  # short: the executor's intake only spawns

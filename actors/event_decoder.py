@@ -46,6 +46,29 @@ _REPEATS_TEXT = frozenset(
 )
 _LARGE = 16 * 1024
 
+
+class _TerminalResponse(msgspec.Struct):
+    """What the mapper reads from a terminal event's response; ``output`` is not among it."""
+
+    id: Any = None
+    status: Any = None
+    usage: Any = None
+    incomplete_details: Any = None
+    error: Any = None
+    error_type: Any = None
+
+
+class _Terminal(msgspec.Struct):
+    type: str
+    response: _TerminalResponse | None = None
+    error_type: Any = None
+
+
+#: A terminal event's response repeats every output item, the whole answer included;
+#: nobody reads that copy (the stream carried it), so a large one is decoded without it.
+_decode_terminal = msgspec.json.Decoder(_Terminal).decode
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
 _TEXT_DELTAS = frozenset(
     {
         "response.output_text.delta",
@@ -65,6 +88,13 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
             twin = ""  # decoded in full below, which says what is wrong with it
         if twin in _REPEATS_TEXT:
             return UpstreamEvent(seq=seq, type=twin, data={"type": twin})
+        if twin in _TERMINAL:
+            try:
+                terminal = _decode_terminal(payload)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+                pass  # decoded in full below, which says what is wrong with it
+            else:
+                return UpstreamEvent(seq=seq, type=twin, data=msgspec.to_builtins(terminal))
     try:
         data: Any = _decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError):

@@ -94,6 +94,7 @@ async def fetcher(
                     nursery.start_soon(
                         _RequestFetch(handle, shared).run, name=f"fetch {handle.request_id}"
                     )
+                    del handle  # idle, hold nothing (actors.draining)
 
 
 #: After ``[DONE]`` the body should end at once. Reading its end lets the HTTP

@@ -48,12 +48,14 @@ async def _worker(
         async for first in inbox:
             tally = _Tally()
             bundle = tuple([_parse(message, tally) for message in drain_nowait(inbox, first)])
+            del first  # idle, hold nothing (actors.draining)
             # One counter update per bundle, not per event: this is the hot path.
             counters.add("bundles")
             counters.add("events", tally.events)
             if tally.failed:
                 counters.add("parse_failed", tally.failed)
             await outbox.send(bundle)
+            del bundle
 
 
 class _Tally:

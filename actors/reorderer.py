@@ -38,18 +38,35 @@ async def reorderer(
     with inbox, outbox:
         task_status.started()
         async for first in inbox:
-            released: list[Ordered] = []
-            for bundle in drain_nowait(inbox, first):
-                for message in bundle:
-                    out, held_change = _offer(windows, message, config.request_window_events)
-                    held_events += held_change
-                    if not out:
-                        counters.add("held_out_of_order")
-                    released.extend(out)
+            released, held_change = _offer_all(
+                windows, drain_nowait(inbox, first), config.request_window_events, counters
+            )
+            del first  # idle, hold nothing (actors.draining)
+            held_events += held_change
             counters.level("held_events", held_events)
             counters.level("open_requests", len(windows))
             if released:
                 await outbox.send(tuple(released))
+            del released
+
+
+def _offer_all(
+    windows: dict[str, ReorderWindow[Ordered]],
+    bundles: list[tuple[ParseOut, ...]],
+    capacity: int,
+    counters: ActorCounters,
+) -> tuple[list[Ordered], int]:
+    """What a wake-up's bundles release, in order, and how the number of held events changed."""
+    released: list[Ordered] = []
+    held_change = 0
+    for bundle in bundles:
+        for message in bundle:
+            out, change = _offer(windows, message, capacity)
+            held_change += change
+            if not out:
+                counters.add("held_out_of_order")
+            released.extend(out)
+    return released, held_change
 
 
 def _offer(

@@ -6,7 +6,10 @@ lines (``: OPENROUTER PROCESSING``), and tolerates ``event:``, ``id:`` and
 decoded here, so a multi-byte character split across chunks is harmless.
 
 Memory is bounded: one event may not exceed ``max_event_bytes`` (including
-a partial line still waiting for its end), else ``EventTooLarge``.
+a partial line still waiting for its end), else ``EventTooLarge``. A line is
+read where it lies in the buffer and its value copied out once, so a large
+event (a long answer's ``.done`` events repeat all of it) costs one copy
+besides the buffer, not one per slicing step.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ __all__ = ["EventTooLarge", "SseFramer"]
 
 _DONE = b"[DONE]"
 _COLON = 0x3A
+_SPACE = 0x20
+_CR = 0x0D
+#: From this length a value is copied out through a memoryview (cheaper below it to slice).
+_VIEW_FROM = 16 * 1024
 
 
 class EventTooLarge(Exception):
@@ -67,9 +74,8 @@ class SseFramer:
             end = buffer.find(b"\n", start)
             if end < 0:
                 break
-            line = bytes(buffer[start:end])
+            self._line(buffer, start, _strip_cr(buffer, start, end), events)
             start = end + 1
-            self._line(line[:-1] if line.endswith(b"\r") else line, events)
         if self.done:
             buffer.clear()  # whatever follows [DONE] is not part of the stream
             return events
@@ -82,29 +88,39 @@ class SseFramer:
     def close(self) -> list[bytes]:
         """End of body: an unterminated last event is still delivered (lenient)."""
         events: list[bytes] = []
-        if not self.done and self._buffer:
-            line = bytes(self._buffer)
-            self._line(line[:-1] if line.endswith(b"\r") else line, events)
-        self._buffer.clear()
+        buffer = self._buffer
+        if not self.done and buffer:
+            self._line(buffer, 0, _strip_cr(buffer, 0, len(buffer)), events)
+        buffer.clear()
         if not self.done:
             self._dispatch(events)
         return events
 
-    def _line(self, line: bytes, events: list[bytes]) -> None:
-        if not line:
+    def _line(self, buffer: bytearray, start: int, stop: int, events: list[bytes]) -> None:
+        """The line ``buffer[start:stop]`` (its line end already cut off)."""
+        if start == stop:
             self._dispatch(events)
             return
-        if line[0] == _COLON:
+        if buffer[start] == _COLON:
             return  # a comment: keep-alive
-        name, sep, value = line.partition(b":")
-        if sep and value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
-            self._data.append(value)
-            self._data_size += len(value) + 1
-            if self._data_size > self.max_event_bytes:
-                raise EventTooLarge(self._data_size, self.max_event_bytes)
+        colon = buffer.find(b":", start, stop)
+        name_end = value_start = stop if colon < 0 else colon
+        if colon >= 0:
+            value_start = colon + 1
+            if value_start < stop and buffer[value_start] == _SPACE:
+                value_start += 1
         # event:, id:, retry: and unknown fields carry nothing the engine needs.
+        if name_end - start != 4 or not buffer.startswith(b"data", start):
+            return
+        if stop - value_start < _VIEW_FROM:
+            value = bytes(buffer[value_start:stop])
+        else:  # one copy, not two; the view is released at once (the buffer is resized later)
+            with memoryview(buffer) as view:
+                value = bytes(view[value_start:stop])
+        self._data.append(value)
+        self._data_size += len(value) + 1
+        if self._data_size > self.max_event_bytes:
+            raise EventTooLarge(self._data_size, self.max_event_bytes)
 
     def _dispatch(self, events: list[bytes]) -> None:
         if not self._data:
@@ -116,3 +132,8 @@ class SseFramer:
             self.done = True
         else:
             events.append(payload)
+
+
+def _strip_cr(buffer: bytearray, start: int, end: int) -> int:
+    """Where the line ``buffer[start:end]`` stops once a CR before its LF is cut off."""
+    return end - 1 if end > start and buffer[end - 1] == _CR else end

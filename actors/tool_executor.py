@@ -138,11 +138,12 @@ async def tool_executor(
                 handle = requests.get(tool_round.request_id)
                 if handle is None or handle.finished:
                     counters.add("rounds_dropped")  # ended meanwhile (engine shutdown)
-                    continue
-                counters.add("rounds")
-                nursery.start_soon(
-                    one_round, handle, tool_round, name=f"tools {tool_round.request_id}"
-                )
+                else:
+                    counters.add("rounds")
+                    nursery.start_soon(
+                        one_round, handle, tool_round, name=f"tools {tool_round.request_id}"
+                    )
+                del tool_round, handle  # idle, hold nothing (actors.draining)
 
 
 class _Round:

@@ -11,10 +11,10 @@ engine itself belongs to the caller. Tests use this; so does the command::
 
 (or ``python -m bench.telemetry_run``), which runs the mock OpenRouter, an
 engine against it with small limits, a bursty demo load (so the queues,
-in-flight and rejection charts move), and the telemetry, printing the dashboard's URL. Ctrl-C stops it. With
-``--screenshot PATH`` (and a ``--duration``) it saves a picture of the
-dashboard taken by headless Chromium before it stops, e.g. under
-``bench/results/``.
+in-flight and rejection charts move), and the telemetry, printing the
+dashboard's URL. Ctrl-C stops it. With ``--screenshot PATH`` (and a
+``--duration``) it saves a picture of the dashboard taken by headless
+Chromium before it stops, e.g. under ``bench/results/``.
 """
 
 from __future__ import annotations

@@ -138,3 +138,30 @@ def test_a_large_done_twin_is_recognised_without_decoding_its_text() -> None:
     # A large payload that is not valid JSON is still a ParseFailed with its reason.
     broken = decode_event(10, b'{"type":"response.output_text.done","text":"' + b"x" * 20_000)
     assert isinstance(broken, ParseFailed)
+
+
+@pytest.mark.parametrize("kind", ["response.completed", "response.incomplete", "response.failed"])
+def test_a_large_terminal_event_is_decoded_without_its_output(kind: str) -> None:
+    text = "word " * 20_000
+    response = {
+        "id": "resp_1",
+        "status": kind.removeprefix("response."),
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": text}]}],
+        "usage": {"input_tokens": 3, "output_tokens": 20_000, "cost": 0.25},
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "error": {"code": "server_error", "message": "boom"},
+    }
+    item = decode_event(11, _payload(type=kind, response=response, error_type="upstream"))
+    assert isinstance(item, UpstreamEvent) and item.type == kind
+    kept = item.data["response"]
+    assert "output" not in kept
+    assert {k: kept[k] for k in ("id", "usage", "incomplete_details", "error")} == {
+        k: response[k] for k in ("id", "usage", "incomplete_details", "error")
+    }
+    assert item.data["error_type"] == "upstream"
+    # Small ones are decoded whole; a large one of an unexpected shape falls back to
+    # the full decode, so the mapper sees what was really sent.
+    small = decode_event(12, _payload(type=kind, response={"id": "r", "output": []}))
+    assert isinstance(small, UpstreamEvent) and small.data["response"]["output"] == []
+    odd = decode_event(13, _payload(type=kind, response="not an object", pad=text))
+    assert isinstance(odd, UpstreamEvent) and odd.data["response"] == "not an object"

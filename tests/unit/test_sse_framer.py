@@ -119,6 +119,33 @@ def test_byte_by_byte_feed(stream: tuple[bytes, list[bytes]]) -> None:
     assert framer.done
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    text=_line_text.filter(bool),
+    extra=st.integers(min_value=0, max_value=2_000),
+    newline=_newline,
+    spaced=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0), max_size=12),
+)
+def test_large_events_come_out_whole_whatever_the_split(
+    text: str, extra: int, newline: bytes, spaced: bool, cuts: list[int]
+) -> None:
+    # Values from 16 KB on are copied out another way (a memoryview): same bytes.
+    big = (text * (20_000 // len(text.encode()) + 1 + extra)).encode()
+    assert len(big) >= 20_000
+    if big.startswith(b" "):
+        spaced = True  # "data:" + a leading space would lose it
+    field = b"data: " if spaced else b"data:"
+    body = (
+        b"data: small" + newline + newline
+        + field + big + newline + b"data: tail" + newline + newline
+        + b"data: [DONE]" + newline + newline
+    )  # fmt: skip
+    out, framer = _feed_all(_split(body, cuts))
+    assert out == [b"small", big + b"\ntail"]
+    assert framer.done
+
+
 def test_multiline_data_is_joined_with_lf() -> None:
     framer = SseFramer(LIMIT)
     assert framer.feed(b"data: one\r\ndata:two\r\ndata:  three\r\n\r\n") == [b"one\ntwo\n three"]
