@@ -10,7 +10,7 @@ import trio
 import trio.testing
 
 from actors.telemetry import TelemetryHub, telemetry_sampler
-from actors.telemetry_core import FrameRing, TelemetrySettings, build_frame
+from actors.telemetry_core import Frame, FrameRing, TelemetrySettings, build_frame
 from engine import AdmissionRejected, EngineClosed, TextDelta
 from engine.artifacts import ArtifactContext
 from engine.channels import ChannelStats
@@ -109,26 +109,21 @@ def test_a_frame_carries_what_statistics_reported_and_nothing_else() -> None:
 def test_the_engines_breakers_and_handed_in_ones_share_one_section() -> None:
     tools = {"tracked": 1, "closed": 0, "open": 1, "half_open": 0}
     user = {"tracked": 0, "closed": 0, "open": 0, "half_open": 0}
-    frame = build_frame(
-        _stats(breakers={"tools": tools}),
-        seq=1,
-        t=0.0,
-        unix_s=0.0,
-        interval_s=1.0,
-        breakers={"user": lambda: user},
-        telemetry={},
-    )
-    assert frame["breakers"] == {"tools": tools, "user": user}
-    with pytest.raises(ValueError, match="tools"):
-        build_frame(
+
+    def frame_with(handed_in: str) -> Frame:
+        return build_frame(
             _stats(breakers={"tools": tools}),
-            seq=2,
+            seq=1,
             t=0.0,
             unix_s=0.0,
             interval_s=1.0,
-            breakers={"tools": lambda: user},
+            breakers={handed_in: lambda: user},
             telemetry={},
         )
+
+    assert frame_with("user")["breakers"] == {"tools": tools, "user": user}
+    with pytest.raises(ValueError, match="tools"):
+        frame_with("tools")  # one name for two breakers is a wiring bug
 
 
 def test_no_persister_means_an_empty_persister_section() -> None:
