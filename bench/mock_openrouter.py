@@ -74,6 +74,11 @@ class MockStats:
     bytes_sent_total: int = 0
     #: response id -> events written so far, for streams still open.
     active_stream_events: dict[str, int] = field(default_factory=dict)
+    #: Content parts of the input messages received, by type ("input_image", ...), and how
+    #: many of those parts carried their data inline (a ``data:`` URL or base64), so a
+    #: test of attachments can see what reached "OpenRouter".
+    input_parts_by_type: dict[str, int] = field(default_factory=dict)
+    input_parts_inline: int = 0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -85,7 +90,16 @@ class MockStats:
             "events_sent_total": self.events_sent_total,
             "bytes_sent_total": self.bytes_sent_total,
             "active_stream_events": dict(self.active_stream_events),
+            "input_parts_by_type": dict(self.input_parts_by_type),
+            "input_parts_inline": self.input_parts_inline,
         }
+
+    def count_input_parts(self, request: Mapping[str, Any]) -> None:
+        for part in _input_parts(request):
+            kind = str(part.get("type"))
+            self.input_parts_by_type[kind] = self.input_parts_by_type.get(kind, 0) + 1
+            if _inline(part):
+                self.input_parts_inline += 1
 
 
 @dataclass(frozen=True)
@@ -710,6 +724,31 @@ def _count_tool_outputs(request: Mapping[str, Any]) -> int:
     )
 
 
+def _input_parts(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The content parts of the request's input messages (a string content has none)."""
+    items = request.get("input")
+    if not isinstance(items, list):
+        return []
+    return [
+        part
+        for item in items
+        if isinstance(item, dict) and isinstance(item.get("content"), list)
+        for part in item["content"]
+        if isinstance(part, dict)
+    ]
+
+
+def _inline(part: Mapping[str, Any]) -> bool:
+    """Whether a part carries its bytes: a data URL, base64 file data or audio data."""
+    url = part.get("image_url") or part.get("file_url") or part.get("video_url")
+    if isinstance(url, str) and url.startswith("data:"):
+        return True
+    if isinstance(part.get("file_data"), str):
+        return True
+    audio = part.get("input_audio")
+    return isinstance(audio, dict) and isinstance(audio.get("data"), str)
+
+
 def _tool_names(request: Mapping[str, Any]) -> list[str]:
     tools = request.get("tools")
     if not isinstance(tools, list):
@@ -811,6 +850,7 @@ class MockApp:
         stats = self.stats
         stats.requests_total += 1
         stats.requests_by_scenario[scenario] = stats.requests_by_scenario.get(scenario, 0) + 1
+        stats.count_input_parts(request)
         if p.http_error is not None and self._should_fail(p):
             err = p.http_error
             await _send_json(send, err.status, err.body, err.headers)

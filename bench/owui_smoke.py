@@ -13,7 +13,11 @@ printed as it happens:
    create the Function from ``adapters/owui_pipe.py``, toggle it on, set
    its valves (BASE_URL → the mock, API_KEY), check the key is stored
    encrypted, list the models, and stream a chat (plain and reasoning)
-   through ``/api/chat/completions``, comparing the text with the mock's plan.
+   through ``/api/chat/completions``, comparing the text with the mock's plan;
+5. attachments: upload a PNG through Open WebUI's files API, send it in a
+   chat and check (from the mock's counters) that it reached the model
+   inline; the mock's model also generates an image, which must come back
+   as a Markdown link to a file Open WebUI stores and serves as a PNG.
 
 Exit status 0 when every check passed. Open WebUI's log is kept in the
 temporary directory printed at the start.
@@ -22,6 +26,7 @@ temporary directory printed at the start.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -129,11 +134,13 @@ def healthy(base: str) -> bool:
         return False
 
 
-def stream_chat(client: httpx.Client, model: str) -> tuple[str, str, list[dict[str, Any]]]:
+def stream_chat(
+    client: httpx.Client, model: str, content: str | list[dict[str, Any]] = "Say something."
+) -> tuple[str, str, list[dict[str, Any]]]:
     payload = {
         "model": model,
         "stream": True,
-        "messages": [{"role": "user", "content": "Say something."}],
+        "messages": [{"role": "user", "content": content}],
     }
     text, reasoning, lines = "", "", []
     with client.stream("POST", "/api/chat/completions", json=payload, timeout=60) as response:
@@ -248,6 +255,48 @@ def exercise(owui: str, base_url: str) -> None:
         text, reasoning, _ = stream_chat(client, "orpipe.mock.reasoning")
         check(bool(reasoning), f"reasoning streamed as reasoning_content ({len(reasoning)} chars)")
         check(text == plan("reasoning", {}).text, f"reasoning model's answer ({len(text)} chars)")
+        attachments(client, base_url)
+
+
+def attachments(client: httpx.Client, base_url: str) -> None:
+    """An uploaded image reaches the model inline; a generated one is stored and served."""
+    png = base64.b64decode(plan("images", {}).images[0])
+    uploaded = client.post(
+        "/api/v1/files/",
+        params={"process": "false"},
+        files={"file": ("square.png", png, "image/png")},
+    )
+    check(uploaded.status_code == 200, f"PNG uploaded to Open WebUI (HTTP {uploaded.status_code})")
+    file_id = uploaded.json()["id"]
+    before = mock_stats(base_url)
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": f"/api/v1/files/{file_id}/content"}},
+    ]
+    text, _, _ = stream_chat(client, "orpipe.mock.images", content)
+    after = mock_stats(base_url)
+    images = _grown(before, after, "input_image")
+    inline = after["input_parts_inline"] - before["input_parts_inline"]
+    check(images == 1 and inline >= 1, f"the uploaded image reached the model inline ({images})")
+    links = re.findall(r"!\[[^\]]*\]\((/api/v1/files/[^)]+/content)\)", text)
+    check(len(links) == 1, f"the generated image is shown as a link to Open WebUI: {links}")
+    served = client.get(links[0])
+    check(
+        served.status_code == 200 and served.content == png,
+        f"Open WebUI serves the generated image (HTTP {served.status_code}, "
+        f"{len(served.content)} bytes)",
+    )
+
+
+def mock_stats(base_url: str) -> dict[str, Any]:
+    root = base_url.removesuffix("/api/v1")
+    stats: dict[str, Any] = httpx.get(f"{root}/mock/stats", timeout=10).json()
+    return stats
+
+
+def _grown(before: dict[str, Any], after: dict[str, Any], kind: str) -> int:
+    count: int = after["input_parts_by_type"].get(kind, 0)
+    return count - int(before["input_parts_by_type"].get(kind, 0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -258,7 +258,11 @@ async def test_frames_show_a_blocked_consumer_filling_its_outbox_and_the_fetcher
     window = 64
     async with (
         mock_server() as server,
-        running_engine(server, request_window_events=window, update_char_limit=1) as engine,
+        # idle_flush_ms=0: the batcher holds no run back on a timer, so once the fetcher
+        # waits for credit nothing is left moving for long.
+        running_engine(
+            server, request_window_events=window, update_char_limit=1, idle_flush_ms=0
+        ) as engine,
     ):
         hub = TelemetryHub(engine.statistics, TelemetrySettings(interval_s=0.02))
         async with trio.open_nursery() as nursery:
@@ -272,9 +276,16 @@ async def test_frames_show_a_blocked_consumer_filling_its_outbox_and_the_fetcher
                         if len(text) > 200:
                             break  # the consumer stops reading (without closing)
 
+                # Stalled, and settled: three frames in a row with the same numbers (what
+                # was already past the fetcher when it stopped has landed in the outbox).
+                settled: list[tuple[int, int]] = []
                 with trio.fail_after(30):
                     async for frame in subscription:
-                        if frame["flow"]["fetchers_waiting_credit"] == 1:
+                        if frame["flow"]["fetchers_waiting_credit"] != 1:
+                            continue
+                        used = frame["channels"]["request.outbox"]["current_buffer_used"]
+                        settled = [*settled[-2:], (used, frame["flow"]["credits_in_flight"])]
+                        if len(settled) == 3 and len(set(settled)) == 1:
                             break
             nursery.cancel_scope.cancel()
         outbox = frame["channels"]["request.outbox"]

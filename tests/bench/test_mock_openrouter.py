@@ -684,6 +684,25 @@ async def test_stats_endpoint(server: MockServer, client: httpx.AsyncClient):
     assert stats["events_sent_total"] == 10
     assert stats["bytes_sent_total"] > 0
     assert stats["active_stream_events"] == {}
+    assert stats["input_parts_by_type"] == {} and stats["input_parts_inline"] == 0
+
+
+async def test_stats_count_the_input_parts_that_arrived(
+    server: MockServer, client: httpx.AsyncClient
+):
+    content = [
+        {"type": "input_text", "text": "what are these?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
+        {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "auto"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JV"},
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    ]
+    message = {"type": "message", "role": "user", "content": content}
+    await post(client, server, body("mock/text", {"mock.tokens": "2"}, input=[message]))
+    assert server.stats.input_parts_by_type == {
+        "input_text": 1, "input_image": 2, "input_file": 1, "input_audio": 1,
+    }  # fmt: skip
+    assert server.stats.input_parts_inline == 3  # the linked image is not inline
 
 
 # --------------------------------------------------------------------------------------------
