@@ -246,25 +246,35 @@
   }
 
   function drawTable() {
-    const body = document.querySelector("#channels tbody");
+    fillTable("#channels tbody", (latest && latest.channels) || {}, (s) => [
+      s.current_buffer_used,
+      s.peak_buffer_used,
+      s.max_buffer_size,
+      s.tasks_waiting_send,
+      s.tasks_waiting_receive,
+      s.instances,
+    ]);
+    fillTable("#breakers tbody", (latest && latest.breakers) || {}, (s) => [
+      s.tracked,
+      s.closed,
+      s.open,
+      s.half_open,
+    ]);
+  }
+
+  // One row per entry of a frame section: its name, then the cells ``columns`` picks.
+  function fillTable(selector, section, columns) {
     const rows = [];
-    for (const [name, s] of Object.entries((latest && latest.channels) || {})) {
+    for (const [name, s] of Object.entries(section)) {
       const row = document.createElement("tr");
-      for (const value of [
-        name,
-        s.current_buffer_used,
-        s.max_buffer_size,
-        s.tasks_waiting_send,
-        s.tasks_waiting_receive,
-        s.instances,
-      ]) {
+      for (const value of [name, ...columns(s)]) {
         const cell = document.createElement("td");
         cell.textContent = String(value);
         row.append(cell);
       }
       rows.push(row);
     }
-    body.replaceChildren(...rows);
+    document.querySelector(selector).replaceChildren(...rows);
   }
 
   function setStatus(status, text) {

@@ -31,6 +31,8 @@ PROBE = """JSON.stringify({
     (c) => [c.id, {points: Number(c.dataset.points), series: Number(c.dataset.series)}])),
   legend: [...document.querySelectorAll("#legend-occupancy li")].map((li) => li.textContent),
   rows: document.querySelectorAll("#channels tbody tr").length,
+  breakers: [...document.querySelectorAll("#breakers tbody tr")].map(
+    (tr) => [...tr.cells].map((td) => td.textContent)),
 })"""
 
 
@@ -87,6 +89,9 @@ async def test_the_dashboard_in_chromium_draws_live_engine_telemetry(tmp_path: P
             assert charts["chart-rejections"]["series"] == 2
             assert any(item.startswith("fetch.out:") for item in state["legend"])
             assert state["rows"] >= 5
+            # The engine's tool breaker, with nothing tracked: name, tracked, closed, open,
+            # half open.
+            assert state["breakers"] == [["tools", "0", "0", "0", "0"]]
 
             # Without ?ws= the page finds the WebSocket through /config.json on its own host.
             await page.call("Page.navigate", url=f"{run.endpoints.http_url}/")
