@@ -34,7 +34,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import trio
 
@@ -55,7 +55,27 @@ __all__ = ["Subscription", "TelemetryHub", "telemetry_sampler"]
 _SUBSCRIBER_CHANNEL = "telemetry.subscriber"
 
 
-class Subscription:
+class _ClosedOnExit:
+    """``with x:`` closes ``x`` on the way out, however the block ends."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Subscription(_ClosedOnExit):
     """One subscriber: the ring's frames when it joined, then live frames.
 
     Owns the receive end of its ``telemetry.subscriber`` channel. Use it as a
@@ -83,22 +103,11 @@ class Subscription:
         self._hub._unsubscribe(self)
         self.frames.close()
 
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __aiter__(self) -> AsyncIterator[Frame]:
         return self.frames.__aiter__()
 
 
-class TelemetryHub:
+class TelemetryHub(_ClosedOnExit):
     """Samples the engine into frames, keeps the recent ones, fans them out.
 
     ``statistics`` is ``Engine.statistics`` (any callable returning
@@ -197,17 +206,6 @@ class TelemetryHub:
         self._closed = True
         for subscription in list(self._subscribers):
             self._unsubscribe(subscription)
-
-    def __enter__(self) -> TelemetryHub:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- observation ----------------------------------------------------------------
 

@@ -116,22 +116,36 @@ def _positive_cdf(raw: Sequence[Any]) -> list[tuple[float, float]]:
 
 
 def _draw_load(figure: Figure, document: Mapping[str, Any]) -> bool:
+    series = {"offered": "offered", "goodput": "goodput (completed)"}
+    return _rate_plot(figure, document, series, "offered load vs goodput", planned_rate=True)
+
+
+def _rate_plot(
+    figure: Figure,
+    document: Mapping[str, Any],
+    series: Mapping[str, str],
+    title: str,
+    *,
+    planned_rate: bool = False,
+) -> bool:
+    """Per-interval counts as steps over the phases; False when none was recorded."""
     timeline = section(document, "timeline")
     t_s = _times(timeline)
     interval = _interval_s(timeline, t_s)
-    series = {"offered": "offered", "goodput": "goodput (completed)"}
+    phases = sequence(document, "phases")
     ax = figure.add_subplot()
-    _shade_phases(ax, sequence(document, "phases"))
+    _shade_phases(ax, phases)
     drawn, missing = _step_series(ax, timeline, t_s, interval, series)
     if not drawn:
         return False
-    _planned_rate(ax, sequence(document, "phases"))
-    _time_axis(ax, t_s, interval, sequence(document, "phases"))
+    if planned_rate:
+        _planned_rate(ax, phases)
+    _time_axis(ax, t_s, interval, phases)
     ax.set_ylabel("requests / s" if interval else "requests per interval")
     _headroom(ax)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    _title(ax, document, "offered load vs goodput")
+    _title(ax, document, title)
     _note_missing(ax, "not recorded", missing)
     return True
 
@@ -219,26 +233,11 @@ def _draw_channels(figure: Figure, document: Mapping[str, Any]) -> bool:
 
 
 def _draw_rejections(figure: Figure, document: Mapping[str, Any]) -> bool:
-    timeline = section(document, "timeline")
-    t_s = _times(timeline)
-    interval = _interval_s(timeline, t_s)
     series = {"rejected": "rejected", "failed": "failed"}
     # Older documents have no cancelled series; it is drawn only when present.
-    if "cancelled" in timeline:
+    if "cancelled" in section(document, "timeline"):
         series["cancelled"] = "cancelled"
-    ax = figure.add_subplot()
-    _shade_phases(ax, sequence(document, "phases"))
-    drawn, missing = _step_series(ax, timeline, t_s, interval, series)
-    if not drawn:
-        return False
-    _time_axis(ax, t_s, interval, sequence(document, "phases"))
-    ax.set_ylabel("requests / s" if interval else "requests per interval")
-    _headroom(ax)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    _title(ax, document, "rejections and failures")
-    _note_missing(ax, "not recorded", missing)
-    return True
+    return _rate_plot(figure, document, series, "rejections and failures")
 
 
 # --- shared pieces -----------------------------------------------------------------
