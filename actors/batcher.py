@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import trio
 
 from actors.delta_batching import DeltaBatcher
-from actors.draining import drain_nowait
+from actors.draining import drain_nowait, take_each
 from engine.config import EngineConfig
 from engine.messages import (
     BatchedItem,
@@ -57,13 +57,6 @@ class _Batching:
 
     def next_wakeup(self) -> float:
         return self.timers[0][0] if self.timers else math.inf
-
-    def take_all(
-        self, bundles: list[tuple[ParsedBatch | StreamEnded, ...]], out: list[BatchOut]
-    ) -> None:
-        for bundle in bundles:
-            for message in bundle:
-                self.take(message, out)
 
     def take(self, message: ParsedBatch | StreamEnded, out: list[BatchOut]) -> None:
         rid = message.request_id
@@ -138,7 +131,7 @@ async def delta_batcher(
                     first = await inbox.receive()
                 except trio.EndOfChannel:
                     return
-                state.take_all(drain_nowait(inbox, first), out)
+                take_each(drain_nowait(inbox, first), state.take, out)
                 del first  # idle, hold nothing (actors.draining)
             state.flush_idle(out)
             counters.level("pending_runs", len(state.armed))

@@ -15,13 +15,16 @@ tokens, so an engine left idle after long answers would pin megabytes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import trio
 
-__all__ = ["MAX_DRAIN", "drain_nowait"]
+__all__ = ["MAX_DRAIN", "drain_nowait", "take_each"]
 
 T = TypeVar("T")
+M = TypeVar("M")
+S = TypeVar("S")
 
 #: Upper bound on one bundle, so one stage cannot monopolise the scheduler.
 MAX_DRAIN = 256
@@ -35,3 +38,14 @@ def drain_nowait(inbox: trio.MemoryReceiveChannel[T], first: T) -> list[T]:
         except (trio.WouldBlock, trio.EndOfChannel):
             break
     return items
+
+
+def take_each(bundles: list[Sequence[M]], take: Callable[[M, S], None], into: S) -> None:
+    """``take(message, into)`` for every message of every bundle, in order.
+
+    A function of its own so that the loop variables die with it: the caller's
+    frame, waiting for the next wake-up, holds none of these messages.
+    """
+    for bundle in bundles:
+        for message in bundle:
+            take(message, into)

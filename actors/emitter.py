@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 
-from actors.draining import drain_nowait
+from actors.draining import drain_nowait, take_each
 from actors.response_mapper import ResponseMapper
 from engine.artifacts import Artifact, ArtifactContext
 from engine.config import EngineConfig
@@ -110,15 +110,6 @@ class _Emitting:
         self.artifacts.append(artifact)
         self.counters.add("artifacts")
         return dataclasses.replace(event, artifact_id=artifact.artifact_id)
-
-    def take_all(
-        self,
-        bundles: list[tuple[BatchOut, ...]],
-        pending: dict[str, tuple[list[OutboundEvent], int]],
-    ) -> None:
-        for bundle in bundles:
-            for message in bundle:
-                self.take(message, pending)
 
     def take(self, message: BatchOut, pending: dict[str, tuple[list[OutboundEvent], int]]) -> None:
         rid = message.request_id
@@ -246,7 +237,7 @@ async def emitter(
         task_status.started()
         async for first in inbox:
             pending: dict[str, tuple[list[OutboundEvent], int]] = {}
-            state.take_all(drain_nowait(inbox, first), pending)
+            take_each(drain_nowait(inbox, first), state.take, pending)
             del first  # idle, hold nothing (actors.draining)
             # Artifacts first: once handed over, they are written whatever
             # happens to their request or to the consumer.
