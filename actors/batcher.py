@@ -5,8 +5,10 @@ timer heap, and both ends of its channels. A pending run is flushed when it
 reaches ``update_char_limit`` characters, when a non-text item of the same
 request arrives, when the request ends, or ``idle_flush_ms`` after the run
 started (so a trickle of tiny deltas can never hold text back longer than
-that). A request may carry its own limits (``ChatRequest.update_char_limit``
-/ ``idle_flush_ms``); the engine's config gives the rest.
+that), or when it holds half of the request's credit window (so pending
+text can never be what stops the request's fetcher: ``engine.flow``). A
+request may carry its own limits (``ChatRequest.update_char_limit`` /
+``idle_flush_ms``); the engine's config gives the rest.
 
 On cancellation it stops; pending text belongs to requests the engine ends
 anyway. When its inbox ends it closes its outbox.
@@ -48,6 +50,7 @@ class _Batching:
     ) -> None:
         self.char_limit = config.update_char_limit
         self.idle_ms = config.idle_flush_ms
+        self.window_events = config.request_window_events
         self.counters = counters
         self.requests = requests
         self.batchers: dict[str, DeltaBatcher] = {}
@@ -92,7 +95,8 @@ class _Batching:
         if request is not None and request.idle_flush_ms is not None:
             idle_ms = request.idle_flush_ms
         self.idle_s[rid] = idle_ms / 1000
-        batcher = self.batchers[rid] = DeltaBatcher(rid, char_limit)
+        window = handle.window.capacity if handle is not None else self.window_events
+        batcher = self.batchers[rid] = DeltaBatcher(rid, char_limit, _run_event_limit(window))
         return batcher
 
     def flush_idle(self, out: list[BatchOut]) -> None:
@@ -110,6 +114,11 @@ class _Batching:
     def _emit(self, rid: str, items: list[BatchedItem], out: list[BatchOut]) -> None:
         if items:
             out.append(RequestBatch(request_id=rid, items=tuple(items)))
+
+
+def _run_event_limit(window_events: int) -> int:
+    """Most credits one pending run may hold: half the window, at least one."""
+    return max(1, window_events // 2)
 
 
 async def delta_batcher(

@@ -1,12 +1,19 @@
 """Merges text deltas for one request. Synchronous core of the delta batcher.
 
 Consecutive deltas of one channel (answer text or reasoning) are merged until
-``char_limit`` characters are pending; any other item flushes the pending
-run first, so order holds. The run never ends in the first half of a UTF-16
-surrogate pair: that half is held back until its partner arrives, and pairs
-that came as two lone halves (two JSON escapes) are joined into the real
-character. Each run says how many upstream events it merged — their credits
-travel with it.
+``char_limit`` characters or ``event_limit`` events are pending; any other
+item flushes the pending run first, so order holds. The run never ends in the
+first half of a UTF-16 surrogate pair: that half is held back until its
+partner arrives — across non-text items too (an annotation between the two
+halves of an emoji) — and pairs that came as two lone halves (two JSON
+escapes) are joined into the real character. Each run says how many upstream
+events it merged — their credits travel with it.
+
+Why ``event_limit``: a pending run holds the credits of the events it
+merged, and only a flush gives them back. With tiny deltas and a high
+``char_limit`` (or the idle flush off) a run could otherwise hold the whole
+credit window and stop its own fetcher for good. The batcher shell sets the
+limit to half the request's window, so a run never holds more than that.
 """
 
 from __future__ import annotations
@@ -32,11 +39,21 @@ def join_surrogates(text: str) -> str:
 
 
 class DeltaBatcher:
-    __slots__ = ("_channel", "_events", "_length", "_parts", "char_limit", "request_id")
+    __slots__ = (
+        "_channel",
+        "_events",
+        "_length",
+        "_parts",
+        "char_limit",
+        "event_limit",
+        "request_id",
+    )
 
-    def __init__(self, request_id: str, char_limit: int) -> None:
+    def __init__(self, request_id: str, char_limit: int, event_limit: int | None = None) -> None:
         self.request_id = request_id
         self.char_limit = char_limit
+        #: Most upstream events (credits) one pending run may hold; None: no limit.
+        self.event_limit = event_limit if event_limit is not None else 1 << 62
         self._channel: DeltaChannel | None = None
         self._parts: list[str] = []
         self._length = 0
@@ -56,10 +73,16 @@ class DeltaBatcher:
             self._parts.append(item.text)
             self._length += len(item.text)
             self._events += 1
-            if self._length >= self.char_limit:
-                out.extend(self.flush(final=False))
+            if self._length >= self.char_limit or self._events >= self.event_limit:
+                flushed = self.flush(final=False)
+                if not flushed and self._events >= self.event_limit:
+                    # Only a half pair is pending, on credits the fetcher may
+                    # need (empty deltas after it): it may not wait any longer.
+                    flushed = self.flush(final=True)
+                out.extend(flushed)
             return out
-        out = list(self.flush(final=True))
+        # Not final: a trailing half pair waits for its partner past this item.
+        out = list(self.flush(final=False))
         out.append(item)
         return out
 

@@ -258,19 +258,23 @@ class _RequestFetch:
             raise UpstreamTimeout("total time", total or 0.0)
 
     async def _forward(self, payloads: list[bytes]) -> None:
-        """Send events downstream in window-sized batches, credits first.
+        """Send events downstream in batches, credits first.
 
-        The fast path neither waits nor yields: the socket read in the same
-        loop is this task's checkpoint, and skipping two scheduler round
-        trips per chunk is most of the fetcher's cost under load. Only a
-        full window or a full channel makes it wait.
+        Each batch is as large as the credits free at that moment
+        (``CreditWindow.acquire_some``): waiting for a whole batch's worth
+        could wait forever on credits the batcher holds for an unfinished
+        text run. The fast path neither waits nor yields: the socket read in
+        the same loop is this task's checkpoint, and skipping two scheduler
+        round trips per chunk is most of the fetcher's cost under load. Only
+        an empty window or a full channel makes it wait.
         """
         window, outbox = self.handle.window, self.shared.outbox
-        for start in range(0, len(payloads), window.capacity):
-            part = tuple(payloads[start : start + window.capacity])
-            count = len(part)
-            if not window.try_acquire(count):
-                await window.acquire(count)
+        start, total = 0, len(payloads)
+        while start < total:
+            count = window.try_acquire_some(total - start)
+            if not count:
+                count = await window.acquire_some(total - start)
+            part = tuple(payloads[start : start + count])
             batch = SseBatch(
                 request_id=self.handle.request_id, first_seq=self.next_seq, payloads=part
             )
@@ -282,6 +286,7 @@ class _RequestFetch:
             except BaseException:
                 window.release(count)  # not sent: nobody else will return them
                 raise
+            start += count
             self.next_seq += count
             self.shared.counters.add("events", count)
             self.shared.counters.add("batches")

@@ -10,6 +10,14 @@ stops reading the socket, and TCP flow control tells OpenRouter to wait.
 
 Because at most ``capacity`` events of a request are in flight, that
 request's reorder window and outbound buffer can never hold more than that.
+
+The fetcher takes *what is free* (``acquire_some``), never waits for a
+whole batch's worth: credits held elsewhere in the pipeline (the delta
+batcher's unfinished text run, which gives its credits back only when the
+run is flushed) must never be what stops the next event from being read.
+Together with the batcher's rule that a run holds at most half a window
+(``actors.delta_batching``), the fetcher always has a credit to wait for
+that a reading consumer will give back, whatever the streaming settings.
 """
 
 from __future__ import annotations
@@ -40,6 +48,26 @@ class CreditWindow:
             return False  # (waiters first: no overtaking a parked fetcher)
         self.in_flight += count
         return True
+
+    def try_acquire_some(self, wanted: int) -> int:
+        """Take up to ``wanted`` credits that are free now (0 if none); never waits."""
+        free = self.capacity - self.in_flight
+        if free <= 0 or wanted <= 0 or len(self._lot):
+            return 0
+        taken = min(free, wanted)
+        self.in_flight += taken
+        return taken
+
+    async def acquire_some(self, wanted: int) -> int:
+        """Take between 1 and ``wanted`` credits, waiting only while none is free."""
+        if wanted < 1:
+            raise ValueError(f"cannot acquire {wanted} credits")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while self.in_flight >= self.capacity:
+            await self._lot.park()
+        taken = min(self.capacity - self.in_flight, wanted)
+        self.in_flight += taken
+        return taken
 
     async def acquire(self, count: int) -> None:
         """Take ``count`` credits (1..capacity), waiting while the window is full."""

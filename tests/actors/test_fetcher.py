@@ -538,25 +538,28 @@ async def test_a_full_window_blocks_the_fetcher_until_credits_return(
                 rig.outbox.receive_nowait()
             assert (handle.window.in_flight, handle.window.waiting) == (2, 1)
             assert rig.transport.chunks_read == 1  # the body is not read on either
-        handle.window.release(1)  # one credit back: still not enough for a pair
+        # One credit back: one event goes. The fetcher never waits for a whole
+        # batch's worth, which credits held elsewhere could delay for ever.
+        handle.window.release(1)
+        assert await rig.outbox.receive() == SseBatch(
+            request_id=rid, first_seq=2, payloads=(EB[2],)
+        )
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.WouldBlock):
             rig.outbox.receive_nowait()
-        handle.window.release(1)
-        assert await rig.outbox.receive() == SseBatch(
-            request_id=rid, first_seq=2, payloads=(EB[2], EB[3])
-        )
+        assert (handle.window.in_flight, handle.window.waiting) == (2, 1)
         handle.window.release(2)
         assert await rig.outbox.receive() == SseBatch(
-            request_id=rid, first_seq=4, payloads=(EB[4],)
+            request_id=rid, first_seq=3, payloads=(EB[3], EB[4])
         )
-        # One credit is left: the next chunk is read and its event forwarded.
+        handle.window.release(2)
+        # The next chunk is read and its event forwarded.
         assert await rig.outbox.receive() == SseBatch(
             request_id=rid, first_seq=5, payloads=(EB[5],)
         )
         assert await rig.outbox.receive() == StreamEnded(request_id=rid, seq=6)
         _end_like_the_emitter(handle)
-        assert handle.window.in_flight == 2
+        assert handle.window.in_flight == 1
 
 
 async def test_full_shared_outbox_blocks_without_losing_credits(

@@ -317,3 +317,38 @@ def test_join_surrogates() -> None:
     assert join_surrogates("a\ud83d\ude00b") == "a😀b"
     assert join_surrogates("\ude00\ud83d") == "\ufffd\ufffd"
     assert join_surrogates("\ud83d") == "\ufffd"
+
+
+def test_a_pair_split_around_an_annotation_stays_one_character() -> None:
+    """An annotation between the two halves of an emoji: the emoji comes whole after it."""
+    batcher = DeltaBatcher("r", 100)
+    note = UpstreamEvent(seq=1, type="response.output_text.annotation.added", data={})
+    out = batcher.push(DeltaEvent(seq=0, channel="text", text="hi \ud83d"))
+    out += batcher.push(note)
+    out += batcher.push(DeltaEvent(seq=2, channel="text", text="\ude00!"))
+    out += batcher.flush(final=True)
+    texts = [o.text for o in out if isinstance(o, TextRun)]
+    assert texts == ["hi ", "😀!"]
+    assert out[1] is note
+    assert sum(o.events if isinstance(o, TextRun) else 1 for o in out) == 3
+
+
+def test_a_run_holds_at_most_event_limit_credits() -> None:
+    """Tiny deltas under a high char limit still give their credits back every few events."""
+    batcher = DeltaBatcher("r", 500, event_limit=4)
+    runs = []
+    for seq in range(10):
+        runs += batcher.push(DeltaEvent(seq=seq, channel="text", text="x"))
+    assert [r.events for r in runs if isinstance(r, TextRun)] == [4, 4]
+    assert batcher.has_pending
+
+
+def test_a_lone_half_after_empty_deltas_does_not_sit_on_credits() -> None:
+    """A half pair followed by empty deltas is given up once it holds event_limit credits."""
+    batcher = DeltaBatcher("r", 10, event_limit=3)
+    out = batcher.push(DeltaEvent(seq=0, channel="text", text="\ud83d"))
+    out += batcher.push(DeltaEvent(seq=1, channel="text", text=""))
+    assert out == []
+    out += batcher.push(DeltaEvent(seq=2, channel="text", text=""))
+    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("\ufffd", 3)]
+    assert not batcher.has_pending
