@@ -1,7 +1,7 @@
 """Credits cannot deadlock: text held by the batcher never stops the fetcher.
 
-Whatever the streaming settings a user may choose (``update_char_limit`` 10–500,
-``idle_flush_ms`` 0–2000, any ``request_window_events``).
+Whatever the streaming settings a user may choose (``update_char_limit`` 10 to 500,
+``idle_flush_ms`` 0 to 2000, any ``request_window_events``).
 
 The bound, stated: with a consumer that keeps reading and an upstream that
 sends the whole stream at once, a request ends without waiting on any timer.
