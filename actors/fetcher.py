@@ -18,7 +18,11 @@ timeouts with backoff **only before the first event was forwarded** (after
 that a failure ends the request, never re-sending text), frames SSE, and
 forwards every chunk's events as one ``SseBatch`` numbered by sequence,
 taking credits from the request's window first — that wait is where a slow
-consumer stops the socket read.
+consumer stops the socket read. A terminal event (or an in-band error) ends
+the turn at once, whether or not the server closes the body. A body that is
+not an event stream is read by ``actors.upstream_body``: a JSON answer is
+delivered as the events that would have carried it, anything else is named
+in the error.
 
 On cancellation (client gone, deadline): the turn's cancel scope is
 cancelled; the task then sends ``StreamEnded`` with the reason, outside that
@@ -32,7 +36,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncGenerator
+import zlib
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -40,6 +45,18 @@ import trio
 
 from actors.retry_policy import RetryPolicy, http_error_from_response
 from actors.sse_framer import EventTooLarge, SseFramer
+from actors.upstream_body import (
+    BodyKind,
+    Inflater,
+    body_kind,
+    describe_html,
+    ends_response,
+    inflate_error,
+    inflater_for,
+    json_body_events,
+    not_a_stream,
+    redirect_error,
+)
 from engine.config import EngineConfig
 from engine.errors import (
     EngineError,
@@ -50,7 +67,7 @@ from engine.errors import (
 )
 from engine.logs import logger, request_context
 from engine.messages import FetchOut, JsonObject, NextTurn, SseBatch, StreamEnded, ToolsStopped
-from engine.ports import EnginePorts
+from engine.ports import EnginePorts, UpstreamResponse
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 
@@ -97,11 +114,30 @@ async def fetcher(
                     del handle  # idle, hold nothing (actors.draining)
 
 
-#: After ``[DONE]`` the body should end at once. Reading its end lets the HTTP
+#: After ``[DONE]`` or a terminal event the body should end at once. Reading its end lets the HTTP
 #: body iterators finish normally instead of being abandoned, but a server that
 #: keeps the body open must not delay the request's ending: both are bounded.
 _AFTER_DONE_LIMIT = 64 * 1024
 _AFTER_DONE_GRACE_S = 0.1
+
+
+def _inflated(inflater: Inflater | None, raw: bytes) -> Iterator[bytes]:
+    """The body's bytes as sent, or decompressed in bounded pieces."""
+    if inflater is None:
+        yield raw
+        return
+    try:
+        pieces = inflater.feed(raw)
+    except zlib.error as exc:
+        raise inflate_error(exc) from exc
+    yield from pieces
+
+
+def _inflated_end(inflater: Inflater) -> list[bytes]:
+    try:
+        return inflater.close()
+    except zlib.error as exc:
+        raise inflate_error(exc) from exc
 
 
 async def _drain_after_done(chunks: AsyncGenerator[bytes, None]) -> None:
@@ -223,39 +259,120 @@ class _RequestFetch:
                 await trio.sleep(delay)
 
     async def _one_attempt(self, body: bytes) -> None:
-        config, counters = self.shared.config, self.shared.counters
+        config = self.shared.config
         total = config.total_timeout_s
         with trio.move_on_after(total if total is not None else math.inf) as attempt_scope:
             async with self.shared.ports.transport.stream(body) as response:
-                if response.status_code >= 400:
-                    error_body = await response.read_limited(config.max_error_body_bytes)
-                    counters.add(f"http_{response.status_code}")
-                    raise http_error_from_response(
-                        response.status_code, error_body, response.headers, time.time()
-                    )
-                framer = SseFramer(config.max_event_bytes)
-                # aclosing: leaving at [DONE] must close the body iterator now,
-                # not whenever the garbage collector gets to it.
-                async with contextlib.aclosing(response.iter_bytes()) as chunks:
-                    async for chunk in chunks:
-                        counters.add("bytes", len(chunk))
-                        try:
-                            payloads = framer.feed(chunk)
-                        except EventTooLarge as exc:
-                            raise UpstreamProtocolError(
-                                f"OpenRouter sent an event larger than {exc.limit:,} bytes, so "
-                                "the stream was stopped to protect memory; retry, or raise "
-                                "max_event_bytes."
-                            ) from exc
-                        if payloads:
-                            await self._forward(payloads)
-                        if framer.done:
-                            await _drain_after_done(chunks)
-                            return
-                if payloads := framer.close():
-                    await self._forward(payloads)
+                await self._read_response(response)
         if attempt_scope.cancelled_caught:
             raise UpstreamTimeout("total time", total or 0.0)
+
+    async def _read_response(self, response: UpstreamResponse) -> None:
+        """Whatever came back: an error status, a stream, or a body that is not one."""
+        config, counters = self.shared.config, self.shared.counters
+        status, headers = response.status_code, response.headers
+        if status >= 400:
+            error_body = await response.read_limited(config.max_error_body_bytes)
+            counters.add(f"http_{status}")
+            raise http_error_from_response(status, error_body, headers, time.time())
+        if 300 <= status < 400:
+            counters.add("not_a_stream")
+            raise redirect_error(status, headers)
+        inflater = inflater_for(status, headers)
+        framer = SseFramer(config.max_event_bytes)
+        kind: BodyKind | None = None
+        # aclosing: leaving at the end of the response must close the body
+        # iterator now, not whenever the garbage collector gets to it.
+        async with contextlib.aclosing(response.iter_bytes()) as chunks:
+            async for raw in chunks:
+                counters.add("bytes", len(raw))
+                for chunk in _inflated(inflater, raw):
+                    if kind is None:
+                        kind = body_kind(headers, chunk)
+                        if kind != "sse":
+                            counters.add("not_a_stream")
+                            await self._not_a_stream(
+                                kind,
+                                chunk,
+                                chunks,
+                                status=status,
+                                headers=headers,
+                                inflater=inflater,
+                            )
+                            return
+                    if await self._frame(framer, chunk):
+                        await _drain_after_done(chunks)
+                        return
+            if inflater is not None:
+                for chunk in _inflated_end(inflater):
+                    if await self._frame(framer, chunk):
+                        return
+        if kind is None:  # not one byte: retried like a cut connection, before any output
+            raise UpstreamProtocolError(
+                f"OpenRouter answered with an empty body (HTTP {status}) instead of a stream; "
+                "retry in a moment."
+            )
+        if payloads := framer.close():
+            await self._forward(payloads)
+
+    async def _frame(self, framer: SseFramer, chunk: bytes) -> bool:
+        """Frame and forward one chunk's events; True once the response has ended."""
+        try:
+            payloads = framer.feed(chunk)
+        except EventTooLarge as exc:
+            raise UpstreamProtocolError(
+                f"OpenRouter sent an event larger than {exc.limit:,} bytes, so "
+                "the stream was stopped to protect memory; retry, or raise "
+                "max_event_bytes."
+            ) from exc
+        if not payloads:
+            return framer.done
+        await self._forward(payloads)
+        # A terminal event ends the answer now: a server that leaves the
+        # connection open after it must not hold the request until the idle timeout.
+        return framer.done or any(map(ends_response, payloads))
+
+    async def _not_a_stream(
+        self,
+        kind: BodyKind,
+        first: bytes,
+        chunks: AsyncGenerator[bytes, None],
+        *,
+        status: int,
+        headers: Mapping[str, str],
+        inflater: Inflater | None,
+    ) -> None:
+        """A JSON answer is delivered (or its error raised); anything else is named."""
+        limit = self.shared.config.max_event_bytes
+        body = bytearray(first)
+        if kind in ("json", "html"):
+            async for raw in chunks:
+                for chunk in _inflated(inflater, raw):
+                    body += chunk
+                if len(body) > limit:
+                    break
+        if kind == "json":
+            if len(body) > limit:
+                raise UpstreamProtocolError(
+                    f"OpenRouter answered with a JSON body larger than {limit:,} bytes instead "
+                    "of a stream, so it was not read; retry, or raise max_event_bytes."
+                )
+            await self._forward(json_body_events(bytes(body), status, headers))
+            return
+        if kind == "html":
+            raise not_a_stream(
+                describe_html(bytes(body[:limit])),
+                status,
+                headers,
+                "a proxy between here and OpenRouter may be interfering (a captive portal, a "
+                "corporate proxy, a maintenance page); check BASE_URL and the proxy, then retry.",
+            )
+        raise not_a_stream(
+            "a body of an unknown kind",
+            status,
+            headers,
+            "check BASE_URL (it should be OpenRouter's API, …/api/v1) and any proxy in between.",
+        )
 
     async def _forward(self, payloads: list[bytes]) -> None:
         """Send events downstream in batches, credits first.

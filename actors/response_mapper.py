@@ -6,16 +6,23 @@ web-search progress becomes ``Status``, finished non-message output items
 become ``OutputItem`` (reasoning, function calls: what persistence and tools
 need), and the terminal event gives ``Usage`` and the ending.
 
-Endings are explicit: ``response.completed`` → ``Completed``;
-``response.incomplete`` → ``Incomplete``; ``response.failed``, ``error`` and
-``response.error`` (code int or string, top-level or nested) → ``Failed``;
-a body that ends without any of them → ``Failed`` saying the answer may be
-cut. Unknown event types are counted and ignored.
+Endings are explicit. The terminal event's response object has the last
+word: its ``status`` (``completed`` / ``incomplete`` / ``failed``) decides
+between ``Completed``, ``Incomplete`` and ``Failed`` whatever the event's
+type says (a ``response.completed`` whose response failed is a failure);
+without a status the type decides (``response.done``, a docs-only
+spelling, counts as completed). ``error`` and ``response.error`` (code int
+or string, top-level or nested, and the untyped ``{"error": …}`` lines the
+decoder names ``error``) → ``Failed`` with the provider's message. A body
+that ends without any of them → ``Failed`` saying the answer may be cut.
+Unknown event types are counted and ignored. Numbers in usage that are not
+finite (``NaN`` cost) are dropped, so Open WebUI can always serialise them.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from typing import Any, assert_never
 
 from engine.errors import (
@@ -24,6 +31,7 @@ from engine.errors import (
     UpstreamProtocolError,
     UpstreamResponseFailed,
 )
+from engine.logs import logger
 from engine.messages import (
     BatchedItem,
     Cancelled,
@@ -77,6 +85,16 @@ _QUIET_PREFIXES = (
     "response.mcp_",
 )
 _WEB_SEARCH = "response.web_search_call."
+_TERMINAL_TYPES = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "response.done"}
+)
+#: The response object's status → the ending it means.
+_STATUS_ENDINGS = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+    "cancelled": "response.failed",
+}
 _SEARCHING = "Searching the web…"
 
 
@@ -176,7 +194,7 @@ class ResponseMapper:
             if isinstance(response, dict) and isinstance(response.get("id"), str):
                 self.response_id = response["id"]
             return []
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
+        if kind in _TERMINAL_TYPES:
             return self._terminal_event(kind, data)
         if kind in ("error", "response.error"):
             return self._error_event(data)
@@ -225,7 +243,10 @@ class ResponseMapper:
         usage = _usage(rid, response.get("usage"))
         if usage is not None:
             out.append(usage)
-        if kind == "response.completed":
+        status = response.get("status")
+        if isinstance(status, str) and status in _STATUS_ENDINGS:
+            kind = _STATUS_ENDINGS[status]
+        if kind in ("response.completed", "response.done"):
             self._terminal = Completed(
                 request_id=rid, response_id=self.response_id, text_chars=self.text_chars
             )
@@ -237,10 +258,13 @@ class ResponseMapper:
             error = response.get("error")
             error = error if isinstance(error, dict) else {}
             error_type = response.get("error_type") or data.get("error_type")
+            detail = error.get("message") or (
+                f"the response ended with status {status!r}" if status == "cancelled" else None
+            )
             self._fail(
                 UpstreamResponseFailed(
                     code=_code(error.get("code")),
-                    detail=str(error.get("message") or "no reason given"),
+                    detail=str(detail or "no reason given"),
                     error_type=str(error_type) if error_type else None,
                 )
             )
@@ -249,11 +273,17 @@ class ResponseMapper:
     def _error_event(self, data: JsonObject) -> list[OutboundEvent]:
         nested = data.get("error")
         source = nested if isinstance(nested, dict) else data
+        detail = source.get("message") or (nested if isinstance(nested, str) else None)
+        metadata = source.get("metadata")
+        provider = metadata.get("provider_name") if isinstance(metadata, dict) else None
+        detail = str(detail or "no reason given")
+        if isinstance(provider, str) and provider:
+            detail += f" (provider: {provider})"
         self._fail(
             UpstreamResponseFailed(
                 code=_code(source.get("code")),
-                detail=str(source.get("message") or "no reason given"),
-                error_type=_str_or_none(data.get("error_type")),
+                detail=detail,
+                error_type=_str_or_none(data.get("error_type") or source.get("error_type")),
             )
         )
         return []
@@ -293,8 +323,18 @@ def _usage(request_id: str, raw: Any) -> Usage | None:
         total_tokens=_int(raw.get("total_tokens")) or input_tokens + output_tokens,
         cached_tokens=_int(inputs.get("cached_tokens")) if isinstance(inputs, dict) else 0,
         reasoning_tokens=_int(outputs.get("reasoning_tokens")) if isinstance(outputs, dict) else 0,
-        cost=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        cost=_finite_cost(cost),
     )
+
+
+def _finite_cost(cost: Any) -> float | None:
+    """The cost as a float; None when absent or not a finite number (JSON cannot carry NaN)."""
+    if not isinstance(cost, int | float) or isinstance(cost, bool):
+        return None
+    if not math.isfinite(cost):
+        logger.debug("usage cost {!r} is not a finite number; dropped", cost)
+        return None
+    return float(cost)
 
 
 def _int(value: Any) -> int:

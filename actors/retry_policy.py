@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from actors.upstream_body import describe_html
 from engine.config import EngineConfig
 from engine.errors import UpstreamError, UpstreamHTTPError, UpstreamRateLimited
 
@@ -87,6 +88,8 @@ def http_error_from_response(
             valid = isinstance(raw_code, int | str) and not isinstance(raw_code, bool)
             code = raw_code if valid else None
             detail = str(error.get("message") or "")
+    if not detail and body.lstrip()[:1] == b"<":
+        detail = describe_html(body) + " (a proxy may be answering for OpenRouter)"
     if not detail:
         detail = body[:200].decode("utf-8", "replace").strip()
     retry_after = parse_retry_after(headers.get("retry-after"), now_epoch)

@@ -10,6 +10,7 @@
     │   ├── UpstreamTimeout          connect / idle read / total time ran out
     │   ├── UpstreamConnectError     could not reach OpenRouter at all
     │   ├── UpstreamProtocolError    the stream broke: cut, oversized, no ending
+    │   ├── UpstreamNotAStream       the body is HTML, a redirect, an unknown encoding...
     │   ├── UpstreamHTTPError        a non-2xx answer before the stream
     │   │   └── UpstreamRateLimited  429, with the Retry-After hint
     │   └── UpstreamResponseFailed   an in-band response.failed / error event
@@ -43,6 +44,7 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamHTTPError",
+    "UpstreamNotAStream",
     "UpstreamProtocolError",
     "UpstreamRateLimited",
     "UpstreamResponseFailed",
@@ -142,6 +144,15 @@ class UpstreamProtocolError(UpstreamError):
     """The stream broke or made no sense after it had started."""
 
     retryable = True
+
+
+class UpstreamNotAStream(UpstreamError):
+    """OpenRouter's answer is not an event stream (an HTML page, a redirect, ...).
+
+    Not retryable: something between here and OpenRouter (a proxy, a wrong
+    base URL) answers instead of it, and the same request gets the same body.
+    The message names what came back and what to check.
+    """
 
 
 class UpstreamHTTPError(UpstreamError):

@@ -178,9 +178,18 @@ def test_retry_after_as_http_date_header() -> None:
 
 
 def test_non_json_body() -> None:
-    error = http_error_from_response(502, b"<html>Bad Gateway</html>", {}, NOW)
+    error = http_error_from_response(502, b"Bad Gateway", {}, NOW)
     assert error.code is None
-    assert error.detail == "<html>Bad Gateway</html>"
+    assert error.detail == "Bad Gateway"
+    assert error.retryable
+
+
+def test_an_html_body_is_named_not_quoted() -> None:
+    page = b"<html><head><title>502 Bad Gateway</title></head><body><hr>nginx</body></html>"
+    error = http_error_from_response(502, page, {}, NOW)
+    assert error.detail == (
+        'an HTML page titled "502 Bad Gateway" (a proxy may be answering for OpenRouter)'
+    )
     assert error.retryable
 
 
