@@ -18,12 +18,37 @@ Rules (seed §E and §K.2.26; each has tests):
   punycode); an empty or malformed host is refused;
 * numeric spellings resolvers accept are read as the address they mean
   (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``);
-* every address (a literal, or every A/AAAA answer) must be public: not
-  private, loopback, link-local, multicast, reserved, unspecified, shared
-  (100.64.0.0/10), benchmarking, documentation or broadcast; IPv6 forms that
-  carry an IPv4 address (mapped, compatible, NAT64 ``64:ff9b::/96`` and
-  ``64:ff9b:1::/48``, 6to4, Teredo) are judged by that address too; one bad
-  answer among good ones refuses the whole name;
+* every address (a literal, or every A/AAAA answer) must be globally
+  reachable; one bad answer among good ones refuses the whole name. What
+  that means is data, in ``adapters.special_addresses``, not Python's
+  ``is_global`` (which lags the registries: ``fe00::1``, ``5f00::1`` and
+  ``3fff::1`` are "global" to it):
+
+  - the IANA IPv4 and IPv6 Special-Purpose Address Registries, entry by
+    entry: an address in an entry is refused unless the most specific entry
+    holding it says "globally reachable" (so loopback, private-use, shared
+    100.64.0.0/10, link-local with the metadata service, documentation
+    including ``3fff::/20``, benchmarking, discard, SRv6 ``5f00::/16``,
+    unique-local, IPv4-mapped and the rest are refused, while AS112, AMT,
+    ORCHIDv2 and the PCP/TURN anycast addresses pass); "N/A" or blank is not
+    "reachable";
+  - beyond those entries, IPv4 multicast (224.0.0.0/4) and every IPv6
+    address outside 2000::/3 (reserved ``fe00::/9``, the old site-local
+    ``fec0::/10``, multicast ``ff00::/8``, ...), none of which is a unicast
+    host on the internet;
+  - IPv6 forms that carry an IPv4 address: the well-known NAT64 prefix
+    ``64:ff9b::/96`` (reachable), 6to4 ``2002::/16`` and Teredo
+    ``2001::/32`` (both "N/A") pass only if every IPv4 address they carry
+    does (6to4: bits 16..47; Teredo: the server in bits 32..63 and the
+    client, inverted, in the low 32 bits). IPv4-mapped ``::ffff:0:0/96``,
+    IPv4-compatible ``::/96``, IPv4-translated ``::ffff:0:0:0/96`` and
+    local-use NAT64 ``64:ff9b:1::/48`` are refused whatever they carry, and
+    the message names the carried address when that one is not public too
+    (for local-use NAT64 read in each RFC 6052 layout a sub-prefix of the
+    /48 can use: /48, /56, /64 and /96);
+  - not covered: space inside 2000::/3 that IANA has not allocated (not
+    routed anywhere), and an operator's own network-specific NAT64 prefix,
+    which looks like any other global address;
 * a name that does not resolve is refused (unknown is not safe);
 * redirects: ``vet_redirect`` resolves ``Location`` against the current URL,
   refuses a step down from https to http, counts hops, and vets the new URL
@@ -45,6 +70,17 @@ from typing import Protocol
 
 import trio
 
+from adapters.special_addresses import (
+    IPV4_COMPATIBLE,
+    IPV4_MULTICAST,
+    IPV4_SPECIAL_PURPOSE,
+    IPV4_TRANSLATED,
+    IPV6_GLOBAL_UNICAST,
+    IPV6_OUTSIDE_GLOBAL_UNICAST,
+    IPV6_SPECIAL_PURPOSE,
+    AddressBlock,
+)
+
 __all__ = [
     "AsyncioResolver",
     "IPAddress",
@@ -53,6 +89,7 @@ __all__ = [
     "UnsafeUrl",
     "VettedTarget",
     "address_problem",
+    "rfc6052_ipv4",
     "vet",
     "vet_redirect",
 ]
@@ -61,45 +98,46 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
-#: IPv4 networks that are not the public internet, beyond ``ipaddress``'s flags
-#: (``is_global`` misses some of these on older Pythons; listing them is clearer).
-_V4_BLOCKED = tuple(
-    ipaddress.IPv4Network(n)
-    for n in (
-        "0.0.0.0/8",  # "this network"
-        "10.0.0.0/8",
-        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
-        "127.0.0.0/8",
-        "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
-        "172.16.0.0/12",
-        "192.0.0.0/24",  # IETF protocol assignments
-        "192.0.2.0/24",  # documentation
-        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
-        "192.168.0.0/16",
-        "198.18.0.0/15",  # benchmarking
-        "198.51.100.0/24",  # documentation
-        "203.0.113.0/24",  # documentation
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, and 255.255.255.255 broadcast
-    )
-)
-_V6_BLOCKED = tuple(
-    ipaddress.IPv6Network(n)
-    for n in (
-        "::/128",  # unspecified
-        "::1/128",  # loopback
-        "100::/64",  # discard
-        "2001:db8::/32",  # documentation
-        "fc00::/7",  # unique local
-        "fe80::/10",  # link-local
-        "fec0::/10",  # site-local (deprecated)
-        "ff00::/8",  # multicast
-    )
-)
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+# The special-purpose entries, broadest first, so the last one holding an
+# address is the most specific: the one that decides.
+_V4_SPECIAL = tuple(sorted(IPV4_SPECIAL_PURPOSE, key=lambda b: b.network.prefixlen))
+_V6_SPECIAL = tuple(sorted(IPV6_SPECIAL_PURPOSE, key=lambda b: b.network.prefixlen))
+
+
+def _v6_entry(cidr: str) -> AddressBlock:
+    network = ipaddress.IPv6Network(cidr)
+    return next(entry for entry in IPV6_SPECIAL_PURPOSE if entry.network == network)
+
+
+_MAPPED = _v6_entry("::ffff:0:0/96")
+_NAT64_LOCAL_USE = _v6_entry("64:ff9b:1::/48")
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
 _TEREDO = ipaddress.IPv6Network("2001::/32")
 _SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
-_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+#: RFC 6052 §2.2: where the 32 bits of the IPv4 address sit after a NAT64
+#: prefix of each length, as (first bit, bit count) runs. Bits 64..71 (the
+#: "u" octet) are always skipped.
+_RFC6052_RUNS: dict[int, tuple[tuple[int, int], ...]] = {
+    32: ((32, 32),),
+    40: ((40, 24), (72, 8)),
+    48: ((48, 16), (72, 16)),
+    56: ((56, 8), (72, 24)),
+    64: ((72, 32),),
+    96: ((96, 32),),
+}
+#: The layouts a sub-prefix of the local-use /48 can have.
+_LOCAL_USE_LAYOUTS = (48, 56, 64, 96)
+
+_OUTSIDE_GLOBAL_UNICAST = (
+    f"outside {IPV6_GLOBAL_UNICAST.network}, the only IPv6 space allocated for global unicast"
+)
+
+#: What a refusal by a special-purpose entry says, by the entry's flag.
+_VERDICTS = {
+    False: "which IANA lists as not globally reachable",
+    None: "which IANA does not list as globally reachable",
+}
 
 
 class UnsafeUrl(Exception):
@@ -229,26 +267,141 @@ async def vet_redirect(
 
 
 def address_problem(address: IPAddress, *, allow_loopback: bool = False) -> str | None:
-    """Why ``address`` is not a public internet address; None when it is."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_v4(address)
-        if embedded is not None:
-            # Judged by the IPv4 host the packets really reach.
-            problem = address_problem(embedded, allow_loopback=allow_loopback)
-            if problem is not None:
-                return f"carries the IPv4 address {embedded}, which {problem}"
-            return None
-        networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = _V6_BLOCKED
-    else:
-        networks = _V4_BLOCKED
-    for network in networks:
-        if address in network:
-            if allow_loopback and address.is_loopback:
-                return None
-            return f"is in {network} ({_kind(address)}), not the public internet"
-    if not address.is_global:
-        return f"is not a public internet address ({_kind(address)})"
+    """Why ``address`` is not globally reachable (see the module docstring); None when it is."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return _v4_problem(address, allow_loopback)
+    if allow_loopback and address.is_loopback:
+        return None
+    carried = _judged_by_carried(address)
+    if carried is not None:
+        # Reachable (NAT64) or "N/A" (6to4, Teredo): as good as what they carry.
+        return _carried_problem(carried, allow_loopback)
+    refused = _refused_carrier(address)
+    if refused is not None:
+        carried, refusal = refused
+        # Refused in any case; a bad carried address is the more telling reason.
+        return _carried_problem(carried, allow_loopback) or refusal
+    decided = _registry_refusal(address, _V6_SPECIAL)
+    if decided is not None:
+        return decided
+    if address in IPV6_GLOBAL_UNICAST.network:
+        return None
+    for space in IPV6_OUTSIDE_GLOBAL_UNICAST:
+        if address in space.network:
+            return f"is in {space.described}, {_OUTSIDE_GLOBAL_UNICAST}"
+    return _OUTSIDE_GLOBAL_UNICAST  # unreachable: the blocks cover all of IPv6 (tested)
+
+
+def rfc6052_ipv4(address: ipaddress.IPv6Address, prefix_length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address ``address`` embeds after a NAT64 prefix of ``prefix_length`` bits.
+
+    RFC 6052 §2.2 allows prefixes of 32, 40, 48, 56, 64 and 96 bits; any other
+    length is a ``ValueError``.
+    """
+    runs = _RFC6052_RUNS.get(prefix_length)
+    if runs is None:
+        raise ValueError(f"RFC 6052 has no /{prefix_length} layout (32, 40, 48, 56, 64 or 96)")
+    value = 0
+    for first, count in runs:
+        value = (value << count) | _bits(int(address), first, count)
+    return ipaddress.IPv4Address(value)
+
+
+def _v4_problem(address: ipaddress.IPv4Address, allow_loopback: bool) -> str | None:
+    if allow_loopback and address.is_loopback:
+        return None
+    decided = _registry_refusal(address, _V4_SPECIAL)
+    if decided is not None:
+        return decided
+    if address in IPV4_MULTICAST.network:
+        return f"is in {IPV4_MULTICAST.described}, a multicast group, not a host"
     return None
+
+
+def _registry_refusal(address: IPAddress, entries: Sequence[AddressBlock]) -> str | None:
+    """Why the special-purpose registry refuses ``address``; None if it does not.
+
+    It does not when no entry holds the address, or when the most specific
+    entry that does says "globally reachable".
+    """
+    holding = [entry for entry in entries if address in entry.network]
+    if not holding:
+        return None
+    deciding = holding[-1]
+    if deciding.globally_reachable is True:
+        return None
+    return _listed(deciding, holding[0])
+
+
+def _listed(deciding: AddressBlock, outermost: AddressBlock) -> str:
+    refusal = f"is in {deciding.described}, {_VERDICTS[deciding.globally_reachable]}"
+    if outermost is not deciding:
+        net, name, rfc = outermost.network, outermost.name, outermost.rfc
+        refusal += f" (within {net}: {name}, {rfc})"
+    return refusal
+
+
+def _carried_problem(
+    carried: Sequence[tuple[str, ipaddress.IPv4Address]], allow_loopback: bool
+) -> str | None:
+    """The first carried IPv4 address that is not globally reachable, and why."""
+    for form, v4 in carried:
+        problem = _v4_problem(v4, allow_loopback)
+        if problem is not None:
+            return f"carries the IPv4 address {v4} ({form}), and {v4} {problem}"
+    return None
+
+
+def _judged_by_carried(
+    address: ipaddress.IPv6Address,
+) -> list[tuple[str, ipaddress.IPv4Address]] | None:
+    """The IPv4 addresses a NAT64 (well-known), 6to4 or Teredo address carries."""
+    if address in _NAT64_WELL_KNOWN:
+        return [(f"NAT64, {_NAT64_WELL_KNOWN}", rfc6052_ipv4(address, 96))]
+    if address.sixtofour is not None:
+        return [(f"6to4, {_SIXTOFOUR}", address.sixtofour)]
+    if address.teredo is not None:
+        server, client = address.teredo
+        return [(f"Teredo server, {_TEREDO}", server), (f"Teredo client, {_TEREDO}", client)]
+    return None
+
+
+def _refused_carrier(
+    address: ipaddress.IPv6Address,
+) -> tuple[list[tuple[str, ipaddress.IPv4Address]], str] | None:
+    """For a form refused whatever it carries: the IPv4 addresses it may carry, and the refusal."""
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _MAPPED.network:
+        return [(f"IPv4-mapped, {_MAPPED.network}", low)], _listed(_MAPPED, _MAPPED)
+    for block, form in ((IPV4_TRANSLATED, "IPv4-translated"), (IPV4_COMPATIBLE, "IPv4-compatible")):
+        if address in block.network and int(address) > 1:  # :: and ::1 are entries of their own
+            refusal = f"is in {block.described}, {_OUTSIDE_GLOBAL_UNICAST}"
+            return [(f"{form}, {block.network}", low)], refusal
+    if address in _NAT64_LOCAL_USE.network:
+        # The operator picks a sub-prefix of the /48, and with it the layout;
+        # any of them may be meant. Only well-formed readings count (u octet
+        # and suffix zero), the /48 one first.
+        carried = []
+        for length in _LOCAL_USE_LAYOUTS:
+            if _rfc6052_well_formed(address, length):
+                form = f"local-use NAT64, {_NAT64_LOCAL_USE.network}, RFC 6052 /{length} layout"
+                carried.append((form, rfc6052_ipv4(address, length)))
+        return carried, _listed(_NAT64_LOCAL_USE, _NAT64_LOCAL_USE)
+    return None
+
+
+def _rfc6052_well_formed(address: ipaddress.IPv6Address, prefix_length: int) -> bool:
+    """Whether the bits RFC 6052 wants zero are zero: the u octet, and the suffix."""
+    if prefix_length == 96:  # the IPv4 address fills the rest; no u octet, no suffix
+        return True
+    first, count = _RFC6052_RUNS[prefix_length][-1]
+    end = first + count
+    return _bits(int(address), 64, 8) == 0 and _bits(int(address), end, 128 - end) == 0
+
+
+def _bits(value: int, first: int, count: int) -> int:
+    """Bits ``first`` to ``first + count - 1`` of a 128-bit value, bit 0 the highest."""
+    return (value >> (128 - first - count)) & ((1 << count) - 1)
 
 
 def _judge(address: IPAddress, host: str, allow_loopback: bool) -> None:
@@ -256,37 +409,6 @@ def _judge(address: IPAddress, host: str, allow_loopback: bool) -> None:
     if problem is not None:
         shown = host if host == str(address) else f"{host} ({address})"
         raise UnsafeUrl(f"{shown} {problem}; only public addresses can be downloaded from")
-
-
-def _kind(address: IPAddress) -> str:
-    if address.is_loopback:
-        return "loopback"
-    if address.is_private:
-        return "private"
-    if address.is_link_local:
-        return "link-local"
-    if address.is_multicast:
-        return "multicast"
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_reserved:
-        return "reserved"
-    return "special-purpose"
-
-
-def _embedded_v4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4, Teredo)."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address in _NAT64[0] or address in _NAT64[1]:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]  # the client's (obfuscated) address; the server is [0]
-    if address in _V4_COMPATIBLE and int(address) > 1:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
 
 
 # -- parsing ------------------------------------------------------------------------
