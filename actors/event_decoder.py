@@ -4,22 +4,38 @@ msgspec is the fast path (measured ~18% faster than orjson on delta-sized
 events). Both fast decoders refuse a lone UTF-16 surrogate escape, which
 providers do send when an emoji is split across two deltas, so a payload
 msgspec refuses is tried once more with the standard library's decoder
-before it counts as a failure. A failure is a ``ParseFailed`` that keeps
-its sequence number: the reorderer never waits for it.
+before it counts as a failure. That one also takes ``NaN``, ``Infinity`` and
+numbers too large for a float (as ``nan`` and ``inf``), so an event may carry
+a non-finite float. A failure is a ``ParseFailed`` that keeps its sequence
+number: the reorderer never waits for it.
+
+No payload can take the engine down: whatever the decoders raise on one
+payload (``RecursionError`` on absurd nesting, ``MemoryError``, any refusal)
+is that event's ``ParseFailed``. Only the decode calls are guarded, so a bug
+anywhere else still surfaces. The standard library's decoder recurses per
+level of nesting, so a payload nested deeper than ``MAX_FALLBACK_NESTING`` is
+refused, counted on the bytes without recursion, before it gets there.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import msgspec
 
 from engine.messages import DeltaEvent, ParseFailed, StreamItem, UpstreamEvent
 
-__all__ = ["decode_event"]
+__all__ = ["MAX_FALLBACK_NESTING", "decode_event"]
 
 _decode = msgspec.json.Decoder().decode
+_decode_leniently = json.loads
+
+#: Deepest nesting of arrays and objects the standard library's decoder is handed
+#: (Responses events nest about ten levels). msgspec takes deeper payloads, up to
+#: the interpreter's recursion limit, where it refuses them itself.
+MAX_FALLBACK_NESTING = 100
 
 
 class _TypeOnly(msgspec.Struct):
@@ -84,24 +100,24 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
     if len(payload) > _LARGE:
         try:
             twin = _decode_type(payload).type
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-            twin = ""  # decoded in full below, which says what is wrong with it
+        except Exception:  # any refusal: decoded in full below, which says what is wrong
+            twin = ""
         if twin in _REPEATS_TEXT:
             return UpstreamEvent(seq=seq, type=twin, data={"type": twin})
         if twin in _TERMINAL:
             try:
                 terminal = _decode_terminal(payload)
-            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-                pass  # decoded in full below, which says what is wrong with it
+            except Exception:  # any refusal: decoded in full below, which says what is wrong
+                pass
             else:
                 return UpstreamEvent(seq=seq, type=twin, data=msgspec.to_builtins(terminal))
     try:
         data: Any = _decode(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except Exception:  # a lone surrogate, NaN, a huge number, deep nesting, anything
         try:
-            data = json.loads(payload)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            return ParseFailed(seq=seq, reason=_reason(exc), size=len(payload))
+            data = _fallback(payload)
+        except _Undecodable as refused:
+            return ParseFailed(seq=seq, reason=refused.reason, size=len(payload))
     if not isinstance(data, dict):
         return ParseFailed(seq=seq, reason="not a JSON object", size=len(payload))
     kind = data.get("type")
@@ -117,7 +133,56 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
     return UpstreamEvent(seq=seq, type=kind, data=data)
 
 
+class _Undecodable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _fallback(payload: bytes) -> Any:
+    """The standard library's decode of what msgspec refused, or ``_Undecodable``."""
+    if _nested_deeper_than(MAX_FALLBACK_NESTING, payload):
+        raise _Undecodable(f"JSON nested deeper than {MAX_FALLBACK_NESTING} levels")
+    try:
+        return _decode_leniently(payload)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
+        raise _Undecodable(_reason(exc)) from None
+    except RecursionError:  # a deep stack already; the payload alone is shallow enough
+        raise _Undecodable("JSON nested too deeply") from None
+    except MemoryError:
+        raise _Undecodable("too large to decode") from None
+    except Exception as exc:
+        raise _Undecodable(f"undecodable ({type(exc).__name__})") from None
+
+
 def _reason(exc: ValueError) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "invalid UTF-8"
-    return f"malformed JSON ({str(exc).split(':')[0]})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"malformed JSON ({str(exc).split(':')[0]})"
+    return f"unusable JSON value ({str(exc).split(':')[0]})"
+
+
+#: A JSON string, escapes included: its brackets do not nest anything.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
+_OPENERS = frozenset(b"[{")
+
+
+def _nested_deeper_than(limit: int, payload: bytes) -> bool:
+    """Whether arrays and objects nest more than ``limit`` deep; no recursion, linear.
+
+    Cheap when it can be: with no more than ``limit`` openers in all, they cannot.
+    An unterminated string's brackets count (the payload is malformed anyway).
+    """
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return False
+    depth = 0
+    for byte in _STRING.sub(b"", payload).translate(None, _NOT_BRACKETS):
+        if byte in _OPENERS:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False

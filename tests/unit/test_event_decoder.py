@@ -1,14 +1,18 @@
-"""decode_event: msgspec fast path, the lone-surrogate fallback, and ParseFailed."""
+"""decode_event: msgspec fast path, the lenient fallback, hostile input, and ParseFailed."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.event_decoder import decode_event
+from actors import event_decoder
+from actors.event_decoder import MAX_FALLBACK_NESTING, decode_event
 from engine.messages import DeltaEvent, ParseFailed, UpstreamEvent
 
 
@@ -165,3 +169,189 @@ def test_a_large_terminal_event_is_decoded_without_its_output(kind: str) -> None
     assert isinstance(small, UpstreamEvent) and small.data["response"]["output"] == []
     odd = decode_event(13, _payload(type=kind, response="not an object", pad=text))
     assert isinstance(odd, UpstreamEvent) and odd.data["response"] == "not an object"
+
+
+# --- hostile input: nothing a payload holds may escape as an exception ------------
+
+_DEEP = 3_000  # far past the interpreter's recursion limit (msgspec's and json's)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"type":"x","a":' + b"[" * _DEEP + b"]" * _DEEP + b"}",  # 6 KB, the reported one
+        b"[" * _DEEP + b"]" * _DEEP,
+        b"[" * _DEEP,  # never closed
+        b'{"a":' * _DEEP,
+        b'{"type":"x","a":' + b'[{"b":' * _DEEP,
+        # Large enough (> 16 KB) for the type-only and terminal pre-decodes to run first.
+        b'{"type":"response.output_text.done","a":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        b'{"type":"response.completed","response":{"output":' + b"[" * 20_000 + b"]" * 20_000,
+        b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b',"type":"response.completed"}',
+        # Deep and refused by msgspec for another reason too.
+        b'{"type":"x","s":"\\ud83d","a":' + b"[" * _DEEP + b"]" * _DEEP + b"}",
+    ],
+)
+def test_absurd_nesting_is_that_events_failure(payload: bytes) -> None:
+    item = decode_event(17, payload)
+    assert isinstance(item, ParseFailed)
+    assert (item.seq, item.size) == (17, len(payload))
+    assert item.reason == f"JSON nested deeper than {MAX_FALLBACK_NESTING} levels"
+
+
+def _nested(levels: int, *, lone_surrogate: bool) -> bytes:
+    """An event whose object nests ``levels`` deep (the event itself is one)."""
+    extra = b'"s":"\\ud83d",' if lone_surrogate else b""
+    inner = b"[" * (levels - 1) + b"]" * (levels - 1)
+    return b'{"type":"x",' + extra + b'"a":' + inner + b"}"
+
+
+def test_the_nesting_limit_applies_to_the_fallback_only() -> None:
+    # msgspec refuses the lone surrogate, so the standard library decodes it: the limit.
+    at_limit = decode_event(1, _nested(MAX_FALLBACK_NESTING, lone_surrogate=True))
+    assert isinstance(at_limit, UpstreamEvent) and at_limit.data["s"] == "\ud83d"
+    past = decode_event(2, _nested(MAX_FALLBACK_NESTING + 1, lone_surrogate=True))
+    assert isinstance(past, ParseFailed) and past.reason.startswith("JSON nested deeper")
+    # msgspec itself takes deep payloads up to the interpreter's recursion limit.
+    deep = decode_event(3, _nested(500, lone_surrogate=False))
+    assert isinstance(deep, UpstreamEvent)
+
+
+def test_brackets_inside_strings_do_not_nest() -> None:
+    # Forced onto the fallback by the lone surrogate; 3,000 brackets, all in strings.
+    brackets = "[{" * (_DEEP // 2)
+    payload = json.dumps(
+        {"type": "response.output_text.delta", "delta": "\ud83d" + brackets, "k": 'a"[\\'}
+    ).encode()
+    assert payload.count(b"[") > MAX_FALLBACK_NESTING
+    assert decode_event(4, payload) == DeltaEvent(seq=4, channel="text", text="\ud83d" + brackets)
+
+
+_OPENERS = st.sampled_from([b"[", b'{"k":', b'[1,"]",', b'{"a":"}","b":'])
+_CLOSERS = {b"[": b"]", b'{"k":': b"}", b'[1,"]",': b"]", b'{"a":"}","b":': b"}"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    openers=st.lists(_OPENERS, max_size=1_500),
+    repeat=st.integers(1, 4),
+    closed=st.booleans(),
+    extra=st.sampled_from([b"", b'"s":"\\ud800",', b'"c":NaN,', b'"n":1e999,', b'"x":"\\q",']),
+    seq=st.integers(0, 2**40),
+)
+def test_any_nesting_gives_an_item_with_its_seq(
+    openers: list[bytes], repeat: int, closed: bool, extra: bytes, seq: int
+) -> None:
+    openers = openers * repeat
+    inner = b"".join(openers) + b"0"
+    if closed:
+        inner += b"".join(_CLOSERS[opener] for opener in reversed(openers))
+    payload = b'{"type":"x",' + extra + b'"a":' + inner + b"}"
+    item = decode_event(seq, payload)
+    assert isinstance(item, UpstreamEvent | ParseFailed)
+    assert item.seq == seq
+    if closed and len(openers) < MAX_FALLBACK_NESTING and extra != b'"x":"\\q",':
+        assert isinstance(item, UpstreamEvent)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (RecursionError("maximum recursion depth exceeded"), "JSON nested too deeply"),
+        (MemoryError(), "too large to decode"),
+        (OverflowError("boom"), "undecodable (OverflowError)"),
+        (ValueError("Exceeds the limit (4300 digits): value"), "unusable JSON value (Exceeds"),
+    ],
+)
+def test_whatever_the_decoders_raise_is_that_events_failure(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, reason: str
+) -> None:
+    def refuse(payload: bytes) -> object:
+        raise error
+
+    monkeypatch.setattr(event_decoder, "_decode", refuse)
+    monkeypatch.setattr(event_decoder, "_decode_leniently", refuse)
+    monkeypatch.setattr(event_decoder, "_decode_type", refuse)
+    for payload in (
+        b'{"type":"x"}',
+        b'{"type":"response.completed","pad":"' + b"p" * 20_000 + b'"}',
+    ):
+        item = decode_event(9, payload)
+        assert isinstance(item, ParseFailed)
+        assert item.reason.startswith(reason)
+
+
+def test_msgspec_refusing_anything_still_gets_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(payload: bytes) -> object:
+        raise MemoryError
+
+    monkeypatch.setattr(event_decoder, "_decode", exhausted)
+    assert decode_event(1, b'{"type":"x","a":1}') == UpstreamEvent(
+        seq=1, type="x", data={"type": "x", "a": 1}
+    )
+
+
+def test_an_error_outside_the_decode_calls_is_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A bug (here: a RecursionError building the message) must surface, not pass for
+    # a bad payload.
+    def broken(**fields: object) -> object:
+        raise RecursionError("a bug")
+
+    monkeypatch.setattr(event_decoder, "UpstreamEvent", broken)
+    with pytest.raises(RecursionError, match="a bug"):
+        decode_event(1, b'{"type":"x"}')
+
+
+def test_a_huge_integer_is_a_failure_not_a_crash() -> None:
+    # msgspec: "Integer value out of range"; json: the interpreter's 4,300-digit limit.
+    item = decode_event(5, b'{"type":"x","n":' + b"9" * 5_000 + b"}")
+    assert isinstance(item, ParseFailed)
+    assert item.reason.startswith("unusable JSON value")
+
+
+# --- non-finite numbers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("literal", "check"),
+    [
+        (b"NaN", math.isnan),
+        (b"Infinity", lambda value: value == math.inf),
+        (b"-Infinity", lambda value: value == -math.inf),
+        (b"1e999", lambda value: value == math.inf),
+    ],
+)
+def test_non_finite_numbers_decode_through_the_fallback(
+    literal: bytes, check: Callable[[float], bool]
+) -> None:
+    """What each decoder does with them, as of writing (the usage mapper must cope).
+
+    msgspec refuses NaN and Infinity (not JSON) and 1e999 (out of range); the
+    standard library accepts all of them, as nan and inf, so the event arrives
+    with a non-finite float in it.
+    """
+    payload = b'{"type":"response.completed","response":{"usage":{"cost":' + literal + b"}}}"
+    with pytest.raises((msgspec.DecodeError, msgspec.ValidationError)):
+        msgspec.json.decode(payload)
+    assert check(json.loads(payload)["response"]["usage"]["cost"])
+    item = decode_event(8, payload)
+    assert isinstance(item, UpstreamEvent) and item.type == "response.completed"
+    assert check(item.data["response"]["usage"]["cost"])
+    # A large terminal event (decoded without its output when it can be) too.
+    large = (
+        b'{"type":"response.completed","response":{"output":["'
+        + b"x" * 20_000
+        + b'"],"usage":{"cost":'
+        + literal
+        + b"}}}"
+    )
+    item = decode_event(9, large)
+    assert isinstance(item, UpstreamEvent) and item.type == "response.completed"
+    assert check(item.data["response"]["usage"]["cost"])
+
+
+def test_a_non_finite_number_without_a_type_is_still_no_event() -> None:
+    item = decode_event(1, b'{"cost": NaN}')
+    assert isinstance(item, ParseFailed) and item.reason == "no event type"
