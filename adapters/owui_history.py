@@ -7,14 +7,21 @@ the trio run that owns it.
 * ``artifact_context`` says where a turn's artifacts belong (chat and
   message), or None when they are not stored: plain API calls (no chat id),
   temporary chats (``local:…``), and pipes without a store.
-* ``load_replay_plan`` loads what the history references, plus the
-  artifacts of a *cancelled* previous turn. A cancelled answer never got its
-  reference lines (the stream stopped before its end), so its artifacts
-  are found another way: artifacts of this chat that no reference names and
-  that are newer than every referenced one belong to turns after the last
-  answer that finished with references; the newest such message's
-  artifacts are the interrupted previous turn's, and ``artifact_replay``
-  places them just before the newest user message.
+* ``read_branch`` reads the conversation's current branch from Open WebUI's
+  own chat store (``adapters.branch_references``). When Open WebUI keeps
+  the chat, answers carry no reference text at all: ``load_replay_plan``
+  loads the artifacts of the branch's earlier answers by message id, and
+  places them in the request's messages in memory only.
+* Otherwise (an API client's own chat and message ids), ``load_replay_plan``
+  loads what the history's reference lines name, plus the artifacts of a
+  *cancelled* previous turn. A cancelled answer never got its reference
+  lines (the stream stopped before its end), so its artifacts are found
+  another way: artifacts of this chat that no reference names and that are
+  newer than every referenced one belong to turns after the last answer
+  that finished with references; the newest such message's artifacts are
+  the interrupted previous turn's, and ``artifact_replay`` places them just
+  before the newest user message. Chats written before answers stopped
+  carrying references keep replaying the same way.
 * ``forget_replayed`` deletes replayed reasoning after a successful reply
   when the retention is ``next_reply``.
 
@@ -25,12 +32,15 @@ artifacts and the user is told once that history storage is degraded.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from adapters.artifact_replay import ReplayPlan, referenced_ids, select_orphans
+from adapters.branch_references import BranchMessage, branch_of, with_branch_references
 from adapters.trio_bridge import GuestModeBridge, ThreadBridge
 from engine.artifacts import Artifact, ArtifactContext
 from engine.errors import EngineError
@@ -42,6 +52,7 @@ __all__ = [
     "artifact_context",
     "forget_replayed",
     "load_replay_plan",
+    "read_branch",
 ]
 
 log = logging.getLogger("orpipe.owui")
@@ -92,6 +103,29 @@ class Loaded:
     degraded: bool = False
     #: The persister cannot write right now (it holds artifacts and retries).
     writes_failing: bool = False
+    #: The request's messages with the branch's artifacts placed (in memory only);
+    #: None: use the body's messages as they are.
+    messages: tuple[object, ...] | None = None
+
+
+async def read_branch(chat_id: str, message_id: str) -> list[BranchMessage] | None:
+    """The current branch before ``message_id``, from Open WebUI's chat store.
+
+    None outside Open WebUI, when it does not keep this chat or message, or
+    when its store cannot be read (logged): answers then carry reference
+    lines as before, which replay just as well.
+    """
+    if "open_webui" not in sys.modules:
+        return None  # importing it elsewhere would start an Open WebUI
+    try:
+        chats = importlib.import_module("open_webui.models.chats").Chats
+        messages_map = await chats.get_messages_map_by_chat_id(chat_id)
+    except Exception as exc:  # Open WebUI's own store: any failure means "cannot tell"
+        log.warning("chat %s could not be read from Open WebUI (%s)", chat_id, type(exc).__name__)
+        return None
+    if not isinstance(messages_map, Mapping):
+        return None
+    return branch_of(messages_map, message_id)
 
 
 async def load_replay_plan(
@@ -100,11 +134,21 @@ async def load_replay_plan(
     context: ArtifactContext,
     *,
     retention_turns: int,
+    branch: Sequence[BranchMessage] | None = None,
 ) -> Loaded:
-    """The referenced artifacts and the previous turn's orphans of this chat."""
-    referenced = referenced_ids(messages)
+    """The artifacts to replay: the branch's (``branch`` given) or what the text references."""
     chat_id = context.chat_id
     writes_failing = await _settle(bridge)
+    if branch is not None:
+        return await _load_branch(
+            bridge,
+            messages,
+            context,
+            branch,
+            retention_turns=retention_turns,
+            writes_failing=writes_failing,
+        )
+    referenced = referenced_ids(messages)
 
     async def load(store: ArtifactStore) -> tuple[dict[str, Artifact], list[Artifact]]:
         found = await store.fetch(chat_id, referenced) if referenced else {}
@@ -135,6 +179,47 @@ async def load_replay_plan(
             chat_id=chat_id,
         ),
         writes_failing=writes_failing,
+    )
+
+
+async def _load_branch(
+    bridge: Bridge,
+    messages: Sequence[object],
+    context: ArtifactContext,
+    branch: Sequence[BranchMessage],
+    *,
+    retention_turns: int,
+    writes_failing: bool,
+) -> Loaded:
+    """The artifacts of the branch's earlier answers, by message id, plus any the text names."""
+    chat_id = context.chat_id
+    answers = [m.message_id for m in branch if m.role == "assistant"]
+    referenced = referenced_ids(messages)  # chats written while answers carried references
+
+    async def load(store: ArtifactStore) -> dict[str, Artifact]:
+        ids = await store.list_ids(chat_id, message_ids=answers) if answers else []
+        wanted = list(dict.fromkeys([*ids, *referenced]))
+        return await store.fetch(chat_id, wanted) if wanted else {}
+
+    try:
+        found = await bridge.call_store(load)
+    except EngineError as exc:
+        log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
+        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
+    if found is None:
+        return Loaded(plan=None)  # this pipe stores no artifacts
+    on_branch = set(answers)
+    by_message: dict[str, list[str]] = {}
+    for artifact in found.values():
+        if artifact.message_id in on_branch:
+            by_message.setdefault(artifact.message_id, []).append(artifact.artifact_id)
+    placed = with_branch_references(messages, branch, by_message)
+    return Loaded(
+        plan=ReplayPlan(
+            artifacts=found, tool_output_retention_turns=retention_turns, chat_id=chat_id
+        ),
+        writes_failing=writes_failing,
+        messages=tuple(placed),
     )
 
 
