@@ -15,6 +15,11 @@ is that event's ``ParseFailed``. Only the decode calls are guarded, so a bug
 anywhere else still surfaces. The standard library's decoder recurses per
 level of nesting, so a payload nested deeper than ``MAX_FALLBACK_NESTING`` is
 refused, counted on the bytes without recursion, before it gets there.
+
+OpenRouter may put an error in the stream without a ``type``
+(``{"error": {"code": 502, "message": "Provider returned error"}}``); such an
+object is an ``error`` event, so the mapper ends the request with the
+provider's message.
 """
 
 from __future__ import annotations
@@ -122,6 +127,9 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
         return ParseFailed(seq=seq, reason="not a JSON object", size=len(payload))
     kind = data.get("type")
     if not isinstance(kind, str):
+        if isinstance(data.get("error"), dict | str):
+            # An untyped error line (OpenRouter's envelope in mid-stream).
+            return UpstreamEvent(seq=seq, type="error", data=data)
         return ParseFailed(seq=seq, reason="no event type", size=len(payload))
     delta = data.get("delta")
     if isinstance(delta, str) and kind.endswith(".delta"):

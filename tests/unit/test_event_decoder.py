@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 
 from actors import event_decoder
 from actors.event_decoder import MAX_FALLBACK_NESTING, decode_event
-from engine.messages import DeltaEvent, ParseFailed, UpstreamEvent
+from actors.response_mapper import ResponseMapper
+from engine.errors import UpstreamResponseFailed
+from engine.messages import DeltaEvent, Failed, ParseFailed, StreamEnded, UpstreamEvent
 
 
 def _payload(**fields: object) -> bytes:
@@ -309,6 +311,43 @@ def test_a_huge_integer_is_a_failure_not_a_crash() -> None:
     item = decode_event(5, b'{"type":"x","n":' + b"9" * 5_000 + b"}")
     assert isinstance(item, ParseFailed)
     assert item.reason.startswith("unusable JSON value")
+
+
+# --- untyped error lines ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"error": {"code": 502, "message": "Provider returned error"}},
+        {"error": {"code": "server_error", "message": "boom", "metadata": {"raw": "x"}}},
+        {"error": {"code": 429, "message": "Rate limit exceeded"}, "user_id": "u1"},
+        {"type": None, "error": {"code": 500, "message": "typed null"}},
+        {"type": 3, "error": {"message": "typed number"}},
+        {"error": "Provider returned error"},
+    ],
+)
+def test_an_untyped_error_object_is_an_error_event(fields: dict[str, object]) -> None:
+    item = decode_event(6, _payload(**fields))
+    assert item == UpstreamEvent(seq=6, type="error", data=fields)
+
+
+@pytest.mark.parametrize(
+    "fields", [{"error": None}, {"error": 502}, {"error": ["x"]}, {"message": "no error member"}]
+)
+def test_other_untyped_objects_still_have_no_event_type(fields: dict[str, object]) -> None:
+    item = decode_event(6, _payload(**fields))
+    assert isinstance(item, ParseFailed) and item.reason == "no event type"
+
+
+def test_an_untyped_error_line_fails_the_request_with_the_providers_message() -> None:
+    mapper = ResponseMapper("r1")
+    event = decode_event(0, b'{"error": {"code": 502, "message": "Provider returned error"}}')
+    assert mapper.map(event) == []
+    ending = mapper.finish(StreamEnded(request_id="r1", seq=1))[1]
+    assert isinstance(ending, Failed)
+    assert isinstance(ending.error, UpstreamResponseFailed)
+    assert (ending.error.code, ending.error.detail) == (502, "Provider returned error")
 
 
 # --- non-finite numbers ---------------------------------------------------------
