@@ -12,9 +12,11 @@ number: the reorderer never waits for it.
 No payload can take the engine down: whatever the decoders raise on one
 payload (``RecursionError`` on absurd nesting, ``MemoryError``, any refusal)
 is that event's ``ParseFailed``. Only the decode calls are guarded, so a bug
-anywhere else still surfaces. The standard library's decoder recurses per
-level of nesting, so a payload nested deeper than ``MAX_FALLBACK_NESTING`` is
-refused, counted on the bytes without recursion, before it gets there.
+anywhere else still surfaces. A payload nested deeper than
+``MAX_FALLBACK_NESTING`` (Responses events nest about ten levels) is refused,
+counted on the bytes without recursion, before any decoder sees it: the
+standard library's decoder recurses per level, and data that msgspec would
+take (up to the interpreter's recursion limit) would recurse later anyway.
 
 OpenRouter may put an error in the stream without a ``type``
 (``{"error": {"code": 502, "message": "Provider returned error"}}``); such an
@@ -102,6 +104,15 @@ _TEXT_DELTAS = frozenset(
 
 def decode_event(seq: int, payload: bytes) -> StreamItem:
     """One payload → ``DeltaEvent`` | ``UpstreamEvent`` | ``ParseFailed``."""
+    # Refused before any decoder sees it, whichever would take it: msgspec accepts
+    # nesting up to the interpreter's recursion limit, and data that deep would
+    # still recurse later (freezing an item, storing it as an artifact).
+    if _nested_deeper_than(MAX_FALLBACK_NESTING, payload):
+        return ParseFailed(
+            seq=seq,
+            reason=f"JSON nested deeper than {MAX_FALLBACK_NESTING} levels",
+            size=len(payload),
+        )
     if len(payload) > _LARGE:
         try:
             twin = _decode_type(payload).type
@@ -149,8 +160,6 @@ class _Undecodable(Exception):
 
 def _fallback(payload: bytes) -> Any:
     """The standard library's decode of what msgspec refused, or ``_Undecodable``."""
-    if _nested_deeper_than(MAX_FALLBACK_NESTING, payload):
-        raise _Undecodable(f"JSON nested deeper than {MAX_FALLBACK_NESTING} levels")
     try:
         return _decode_leniently(payload)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit

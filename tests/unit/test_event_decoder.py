@@ -208,15 +208,17 @@ def _nested(levels: int, *, lone_surrogate: bool) -> bytes:
     return b'{"type":"x",' + extra + b'"a":' + inner + b"}"
 
 
-def test_the_nesting_limit_applies_to_the_fallback_only() -> None:
+def test_the_nesting_limit_applies_to_every_payload() -> None:
     # msgspec refuses the lone surrogate, so the standard library decodes it: the limit.
     at_limit = decode_event(1, _nested(MAX_FALLBACK_NESTING, lone_surrogate=True))
     assert isinstance(at_limit, UpstreamEvent) and at_limit.data["s"] == "\ud83d"
     past = decode_event(2, _nested(MAX_FALLBACK_NESTING + 1, lone_surrogate=True))
     assert isinstance(past, ParseFailed) and past.reason.startswith("JSON nested deeper")
-    # msgspec itself takes deep payloads up to the interpreter's recursion limit.
+    # msgspec itself would take 500 levels; the limit refuses them before it runs.
     deep = decode_event(3, _nested(500, lone_surrogate=False))
-    assert isinstance(deep, UpstreamEvent)
+    assert isinstance(deep, ParseFailed) and deep.reason.startswith("JSON nested deeper")
+    shallow = decode_event(4, _nested(MAX_FALLBACK_NESTING, lone_surrogate=False))
+    assert isinstance(shallow, UpstreamEvent)
 
 
 def test_brackets_inside_strings_do_not_nest() -> None:
@@ -394,3 +396,24 @@ def test_non_finite_numbers_decode_through_the_fallback(
 def test_a_non_finite_number_without_a_type_is_still_no_event() -> None:
     item = decode_event(1, b'{"cost": NaN}')
     assert isinstance(item, ParseFailed) and item.reason == "no event type"
+
+
+def test_deep_nesting_that_msgspec_would_take_is_refused_before_decoding() -> None:
+    """500 levels: msgspec decodes it, but freezing or storing it later would recurse."""
+    item = "[" * 500 + "]" * 500
+    payload = (
+        '{"type":"response.output_item.done","item":{"type":"reasoning","x":' + item + "}}"
+    ).encode()
+    decoded = decode_event(4, payload)
+    assert isinstance(decoded, ParseFailed)
+    assert decoded.seq == 4
+    assert "nested deeper than" in decoded.reason
+
+
+def test_many_shallow_brackets_are_not_too_deep() -> None:
+    parts = ",".join(["[1]"] * 500)
+    payload = (
+        '{"type":"response.output_item.done","item":{"type":"x","a":[' + parts + "]}}"
+    ).encode()
+    decoded = decode_event(0, payload)
+    assert isinstance(decoded, UpstreamEvent)
