@@ -106,6 +106,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="live telemetry: the engine under a demo load, a dashboard, /ws and /metrics "
         "(python -m bench telemetry --help)",
     )
+    commands.add_parser(
+        "fuzz",
+        add_help=False,
+        help="hostile upstream streams against real engines over loopback "
+        "(python -m bench fuzz --seconds N; see --help)",
+    )
     return parser
 
 
@@ -185,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.telemetry_run import main as telemetry_main  # noqa: PLC0415
 
         return telemetry_main(argv[1:], prog="python -m bench telemetry")
+    if argv[:1] == ["fuzz"]:
+        from bench.fuzz import main as fuzz_main  # noqa: PLC0415
+
+        return fuzz_main(argv[1:], prog="python -m bench fuzz")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "compare" or args.scenario not in SCENARIOS:

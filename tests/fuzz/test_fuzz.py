@@ -105,3 +105,22 @@ def _unescaped(body: bytes) -> bytes:
 def test_a_case_is_a_pure_function_of_class_and_seed(cls: str) -> None:
     assert generate(cls, 7, LIMITS[0]) == generate(cls, 7, LIMITS[0])
     assert generate(cls, 7, LIMITS[0]) != generate(cls, 8, LIMITS[0])
+
+
+def test_the_bench_command_replays_one_case(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.fuzz import EXIT_OK, main  # noqa: PLC0415
+
+    assert main(["--case", "http_error:3@5"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "streams played: 1" in out
+    assert "case http_error:3@5" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--case", "http_error"], ["--only", "no_such_class"], ["--prompt", "3", "--read-idle", "2"]],
+)
+def test_the_bench_command_refuses_bad_arguments(argv: list[str]) -> None:
+    from bench.fuzz import EXIT_USAGE, main  # noqa: PLC0415
+
+    assert main(argv) == EXIT_USAGE
