@@ -2,7 +2,11 @@
 
 ``declare_tools`` takes ``__tools__`` (name → entry with ``spec``, ``callable``,
 ``tool_id``, ``type``; contract §2.5.1) and returns the tools to announce
-upstream and run, with a note for everything it had to change or leave out:
+upstream and run. What a person can act on goes into ``notes`` (shown as
+notifications): a tool left out, a model without tool calling. What it
+adjusted on its own -- a name cleaned, strict checking not possible -- the
+user can do nothing about, so it is logged at debug level on ``orpipe.owui``
+instead:
 
 * Only for models whose catalogue entry supports tools: OpenRouter answers
   404 "No endpoints found that support tool use" otherwise (seed §K.1 #58),
@@ -16,16 +20,20 @@ upstream and run, with a note for everything it had to change or leave out:
   changed names that then clash are taken in order of (cleaned name, key) —
   the first gets the cleaned name if it is free, later ones ``_2``, ``_3``,
   … — so the result does not depend on the order of ``__tools__``. Every
-  change is reported in ``notes`` and listed in ``renamed`` (announced name
-  → key), which pass-through mode needs to give Open WebUI its own names
-  back.
-* With ``ENABLE_STRICT_TOOL_CALLING`` the parameters schema is made strict
-  (``strict_schema``) and the tool is announced with ``strict: true`` —
-  unless the schema has a free-form object (``additionalProperties`` true or
-  a schema, ``patternProperties``, or a nested object with no
-  ``properties`` key): strict mode cannot describe one, and forcing it closed
-  would let the model send only ``{}``. Such a tool is announced as given,
-  without ``strict``, with a note.
+  change is logged and listed in ``renamed`` (announced name → key), which
+  pass-through mode needs to give Open WebUI its own names back.
+* Open WebUI's built-in tools (entry ``type`` ``"builtin"``: ``ask_user``,
+  ``update_memory``, ``replace_note_content``, …) are offered the way Open
+  WebUI 0.12.4 offers them itself (``utils/middleware.py`` sends each
+  ``spec`` as it is, never with ``strict``): their schema unchanged,
+  without ``strict``. Several take lists of free-form objects.
+* With ``ENABLE_STRICT_TOOL_CALLING`` the parameters schema of every other
+  tool is made strict (``strict_schema``) and the tool is announced with
+  ``strict: true`` — unless the schema has a free-form object
+  (``additionalProperties`` true or a schema, ``patternProperties``, or a
+  nested object with no ``properties`` key): strict mode cannot describe
+  one, and forcing it closed would let the model send only ``{}``. Such a
+  tool is announced as given, without ``strict``.
 
 ``strict_schema`` makes a JSON schema acceptable to strict function calling:
 every object lists all its properties in ``required`` and has
@@ -40,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +60,8 @@ import msgspec
 from adapters.owui_tools import DeclaredTool
 
 __all__ = ["ToolDeclarations", "declare_tools", "function_spec", "strict_schema"]
+
+log = logging.getLogger("orpipe.owui")
 
 _NAME_OK = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
@@ -75,6 +86,7 @@ class ToolDeclarations:
     """What ``declare_tools`` decided: the tools to use, and what a person should know."""
 
     tools: tuple[DeclaredTool, ...] = ()
+    #: For the user (notifications): only what they can act on.
     notes: tuple[str, ...] = field(default=())
     #: Announced name → ``__tools__`` key, for each tool offered under another name.
     renamed: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -125,8 +137,8 @@ def declare_tools(
         taken.add(final)
         if final != c.original:
             renamed[final] = c.original
-            notes.append(_rename_note(c, final))
-        declared.append(_declared(c, final, strict=strict, notes=notes))
+            log.debug("%s", _rename_note(c, final))
+        declared.append(_declared(c, final, strict=strict))
     return ToolDeclarations(
         tools=tuple(declared), notes=tuple(notes), renamed=MappingProxyType(renamed)
     )
@@ -140,15 +152,23 @@ class _Candidate:
     spec: Mapping[str, Any]
 
 
-def _declared(c: _Candidate, name: str, *, strict: bool, notes: list[str]) -> DeclaredTool:
+def _declared(c: _Candidate, name: str, *, strict: bool) -> DeclaredTool:
     parameters = c.spec.get("parameters")
     schema: Mapping[str, Any] = (
         parameters if isinstance(parameters, Mapping) else {"type": "object"}
     )
-    if strict and _has_free_form_object(schema, root=True):
-        notes.append(
-            f"Tool {name!r} takes a free-form object, which strict tool calling cannot "
-            "describe, so it is offered without strict checking."
+    if strict and c.entry.get("type") == "builtin":
+        log.debug(
+            "tool %r is one of Open WebUI's built-in tools: offered as Open WebUI offers it, "
+            "without strict checking",
+            name,
+        )
+        strict = False
+    elif strict and _has_free_form_object(schema, root=True):
+        log.debug(
+            "tool %r takes a free-form object, which strict tool calling cannot describe: "
+            "offered without strict checking",
+            name,
         )
         strict = False
     if strict:

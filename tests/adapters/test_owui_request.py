@@ -1495,7 +1495,7 @@ def test_strict_body_tools_get_a_strict_schema() -> None:
     assert tool["parameters"]["properties"]["unit"]["type"] == ["string", "null"]
 
 
-def test_a_renamed_body_tool_is_reported_and_its_history_calls_use_the_new_name() -> None:
+def test_a_renamed_body_tool_is_not_a_note_and_its_history_calls_use_the_new_name() -> None:
     body = follow_up_body()
     spec = {**WEATHER_SPEC, "name": "weather lookup/v2"}
     body["tools"] = [{"type": "function", "function": spec}]
@@ -1505,7 +1505,8 @@ def test_a_renamed_body_tool_is_reported_and_its_history_calls_use_the_new_name(
     assert [t["name"] for t in sent(mapped)["tools"]] == ["weather_lookup_v2"]
     assert mapped.tool_names == {"weather_lookup_v2": "weather lookup/v2"}
     assert {i.get("name") for i in calls_and_outputs(mapped)} == {"weather_lookup_v2", None}
-    assert any("offered to the model as 'weather_lookup_v2'" in note for note in mapped.notes)
+    # Renaming is nothing the user can act on: logged at debug level, no notification.
+    assert not any("weather_lookup_v2" in note for note in mapped.notes)
 
 
 def test_names_of_tools_the_caller_announces_are_mapped_too() -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from engine.logs import stop_logging
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
     Owui,
@@ -24,6 +27,7 @@ from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by nam
     on_loop,
     read,
 )
+from tests.adapters.test_tool_specs import BUILTIN, builtin_tools
 
 WEATHER_SPEC = {
     "name": "get_weather",
@@ -237,3 +241,36 @@ def test_remote_mcp_servers_go_upstream_each_as_its_own_tool(mock: Mock, loop_ki
         assert tools[1]["headers"] == {"Authorization": "Bearer secret-token"}
 
     on_loop(loop_kind, scenario, limit_s=20)
+
+
+@pytest.mark.parametrize("mode", ["engine", "open-webui"])
+def test_open_webuis_built_in_tools_bring_no_warning(
+    mock: Mock, loop_kind: str, mode: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The built-in tools 0.12.4 adds to chats (here update_memory, replace_note_content
+    and ask_user with their real specs) take free-form objects: they go upstream as
+    Open WebUI sends them, the user gets no notification, the log a debug line each
+    (the engine's console sink writes it to stderr from its own thread)."""
+    recording = Recording(tokens=4)
+
+    async def scenario() -> None:
+        pipe = make_pipe(mock, "guest", TOOL_EXECUTION_MODE=mode, LOG_LEVEL="DEBUG")
+        owui = Owui()
+        answer = await read(
+            await run(pipe, owui, body("mock.text"), recording, tools=builtin_tools())
+        )
+        assert answer.text and not answer.errors
+        assert owui.of_type("notification") == []
+        announced = {t["name"]: t for t in recording.bodies[0]["tools"]}
+        assert set(announced) == set(BUILTIN)
+        for name, tool in announced.items():
+            assert "strict" not in tool
+            assert tool["parameters"] == BUILTIN[name]["spec"]["parameters"]
+
+    try:
+        on_loop(loop_kind, scenario, limit_s=20)
+    finally:
+        stop_logging()  # flushes the console sink
+    logged = capfd.readouterr().err
+    for name in BUILTIN:
+        assert f"tool {name!r} is one of Open WebUI's built-in tools" in logged

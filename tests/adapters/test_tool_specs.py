@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import importlib.util
+import json
+import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,19 +166,32 @@ def test_the_spec_name_is_used_when_the_key_is_not_text() -> None:
     assert result.tools == () and "has no name and was left out" in result.notes[0]
 
 
-def test_cleaned_names_that_clash_are_resolved_and_reported() -> None:
+def debug_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "orpipe.owui" and r.levelno == logging.DEBUG
+    ]
+
+
+def test_cleaned_names_that_clash_are_resolved_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A renamed tool is nothing the user can change: a debug line, no note."""
     tools = {"a.b": entry("a.b", "dots"), "a b": entry("a b", "space"), "a_b": entry("a_b", "ok")}
-    result = declare_tools(tools, supports_tools=True, strict=True)
+    with caplog.at_level(logging.DEBUG, logger="orpipe.owui"):
+        result = declare_tools(tools, supports_tools=True, strict=True)
     assert {t.entry["tool_id"]: t.name for t in result.tools} == {
         "ok": "a_b",  # needed no change: keeps its name
         "space": "a_b_2",  # ' ' sorts before '.'
         "dots": "a_b_3",
     }
     assert dict(result.renamed) == {"a_b_2": "a b", "a_b_3": "a.b"}
-    assert result.notes == (
+    assert result.notes == ()
+    assert debug_lines(caplog) == [
         "Tool 'a b' (from space) is offered to the model as 'a_b_2': 'a_b' is already taken.",
         "Tool 'a.b' (from dots) is offered to the model as 'a_b_3': 'a_b' is already taken.",
-    )
+    ]
 
 
 def test_a_suffix_never_takes_a_name_that_needed_no_change() -> None:
@@ -186,16 +204,18 @@ def test_a_suffix_never_takes_a_name_that_needed_no_change() -> None:
     }
 
 
-def test_names_are_made_valid_for_the_api() -> None:
+def test_names_are_made_valid_for_the_api(caplog: pytest.LogCaptureFixture) -> None:
     long = "weather lookup/v2." + "x" * 80
-    result = declare_tools({long: entry(long, "w")}, supports_tools=True, strict=True)
+    with caplog.at_level(logging.DEBUG, logger="orpipe.owui"):
+        result = declare_tools({long: entry(long, "w")}, supports_tools=True, strict=True)
     (tool,) = result.tools
     assert tool.name.startswith("weather_lookup_v2_") and len(tool.name) == 64
     assert dict(result.renamed) == {tool.name: long}
-    assert result.notes == (
+    assert result.notes == ()
+    assert debug_lines(caplog) == [
         f"Tool {long!r} (from w) is offered to the model as {tool.name!r}: tool names may "
-        "only hold letters, digits, '_' and '-', at most 64.",
-    )
+        "only hold letters, digits, '_' and '-', at most 64."
+    ]
 
 
 def test_long_names_cut_to_one_prefix_stay_distinct() -> None:
@@ -222,7 +242,7 @@ def test_names_are_valid_unique_and_independent_of_order(keys: list[str], rnd: A
         key = next(k for k, v in tools.items() if v is tool.entry)
         assert (tool.name == key) == (tool.name not in result.renamed)
         assert result.renamed.get(tool.name, tool.name) == key
-    assert len(result.notes) == len(result.renamed)
+    assert result.notes == ()  # renaming is logged, never the user's problem
     shuffled = list(tools.items())
     rnd.shuffle(shuffled)
     again = declare_tools(dict(shuffled), supports_tools=True, strict=True)
@@ -249,15 +269,84 @@ FREE_FORM = [
 
 
 @pytest.mark.parametrize("free", FREE_FORM)
-def test_a_free_form_object_keeps_the_tool_out_of_strict_mode(free: dict[str, Any]) -> None:
+def test_a_free_form_object_keeps_the_tool_out_of_strict_mode(
+    free: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     schema = {"type": "object", "properties": {"env": free}, "required": ["env"]}
-    result = declare_tools({"run": entry("run", "r", schema)}, supports_tools=True, strict=True)
+    with caplog.at_level(logging.DEBUG, logger="orpipe.owui"):
+        result = declare_tools({"run": entry("run", "r", schema)}, supports_tools=True, strict=True)
     (tool,) = result.tools
     assert not tool.strict and tool.parameters == schema
-    assert result.notes == (
-        "Tool 'run' takes a free-form object, which strict tool calling cannot describe, "
-        "so it is offered without strict checking.",
-    )
+    assert result.notes == ()  # nothing the user can change: logged, not shown
+    assert debug_lines(caplog) == [
+        "tool 'run' takes a free-form object, which strict tool calling cannot describe: "
+        "offered without strict checking"
+    ]
+
+
+# -- Open WebUI's built-in tools -------------------------------------------------------
+
+#: ``__tools__`` entries of three built-in tools, their specs computed by Open WebUI
+#: 0.12.4's own code (see the file's ``_about``).
+BUILTIN_FILE = Path(__file__).with_name("owui_builtin_tool_specs.json")
+BUILTIN: dict[str, dict[str, Any]] = json.loads(BUILTIN_FILE.read_text("utf-8"))["tools"]
+
+
+def builtin_tools() -> dict[str, dict[str, Any]]:
+    return {name: {**copy.deepcopy(e), "callable": print} for name, e in BUILTIN.items()}
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_open_webuis_built_in_tools_are_offered_as_open_webui_offers_them(
+    strict: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """update_memory, replace_note_content and ask_user take lists of free-form objects:
+    no note (the user never chose them and can do nothing), the spec as Open WebUI
+    sends it (no strict), one debug line each when strict mode was asked for."""
+    with caplog.at_level(logging.DEBUG, logger="orpipe.owui"):
+        result = declare_tools(builtin_tools(), supports_tools=True, strict=strict)
+    assert result.notes == ()
+    assert {t.name for t in result.tools} == set(BUILTIN)
+    for tool in result.tools:
+        assert not tool.strict
+        assert tool.parameters == BUILTIN[tool.name]["spec"]["parameters"]
+    logged = debug_lines(caplog)
+    if strict:
+        assert sorted(logged) == [
+            f"tool {name!r} is one of Open WebUI's built-in tools: offered as Open WebUI "
+            "offers it, without strict checking"
+            for name in sorted(BUILTIN)
+        ]
+    else:
+        assert logged == []
+
+
+def test_a_built_in_tool_with_a_closed_schema_is_not_made_strict_either() -> None:
+    closed = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+    tool = {**entry("search_notes", "builtin:search_notes", closed), "type": "builtin"}
+    result = declare_tools({"search_notes": tool}, supports_tools=True, strict=True)
+    assert not result.tools[0].strict and result.tools[0].parameters == closed
+
+
+def test_the_built_in_specs_match_the_installed_open_webui() -> None:
+    """The recorded specs' parameters are those of the functions in the installed
+    ``open_webui/tools/builtin.py`` (read as text: importing it needs all of Open WebUI)."""
+    found = importlib.util.find_spec("open_webui")
+    if found is None or found.origin is None:
+        pytest.skip("open-webui is not installed (make owui-lib)")
+    source = Path(found.origin).with_name("tools").joinpath("builtin.py").read_text("utf-8")
+    functions = {
+        node.name: node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+    }
+    for name, recorded in BUILTIN.items():
+        args = functions[name].args
+        names = [a.arg for a in args.args if not a.arg.startswith("__")]
+        with_default = {a.arg for a in args.args[len(args.args) - len(args.defaults) :]}
+        parameters = recorded["spec"]["parameters"]
+        assert list(parameters["properties"]) == names, name
+        assert parameters["required"] == [n for n in names if n not in with_default], name
 
 
 @pytest.mark.parametrize(
