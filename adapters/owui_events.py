@@ -12,7 +12,8 @@ This module owns:
   swallows a cancellation, and closes every status left open;
 * small builders the pipe also uses before streaming: ``error_chunk``,
   ``busy_error_chunk``, ``status_event``, ``notification_event``,
-  ``source_event``, ``strip_openai_utm``, ``format_final_status``.
+  ``source_event``, ``strip_openai_utm``, ``format_final_status``,
+  ``format_seconds``.
 
 The pipe's loop stays trivial::
 
@@ -137,6 +138,7 @@ __all__ = [
     "busy_error_chunk",
     "error_chunk",
     "format_final_status",
+    "format_seconds",
     "log_source_event",
     "notification_event",
     "source_event",
@@ -311,37 +313,52 @@ class UsageTotals:
 def format_final_status(
     elapsed_s: float, usage: UsageTotals | None, generation_s: float | None
 ) -> str:
-    """The final status line (inventory §C), e.g.
+    """The final status line (inventory §C): figures separated by `` · ``, e.g.
 
-    ``Time: 3.21s  45.0 tps | Cost $0.00123 | Total tokens: 150 (Input: 50, Output: 100)``
+    ``5.99 s · 30.9 tokens/s · $0.0019 · 205 tokens (25 in, 180 out, 60 reasoning)``
 
-    tps = output tokens over the generation window (first to last delta). It
-    is left out without output tokens or when the window is shorter than
-    ``MIN_TPS_WINDOW_S``: then the whole answer came in one or two batches
-    and the quotient (or a division by zero) would be noise, not a rate.
+    Time and durations as ``format_seconds`` writes them (``s`` after a space,
+    as every duration this project shows); token counts with thousands
+    separators; cached input and reasoning output only when there are some;
+    the cost only when above zero. Without usage it is the time alone.
+
+    tokens/s = output tokens over the generation window (first to last
+    delta). It is left out without output tokens or when the window is
+    shorter than ``MIN_TPS_WINDOW_S``: then the whole answer came in one or
+    two batches and the quotient (or a division by zero) would be noise, not
+    a rate.
     """
-    timing = f"Time: {elapsed_s:.2f}s"
+    figures = [format_seconds(elapsed_s)]
     if (
         usage is not None
         and usage.output_tokens > 0
         and generation_s is not None
         and generation_s >= MIN_TPS_WINDOW_S
     ):
-        timing += f"  {usage.output_tokens / generation_s:.1f} tps"
+        figures.append(f"{usage.output_tokens / generation_s:.1f} tokens/s")
     if usage is None:
-        return timing
-    segments = [timing]
+        return _SEPARATOR.join(figures)
     cost = _money(usage.cost)
     if cost:
-        segments.append(f"Cost ${cost}")
-    details = [f"Input: {usage.input_tokens}", f"Output: {usage.output_tokens}"]
+        figures.append(f"${cost}")
+    details = [f"{usage.input_tokens:,} in"]
     if usage.cached_tokens > 0:
-        details.append(f"Cached: {usage.cached_tokens}")
+        details.append(f"{usage.cached_tokens:,} cached")
+    details.append(f"{usage.output_tokens:,} out")
     if usage.reasoning_tokens > 0:
-        details.append(f"Reasoning: {usage.reasoning_tokens}")
+        details.append(f"{usage.reasoning_tokens:,} reasoning")
     total = usage.total_tokens or usage.input_tokens + usage.output_tokens
-    segments.append(f"Total tokens: {total} ({', '.join(details)})")
-    return " | ".join(segments)
+    noun = "token" if total == 1 else "tokens"
+    figures.append(f"{total:,} {noun} ({', '.join(details)})")
+    return _SEPARATOR.join(figures)
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration as the status lines show it: ``5.99 s``."""
+    return f"{max(0.0, seconds):.2f} s"
+
+
+_SEPARATOR = " · "
 
 
 def _money(cost: float | None) -> str:

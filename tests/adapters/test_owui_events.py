@@ -287,41 +287,58 @@ FULL = UsageTotals(
 
 def test_final_status_with_everything() -> None:
     assert format_final_status(3.214, FULL, 2.0) == (
-        "Time: 3.21s  50.0 tps | Cost $0.00123 | "
-        "Total tokens: 150 (Input: 50, Output: 100, Cached: 10, Reasoning: 20)"
+        "3.21 s · 50.0 tokens/s · $0.00123 · 150 tokens (50 in, 10 cached, 100 out, 20 reasoning)"
+    )
+
+
+def test_final_status_reads_as_in_the_issue() -> None:
+    """Every figure separated, units spelled out once: the line a person reads."""
+    usage = UsageTotals(
+        input_tokens=25, output_tokens=180, total_tokens=205, reasoning_tokens=60, cost=0.0019
+    )
+    assert format_final_status(5.987, usage, 180 / 30.9) == (
+        "5.99 s · 30.9 tokens/s · $0.0019 · 205 tokens (25 in, 180 out, 60 reasoning)"
     )
 
 
 def test_final_status_without_cost_cached_or_reasoning() -> None:
     plain = UsageTotals(input_tokens=10, output_tokens=20, total_tokens=30, cost=0.0)
     assert format_final_status(1.0, plain, 2.0) == (
-        "Time: 1.00s  10.0 tps | Total tokens: 30 (Input: 10, Output: 20)"
+        "1.00 s · 10.0 tokens/s · 30 tokens (10 in, 20 out)"
     )
 
 
 def test_final_status_without_usage_is_the_time_only() -> None:
-    assert format_final_status(1.5, None, 1.0) == "Time: 1.50s"
+    assert format_final_status(1.5, None, 1.0) == "1.50 s"
+
+
+def test_final_status_counts_have_thousands_separators_and_one_token_is_singular() -> None:
+    big = UsageTotals(input_tokens=12_345, output_tokens=1_000, total_tokens=13_345)
+    assert format_final_status(61.0, big, None) == (
+        "61.00 s · 13,345 tokens (12,345 in, 1,000 out)"
+    )
+    assert format_final_status(0.25, UsageTotals(input_tokens=1), None) == (
+        "0.25 s · 1 token (1 in, 0 out)"
+    )
 
 
 @pytest.mark.parametrize("generation_s", [None, 0.0, -0.5, 0.49])
 def test_tps_needs_a_generation_window(generation_s: float | None) -> None:
-    assert format_final_status(2.0, FULL, generation_s).startswith("Time: 2.00s | Cost")
+    assert format_final_status(2.0, FULL, generation_s).startswith("2.00 s · $0.00123 · ")
 
 
 def test_tps_from_the_shortest_window_shown() -> None:
-    assert format_final_status(2.0, FULL, 0.5).startswith("Time: 2.00s  200.0 tps | Cost")
+    assert format_final_status(2.0, FULL, 0.5).startswith("2.00 s · 200.0 tokens/s · $")
 
 
 def test_tps_needs_output_tokens() -> None:
     no_output = UsageTotals(input_tokens=5, total_tokens=5)
-    assert format_final_status(2.0, no_output, 1.0) == (
-        "Time: 2.00s | Total tokens: 5 (Input: 5, Output: 0)"
-    )
+    assert format_final_status(2.0, no_output, 1.0) == "2.00 s · 5 tokens (5 in, 0 out)"
 
 
 @pytest.mark.parametrize(
     ("cost", "segment"),
-    [(0.5, " | Cost $0.5 |"), (2.0, " | Cost $2 |"), (0.1234567, " | Cost $0.123457 |")],
+    [(0.5, " · $0.5 · "), (2.0, " · $2 · "), (0.1234567, " · $0.123457 · ")],
 )
 def test_cost_has_six_decimals_with_trailing_zeros_trimmed(cost: float, segment: str) -> None:
     assert segment in format_final_status(1.0, UsageTotals(input_tokens=1, cost=cost), None)
@@ -329,11 +346,11 @@ def test_cost_has_six_decimals_with_trailing_zeros_trimmed(cost: float, segment:
 
 @pytest.mark.parametrize("cost", [None, 0.0, 1e-9])
 def test_cost_is_shown_only_when_above_zero(cost: float | None) -> None:
-    assert "Cost" not in format_final_status(1.0, UsageTotals(input_tokens=1, cost=cost), None)
+    assert "$" not in format_final_status(1.0, UsageTotals(input_tokens=1, cost=cost), None)
 
 
 def test_total_falls_back_to_input_plus_output() -> None:
-    assert "Total tokens: 7 (Input: 3, Output: 4)" in format_final_status(
+    assert "7 tokens (3 in, 4 out)" in format_final_status(
         1.0, UsageTotals(input_tokens=3, output_tokens=4), None
     )
 
@@ -375,8 +392,7 @@ def test_completed_answer_full_flow(clock: FakeClock) -> None:
     outputs = renderer.feed(ENDINGS["completed"])
 
     final = (
-        "Time: 4.00s  50.0 tps | Cost $0.00123 | "
-        "Total tokens: 150 (Input: 50, Output: 100, Cached: 10, Reasoning: 20)"
+        "4.00 s · 50.0 tokens/s · $0.00123 · 150 tokens (50 in, 10 cached, 100 out, 20 reasoning)"
     )
     assert outputs == [
         status(final, done=True),
@@ -490,7 +506,7 @@ def test_incomplete_ending_keeps_the_answer_and_says_why(clock: FakeClock) -> No
         ),
         chunk(delta={"content": notice}),
     ]
-    assert events_of(outputs, "status")[0]["description"].startswith("Time: ")
+    assert events_of(outputs, "status")[0]["description"] == "0.00 s"  # no usage came
     assert renderer.answer_text == "The first half"
     assert renderer.content_text == "The first half" + notice
     assert not renderer.failed

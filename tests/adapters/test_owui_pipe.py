@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import re
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -185,6 +186,13 @@ def with_params(**params: object) -> Callable[[EngineConfig], AbstractAsyncConte
     return factory
 
 
+#: The final status line: "5.99 s · 30.9 tokens/s · $0.0019 · 205 tokens (25 in, 180 out)".
+FINAL_LINE = re.compile(
+    r"\d+\.\d\d s( · \d+\.\d tokens/s)?( · \$[\d.]+)? · [\d,]+ tokens? "
+    r"\([\d,]+ in(, [\d,]+ cached)?, [\d,]+ out(, [\d,]+ reasoning)?\)"
+)
+
+
 def assert_statuses_closed(owui: Owui) -> None:
     """Every status that opened with done=False was closed later with done=True."""
     still_open: list[str] = []
@@ -231,7 +239,7 @@ def test_the_answer_streams_with_events_in_order(
         statuses = owui.statuses()
         assert statuses[0] == {"description": "Waiting for OpenRouter…", "done": False}
         final = statuses[-1]["description"]
-        assert final.startswith("Time: ") and "Cost $" in final and "Total tokens: " in final
+        assert FINAL_LINE.fullmatch(final), final
         # Usage reaches the socket too, once, as totals.
         completions = owui.of_type("chat:completion")
         assert len(completions) == 1 and completions[0]["data"]["usage"] == usage
@@ -252,7 +260,8 @@ def test_reasoning_streams_as_the_thinking_block(
         # The answer ends with an invisible reference to the stored reasoning item.
         assert strip_markers(answer.text) == want.text.rstrip()
         assert len(find_markers(answer.text)) == 1
-        assert "Reasoning: " in owui.statuses()[-1]["description"]
+        final = owui.statuses()[-1]["description"]
+        assert FINAL_LINE.fullmatch(final) and " reasoning)" in final, final
         assert_statuses_closed(owui)
 
     on_loop(loop_kind, scenario)
@@ -550,7 +559,7 @@ def test_a_non_streaming_chat_returns_the_whole_answer(mock: Mock, loop_kind: st
     async def scenario() -> None:
         pipe, owui = make_pipe(mock, "guest"), Owui()
         assert await start(pipe, owui, body("mock.text", stream=False)) == expected("text").text
-        assert owui.statuses()[-1]["description"].startswith("Time: ")
+        assert FINAL_LINE.fullmatch(owui.statuses()[-1]["description"])
 
     on_loop(loop_kind, scenario)
 
