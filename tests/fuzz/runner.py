@@ -39,7 +39,7 @@ from engine import (
     Failed,
     Incomplete,
 )
-from tests.fuzz.generator import CLASS_NAMES, generate, pick_class
+from tests.fuzz.generator import CLASS_NAMES, CLASSES, generate, pick_class
 from tests.fuzz.properties import Seen, Violation, judge
 from tests.fuzz.script import Case, Limits, Timing
 from tests.fuzz.server import FuzzServer
@@ -95,13 +95,16 @@ def engine_setup(config_seed: int, base_url: str, options: FuzzOptions) -> Setup
     """A random engine configuration with the harness's short timeouts."""
     rng = random.Random(f"config:{config_seed}")
     idle = options.read_idle_timeout_s
+    retries = rng.choice([0, 1, 1, 2])
+    if options.only and all(CLASSES[c][2] for c in options.only if c in CLASSES):
+        retries = max(1, retries)  # only classes that need a retry were asked for
     backoff_max = 0.2
     retry_after_cap = 0.5
     config = EngineConfig(
         base_url=base_url,
         connect_timeout_s=2.0,
         read_idle_timeout_s=idle,
-        retry_attempts=rng.choice([0, 1, 1, 2]),
+        retry_attempts=retries,
         retry_backoff_initial_s=0.05,
         retry_backoff_max_s=backoff_max,
         retry_after_cap_s=retry_after_cap,
@@ -340,6 +343,13 @@ class Summary:
             lines.append("failures by kind, class and property:")
             for (kind, cls, what), count in sorted(seen.items()):
                 lines.append(f"    {count:5d}  {kind:<9}{cls:<16}{what}")
+            configs: dict[tuple[int, str], int] = {}
+            for failure in self.failures:
+                key2 = (failure.config_seed, failure.settings)
+                configs[key2] = configs.get(key2, 0) + 1
+            lines.append("failures by engine configuration:")
+            for (config_seed, settings), count in sorted(configs.items(), key=lambda i: -i[1]):
+                lines.append(f"    {count:5d}  config {config_seed}: {settings}")
         return "\n".join(lines)
 
 
