@@ -333,9 +333,25 @@ def _stall_short(g: _Gen) -> Case:
     body: list[Item] = [*flat(story), terminal_event(g.builder, story, "completed")]
     blocks = encode_body(body, SseStyle(), rng, done=True)
     end = len(blocks)
+    # Up to three pauses, even all in one place, stay below the idle timeout together.
     for _ in range(rng.randint(1, 3)):
-        _stall(blocks, rng, rng.uniform(0.05, 0.4) * idle, lo=0, hi=end)
+        _stall(blocks, rng, rng.uniform(0.05, 0.25) * idle, lo=0, hi=end)
         end = len(blocks)
+    # Between two whole events with bytes on both sides, so no other pause adds to one.
+    spots = []
+    for i in range(1, len(blocks)):
+        before, after = blocks[i - 1], blocks[i]
+        if isinstance(before, bytes) and isinstance(after, bytes) and before.endswith(b"\n\n"):
+            spots.append(i)
+    if spots and rng.random() < 0.3:
+        # A pause longer than the idle timeout, kept alive the way OpenRouter does.
+        pieces = rng.randint(3, 4)
+        alive: list[bytes | Sleep] = []
+        for _ in range(pieces):
+            alive += [Sleep(idle * 0.4), b": OPENROUTER PROCESSING\n\n"]
+        at = rng.choice(spots)
+        blocks[at:at] = alive
+        g.notes.append(f"a {idle * 0.4 * pieces:.1f} s pause kept alive by comments")
     first = rng.uniform(0.05, 0.4) * idle if rng.random() < 0.3 else 0.0
     attempt = g.attempt(blocks, SseStyle(), first_byte_delay=first)
     return g.case([attempt], g.completed(story))
