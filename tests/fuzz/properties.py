@@ -69,6 +69,8 @@ class Seen:
     late: str | None = None
     #: The harness gave up waiting and cancelled the request.
     no_ending: bool = False
+    #: The share of its allowed time the ending took (how close it came to a hang).
+    bound_used: float = 0.0
 
     def take(self, events: tuple[OutboundEvent, ...], now: float) -> None:
         for event in events:

@@ -223,6 +223,8 @@ class Summary:
     canaries: int = 0
     #: Streams whose engine crashed under them (not judged).
     cut_by_crash: int = 0
+    #: The ending that came closest to its time bound: (share used, class, seed).
+    closest: tuple[float, str, int] = (0.0, "", 0)
     planned: int | None = None
 
     @property
@@ -261,6 +263,8 @@ class Summary:
             stats.failed += 1
         if seen.time_to_ending is not None:
             stats.max_end_s = max(stats.max_end_s, seen.time_to_ending)
+        if not seen.late and seen.bound_used > self.closest[0]:
+            self.closest = (seen.bound_used, case.cls, case.seed)
         kinds = {v.kind for v in violations}
         stats.crashes += "crash" in kinds
         stats.hangs += "hang" in kinds
@@ -322,6 +326,11 @@ class Summary:
             f"crashes: {len(self.crashes)}   hangs: {self.hangs}   "
             f"mismatches: {self.mismatches}   max time to ending: {self.max_end_s:.2f} s"
         )
+        used, cls, seed = self.closest
+        if cls:
+            rows.append(
+                f"closest in-time ending: {used:.0%} of its allowed time ({cls}, seed {seed})"
+            )
         if self.planned is not None and self.played + self.cut_by_crash < self.planned:
             rows.append(f"only {self.played} of {self.planned} planned streams were played")
         return "\n".join(rows)
@@ -411,6 +420,7 @@ def _check_time(seen: Seen, bound: tuple[float, float, str], timing: Timing, now
     deadline += seen.paused
     allowed = f"allowed {deadline - since:.2f} s"
     if seen.ending is not None:
+        seen.bound_used = (now - since) / max(deadline - since, 1e-9)
         if now > deadline or seen.late is not None:
             seen.late = f"ended {now - since:.2f} s after {why} ({allowed})"
         return True
