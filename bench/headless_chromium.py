@@ -1,6 +1,8 @@
 """Headless Chromium over the DevTools protocol (trio): open a page, evaluate, screenshot.
 
-Used by the dashboard test and by ``python -m bench.telemetry_run --screenshot``.
+Used by the dashboard test, by ``python -m bench.telemetry_run --screenshot`` and by the
+browser step of ``make owui-smoke`` (``bench.owui_browser``), which also types, clicks and
+presses keys through the protocol's ``Input`` domain so the page sees real input events.
 The protocol, not ``--dump-dom`` / ``--screenshot`` with a virtual-time budget:
 a page that waits on a WebSocket has no fixed "ready" moment, so callers poll
 the page (``evaluate``) until it shows what they need, under their own
@@ -69,11 +71,72 @@ class DevToolsPage:
             return None
         return result["result"].get("value")
 
+    async def evaluate_or_raise(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The expression's value in the page (a promise's, with ``await_promise``);
+        RuntimeError with the page's exception text if it threw."""
+        result = await self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=await_promise,
+        )
+        details = result.get("exceptionDetails")
+        if details:
+            exception = details.get("exception") or {}
+            text = exception.get("description") or details.get("text") or "exception"
+            raise RuntimeError(f"page script failed: {text}")
+        return result["result"].get("value")
+
+    async def add_init_script(self, source: str) -> None:
+        """Run ``source`` in every new document before the page's own scripts.
+
+        Enables the Page domain first (Chromium ignores the script otherwise); its events
+        are then skipped by ``call`` like any other."""
+        await self.call("Page.enable")
+        await self.call("Page.addScriptToEvaluateOnNewDocument", source=source)
+
+    async def navigate(self, url: str) -> None:
+        """Start loading ``url``; poll the page (``evaluate``) to know when it is ready."""
+        result = await self.call("Page.navigate", url=url)
+        if result.get("errorText"):
+            raise RuntimeError(f"navigation to {url} failed: {result['errorText']}")
+
+    async def click(self, x: float, y: float) -> None:
+        """A left click at viewport coordinates: move, press, release."""
+        await self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            await self.call(
+                "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+            )
+
+    async def insert_text(self, text: str) -> None:
+        """Type ``text`` into the focused element (one input event, as an IME commits)."""
+        await self.call("Input.insertText", text=text)
+
+    async def press_key(self, key: str) -> None:
+        """Press and release one named key: ``Enter``, ``Escape``, ``Tab`` or ``Backspace``."""
+        code, text = _KEYS[key]
+        down: dict[str, Any] = {"key": key, "code": key, "windowsVirtualKeyCode": code}
+        if text:
+            await self.call("Input.dispatchKeyEvent", type="keyDown", text=text, **down)
+        else:
+            await self.call("Input.dispatchKeyEvent", type="rawKeyDown", **down)
+        await self.call("Input.dispatchKeyEvent", type="keyUp", **down)
+
     async def screenshot(self, path: Path) -> None:
         """Save the page as a PNG."""
         result = await self.call("Page.captureScreenshot", format="png")
         await trio.Path(path).parent.mkdir(parents=True, exist_ok=True)
         await trio.Path(path).write_bytes(base64.b64decode(result["data"]))
+
+
+#: Named keys for ``press_key``: Windows virtual key code and the text the key types.
+_KEYS: dict[str, tuple[int, str]] = {
+    "Enter": (13, "\r"),
+    "Escape": (27, ""),
+    "Tab": (9, ""),
+    "Backspace": (8, ""),
+}
 
 
 @asynccontextmanager

@@ -1,12 +1,13 @@
 """Mock OpenRouter: a real HTTP server on loopback (hypercorn's trio worker + a small ASGI app).
 
 This module owns *how* the mock talks HTTP: routing (``/api/v1/responses``, ``/api/v1/models``,
-``/mock/stats``), auth, SSE framing and batching, pacing, keep-alive comments, fault injection on
-the wire (drop, stall, bad events), disconnect handling and the server's counters. *What* is sent
-is decided by ``bench.mock_scenarios.plan`` so tests can predict it.
+``/mock/stats``, ``/mock/requests``), auth, SSE framing and batching, pacing, keep-alive
+comments, fault injection on the wire (drop, stall, bad events), disconnect handling, the
+server's counters and its log of recent requests. *What* is sent is decided by
+``bench.mock_scenarios.plan`` so tests can predict it.
 
-Public API: ``serve_mock`` (trio), ``MockServer``, ``MockStats``, and the CLI
-``python -m bench.mock_openrouter --port N [--host 127.0.0.1] [--api-key K]``.
+Public API: ``serve_mock`` (trio), ``MockServer``, ``MockStats``, ``summarize_input``, and
+the CLI ``python -m bench.mock_openrouter --port N [--host H] [--api-key K] [--param tps=25]``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +39,7 @@ from bench.mock_scenarios import (
     ScenarioError,
     ScenarioPlan,
     error_envelope,
+    parse_params,
     plan,
     resolve_scenario,
 )
@@ -51,6 +54,10 @@ KEEPALIVE: Final = b": OPENROUTER PROCESSING\n\n"
 DONE: Final = b"data: [DONE]\n\n"
 #: Longest silence (seconds) before a keep-alive comment is written during a slow stream.
 KEEPALIVE_GAP: Final = 1.0
+#: How many requests ``/mock/requests`` remembers (the newest).
+RECENT_REQUESTS: Final = 200
+#: Longest text kept per input item in ``/mock/requests`` (characters).
+SUMMARY_TEXT_CHARS: Final = 400
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -79,6 +86,12 @@ class MockStats:
     #: test of attachments can see what reached "OpenRouter".
     input_parts_by_type: dict[str, int] = field(default_factory=dict)
     input_parts_inline: int = 0
+    #: The newest requests, oldest first, as ``/mock/requests`` serves them: what each one
+    #: carried (``summarize_input``) and which output items the mock answered with, so a
+    #: test can check what a client replays on its next turn.
+    recent_requests: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_REQUESTS)
+    )
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -100,6 +113,64 @@ class MockStats:
             self.input_parts_by_type[kind] = self.input_parts_by_type.get(kind, 0) + 1
             if _inline(part):
                 self.input_parts_inline += 1
+
+    def record_request(self, scenario: str, request: Mapping[str, Any], job: _Job | None) -> None:
+        output = job.final_output() if job is not None else []
+        self.recent_requests.append(
+            {
+                "seq": self.requests_total,
+                "response_id": job.resp_id if job is not None else None,
+                "model": request.get("model"),
+                "scenario": scenario,
+                "input": summarize_input(request.get("input")),
+                "output": [{"type": item.get("type"), "id": item.get("id")} for item in output],
+            }
+        )
+
+
+def summarize_input(items: object) -> list[dict[str, Any]]:
+    """One small dict per input item: its type, role, ids, status, encrypted content and
+    text (cut to ``SUMMARY_TEXT_CHARS``), and the types of its content parts. Inline data
+    (images, files) is never copied; a plain string input is one user message."""
+    if isinstance(items, str):
+        return [{"type": "message", "role": "user", "text": items[:SUMMARY_TEXT_CHARS]}]
+    if not isinstance(items, list):
+        return []
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append({"type": type(item).__name__})
+            continue
+        summary: dict[str, Any] = {
+            key: item[key]
+            for key in ("type", "role", "id", "status", "call_id", "name")
+            if isinstance(item.get(key), str)
+        }
+        encrypted = item.get("encrypted_content")
+        if isinstance(encrypted, str):
+            summary["encrypted_content"] = encrypted[:SUMMARY_TEXT_CHARS]
+        texts: list[str] = []
+        content = item.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            parts = [part for part in content if isinstance(part, dict)]
+            summary["parts"] = [str(part.get("type")) for part in parts]
+            texts += [part["text"] for part in parts if isinstance(part.get("text"), str)]
+        for key in ("summary", "output", "arguments"):
+            value = item.get(key)
+            if isinstance(value, str):
+                texts.append(value)
+            elif isinstance(value, list):
+                texts += [
+                    part["text"]
+                    for part in value
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                ]
+        if texts:
+            summary["text"] = "".join(texts)[:SUMMARY_TEXT_CHARS]
+        out.append(summary)
+    return out
 
 
 @dataclass(frozen=True)
@@ -668,11 +739,14 @@ class _StreamRun:
 # --------------------------------------------------------------------------------------------
 
 
-def _with_header_params(metadata: object, header: str | None) -> dict[str, Any]:
+def _with_header_params(
+    metadata: object, header: str | None, defaults: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """``mock.*`` parameters from ``X-Mock-Params: tokens=2000&tps=200`` (a query string),
     for clients that cannot set ``metadata`` (the Open WebUI pipe). The body's
-    ``metadata`` wins where both name a parameter."""
-    merged: dict[str, Any] = {}
+    ``metadata`` wins where both name a parameter; the server's ``defaults`` (``--param``)
+    apply where neither does."""
+    merged: dict[str, Any] = {PARAM_PREFIX + k: v for k, v in (defaults or {}).items()}
     if header:
         for name, values in parse_qs(header, keep_blank_values=True).items():
             merged[PARAM_PREFIX + name] = values[-1]
@@ -763,9 +837,15 @@ def _tool_names(request: Mapping[str, Any]) -> list[str]:
 class MockApp:
     """ASGI 3 app for the mock. One instance per server; holds the attempt counters."""
 
-    def __init__(self, stats: MockStats, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        stats: MockStats,
+        api_key: str | None = None,
+        default_params: Mapping[str, str] | None = None,
+    ) -> None:
         self.stats = stats
         self.api_key = api_key
+        self.default_params = dict(default_params or {})
         self._ids = itertools.count(1)
         self._attempts: dict[str, int] = {}
 
@@ -781,6 +861,9 @@ class MockApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if path == "/mock/stats" and method == "GET":
             await _send_json(send, 200, self.stats.snapshot())
+            return
+        if path == "/mock/requests" and method == "GET":
+            await _send_json(send, 200, {"requests": list(self.stats.recent_requests)})
             return
         if path.startswith(API_PREFIX) and not await self._authorized(headers, send):
             return
@@ -837,7 +920,9 @@ class MockApp:
             return
         try:
             scenario = resolve_scenario(request.get("model"), headers.get("x-mock-scenario"))
-            metadata = _with_header_params(request.get("metadata"), headers.get("x-mock-params"))
+            metadata = _with_header_params(
+                request.get("metadata"), headers.get("x-mock-params"), self.default_params
+            )
             p = plan(
                 scenario,
                 metadata,
@@ -852,6 +937,7 @@ class MockApp:
         stats.requests_by_scenario[scenario] = stats.requests_by_scenario.get(scenario, 0) + 1
         stats.count_input_parts(request)
         if p.http_error is not None and self._should_fail(p):
+            stats.record_request(scenario, request, None)
             err = p.http_error
             await _send_json(send, err.status, err.body, err.headers)
             return
@@ -859,6 +945,7 @@ class MockApp:
             # Past its failures the request behaves like `text` with the same parameters.
             p = plan("text", metadata)
         job = _Job(plan=p, n=next(self._ids), request=request)
+        stats.record_request(scenario, request, job)
         if request.get("stream") is True:
             await self._stream(job, receive, send)
         else:
@@ -959,12 +1046,17 @@ async def serve_mock(
     host: str = "127.0.0.1",
     port: int = 0,
     api_key: str | None = None,
+    default_params: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[MockServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the mock until cancelled; ``task_status.started(MockServer)`` once bound."""
+    """Serve the mock until cancelled; ``task_status.started(MockServer)`` once bound.
+
+    ``default_params`` (``{"tps": "25"}``) are ``mock.*`` parameters for every request that
+    does not name them itself; checked here, so a typo fails at start-up."""
+    parse_params({PARAM_PREFIX + name: value for name, value in (default_params or {}).items()})
     stats = MockStats()
     # hypercorn types ASGI messages as TypedDicts; the app uses plain dicts, same wire shape.
-    app: Any = MockApp(stats, api_key)
+    app: Any = MockApp(stats, api_key, default_params)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(serve, app, _config(host, port), mode="asgi")
@@ -977,11 +1069,19 @@ async def serve_mock(
 # --------------------------------------------------------------------------------------------
 
 
-async def _main(host: str, port: int, api_key: str | None) -> None:
+async def _main(
+    host: str, port: int, api_key: str | None, default_params: Mapping[str, str]
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             server: MockServer = await nursery.start(
-                partial(serve_mock, host=host, port=port, api_key=api_key)
+                partial(
+                    serve_mock,
+                    host=host,
+                    port=port,
+                    api_key=api_key,
+                    default_params=default_params,
+                )
             )
             print(f"mock-openrouter listening on {server.base_url}", flush=True)
             async for _ in signals:
@@ -994,8 +1094,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a mock.* parameter for every request that does not set it (repeatable), "
+        "e.g. --param tps=25 paces answers so a browser can watch them stream",
+    )
     args = parser.parse_args(argv)
-    trio.run(_main, args.host, args.port, args.api_key)
+    defaults: dict[str, str] = {}
+    for pair in args.param:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            parser.error(f"--param takes NAME=VALUE, got {pair!r}")
+        defaults[name.strip().removeprefix(PARAM_PREFIX)] = value.strip()
+    try:
+        parse_params({PARAM_PREFIX + name: value for name, value in defaults.items()})
+    except ParamError as exc:
+        parser.error(str(exc))
+    trio.run(_main, args.host, args.port, args.api_key, defaults)
     sys.stdout.flush()
 
 

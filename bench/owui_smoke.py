@@ -17,16 +17,26 @@ printed as it happens:
 5. attachments: upload a PNG through Open WebUI's files API, send it in a
    chat and check (from the mock's counters) that it reached the model
    inline; the mock's model also generates an image, which must come back
-   as a Markdown link to a file Open WebUI stores and serves as a PNG.
+   as a Markdown link to a file Open WebUI stores and serves as a PNG;
+6. in the browser (``bench.owui_browser``, headless Chromium over the
+   DevTools protocol): sign in through the form, type a message for a
+   reasoning model (two turns) and for a plain model, and check no toast,
+   Copy = the visible answer, at most one thinking indicator, a clean status
+   history, and that turn 2 replayed turn 1's reasoning (the mock's request
+   log). Screenshots go to ``<log dir>/browser/``. Every browser check runs
+   and prints ``ok:`` or ``FAIL:``; the step fails if any did.
 
-Exit status 0 when every check passed. Open WebUI's log is kept in the
-temporary directory printed at the start.
+The mock paces answers (``--param tps=…``) so the browser sees them stream.
+``--browser-only`` skips the HTTP chat and attachment checks (4's chats, 5),
+``--no-browser`` skips 6. Exit status 0 when every check passed. Open WebUI's
+log is kept in the temporary directory printed at the start.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import re
@@ -40,17 +50,26 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import trio
 
+from bench.headless_chromium import ChromiumMissing
 from bench.mock_scenarios import plan
+from bench.owui_browser import run_browser_checks
 
 REPO = Path(__file__).resolve().parents[1]
 OWUI_VERSION = "0.12.4"
 TORCH_PIN = "torch==2.13.0"
 MOCK_KEY = "sk-or-smoke-" + secrets.token_hex(8)
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "smoke-Pass-1"
+#: Tokens per second the mock streams at: slow enough that the browser step sees each
+#: answer stream (a reasoning answer takes about 2.4 s), quick enough for the API steps.
+MOCK_TPS = "25"
 READY = re.compile(r"mock-openrouter listening on (http://\S+)")
 
 
@@ -160,12 +179,21 @@ def stream_chat(
     return text, reasoning, lines
 
 
-def run(venv: Path) -> None:
+@dataclass(frozen=True)
+class Steps:
+    """Which optional steps run."""
+
+    api_chats: bool = True
+    browser: bool = True
+
+
+def run(venv: Path, steps: Steps = Steps()) -> None:
     work = Path(tempfile.mkdtemp(prefix="orpipe-owui-smoke-"))
     say(f"logs and DATA_DIR under {work}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     mock_log = work / "mock.log"
     mock_argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    mock_argv += ["--param", f"tps={MOCK_TPS}"]
     with process([*mock_argv, "--api-key", MOCK_KEY], env=env, log=mock_log):
         base_url = wait_for(lambda: mock_url(mock_log), "the mock OpenRouter", 20)
         say(f"mock OpenRouter at {base_url}")
@@ -189,73 +217,84 @@ def run(venv: Path) -> None:
         with process(serve, env=owui_env, log=work / "open-webui.log"):
             wait_for(lambda: healthy(owui), "Open WebUI /health", 300)
             say("Open WebUI is up")
-            exercise(owui, base_url)
+            exercise(owui, base_url, work, steps)
 
 
-def exercise(owui: str, base_url: str) -> None:
+def exercise(owui: str, base_url: str, work: Path, steps: Steps = Steps()) -> None:
     with httpx.Client(base_url=owui, timeout=30) as client:
-        signup = client.post(
-            "/api/v1/auths/signup",
-            json={"name": "Smoke Admin", "email": "admin@example.com", "password": "smoke-Pass-1"},
-        )
-        check(signup.status_code == 200, f"first user signed up (HTTP {signup.status_code})")
-        client.headers["Authorization"] = f"Bearer {signup.json()['token']}"
+        install_function(client, base_url)
+        if steps.api_chats:
+            api_chats(client)
+            attachments(client, base_url)
+    if steps.browser:
+        browser(owui, base_url, work / "browser")
 
-        source = (REPO / "adapters" / "owui_pipe.py").read_text(encoding="utf-8")
-        created = client.post(
-            "/api/v1/functions/create",
-            json={
-                "id": "orpipe",
-                "name": "orpipe",
-                "content": source,
-                "meta": {"description": "orpipe smoke test"},
-            },
-        )
-        check(
-            created.status_code == 200,
-            f"Function created (HTTP {created.status_code}: {created.text[:200]})",
-        )
-        toggled = client.post("/api/v1/functions/id/orpipe/toggle")
-        check(
-            toggled.status_code == 200 and toggled.json().get("is_active") is True,
-            "Function toggled on",
-        )
-        spec = client.get("/api/v1/functions/id/orpipe/valves/spec").json()
-        check(
-            "API_KEY" in spec.get("properties", {}),
-            f"valve form has API_KEY ({len(spec.get('properties', {}))} valves)",
-        )
-        updated = client.post(
-            "/api/v1/functions/id/orpipe/valves/update",
-            json={"BASE_URL": base_url, "API_KEY": MOCK_KEY},
-        )
-        check(updated.status_code == 200, f"valves updated (HTTP {updated.status_code})")
-        stored = client.get("/api/v1/functions/id/orpipe/valves").json()
-        check(
-            str(stored.get("API_KEY", "")).startswith("encrypted:")
-            and MOCK_KEY not in json.dumps(stored),
-            "API_KEY stored encrypted",
-        )
 
-        models = client.get("/api/models").json().get("data", [])
-        ours = [m["id"] for m in models if m["id"].startswith("orpipe.")]
-        check(len(ours) > 0, f"{len(ours)} orpipe models listed, e.g. {ours[:3]}")
-        check("orpipe.mock.text" in ours, "mock text model is listed")
+def install_function(client: httpx.Client, base_url: str) -> None:
+    """Sign up the admin, create the Function, switch it on, set and check its valves."""
+    signup = client.post(
+        "/api/v1/auths/signup",
+        json={"name": "Smoke Admin", "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
+    )
+    check(signup.status_code == 200, f"first user signed up (HTTP {signup.status_code})")
+    client.headers["Authorization"] = f"Bearer {signup.json()['token']}"
 
-        text, _, lines = stream_chat(client, "orpipe.mock.text")
-        want = plan("text", {}).text
-        check(
-            text == want,
-            f"streamed text equals the mock's ({len(text)} chars, "
-            f"{len(lines)} chunks): {text[:60]!r}…",
-        )
-        usage = [c["usage"] for c in lines if c.get("usage")]
-        check(bool(usage), f"usage reached the HTTP stream: {usage[-1] if usage else None}")
+    source = (REPO / "adapters" / "owui_pipe.py").read_text(encoding="utf-8")
+    created = client.post(
+        "/api/v1/functions/create",
+        json={
+            "id": "orpipe",
+            "name": "orpipe",
+            "content": source,
+            "meta": {"description": "orpipe smoke test"},
+        },
+    )
+    check(
+        created.status_code == 200,
+        f"Function created (HTTP {created.status_code}: {created.text[:200]})",
+    )
+    toggled = client.post("/api/v1/functions/id/orpipe/toggle")
+    check(
+        toggled.status_code == 200 and toggled.json().get("is_active") is True,
+        "Function toggled on",
+    )
+    spec = client.get("/api/v1/functions/id/orpipe/valves/spec").json()
+    check(
+        "API_KEY" in spec.get("properties", {}),
+        f"valve form has API_KEY ({len(spec.get('properties', {}))} valves)",
+    )
+    updated = client.post(
+        "/api/v1/functions/id/orpipe/valves/update",
+        json={"BASE_URL": base_url, "API_KEY": MOCK_KEY},
+    )
+    check(updated.status_code == 200, f"valves updated (HTTP {updated.status_code})")
+    stored = client.get("/api/v1/functions/id/orpipe/valves").json()
+    check(
+        str(stored.get("API_KEY", "")).startswith("encrypted:")
+        and MOCK_KEY not in json.dumps(stored),
+        "API_KEY stored encrypted",
+    )
 
-        text, reasoning, _ = stream_chat(client, "orpipe.mock.reasoning")
-        check(bool(reasoning), f"reasoning streamed as reasoning_content ({len(reasoning)} chars)")
-        check(text == plan("reasoning", {}).text, f"reasoning model's answer ({len(text)} chars)")
-        attachments(client, base_url)
+    models = client.get("/api/models").json().get("data", [])
+    ours = [m["id"] for m in models if m["id"].startswith("orpipe.")]
+    check(len(ours) > 0, f"{len(ours)} orpipe models listed, e.g. {ours[:3]}")
+    check("orpipe.mock.text" in ours, "mock text model is listed")
+
+
+def api_chats(client: httpx.Client) -> None:
+    """Plain and reasoning chats through ``/api/chat/completions``, compared with the mock."""
+    text, _, lines = stream_chat(client, "orpipe.mock.text")
+    want = plan("text", {}).text
+    check(
+        text == want,
+        f"streamed text equals the mock's ({len(text)} chars, {len(lines)} chunks): {text[:60]!r}…",
+    )
+    usage = [c["usage"] for c in lines if c.get("usage")]
+    check(bool(usage), f"usage reached the HTTP stream: {usage[-1] if usage else None}")
+
+    text, reasoning, _ = stream_chat(client, "orpipe.mock.reasoning")
+    check(bool(reasoning), f"reasoning streamed as reasoning_content ({len(reasoning)} chars)")
+    check(text == plan("reasoning", {}).text, f"reasoning model's answer ({len(text)} chars)")
 
 
 def attachments(client: httpx.Client, base_url: str) -> None:
@@ -288,6 +327,31 @@ def attachments(client: httpx.Client, base_url: str) -> None:
     )
 
 
+def browser(owui: str, base_url: str, out_dir: Path) -> None:
+    """The browser step (``bench.owui_browser``): every check printed, then one verdict."""
+    say(f"browser step: headless Chromium, screenshots under {out_dir}")
+    try:
+        results = trio.run(
+            functools.partial(
+                run_browser_checks,
+                owui,
+                base_url.removesuffix("/api/v1"),
+                email=ADMIN_EMAIL,
+                password=ADMIN_PASSWORD,
+                out_dir=out_dir,
+                say=say,
+            )
+        )
+    except ChromiumMissing as exc:
+        raise SmokeFailure(f"browser step: {exc}") from exc
+    failed = [r.what for r in results if not r.ok]
+    if failed:
+        raise SmokeFailure(
+            f"browser step: {len(failed)} of {len(results)} checks failed (FAIL lines above)"
+        )
+    say(f"browser step: all {len(results)} checks passed; screenshots in {out_dir}")
+
+
 def mock_stats(base_url: str) -> dict[str, Any]:
     root = base_url.removesuffix("/api/v1")
     stats: dict[str, Any] = httpx.get(f"{root}/mock/stats", timeout=10).json()
@@ -307,14 +371,22 @@ def main(argv: list[str] | None = None) -> int:
         default=Path.home() / ".cache" / "orpipe-owui-venv",
         help="virtualenv for Open WebUI, outside the repository (created if missing)",
     )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
+        "--browser-only",
+        action="store_true",
+        help="after installing the Function, run only the browser step (quick iteration)",
+    )
+    only.add_argument("--no-browser", action="store_true", help="skip the browser step")
     args = parser.parse_args(argv)
+    steps = Steps(api_chats=not args.browser_only, browser=not args.no_browser)
     venv: Path = args.venv.resolve()
     if REPO in venv.parents:
         parser.error("the Open WebUI virtualenv must live outside the repository")
     if shutil.which("python3.11") is None and sys.version_info[:2] != (3, 11):
         say("note: Open WebUI 0.12.4 is tested on Python 3.11")
     try:
-        run(ensure_venv(venv))
+        run(ensure_venv(venv), steps)
     except SmokeFailure as exc:
         say(f"FAILED: {exc}")
         return 1

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from bench.mock_openrouter import MockServer, serve_mock
+from bench.mock_openrouter import SUMMARY_TEXT_CHARS, MockServer, serve_mock, summarize_input
 from bench.mock_scenarios import CATALOGUE, join_surrogates, plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -703,6 +703,94 @@ async def test_stats_count_the_input_parts_that_arrived(
         "input_text": 1, "input_image": 2, "input_file": 1, "input_audio": 1,
     }  # fmt: skip
     assert server.stats.input_parts_inline == 3  # the linked image is not inline
+
+
+async def test_requests_endpoint_shows_what_each_request_carried(
+    server: MockServer, client: httpx.AsyncClient
+):
+    await post(client, server, body("mock/reasoning", {"mock.tokens": "2"}))
+    reasoning = {
+        "type": "reasoning",
+        "id": "rs_1_0",
+        "summary": [{"type": "summary_text", "text": "thought"}],
+        "encrypted_content": "gAAAAmock-rs_1_0-7",
+    }
+    second = [
+        {"type": "message", "role": "user", "content": "first"},
+        reasoning,
+        {"type": "message", "role": "assistant", "content": "answer"},
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "again"}]},
+    ]
+    await post(client, server, body("mock/reasoning", {"mock.tokens": "2"}, input=second))
+    await post(client, server, body("mock/http-429", {}))
+    root = server.base_url.removesuffix("/api/v1")
+    log = (await client.get(f"{root}/mock/requests")).json()["requests"]
+    assert [r["seq"] for r in log] == [1, 2, 3]
+    assert [r["response_id"] for r in log] == ["resp_mock_1", "resp_mock_2", None]
+    assert log[0]["input"] == [{"type": "message", "role": "user", "text": "hello"}]
+    assert log[0]["output"] == [
+        {"type": "reasoning", "id": "rs_1_0"},
+        {"type": "message", "id": "msg_1_0"},
+    ]
+    assert log[1]["input"][1] == {
+        "type": "reasoning",
+        "id": "rs_1_0",
+        "encrypted_content": "gAAAAmock-rs_1_0-7",
+        "text": "thought",
+    }
+    assert log[1]["input"][3] == {
+        "type": "message",
+        "role": "user",
+        "parts": ["input_text"],
+        "text": "again",
+    }
+    assert log[2]["scenario"] == "http-429" and log[2]["output"] == []
+
+
+def test_summarize_input_keeps_ids_and_short_text_never_inline_data():
+    items = [
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}", "id": "fc"},
+        {"type": "function_call_output", "call_id": "c1", "output": "x" * 5000},
+        {
+            "type": "message",
+            "role": "user",
+            "content": [
+                {"type": "input_image", "image_url": "data:image/png;base64," + "A" * 9000},
+            ],
+        },
+        "not a dict",
+    ]
+    out = summarize_input(items)
+    assert out[0] == {
+        "type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "text": "{}",
+    }  # fmt: skip
+    assert out[1]["text"] == "x" * SUMMARY_TEXT_CHARS
+    assert out[2] == {"type": "message", "role": "user", "parts": ["input_image"]}
+    assert out[3] == {"type": "str"}
+    assert summarize_input(None) == []
+
+
+async def test_default_params_apply_unless_the_request_names_them(
+    nursery: trio.Nursery, client: httpx.AsyncClient
+):
+    server: MockServer = await nursery.start(
+        partial(serve_mock, default_params={"tokens": "3", "seed": "2"})
+    )
+    r = await post(client, server, body("mock/text"))
+    assert (
+        "".join(text_deltas(parse_events(r.content)[0]))
+        == plan("text", {"mock.tokens": "3", "mock.seed": "2"}).text
+    )
+    r = await post(client, server, body("mock/text", {"mock.tokens": "5"}))
+    assert (
+        "".join(text_deltas(parse_events(r.content)[0]))
+        == plan("text", {"mock.tokens": "5", "mock.seed": "2"}).text
+    )
+
+
+async def test_default_params_are_checked_at_start():
+    with pytest.raises(ValueError, match=r"mock\.tps"):
+        await serve_mock(default_params={"tps": "fast"})
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,750 @@
+"""The browser step of ``make owui-smoke``: Open WebUI 0.12.4 as a person sees it.
+
+Headless Chromium (``bench.headless_chromium``, the DevTools protocol) signs in through
+Open WebUI's sign-in form, opens a new chat per model (``/?model=<id>``), types each
+message into the chat input and presses Enter, then watches the page under a deadline
+while the answer streams. Per answer it checks:
+
+- **thinking indicators**: at any moment at most one of Open WebUI's reasoning block
+  ("Thinking..." / "Thought for …") plus a status line that says Thinking;
+- **Copy**: a real click on the answer's Copy button puts exactly the answer's visible
+  text on the clipboard (``navigator.clipboard`` is replaced by a recorder before the
+  page's own scripts run, so nothing depends on the headless clipboard);
+- **status history**: expanded with a click, no entry is blank and none repeats.
+
+Per chat: no toast at all while it ran (a ``MutationObserver`` installed before the
+page's scripts catches short-lived svelte-sonner toasts; the one toast a Copy click
+itself raises is expected), and for the reasoning model a second turn whose request to
+the mock carried the first turn's reasoning item (``/mock/requests``). A screenshot of
+each chat, and one of the reasoning answer while it streams, go to the run's log
+directory.
+
+The pure helpers (``copy_problem``, ``thinking_indicators``, ``status_history_problems``,
+``unexpected_toasts``, ``replay_problem``, ...) decide the checks from what was seen; the
+browser code only gathers it. Every check reports what it saw, pass or fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+import trio
+
+from bench.headless_chromium import DevToolsPage, open_chromium
+
+__all__ = [
+    "COPY_TOAST",
+    "BrowserChat",
+    "Check",
+    "answer_problem",
+    "copy_problem",
+    "error_text",
+    "find_chat_request",
+    "replay_problem",
+    "run_browser_checks",
+    "status_history_problems",
+    "stored_status_entries",
+    "thinking_indicators",
+    "unexpected_toasts",
+]
+
+#: The toast Open WebUI raises when its Copy button worked (caused by the check itself).
+COPY_TOAST: Final = "Copying to clipboard was successful!"
+#: How long one answer may take to finish (seconds).
+ANSWER_DEADLINE_S: Final = 120.0
+#: How often the page is sampled while an answer streams (seconds).
+SAMPLE_EVERY_S: Final = 0.1
+
+# --------------------------------------------------------------------------------------------
+# Pure helpers: what was seen -> a verdict with the evidence
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verdict: ``what`` says what was checked and what was seen."""
+
+    ok: bool
+    what: str
+
+
+@dataclass(frozen=True)
+class BrowserChat:
+    """One chat to run: a label (file names, messages), the model id, how many turns."""
+
+    label: str
+    model: str
+    turns: int
+    reasoning: bool = False
+
+
+def normalize_ws(text: str) -> str:
+    """Runs of whitespace as one space, no leading or trailing whitespace."""
+    return " ".join(text.split())
+
+
+def short(text: str, limit: int = 80) -> str:
+    """``repr`` of ``text`` cut to about ``limit`` characters (middle elided)."""
+    if len(text) <= limit:
+        return repr(text)
+    half = limit // 2
+    return repr(text[:half]) + f"…({len(text) - 2 * half} chars)…" + repr(text[-half:])
+
+
+def copy_problem(copied: Sequence[str], visible: str) -> str | None:
+    """None when exactly one text was copied and it equals the visible answer (whitespace
+    runs compared as one space, as the browser lays text out); else what differs."""
+    if not copied:
+        return "the Copy click put nothing on the clipboard"
+    if len(copied) > 1:
+        return f"the Copy click copied {len(copied)} times: {[short(c, 40) for c in copied]}"
+    got, want = normalize_ws(copied[0]), normalize_ws(visible)
+    if not want:
+        return f"the answer shows no text, yet {short(copied[0])} was copied"
+    if got == want:
+        return None
+    common = 0
+    for a, b in zip(got, want, strict=False):
+        if a != b:
+            break
+        common += 1
+    if got.startswith(want):
+        return (
+            f"the copy has {len(got) - len(want)} characters more than the visible answer, "
+            f"at its end: {short(got[common:], 120)}"
+        )
+    if want.startswith(got):
+        return f"the copy lacks the visible answer's end: {short(want[common:], 120)}"
+    return (
+        f"copy and visible answer differ after {common} characters: the copy continues "
+        f"{short(got[common:], 60)}, the page shows {short(want[common:], 60)}"
+    )
+
+
+_THINKING = re.compile(r"think", re.IGNORECASE)
+
+
+def thinking_indicators(sample: Mapping[str, Any]) -> list[str]:
+    """The thinking indicators in one sample of an answer: each reasoning block, and the
+    status line when it says Thinking."""
+    found = [f"reasoning block {text!r}" for text in sample.get("reasoning") or []]
+    status = sample.get("status")
+    if isinstance(status, str) and _THINKING.search(status):
+        found.append(f"status line {status!r}")
+    return found
+
+
+def status_history_problems(entries: Sequence[str]) -> list[str]:
+    """Blank entries (by position, 1-based) and entries shown more than once."""
+    problems = [
+        f"entry {i} of {len(entries)} is blank" for i, e in enumerate(entries, 1) if not e.strip()
+    ]
+    counts: dict[str, int] = {}
+    for entry in entries:
+        key = normalize_ws(entry)
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    problems += [f"{text!r} appears {n} times" for text, n in counts.items() if n > 1]
+    return problems
+
+
+def stored_status_entries(history: object) -> list[str] | None:
+    """The descriptions of a stored ``statusHistory``'s entries that are not hidden (None
+    when there is no list to read)."""
+    if not isinstance(history, list):
+        return None
+    return [
+        str(entry.get("description") or "")
+        for entry in history
+        if isinstance(entry, Mapping) and entry.get("hidden") is not True
+    ]
+
+
+def unexpected_toasts(toasts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every toast except the Copy button's own, as ``type: text``."""
+    out = []
+    for toast in toasts:
+        text = normalize_ws(str(toast.get("text") or ""))
+        if text == COPY_TOAST:
+            continue
+        out.append(f"{toast.get('type') or 'toast'}: {text or '(no text)'}")
+    return out
+
+
+def last_user_text(record: Mapping[str, Any]) -> str | None:
+    """The text of the last user message a request to the mock carried."""
+    users = [
+        item
+        for item in record.get("input") or []
+        if item.get("role") == "user" and item.get("type", "message") == "message"
+    ]
+    return str(users[-1].get("text") or "") if users else None
+
+
+def find_chat_request(log: Sequence[Mapping[str, Any]], message: str) -> Mapping[str, Any] | None:
+    """The newest request whose last user message is ``message`` (title and follow-up
+    tasks quote the chat inside a longer prompt, so they do not match)."""
+    want = normalize_ws(message)
+    for record in list(log)[::-1]:
+        text = last_user_text(record)
+        if text is not None and normalize_ws(text) == want:
+            return record
+    return None
+
+
+def replay_problem(log: Sequence[Mapping[str, Any]], first: str, second: str) -> tuple[bool, str]:
+    """Whether the request for ``second`` replayed the reasoning the mock sent in answer
+    to ``first`` (same item id, or the same encrypted content), with what was seen."""
+    turn1 = find_chat_request(log, first)
+    turn2 = find_chat_request(log, second)
+    if turn1 is None or turn2 is None:
+        missing = "first" if turn1 is None else "second"
+        seen = [last_user_text(r) for r in log[-6:]]
+        return False, f"no request to the mock for the {missing} turn; last user texts: {seen}"
+    sent = [o["id"] for o in turn1.get("output") or [] if o.get("type") == "reasoning"]
+    if not sent:
+        return False, f"the mock sent no reasoning item in turn 1 ({turn1.get('scenario')})"
+    items = turn2.get("input") or []
+    replayed = [i for i in items if i.get("type") == "reasoning"]
+    kinds = [str(i.get("type")) + (f"/{i['role']}" if i.get("role") else "") for i in items]
+    for rs_id in sent:
+        for item in replayed:
+            encrypted = str(item.get("encrypted_content") or "")
+            if item.get("id") == rs_id or encrypted.startswith(f"gAAAAmock-{rs_id}-"):
+                return True, (
+                    f"turn 2's request replayed turn 1's reasoning item {rs_id} "
+                    f"(encrypted_content {encrypted[:40]!r}; input items {kinds})"
+                )
+    got = [(i.get("id"), str(i.get("encrypted_content") or "")[:40]) for i in replayed]
+    return False, (
+        f"turn 2's request did not replay turn 1's reasoning {sent}: its reasoning items "
+        f"{got or 'none'}; its input items {kinds}"
+    )
+
+
+def error_text(error: object) -> str:
+    """An Open WebUI message ``error`` as the text it shows ("" for none)."""
+    if not error:
+        return ""
+    if isinstance(error, Mapping):
+        for key in ("content", "message", "detail"):
+            if isinstance(error.get(key), str):
+                return str(error[key])
+        inner = error.get("error")
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        return json.dumps(error)
+    return str(error) if error is not True else "error (legacy: the text is the content)"
+
+
+def answer_problem(visible: str, stored: Mapping[str, Any]) -> str | None:
+    """None when the answer shows text and Open WebUI stored no error for it."""
+    if stored.get("problem"):
+        return f"could not read the stored message: {stored['problem']}"
+    error = error_text(stored.get("error"))
+    if error:
+        return f"Open WebUI shows an error instead of an answer: {error!r}"
+    if not normalize_ws(visible):
+        return f"the answer shows no text (stored content {short(str(stored.get('content')))})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Page scripts
+# --------------------------------------------------------------------------------------------
+
+#: Runs before the page's scripts in every document: records toasts and clipboard writes.
+INIT_SCRIPT: Final = r"""
+(() => {
+  if (window !== window.top || window.__orpipe) return;
+  const state = (window.__orpipe = { toasts: [], copied: [], errors: [] });
+  const seen = new WeakMap();
+  const scan = () => {
+    for (const el of document.querySelectorAll('[data-sonner-toast]')) {
+      let i = seen.get(el);
+      if (i === undefined) {
+        i = state.toasts.length;
+        seen.set(el, i);
+        state.toasts.push({ type: el.getAttribute('data-type') || '', text: '', at: Date.now() });
+      }
+      const text = (el.innerText || el.textContent || '').trim();
+      if (text) state.toasts[i].text = text;
+    }
+  };
+  new MutationObserver(scan).observe(document, {
+    childList: true, subtree: true, characterData: true, attributes: true,
+    attributeFilter: ['data-type'],
+  });
+  const record = async (text) => { state.copied.push(String(text)); };
+  try {
+    Object.defineProperty(Clipboard.prototype, 'writeText', {
+      configurable: true, value: function (text) { return record(text); },
+    });
+    Object.defineProperty(Clipboard.prototype, 'write', {
+      configurable: true,
+      value: async function (items) {
+        for (const item of items) {
+          if (item.types.includes('text/plain')) {
+            await record(await (await item.getType('text/plain')).text());
+          }
+        }
+      },
+    });
+  } catch (e) { state.errors.push('clipboard: ' + e); }
+})();
+"""
+
+#: The newest assistant message: id, whether it is done (its Copy button exists), its
+#: reasoning blocks' labels, its status line, how much text it shows.
+_SAMPLE_JS: Final = r"""
+(() => {
+  const all = [...document.querySelectorAll('div[id^="message-"]')].filter(
+    (el) => /^message-[0-9a-f-]+$/i.test(el.id) && el.querySelector('.chat-assistant'));
+  const el = all.at(-1);
+  if (!el) return { count: 0 };
+  const box = el.querySelector('#response-content-container');
+  const reasoning = box ? [...box.querySelectorAll('button[aria-expanded]')]
+    .map((b) => b.innerText.trim()).filter((t) => /^(Thinking|Thought)/.test(t)) : [];
+  const toggle = el.querySelector('button[aria-label="Toggle status history"]');
+  return {
+    count: all.length,
+    id: el.id.slice('message-'.length),
+    done: !!el.querySelector('button.copy-response-button'),
+    reasoning,
+    status: toggle ? toggle.innerText.trim() : null,
+    chars: box ? box.innerText.length : 0,
+  };
+})()
+"""
+
+#: The answer's visible text: the content container's rendered text without the reasoning
+#: block (and any other collapsible header), which the Copy button leaves out by design.
+_VISIBLE_JS: Final = r"""
+((id) => {
+  const el = document.getElementById('message-' + id);
+  const box = el && el.querySelector('#response-content-container');
+  if (!box) return null;
+  const hidden = [];
+  for (const b of box.querySelectorAll('button[aria-expanded]')) {
+    const root = b.parentElement;
+    if (root && root !== box && root.style.display !== 'none') {
+      hidden.push([root, root.style.display]);
+      root.style.display = 'none';
+    }
+  }
+  const text = box.innerText;
+  for (const [node, display] of hidden) node.style.display = display;
+  return text;
+})(%s)
+"""
+
+#: Centre of an element (scrolled into view) for a real mouse click; null while it is
+#: absent, has no size or is covered there by another element (an overlay, a toast).
+_CENTRE_JS: Final = r"""
+((find) => {
+  const el = find();
+  if (!el) return null;
+  el.scrollIntoView({ block: 'center', inline: 'center' });
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) return null;
+  const x = r.left + r.width / 2, y = r.top + r.height / 2;
+  const hit = document.elementFromPoint(x, y);
+  if (!hit || !(el === hit || el.contains(hit))) return null;
+  return { x: Math.round(x), y: Math.round(y) };
+})(() => %s)
+"""
+
+#: The status history of a message: whether it is expanded, the line shown, every entry.
+_STATUS_JS: Final = r"""
+((id) => {
+  const el = document.getElementById('message-' + id);
+  const toggle = el && el.querySelector('button[aria-label="Toggle status history"]');
+  if (!toggle) return null;
+  const root = toggle.parentElement;
+  const entries = [...root.querySelectorAll('.status-description')]
+    .filter((d) => !toggle.contains(d)).map((d) => d.innerText.trim());
+  return {
+    expanded: toggle.getAttribute('aria-expanded') === 'true',
+    line: toggle.innerText.trim(),
+    entries,
+  };
+})(%s)
+"""
+
+
+#: The message as Open WebUI stored it (content, error, status history), fetched by the page
+#: with its own token; ``{"problem": ...}`` when it cannot be had.
+_STORED_JS: Final = r"""
+(async (id) => {
+  const chat = location.pathname.match(/^\/c\/([^/]+)/);
+  if (!chat) return { problem: 'no chat id in the address ' + location.pathname };
+  const r = await fetch('/api/v1/chats/' + chat[1], {
+    headers: { Authorization: 'Bearer ' + localStorage.token },
+  });
+  if (!r.ok) return { problem: 'GET /api/v1/chats/' + chat[1] + ': HTTP ' + r.status };
+  const body = await r.json();
+  const m = body?.chat?.history?.messages?.[id];
+  if (!m) return { problem: 'message ' + id + ' is not in the stored chat' };
+  return {
+    content: m.content ?? '',
+    error: m.error ?? null,
+    statusHistory: m.statusHistory ?? null,
+    done: m.done ?? null,
+  };
+})(%s)
+"""
+
+
+def _button_with_text(text: str) -> str:
+    return (
+        "[...document.querySelectorAll('button')].find("
+        f"(b) => b.innerText.trim() === {json.dumps(text)})"
+    )
+
+
+def _in_message(message_id: str, selector: str) -> str:
+    return (
+        f"document.getElementById({json.dumps('message-' + message_id)})"
+        f"?.querySelector({json.dumps(selector)})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Driving the page
+# --------------------------------------------------------------------------------------------
+
+
+class _Page:
+    """The page plus polling helpers; every wait has a deadline and says what it waited for."""
+
+    def __init__(self, page: DevToolsPage) -> None:
+        self.page = page
+
+    async def poll(self, expression: str, timeout_s: float) -> Any:
+        """The expression's first truthy value within ``timeout_s``, else None."""
+        with trio.move_on_after(timeout_s):
+            while True:
+                value = await self.page.evaluate(expression)
+                if value:
+                    return value
+                await trio.sleep(0.1)
+        return None
+
+    async def wait_for(self, expression: str, what: str, timeout_s: float = 30.0) -> Any:
+        """Like ``poll``, but a timeout ends the step with ``what`` it waited for."""
+        value = await self.poll(expression, timeout_s)
+        if not value:
+            raise BrowserStepError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        return value
+
+    async def click(self, find: str, what: str, timeout_s: float = 15.0) -> None:
+        """Click the element ``find`` (a JS expression) with the mouse, once it is visible,
+        uncovered and has stopped moving (modals fly in, content loads above buttons)."""
+        with trio.move_on_after(timeout_s):
+            previous = None
+            while True:
+                centre = await self.page.evaluate(_CENTRE_JS % find)
+                if centre and centre == previous:
+                    await self.page.click(float(centre["x"]), float(centre["y"]))
+                    return
+                previous = centre
+                await trio.sleep(0.15)
+        raise BrowserStepError(f"timed out after {timeout_s:.0f} s waiting to click {what}")
+
+    async def type_into(self, find: str, text: str, what: str) -> None:
+        await self.click(find, what)
+        await self.page.insert_text(text)
+
+    async def state(self) -> dict[str, Any]:
+        value = await self.page.evaluate("window.__orpipe ?? null")
+        return value if isinstance(value, dict) else {"toasts": [], "copied": [], "errors": []}
+
+
+class BrowserStepError(Exception):
+    """The browser could not get as far as a check (a page never showed what it needed)."""
+
+
+@dataclass
+class _Answer:
+    """What was seen of one answer while it streamed and once it was done."""
+
+    message_id: str = ""
+    worst: list[str] = field(default_factory=list)
+    worst_sample: dict[str, Any] = field(default_factory=dict)
+    samples: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+async def _sign_in(p: _Page, owui: str, email: str, password: str) -> None:
+    await p.page.navigate(f"{owui}/auth")
+    await p.wait_for("!!document.getElementById('password')", "the sign-in form", 60)
+    await p.type_into("document.getElementById('email')", email, "the email field")
+    await p.type_into("document.getElementById('password')", password, "the password field")
+    await p.page.press_key("Enter")
+    await p.wait_for(
+        "!!localStorage.token && location.pathname !== '/auth'", "signing in to finish", 30
+    )
+
+
+async def _dismiss_changelog(p: _Page) -> None:
+    """Open WebUI greets an admin with its changelog once; close it like a person would."""
+    find = _button_with_text("Okay, Let's Go!")
+    if not await p.poll(f"!!({find})", 2):
+        return
+    for _ in range(3):
+        await p.click(find, "the changelog's close button")
+        if await p.poll(f"!({find})", 3):
+            return
+    raise BrowserStepError("the changelog stayed open after three clicks on its close button")
+
+
+async def _send(p: _Page, text: str) -> None:
+    await p.type_into("document.getElementById('chat-input')", text, "the chat input")
+    await p.page.press_key("Enter")
+
+
+async def _watch_answer(
+    p: _Page, turn: int, shots: str | None, say: Callable[[str], None]
+) -> _Answer:
+    """Sample the newest answer until it is done and settled; keep the worst moment.
+
+    With ``shots`` (a path without suffix), screenshots ``<shots>-streaming.png`` the first
+    time the answer shows reasoning or text before it is done, and
+    ``<shots>-indicators.png`` the first time it shows more than one thinking indicator."""
+    seen = _Answer()
+    taken: set[str] = set()
+
+    async def shoot(kind: str) -> None:
+        if shots is None or kind in taken:
+            return
+        taken.add(kind)
+        path = Path(f"{shots}-{kind}.png")
+        await p.page.screenshot(path)
+        say(f"screenshot ({kind}): {path}")
+
+    def note(sample: Mapping[str, Any]) -> list[str]:
+        found = thinking_indicators(sample)
+        if len(found) > len(seen.worst):
+            seen.worst, seen.worst_sample = found, dict(sample)
+        return found
+
+    sample: Any = None
+    with trio.move_on_after(ANSWER_DEADLINE_S) as scope:
+        while True:
+            sample = await p.page.evaluate(_SAMPLE_JS)
+            if isinstance(sample, dict) and sample.get("count", 0) >= turn:
+                seen.samples += 1
+                seen.message_id = str(sample["id"])
+                found = note(sample)
+                if len(found) > 1:
+                    await shoot("indicators")
+                if sample["done"]:
+                    break
+                if sample["reasoning"] or sample["chars"]:
+                    await shoot("streaming")
+            await trio.sleep(SAMPLE_EVERY_S)
+    if scope.cancelled_caught:
+        raise BrowserStepError(
+            f"answer {turn} not done after {ANSWER_DEADLINE_S:.0f} s (last sample: {sample})"
+        )
+    # The last status may land just after the Copy button appears: wait until it settles.
+    previous: Any = None
+    with trio.move_on_after(10):
+        while sample != previous:
+            previous = sample
+            await trio.sleep(0.7)
+            sample = await p.page.evaluate(_SAMPLE_JS)
+            if isinstance(sample, dict):
+                note(sample)
+    seen.final = sample if isinstance(sample, dict) else {}
+    return seen
+
+
+async def _check_copy(p: _Page, message_id: str, name: str = "the answer") -> Check:
+    before = len((await p.state()).get("copied") or [])
+    await p.click(_in_message(message_id, "button.copy-response-button"), "the Copy button")
+    await p.poll(f"(window.__orpipe?.copied.length ?? 0) > {before}", 3)
+    copied = ((await p.state()).get("copied") or [])[before:]
+    visible = await p.page.evaluate_or_raise(_VISIBLE_JS % json.dumps(message_id))
+    problem = copy_problem(copied, str(visible or ""))
+    if problem is None:
+        return Check(True, f"{name}: Copy copied exactly the visible text ({len(copied[0])} chars)")
+    return Check(False, f"{name}: Copy = the visible text: {problem}")
+
+
+async def _check_status_history(
+    p: _Page, message_id: str, stored: Mapping[str, Any], name: str = "the answer"
+) -> tuple[Check, str | None]:
+    status = await p.page.evaluate_or_raise(_STATUS_JS % json.dumps(message_id))
+    if status is None:
+        return Check(True, f"{name} shows no status line (no history to check)"), None
+    if not status["expanded"]:
+        find = _in_message(message_id, 'button[aria-label="Toggle status history"]')
+        await p.click(find, "the status line")
+        await p.wait_for(
+            f"{find}?.getAttribute('aria-expanded') === 'true'", "the status history to open", 5
+        )
+        status = await p.page.evaluate_or_raise(_STATUS_JS % json.dumps(message_id))
+    line = str(status["line"])
+    entries: list[str] = status["entries"] or [line]
+    problems = status_history_problems(entries)
+    kept = stored_status_entries(stored.get("statusHistory"))
+    if kept is not None and len(kept) != len(entries):
+        problems.append(
+            f"the page lists {len(entries)} entries but Open WebUI stored {len(kept)} "
+            f"visible ones: {kept}"
+        )
+    listing = " | ".join(repr(e) for e in entries)
+    if problems:
+        what = f"{name}: status history clean: {'; '.join(problems)} in [{listing}]"
+        return Check(False, what), line
+    return Check(
+        True, f"{name}: status history has {len(entries)} clean entries: [{listing}]"
+    ), line
+
+
+async def _mock_log(mock_root: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{mock_root}/mock/requests")
+    response.raise_for_status()
+    requests: list[dict[str, Any]] = response.json()["requests"]
+    return requests
+
+
+@dataclass
+class _Step:
+    """The browser step's surroundings: the page, where things are, where verdicts go."""
+
+    p: _Page
+    owui: str
+    mock_root: str
+    out_dir: Path
+    say: Callable[[str], None]
+    results: list[Check] = field(default_factory=list)
+
+    def report(self, check: Check) -> None:
+        self.results.append(check)
+        self.say(f"{'ok' if check.ok else 'FAIL'}: {check.what}")
+
+
+async def _run_turn(step: _Step, chat: BrowserChat, turn: int, message: str) -> None:
+    p = step.p
+    await _send(p, message)
+    step.say(f"{chat.label} chat: typed turn {turn} into {chat.model} and pressed Enter")
+    shots = str(step.out_dir / f"{chat.label}-turn{turn}")
+    answer = await _watch_answer(p, turn, shots, step.say)
+    name = f"{chat.label} answer {turn}"
+    visible = str(await p.page.evaluate_or_raise(_VISIBLE_JS % json.dumps(answer.message_id)))
+    stored = await p.page.evaluate_or_raise(
+        _STORED_JS % json.dumps(answer.message_id), await_promise=True
+    )
+    problem = answer_problem(visible, stored)
+    step.report(
+        Check(
+            problem is None,
+            f"{name} arrived: {problem or short(normalize_ws(visible), 60)} "
+            f"({answer.samples} samples while it streamed)",
+        )
+    )
+    worst = answer.worst
+    step.report(
+        Check(
+            len(worst) <= 1,
+            f"{name}: at most one thinking indicator at any moment (most seen: "
+            f"{len(worst)}{': ' + ' + '.join(worst) if worst else ''})",
+        )
+    )
+    if chat.reasoning:
+        blocks = answer.final.get("reasoning") or []
+        step.report(
+            Check(len(blocks) == 1, f"{name} shows Open WebUI's reasoning block once: {blocks}")
+        )
+    step.report(await _check_copy(p, answer.message_id, name))
+    check, line = await _check_status_history(p, answer.message_id, stored, name)
+    step.report(check)
+    step.say(f"{name}: final status line {line!r}")
+    request = find_chat_request(await _mock_log(step.mock_root), message)
+    seen = (request.get("model"), request.get("scenario")) if request else None
+    step.report(Check(request is not None, f"{name}: the mock received the typed message {seen}"))
+
+
+async def _run_chat(step: _Step, chat: BrowserChat) -> None:
+    p = step.p
+    await p.page.navigate(f"{step.owui}/?model={chat.model}")
+    await p.wait_for("!!document.getElementById('chat-input')", f"the chat page of {chat.model}")
+    await _dismiss_changelog(p)
+    tag = secrets.token_hex(3)
+    messages = [
+        f"{chat.label} chat, turn {turn} ({tag}): please answer."
+        for turn in range(1, chat.turns + 1)
+    ]
+    for turn, message in enumerate(messages, 1):
+        await _run_turn(step, chat, turn, message)
+    await trio.sleep(1.0)  # toasts raised by the last answer's follow-up tasks
+    # Toasts still showing are recorded already; let them go so the screenshot shows the chat.
+    await p.poll("!document.querySelector('[data-sonner-toast]')", 10)
+    shot = step.out_dir / f"{chat.label}-chat.png"
+    await p.page.screenshot(shot)
+    step.say(f"screenshot of the {chat.label} chat: {shot}")
+    state = await p.state()
+    seen = state.get("toasts") or []
+    toasts = unexpected_toasts(seen)
+    step.report(
+        Check(
+            not toasts,
+            f"{chat.label} chat raised no toast ({len(seen)} seen, {len(seen) - len(toasts)} "
+            f"of them Copy's own){': ' + ' || '.join(toasts) if toasts else ''}",
+        )
+    )
+    if state.get("errors"):
+        step.say(f"note: page recorder errors: {state['errors']}")
+    if chat.reasoning and chat.turns >= 2:
+        ok, what = replay_problem(await _mock_log(step.mock_root), messages[0], messages[1])
+        step.report(Check(ok, f"second turn replays the first turn's reasoning: {what}"))
+
+
+DEFAULT_CHATS: Final = (
+    BrowserChat("reasoning", "orpipe.mock.reasoning", turns=2, reasoning=True),
+    BrowserChat("plain", "orpipe.mock.text", turns=1),
+)
+
+
+async def run_browser_checks(
+    owui: str,
+    mock_root: str,
+    *,
+    email: str,
+    password: str,
+    out_dir: Path,
+    say: Callable[[str], None],
+    chats: Sequence[BrowserChat] = DEFAULT_CHATS,
+) -> list[Check]:
+    """Sign in, run each chat, return every verdict (each also passed to ``say``).
+
+    A page that never shows what the next step needs, a page script that throws or a
+    mock that does not answer ends the step with a failed verdict naming it (and a
+    screenshot, ``stuck.png``); the verdicts so far are kept."""
+    await trio.Path(out_dir).mkdir(parents=True, exist_ok=True)
+    # Tall enough that a two-turn chat with its status histories open fits one screenshot.
+    async with open_chromium(
+        "about:blank", out_dir / "chromium-profile", window=(1400, 1400)
+    ) as page:
+        step = _Step(_Page(page), owui, mock_root, out_dir, say)
+        await page.add_init_script(INIT_SCRIPT)
+        try:
+            await _sign_in(step.p, owui, email, password)
+            step.report(Check(True, f"signed in through Open WebUI's sign-in form as {email}"))
+            for chat in chats:
+                await _run_chat(step, chat)
+        except (BrowserStepError, RuntimeError, httpx.HTTPError) as exc:
+            stuck = out_dir / "stuck.png"
+            await page.screenshot(stuck)
+            step.report(Check(False, f"{exc} (screenshot {stuck})"))
+    return step.results
