@@ -76,15 +76,25 @@ class DeltaBatcher:
             if self._length >= self.char_limit or self._events >= self.event_limit:
                 flushed = self.flush(final=False)
                 if not flushed and self._events >= self.event_limit:
-                    # Only a half pair is pending, on credits the fetcher may
-                    # need (empty deltas after it): it may not wait any longer.
-                    flushed = self.flush(final=True)
+                    # Only a half pair is pending, on credits the fetcher needs
+                    # to read its partner (a window of one): the credits go back
+                    # in a run with no text, and the half keeps waiting.
+                    flushed = [self._credits_only()]
                 out.extend(flushed)
             return out
         # Not final: a trailing half pair waits for its partner past this item.
         out = list(self.flush(final=False))
         out.append(item)
         return out
+
+    def _credits_only(self) -> TextRun:
+        """A run with no text that gives the pending events' credits back."""
+        assert self._channel is not None
+        run = TextRun(
+            request_id=self.request_id, channel=self._channel, text="", events=self._events
+        )
+        self._events = 0
+        return run
 
     def flush(self, *, final: bool) -> list[TextRun]:
         """The pending run (minus a trailing half pair unless ``final``)."""

@@ -32,20 +32,34 @@ _PIECES = st.text(
 )
 
 
+def _halves(piece: str) -> list[str]:
+    """A piece as deltas, each astral character split between two of them (two lone halves)."""
+    deltas, current = [], ""
+    for char in piece:
+        if ord(char) > 0xFFFF:
+            units = char.encode("utf-16-le")
+            high = units[:2].decode("utf-16-le", "surrogatepass")
+            low = units[2:].decode("utf-16-le", "surrogatepass")
+            deltas.append(current + high)
+            current = low
+        else:
+            current += char
+    return [*deltas, current]
+
+
 def _body(deltas: list[str], *, split_emoji: bool) -> bytes:
-    """The stream: created, one delta event per piece, completed, [DONE]."""
+    """The stream: created, one delta event per piece, completed, [DONE].
+
+    With ``split_emoji`` every astral character is sent as two lone ``\\u``
+    escapes in two consecutive deltas, as providers do.
+    """
     out = bytearray(b'data: {"type":"response.created","response":{"id":"resp_1"}}\n\n')
     for piece in deltas:
-        if split_emoji:  # astral characters as two lone \\u escapes, as providers send
-            raw = json.dumps({"type": "response.output_text.delta", "delta": piece})
-        else:
-            raw = json.dumps(
-                {"type": "response.output_text.delta", "delta": piece}, ensure_ascii=False
-            )
-        out += b"data: " + raw.encode() + b"\n\n"
-    out += (
-        b'data: {"type":"response.completed","response":{"id":"resp_1","status":"completed"}}\n\n'
-    )
+        for text in _halves(piece) if split_emoji else [piece]:
+            raw = json.dumps({"type": "response.output_text.delta", "delta": text})
+            out += b"data: " + raw.encode() + b"\n\n"
+    completed = {"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}}
+    out += b"data: " + json.dumps(completed).encode() + b"\n\n"
     out += DONE
     return bytes(out)
 

@@ -343,12 +343,23 @@ def test_a_run_holds_at_most_event_limit_credits() -> None:
     assert batcher.has_pending
 
 
+def test_a_lone_half_gives_its_credits_back_and_keeps_waiting() -> None:
+    """A window of one: the half's credit must go back so its partner can be read."""
+    batcher = DeltaBatcher("r", 10, event_limit=1)
+    out = batcher.push(DeltaEvent(seq=0, channel="text", text="\ud83d"))
+    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("", 1)]
+    out = batcher.push(DeltaEvent(seq=1, channel="text", text="\ude00"))
+    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("😀", 1)]
+    assert not batcher.has_pending
+
+
 def test_a_lone_half_after_empty_deltas_does_not_sit_on_credits() -> None:
-    """A half pair followed by empty deltas is given up once it holds event_limit credits."""
     batcher = DeltaBatcher("r", 10, event_limit=3)
     out = batcher.push(DeltaEvent(seq=0, channel="text", text="\ud83d"))
     out += batcher.push(DeltaEvent(seq=1, channel="text", text=""))
     assert out == []
     out += batcher.push(DeltaEvent(seq=2, channel="text", text=""))
-    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("\ufffd", 3)]
-    assert not batcher.has_pending
+    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("", 3)]
+    out = batcher.push(DeltaEvent(seq=3, channel="text", text="\ude00!"))
+    out += batcher.flush(final=True)
+    assert [(o.text, o.events) for o in out if isinstance(o, TextRun)] == [("😀!", 1)]
