@@ -16,9 +16,12 @@ A turn:
    catalogue entry, submitted to the engine through the loop's bridge.
 4. The answer: an async generator that carries all of it over HTTP (text,
    reasoning as Open WebUI's thinking block, usage, errors) and mirrors
-   progress through the event emitter. Its ``finally`` cancels the request
-   if it is still running (Open WebUI's stop button cancels the task that
-   iterates it) and closes every status it opened.
+   progress through the event emitter: statuses only for what the thinking
+   block and the text cannot say (waiting on OpenRouter, web searches, tool
+   calls), ended by the final status line (``adapters.owui_events``). Its
+   ``finally`` cancels the request if it is still running (Open WebUI's stop
+   button cancels the task that iterates it) and ends a status line still
+   open.
 
 Task requests (titles, tags, follow-ups) take the same engine path but
 return plain text, and a failure returns "" — Open WebUI then falls back
@@ -99,9 +102,6 @@ Emitter = Callable[[dict[str, Any]], Awaitable[None]]
 #: Shown in the model list when the catalogue cannot be loaded, so an
 #: administrator picking it reads why instead of seeing an empty list.
 UNAVAILABLE_SUB_ID = "orpipe-unavailable"
-
-#: The progress line shown from submission until OpenRouter's first event.
-WAITING_STATUS = "Waiting for OpenRouter…"
 
 #: Bound on the awaits a generator's ``finally`` makes toward Open WebUI.
 _CLEANUP_S = 2.0
@@ -354,9 +354,12 @@ async def _prepare_attachments(
     )
     await emitter.status(_PREPARING_STATUS, done=False)
     try:
-        return await intake.prepare(items)
-    finally:
-        await emitter.status(_PREPARING_STATUS, done=True, hidden=True)
+        prepared = await intake.prepare(items)
+    except BaseException:
+        await emitter.close_statuses()  # no blank "hidden" entry: Open WebUI lists those
+        raise
+    await emitter.status(_PREPARING_STATUS, done=True)  # sent as "Attachments prepared"
+    return prepared
 
 
 _PREPARING_STATUS = "Preparing attachments…"
@@ -729,16 +732,11 @@ class AnswerStream(collections.abc.AsyncGenerator[dict[str, Any], None]):
 async def _chunks(
     stream: BridgedStream, renderer: AnswerRenderer, emitter: SafeEmitter, images: GeneratedImages
 ) -> AsyncGenerator[dict[str, Any], None]:
-    waiting: str | None = WAITING_STATUS
-    await emitter.status(WAITING_STATUS, done=False)
+    for out in renderer.opening():  # "Waiting for OpenRouter…" until the first event
+        await emitter.emit(out.event)
     while batch := await stream.receive_batch():
         for event in batch:
             for out in renderer.feed(await images.shown(event)):
-                if waiting is not None:
-                    # Something arrived: the wait is over (closed before the
-                    # first thing shown, so statuses stay in order).
-                    await emitter.status(waiting, done=True, hidden=True)
-                    waiting = None
                 if out.chunk is not None:
                     yield out.chunk
                 else:

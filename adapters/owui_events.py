@@ -9,14 +9,18 @@ This module owns:
   the answer, reasoning and usage totals;
 * ``SafeEmitter`` -- the only asyncio-flavoured part: a wrapper around
   ``__event_emitter__`` that never lets a dead socket break an answer, never
-  swallows a cancellation, and closes every status left open;
+  swallows a cancellation, keeps the status history clean and ends a status
+  line left open;
+* ``StatusHistory`` -- the rules both apply to statuses (below);
 * small builders the pipe also uses before streaming: ``error_chunk``,
   ``busy_error_chunk``, ``status_event``, ``notification_event``,
   ``source_event``, ``strip_openai_utm``, ``format_final_status``,
-  ``format_seconds``.
+  ``format_seconds``, ``closed_text``.
 
 The pipe's loop stays trivial::
 
+    for out in renderer.opening():  # "Waiting for OpenRouter…"
+        await emitter.emit(out.event)
     for out in renderer.feed(event):
         if out.chunk is not None:
             yield out.chunk
@@ -89,12 +93,39 @@ Verified in the installed open-webui 0.12.4 (not guessed):
   message. So this module's ``chat:completion`` events carry ``usage`` or
   ``error`` but **never ``done``**: a pipe-sent ``done`` would run all of
   that twice, the first time before the answer is final.
-* ``open_webui/socket/main.py`` ``get_event_emitter``: ``status`` data is
-  appended to the message's ``statusHistory`` (the browser shows the last
-  one, shimmering while ``done`` is ``false``: ``StatusHistory.svelte``);
-  ``source`` data without a ``type`` key is appended to the message's
-  ``sources``, grouped in the browser by ``metadata[i].source``
-  (``Citations.svelte``).
+* ``open_webui/socket/main.py`` ``get_event_emitter``: ``source`` data
+  without a ``type`` key is appended to the message's ``sources``, grouped in
+  the browser by ``metadata[i].source`` (``Citations.svelte``). The data of
+  *every* ``status`` event is appended to the message's ``statusHistory``,
+  whatever it says: ``models/chats.py``
+  ``add_message_status_to_chat_by_id_and_message_id`` in the database, and
+  ``Chat.svelte`` (``message.statusHistory.push(data)``) in the open page.
+  Nothing is ever replaced or merged. In the browser (the package's frontend
+  build, read from its source maps in ``frontend/_app/immutable/chunks``:
+  ``ResponseMessage/StatusHistory.svelte`` and ``StatusItem.svelte``):
+
+  - the status line is the *last* entry; it shimmers while that entry's
+    ``done`` is exactly ``false``; when the last entry is ``hidden`` the
+    whole status area, list included, is not drawn;
+  - clicking it lists every entry (when there are two or more), each with a
+    dot; the dot is drawn for every entry, but ``StatusItem`` renders nothing
+    for a ``hidden`` one -- a blank dot -- and a plain entry (no ``action``)
+    without a ``description`` has no text either; listed entries never
+    shimmer (they are drawn with ``done={true}``).
+
+  So a status cannot be closed or hidden without adding an entry, and only
+  the last entry's ``done`` matters. ``StatusHistory`` (used by both the
+  renderer and ``SafeEmitter``) keeps the list clean: nothing without text
+  or ``hidden`` is sent; a status is not "closed" by repeating it with
+  ``done: true`` (a duplicate line) but superseded by the next meaningful
+  one, or closed by a past-tense line, as Open WebUI's own middleware does
+  ("Creating image" → "Image created"); a text already in the list is
+  numbered ("Calling get_weather (2)…"). Reasoning is Open WebUI's own
+  "Thinking..." / "Thought for N seconds" block (``structuredOutput.ts``,
+  ``Collapsible.svelte``), so
+  no status says the same: statuses say what the block cannot -- waiting on
+  OpenRouter before its first event, web searches, tool calls -- and the
+  final line ends the list.
 """
 
 from __future__ import annotations
@@ -129,13 +160,16 @@ from engine.messages import (
 
 __all__ = [
     "MIN_TPS_WINDOW_S",
-    "THINKING",
+    "STOPPED",
+    "WAITING",
     "AnswerRenderer",
     "Emitter",
     "Output",
     "SafeEmitter",
+    "StatusHistory",
     "UsageTotals",
     "busy_error_chunk",
+    "closed_text",
     "error_chunk",
     "format_final_status",
     "format_seconds",
@@ -151,8 +185,11 @@ log = logging.getLogger("orpipe.owui")
 #: Open WebUI's ``__event_emitter__``: an async callable taking one event dict.
 Emitter = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: The status shown while the model reasons and no answer text has come yet.
-THINKING = "Thinking…"
+#: The status line from submission until OpenRouter's first event is shown.
+WAITING = "Waiting for OpenRouter…"
+
+#: What closes a status that was still open when the answer stopped being read.
+STOPPED = "Stopped"
 
 #: The shortest generation window a tokens-per-second figure is shown for.
 MIN_TPS_WINDOW_S = 0.5
@@ -195,7 +232,7 @@ class Output:
 
 
 def status_event(description: str, *, done: bool, **extra: Any) -> dict[str, Any]:
-    """A ``status`` event; extra keys (``action``, ``hidden``, ...) go into its data."""
+    """A ``status`` event; extra keys (``action``, ``queries``, ...) go into its data."""
     return {"type": "status", "data": {"description": description, "done": done, **extra}}
 
 
@@ -371,34 +408,76 @@ def _money(cost: float | None) -> str:
 
 # -- status bookkeeping -------------------------------------------------------------------
 
+#: Past-tense lines for statuses closed with their own description (Open WebUI's
+#: own middleware closes "Creating image" with "Image created").
+_CLOSED = {
+    "Searching the web…": "Searched the web",
+    "Preparing attachments…": "Attachments prepared",
+    WAITING: "OpenRouter responded",
+}
 
-class _StatusBook:
-    """Statuses opened (``done: false``) and not yet closed, by description, oldest first.
 
-    A status is identified by its description: that is all the engine's
-    ``Status`` carries, and what a person sees.
+def closed_text(description: str) -> str:
+    """The line that closes the open status ``description`` without repeating it."""
+    known = _CLOSED.get(description)
+    if known is not None:
+        return known
+    return f"{description.removesuffix('…').rstrip()}: done"
+
+
+class StatusHistory:
+    """One request's status entries as Open WebUI keeps them (see the module docstring).
+
+    ``entry(data)`` is what to send for a status, or None when nothing may be:
+
+    * no description text, or ``hidden``: None -- Open WebUI would list it as
+      a dot without text;
+    * ``done`` (not exactly ``false``) with the description of a status this
+      history opened: that status's closing line (``closed_text``) instead of
+      the same text again;
+    * a text already in the history: numbered, ``"Calling x (2)…"``, so no
+      line is listed twice.
+
+    Other keys (``action``, ``queries``, …) are kept. ``open`` is the status
+    line when it still shimmers (the last entry, ``done`` exactly false): only
+    the last entry's ``done`` matters to the browser, so an earlier open
+    status needs no closing of its own once a later one is sent.
     """
 
     def __init__(self) -> None:
-        self._open: dict[str, dict[str, Any]] = {}
-
-    def note(self, data: Mapping[str, Any]) -> None:
-        description = data.get("description")
-        if not isinstance(description, str):
-            return
-        # Only an explicit False shimmers in the browser; a missing "done" does not.
-        if data.get("done") is False:
-            self._open.setdefault(description, dict(data))
-        else:
-            self._open.pop(description, None)
+        self._texts: set[str] = set()
+        self._opened: set[str] = set()
+        self._open: str | None = None
 
     @property
-    def open(self) -> tuple[str, ...]:
-        return tuple(self._open)
+    def open(self) -> str | None:
+        """The description of the last entry when it is still open, else None."""
+        return self._open
 
-    def closing_events(self) -> list[dict[str, Any]]:
-        """A ``done: true`` twin of each open status (noting them closes them)."""
-        return [{"type": "status", "data": {**data, "done": True}} for data in self._open.values()]
+    def entry(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
+        description = data.get("description")
+        if not isinstance(description, str) or not description.strip() or data.get("hidden"):
+            return None
+        opening = data.get("done") is False
+        text = description
+        if opening:
+            self._opened.add(description)
+        elif description in self._opened:
+            self._opened.discard(description)
+            text = closed_text(description)
+        text = self._unique(text)
+        self._texts.add(text)
+        self._open = text if opening else None
+        return {**data, "description": text}
+
+    def _unique(self, text: str) -> str:
+        if text not in self._texts:
+            return text
+        stem, dots = (text[:-1].rstrip(), "…") if text.endswith("…") else (text, "")
+        n = 2
+        while f"{stem} ({n}){dots}" in self._texts:
+            n += 1
+        return f"{stem} ({n}){dots}"
 
 
 # -- the renderer -------------------------------------------------------------------------
@@ -412,16 +491,30 @@ class AnswerRenderer:
     reasoning, the cut-short notice, usage, the error. Events carry what only
     the browser needs: statuses, sources, notifications, usage/error mirrors.
 
+    Statuses go through a ``StatusHistory`` (no blank, hidden or repeated
+    entries; see the module docstring):
+
+    * ``opening()`` -- the pipe's first output, before anything is read --
+      is ``WAITING``. The first thing shown after it ends the wait: a status
+      of its own replaces it as the status line; anything else (text,
+      reasoning, a source, …) is preceded by "OpenRouter responded in 0.84 s".
+    * Reasoning streams as Open WebUI's thinking block, which says
+      "Thinking…" and "Thought for N seconds" itself: no status for it.
+    * The engine's statuses (web search, tool calls) pass through; one closed
+      with its own description gets its past-tense line ("Searched the web").
+
     Endings:
 
-    * ``Completed``: close open statuses, the final status line, usage;
+    * ``Completed``: the final status line, which closes whatever status was
+      open; usage;
     * ``Incomplete``: the same plus a warning notification and a notice at
       the end of the answer (closing an open code fence first, so the notice
       is not swallowed into code);
-    * ``Failed``: close open statuses, usage if any (it was paid for), the
-      error chunk and a ``chat:completion`` error event -- no final line, the
-      error is what the person needs to see;
-    * ``Cancelled``: close open statuses, nothing else (nobody is reading).
+    * ``Failed``: "Failed after 2.31 s" if a status was still open, usage if
+      any (it was paid for), the error chunk and a ``chat:completion`` error
+      event -- no final line, the error is what the person needs to see;
+    * ``Cancelled``: "Stopped after 2.31 s" if a status was still open,
+      nothing else (nobody is reading).
 
     ``tool_calls_to_owui=True`` (TOOL_EXECUTION_MODE open-webui) yields each
     finished ``function_call`` output item as a ``delta.tool_calls`` chunk
@@ -433,10 +526,10 @@ class AnswerRenderer:
     are the engine's business and never reach Open WebUI as calls. Either
     way a stored item still gets its reference at the end of the answer.
 
-    ``show_final_status=False`` replaces the final line with
-    "Thought for X.X seconds" when the model reasoned (the time spent in
-    reasoning runs), and with nothing otherwise: without usage figures the
-    elapsed time alone says little that the browser does not show.
+    ``show_final_status=False`` leaves the final line out: a status still
+    open then gets its closing line ("OpenRouter responded in 0.84 s" for the
+    wait) and nothing else is added. (Time spent reasoning is in Open WebUI's
+    thinking block already.)
     """
 
     def __init__(
@@ -465,10 +558,10 @@ class AnswerRenderer:
         self._usage: UsageTotals | None = None
         self._first_delta_at: float | None = None
         self._last_delta_at: float | None = None
-        self._thinking_since: float | None = None
-        self._thought_s = 0.0
         self._sources: set[str] = set()
-        self._statuses = _StatusBook()
+        self._statuses = StatusHistory()
+        #: ``WAITING`` is the status line and nothing has been shown since.
+        self._waiting = False
         self._ending: Ending | None = None
         self._artifact_ids: list[str] = []
         self._references = ""
@@ -513,16 +606,18 @@ class AnswerRenderer:
         return self._ending
 
     @property
-    def open_statuses(self) -> tuple[str, ...]:
-        """Descriptions of the statuses this renderer opened and has not closed."""
+    def open_status(self) -> str | None:
+        """The status line this renderer sent, while it is still open (shimmering)."""
         return self._statuses.open
 
-    @property
-    def thought_s(self) -> float:
-        """Seconds spent in reasoning runs (first reasoning delta to the answer's start)."""
-        return self._thought_s
-
     # -- feeding -----------------------------------------------------------------------
+
+    def opening(self) -> list[Output]:
+        """The status shown until OpenRouter's first event is (``WAITING``)."""
+        if self._waiting or self._ending is not None:
+            return []
+        self._waiting = True
+        return self._status(status_event(WAITING, done=False))
 
     def feed(self, event: OutboundEvent) -> list[Output]:
         """What to deliver for one engine event, in order; nothing after the ending."""
@@ -530,6 +625,18 @@ class AnswerRenderer:
             return []
         if self._chunk_id is None:
             self._chunk_id = f"chatcmpl-{event.request_id}"
+        if isinstance(event, Completed | Incomplete | Failed | Cancelled):
+            return self._end(event)  # closes the wait itself
+        out = self._render(event)
+        if self._waiting and out:
+            self._waiting = False
+            # A status of its own replaces the wait as the status line; anything
+            # else is shown under a line that says the wait is over.
+            if not _is_status(out[0]):
+                out[:0] = self._status(status_event(self._responded(), done=True))
+        return out
+
+    def _render(self, event: OutboundEvent) -> list[Output]:
         match event:
             case TextDelta():
                 return self._text(event.text)
@@ -538,7 +645,7 @@ class AnswerRenderer:
             case Citation():
                 return self._citation(event)
             case Status():
-                return [self._status(status_event(event.description, done=event.done))]
+                return self._status(status_event(event.description, done=event.done))
             case Notice():
                 return [Output.to_emit(notification_event("warning", event.message))]
             case Usage():
@@ -554,43 +661,31 @@ class AnswerRenderer:
                 return self._end(event)
         assert_never(event)
 
+    def _responded(self) -> str:
+        return f"OpenRouter responded in {format_seconds(self._clock() - self._started)}"
+
     # -- deltas ------------------------------------------------------------------------
 
     def _text(self, text: str) -> list[Output]:
         if not text:
             return []
-        now = self._delta_seen()
-        out = self._stop_thinking(now)
+        self._delta_seen()
         self._answer.append(text)
-        out.append(Output.to_yield(self._chunk(delta={"content": text})))
-        return out
+        return [Output.to_yield(self._chunk(delta={"content": text}))]
 
     def _reasoning_delta(self, text: str) -> list[Output]:
+        """Open WebUI's thinking block (``reasoning_content``); it says "Thinking…" itself."""
         if not text:
             return []
-        now = self._delta_seen()
-        out: list[Output] = []
-        if self._thinking_since is None:
-            self._thinking_since = now
-            out.append(self._status(status_event(THINKING, done=False)))
+        self._delta_seen()
         self._reasoning.append(text)
-        out.append(Output.to_yield(self._chunk(delta={"reasoning_content": text})))
-        return out
+        return [Output.to_yield(self._chunk(delta={"reasoning_content": text}))]
 
-    def _delta_seen(self) -> float:
+    def _delta_seen(self) -> None:
         now = self._clock()
         if self._first_delta_at is None:
             self._first_delta_at = now
         self._last_delta_at = now
-        return now
-
-    def _stop_thinking(self, now: float) -> list[Output]:
-        """The answer started: account the reasoning run and close its status."""
-        if self._thinking_since is None:
-            return []
-        self._thought_s += max(0.0, now - self._thinking_since)
-        self._thinking_since = None
-        return [self._status(status_event(THINKING, done=True))]
 
     # -- citations and statuses -------------------------------------------------------------
 
@@ -603,20 +698,22 @@ class AnswerRenderer:
         title = url if citation.title == citation.url else citation.title
         return [Output.to_emit(source_event(url, title, accessed=self._accessed))]
 
-    def _status(self, event: dict[str, Any]) -> Output:
-        self._statuses.note(event["data"])
-        return Output.to_emit(event)
+    def _status(self, event: dict[str, Any]) -> list[Output]:
+        """The status as the history lets it be sent (renamed, or not at all)."""
+        data = self._statuses.entry(event["data"])
+        return [] if data is None else [Output.to_emit({**event, "data": data})]
+
+    def _close(self, text: str) -> list[Output]:
+        """``text`` as a done status if one is still open (it ends the shimmer)."""
+        if self._statuses.open is None:
+            return []
+        return self._status(status_event(text, done=True))
 
     # -- endings -------------------------------------------------------------------------
 
     def _end(self, ending: Ending) -> list[Output]:
         self._ending = ending
-        if self._thinking_since is not None:
-            # Reasoning ran to the end without an answer: it lasted until its last delta.
-            end = self._last_delta_at if self._last_delta_at is not None else self._thinking_since
-            self._thought_s += max(0.0, end - self._thinking_since)
-            self._thinking_since = None
-        out = [self._status(event) for event in self._statuses.closing_events()]
+        out: list[Output] = []
         match ending:
             case Completed():
                 out += self._reference_chunk()
@@ -629,23 +726,28 @@ class AnswerRenderer:
                 out += self._final_line()
                 out += self._usage_outputs()
             case Failed():
+                out += self._close(f"Failed after {format_seconds(self._elapsed())}")
                 out += self._reference_chunk()
                 out += self._failure_outputs(ending.message)
             case Cancelled():
-                pass
+                out += self._close(f"Stopped after {format_seconds(self._elapsed())}")
             case _:
                 assert_never(ending)
+        self._waiting = False
         return out
 
     def _final_line(self) -> list[Output]:
+        """The final status line; without it, the open status's closing line, if any."""
         if self._show_final_status:
-            elapsed = max(0.0, self._clock() - self._started)
-            text = format_final_status(elapsed, self._usage, self._generation_s())
-        elif self._reasoning:
-            text = f"Thought for {self._thought_s:.1f} seconds"
-        else:
+            text = format_final_status(self._elapsed(), self._usage, self._generation_s())
+            return self._status(status_event(text, done=True))
+        open_status = self._statuses.open
+        if open_status is None:
             return []
-        return [self._status(status_event(text, done=True))]
+        return self._close(self._responded() if self._waiting else closed_text(open_status))
+
+    def _elapsed(self) -> float:
+        return max(0.0, self._clock() - self._started)
 
     def _generation_s(self) -> float | None:
         if self._first_delta_at is None or self._last_delta_at is None:
@@ -736,6 +838,10 @@ class AnswerRenderer:
         return chunk
 
 
+def _is_status(output: Output) -> bool:
+    return output.kind == "event" and output.payload.get("type") == "status"
+
+
 def _arguments_json(arguments: Any) -> str:
     """A call's arguments as the JSON string Chat Completions carries.
 
@@ -774,15 +880,18 @@ class SafeEmitter:
       answer that still flows over HTTP.
     * ``asyncio.CancelledError`` is a ``BaseException`` and is never caught:
       Open WebUI's stop button must stop the answer.
-    * Every ``status`` event that passes through is tracked, whoever built
-      it, so ``close_statuses()`` -- to be awaited at the end of every
-      request, success, error or cancellation -- sends ``done: true`` for
-      exactly the statuses still open.
+    * Every ``status`` event that passes through, whoever built it, goes
+      through this request's ``StatusHistory``: one Open WebUI would list as
+      a blank dot (no text, ``hidden``) is not sent, a closing repeat becomes
+      its past-tense line, a repeated text is numbered. ``close_statuses()``
+      -- to be awaited at the end of every request, success, error or
+      cancellation -- ends a status line still open with ``STOPPED`` (after
+      a normal ending the renderer's final line has closed it already).
     """
 
     def __init__(self, emitter: Emitter | None) -> None:
         self._emitter = emitter
-        self._statuses = _StatusBook()
+        self._statuses = StatusHistory()
         self._failures = 0
 
     @property
@@ -795,16 +904,20 @@ class SafeEmitter:
         return self._failures
 
     @property
-    def open_statuses(self) -> tuple[str, ...]:
+    def open_status(self) -> str | None:
+        """The status line sent last, while it is still open (shimmering)."""
         return self._statuses.open
 
     async def emit(self, event: Mapping[str, Any]) -> None:
         """Deliver one event; never raises except for cancellation."""
         if event.get("type") == "status":
             data = event.get("data")
-            # Tracked by intent, delivered or not: closing an unseen status is harmless.
-            if isinstance(data, Mapping):
-                self._statuses.note(data)
+            # Tracked by intent, delivered or not: a later line supersedes it anyway.
+            entry = self._statuses.entry(data) if isinstance(data, Mapping) else None
+            if entry is None:
+                log.debug("status not sent (no text, or hidden): %r", data)
+                return
+            event = {**event, "data": entry}
         if self._emitter is None:
             return
         try:
@@ -819,11 +932,9 @@ class SafeEmitter:
         await self.emit(status_event(description, done=done, **extra))
 
     async def close_statuses(self) -> None:
-        """``done: true`` for each status still open, oldest first."""
-        # Each emit closes its status in the book, so if a cancellation lands
-        # midway the rest stay open for a later call.
-        for event in self._statuses.closing_events():
-            await self.emit(event)
+        """End a status line that still shimmers with ``STOPPED`` (once; a no-op otherwise)."""
+        if self._statuses.open is not None:
+            await self.status(STOPPED, done=True)
 
     def _failed(self, exc: Exception) -> None:
         self._failures += 1

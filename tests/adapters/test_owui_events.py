@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 
 from adapters.owui_events import (
-    THINKING,
+    STOPPED,
+    WAITING,
     AnswerRenderer,
     Output,
     SafeEmitter,
+    StatusHistory,
     UsageTotals,
     busy_error_chunk,
+    closed_text,
     error_chunk,
     format_final_status,
     source_event,
@@ -104,6 +107,15 @@ def chunks_of(outputs: list[Output]) -> list[dict[str, Any]]:
     return [o.chunk for o in outputs if o.chunk is not None]
 
 
+def assert_clean_history(statuses: list[dict[str, Any]]) -> None:
+    """What Open WebUI lists under the status line reads well: every entry has text
+    (no blank dot), none is hidden (also a blank dot), no text is listed twice."""
+    texts = [s.get("description") for s in statuses]
+    assert all(isinstance(t, str) and t.strip() for t in texts), statuses
+    assert not any(s.get("hidden") for s in statuses), statuses
+    assert len(set(texts)) == len(texts), texts
+
+
 ENDINGS: dict[str, Ending] = {
     "completed": Completed(request_id=RID, response_id="resp_1", text_chars=2),
     "incomplete": Incomplete(
@@ -130,7 +142,8 @@ def test_text_becomes_a_content_chunk(clock: FakeClock) -> None:
     assert renderer.answer_text == "Hello"
 
 
-def test_reasoning_is_a_thinking_block_with_a_status_until_text_starts(clock: FakeClock) -> None:
+def test_reasoning_is_the_thinking_block_and_no_status(clock: FakeClock) -> None:
+    """Open WebUI's block says "Thinking…" and "Thought for N seconds": no status repeats it."""
     renderer = renderer_for(clock)
 
     first = renderer.feed(ReasoningDelta(request_id=RID, text="Let me see"))
@@ -139,15 +152,11 @@ def test_reasoning_is_a_thinking_block_with_a_status_until_text_starts(clock: Fa
     clock.now = 2.0
     text = renderer.feed(TextDelta(request_id=RID, text="Answer"))
 
-    assert first == [
-        status(THINKING, done=False),
-        chunk(delta={"reasoning_content": "Let me see"}),
-    ]
+    assert first == [chunk(delta={"reasoning_content": "Let me see"})]
     assert second == [chunk(delta={"reasoning_content": " more"})]
-    assert text == [status(THINKING, done=True), chunk(delta={"content": "Answer"})]
+    assert text == [chunk(delta={"content": "Answer"})]
     assert renderer.reasoning_text == "Let me see more"
-    assert renderer.open_statuses == ()
-    assert renderer.thought_s == 2.0
+    assert renderer.open_status is None
 
 
 def test_empty_deltas_and_output_items_show_nothing(clock: FakeClock) -> None:
@@ -162,7 +171,7 @@ def test_empty_deltas_and_output_items_show_nothing(clock: FakeClock) -> None:
         )
         == []
     )
-    assert renderer.open_statuses == ()
+    assert renderer.open_status is None
 
 
 def test_engine_status_and_notice_become_events(clock: FakeClock) -> None:
@@ -183,7 +192,282 @@ def test_engine_status_and_notice_become_events(clock: FakeClock) -> None:
             }
         ),
     ]
-    assert renderer.open_statuses == ("Searching the web",)
+    assert renderer.open_status == "Searching the web"
+
+
+# -- the status history -------------------------------------------------------------------
+
+
+def test_the_history_sends_nothing_blank_or_hidden() -> None:
+    history = StatusHistory()
+    assert history.entry({"description": "", "done": True}) is None
+    assert history.entry({"description": "   ", "done": False}) is None
+    assert history.entry({"done": True}) is None
+    assert history.entry({"description": "x", "done": True, "hidden": True}) is None
+    assert history.open is None
+
+
+def test_a_status_closed_with_its_own_text_gets_its_closing_line() -> None:
+    history = StatusHistory()
+    opened = history.entry({"description": "Searching the web…", "done": False, "action": "x"})
+    assert opened == {"description": "Searching the web…", "done": False, "action": "x"}
+    assert history.open == "Searching the web…"
+    closed = history.entry({"description": "Searching the web…", "done": True, "action": "x"})
+    assert closed == {"description": "Searched the web", "done": True, "action": "x"}
+    assert history.open is None
+
+
+def test_a_repeated_text_is_numbered() -> None:
+    history = StatusHistory()
+    sent = [
+        history.entry({"description": d, "done": done})
+        for d, done in [
+            ("Calling f…", False),
+            ("Calling f…", False),
+            ("f finished in 3 ms", True),
+            ("f finished in 3 ms", True),
+            ("Calling f…", False),
+        ]
+    ]
+    assert [e["description"] for e in sent if e] == [
+        "Calling f…",
+        "Calling f (2)…",
+        "f finished in 3 ms",
+        "f finished in 3 ms (2)",
+        "Calling f (3)…",
+    ]
+    assert history.open == "Calling f (3)…"
+
+
+@pytest.mark.parametrize(
+    ("description", "closed"),
+    [
+        ("Searching the web…", "Searched the web"),
+        ("Preparing attachments…", "Attachments prepared"),
+        (WAITING, "OpenRouter responded"),
+        ("Calling get_weather…", "Calling get_weather: done"),
+        ("Reading", "Reading: done"),
+    ],
+)
+def test_closing_lines(description: str, closed: str) -> None:
+    assert closed_text(description) == closed
+
+
+def test_the_wait_is_replaced_by_a_status_of_its_own(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    assert renderer.opening() == [status(WAITING, done=False)]
+    assert renderer.opening() == []  # once
+    clock.now = 1.0
+    searching = Status(request_id=RID, description="Searching the web…", done=False)
+    assert renderer.feed(searching) == [status("Searching the web…", done=False)]
+
+
+def test_the_wait_ends_with_a_line_when_something_else_comes_first(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    renderer.opening()
+    clock.now = 0.84
+    assert renderer.feed(ReasoningDelta(request_id=RID, text="hmm")) == [
+        status("OpenRouter responded in 0.84 s", done=True),
+        chunk(delta={"reasoning_content": "hmm"}),
+    ]
+    assert renderer.open_status is None
+    assert renderer.feed(TextDelta(request_id=RID, text="ok")) == [chunk(delta={"content": "ok"})]
+
+
+def test_nothing_shown_does_not_end_the_wait(clock: FakeClock) -> None:
+    renderer = renderer_for(clock)
+    renderer.opening()
+    empty = TextDelta(request_id=RID, text="")
+    assert feed(renderer, usage(input_tokens=1, output_tokens=0, total_tokens=1), empty) == []
+    assert renderer.open_status == WAITING
+
+
+# The status events Open WebUI receives for whole answers, through the pipe's loop
+# (``owui_chat._chunks``): the renderer's outputs, emitted through a SafeEmitter.
+
+Step = OutboundEvent | float  # a float moves the clock to that time
+
+
+def delivered_statuses(
+    clock: FakeClock, steps: list[Step], loop_kind: str, **renderer: Any
+) -> list[dict[str, Any]]:
+    recorder = Recorder()
+    emitter = SafeEmitter(recorder)
+    answer = renderer_for(clock, **renderer)
+
+    async def scenario() -> None:
+        for out in answer.opening():
+            await emitter.emit(out.event)
+        for step in steps:
+            if isinstance(step, float):
+                clock.now = step
+                continue
+            for out in answer.feed(step):
+                if out.chunk is None:
+                    await emitter.emit(out.event)
+        await emitter.close_statuses()
+
+    run_on(loop_kind, scenario)
+    return [e["data"] for e in recorder.events if e["type"] == "status"]
+
+
+def text(value: str) -> TextDelta:
+    return TextDelta(request_id=RID, text=value)
+
+
+def engine_status(description: str, *, done: bool) -> Status:
+    return Status(request_id=RID, description=description, done=done)
+
+
+ISSUE_USAGE = usage(
+    input_tokens=25, output_tokens=180, total_tokens=205, reasoning_tokens=60, cost=0.0019
+)
+PLAIN_USAGE = usage(input_tokens=25, output_tokens=180, total_tokens=205, cost=0.0019)
+COMPLETED = ENDINGS["completed"]
+
+ANSWERS: dict[str, tuple[list[Step], list[dict[str, Any]]]] = {
+    "plain": (
+        [0.4, text("Hello"), 3.4, text(" there."), PLAIN_USAGE, 3.5, COMPLETED],
+        [
+            {"description": WAITING, "done": False},
+            {"description": "OpenRouter responded in 0.40 s", "done": True},
+            {
+                "description": "3.50 s · 60.0 tokens/s · $0.0019 · 205 tokens (25 in, 180 out)",
+                "done": True,
+            },
+        ],
+    ),
+    "reasoning": (
+        [
+            0.84,
+            ReasoningDelta(request_id=RID, text="Let me think"),
+            2.0,
+            ReasoningDelta(request_id=RID, text=" about it."),
+            3.0,
+            text("Answer."),
+            6.665,
+            text(" More."),
+            ISSUE_USAGE,
+            7.0,
+            COMPLETED,
+        ],
+        [
+            {"description": WAITING, "done": False},
+            {"description": "OpenRouter responded in 0.84 s", "done": True},
+            {
+                "description": (
+                    "7.00 s · 30.9 tokens/s · $0.0019 · 205 tokens (25 in, 180 out, 60 reasoning)"
+                ),
+                "done": True,
+            },
+        ],
+    ),
+    "web search": (
+        [
+            0.5,
+            engine_status("Searching the web…", done=False),
+            2.0,
+            engine_status("Searching the web…", done=True),
+            Citation(request_id=RID, url="https://a.example/p", title="A page"),
+            2.2,
+            text("Found it."),
+            5.2,
+            text(" Done."),
+            PLAIN_USAGE,
+            5.5,
+            COMPLETED,
+        ],
+        [
+            {"description": WAITING, "done": False},
+            {"description": "Searching the web…", "done": False},
+            {"description": "Searched the web", "done": True},
+            {
+                "description": "5.50 s · 60.0 tokens/s · $0.0019 · 205 tokens (25 in, 180 out)",
+                "done": True,
+            },
+        ],
+    ),
+    "tool calls": (
+        [
+            1.0,
+            OutputItem(request_id=RID, item={"type": "function_call", "name": "get_weather"}),
+            engine_status("Calling get_weather…", done=False),
+            engine_status("Calling get_weather…", done=False),
+            1.1,
+            engine_status("get_weather finished in 3 ms", done=True),
+            engine_status("get_weather finished in 3 ms", done=True),
+            2.0,
+            engine_status("Calling get_weather…", done=False),
+            engine_status("get_weather finished in 2 ms", done=True),
+            2.5,
+            text("It is 21 °C."),
+            5.5,
+            text(" Sunny."),
+            PLAIN_USAGE,
+            6.0,
+            COMPLETED,
+        ],
+        [
+            {"description": WAITING, "done": False},
+            {"description": "Calling get_weather…", "done": False},
+            {"description": "Calling get_weather (2)…", "done": False},
+            {"description": "get_weather finished in 3 ms", "done": True},
+            {"description": "get_weather finished in 3 ms (2)", "done": True},
+            {"description": "Calling get_weather (3)…", "done": False},
+            {"description": "get_weather finished in 2 ms", "done": True},
+            {
+                "description": "6.00 s · 60.0 tokens/s · $0.0019 · 205 tokens (25 in, 180 out)",
+                "done": True,
+            },
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+def test_the_status_history_of_an_answer_is_clean(
+    answer: str, clock: FakeClock, loop_kind: str
+) -> None:
+    """No blank or hidden entry, no line twice, no "Thinking", the final line last."""
+    steps, expected = ANSWERS[answer]
+    statuses = delivered_statuses(clock, steps, loop_kind)
+    assert statuses == expected
+    assert_clean_history(statuses)
+    assert not any("Thinking" in s["description"] for s in statuses)
+    assert statuses[-1]["done"] is True
+
+
+@pytest.mark.parametrize("answer", list(ANSWERS))
+def test_without_the_final_line_the_history_is_clean_too(
+    answer: str, clock: FakeClock, loop_kind: str
+) -> None:
+    steps, expected = ANSWERS[answer]
+    statuses = delivered_statuses(clock, steps, loop_kind, show_final_status=False)
+    assert statuses == expected[:-1]
+    assert_clean_history(statuses)
+    assert statuses[-1]["done"] is True
+
+
+def test_a_reasoning_answer_sends_no_thinking_status(clock: FakeClock, loop_kind: str) -> None:
+    """Reasoning only (the answer ends while the model still thinks): still no status."""
+    steps: list[Step] = [0.5, ReasoningDelta(request_id=RID, text="Hmm"), 9.0, COMPLETED]
+    statuses = delivered_statuses(clock, steps, loop_kind)
+    assert [s["description"] for s in statuses] == [
+        WAITING,
+        "OpenRouter responded in 0.50 s",
+        "9.00 s",
+    ]
+
+
+@pytest.mark.parametrize(("name", "last"), [("failed", "Failed"), ("cancelled", "Stopped")])
+def test_an_answer_that_ends_before_its_first_event_says_so(
+    name: str, last: str, clock: FakeClock, loop_kind: str
+) -> None:
+    statuses = delivered_statuses(clock, [2.5, ENDINGS[name]], loop_kind)
+    assert statuses == [
+        {"description": WAITING, "done": False},
+        {"description": f"{last} after 2.50 s", "done": True},
+    ]
 
 
 # -- citations --------------------------------------------------------------------------
@@ -435,29 +719,35 @@ def test_usage_is_summed_over_rounds(clock: FakeClock) -> None:
     assert renderer_for(clock).usage is None
 
 
-@pytest.mark.parametrize("name", sorted(ENDINGS))
-def test_every_opened_status_is_closed_in_every_ending(clock: FakeClock, name: str) -> None:
+CLOSING_LINE = {
+    "completed": "3.00 s",  # the final line (no usage in these tests)
+    "incomplete": "3.00 s",
+    "failed": "Failed after 3.00 s",
+    "cancelled": "Stopped after 3.00 s",
+}
+
+
+@pytest.mark.parametrize("name", list(ENDINGS))
+def test_every_ending_leaves_the_status_line_closed(clock: FakeClock, name: str) -> None:
+    """Only the last entry can shimmer: every ending leaves it done, with a line of its own."""
     renderer = renderer_for(clock)
     before = feed(
         renderer,
-        Status(request_id=RID, description="Searching the web", done=False),
-        ReasoningDelta(request_id=RID, text="thinking"),
         Status(request_id=RID, description="Reading", done=False),
         Status(request_id=RID, description="Reading", done=True),
+        Status(request_id=RID, description="Searching the web…", done=False),
+        ReasoningDelta(request_id=RID, text="thinking"),
     )
-    assert list(renderer.open_statuses) == ["Searching the web", THINKING]
+    assert renderer.open_status == "Searching the web…"
+    clock.now = 3.0
 
     after = renderer.feed(ENDINGS[name])
 
-    assert not renderer.open_statuses
+    assert renderer.open_status is None
     statuses = events_of(before + after, "status")
-    opened = {s["description"] for s in statuses if s["done"] is False}
-    for description in opened:
-        last = [s for s in statuses if s["description"] == description][-1]
-        assert last["done"] is True, description
-    # The closings come first, so a final line is the status left showing.
-    closings = events_of(after, "status")[:2]
-    assert [s["description"] for s in closings] == ["Searching the web", THINKING]
+    assert_clean_history(statuses)
+    assert statuses[-1] == {"description": CLOSING_LINE[name], "done": True}
+    assert statuses[1] == {"description": "Reading: done", "done": True}
 
 
 def test_failed_ending_marks_the_message_as_an_error(clock: FakeClock) -> None:
@@ -533,12 +823,16 @@ def test_incomplete_notice_without_any_answer_has_no_leading_blank_lines(
     )
 
 
-def test_cancelled_ending_only_closes_statuses(clock: FakeClock) -> None:
+def test_a_cancelled_answer_only_closes_an_open_status(clock: FakeClock) -> None:
     renderer = renderer_for(clock)
     feed(renderer, usage(input_tokens=1, output_tokens=1, total_tokens=2))
     feed(renderer, ReasoningDelta(request_id=RID, text="x"))
+    assert renderer.feed(ENDINGS["cancelled"]) == []  # nothing was open
 
-    assert renderer.feed(ENDINGS["cancelled"]) == [status(THINKING, done=True)]
+    renderer = renderer_for(clock)
+    feed(renderer, Status(request_id=RID, description="Calling f…", done=False))
+    clock.now = 1.5
+    assert renderer.feed(ENDINGS["cancelled"]) == [status("Stopped after 1.50 s", done=True)]
 
 
 def test_nothing_is_rendered_after_the_ending(clock: FakeClock) -> None:
@@ -558,7 +852,8 @@ def test_nothing_is_rendered_after_the_ending(clock: FakeClock) -> None:
     assert not renderer.failed
 
 
-def test_hidden_final_status_says_how_long_the_model_thought(clock: FakeClock) -> None:
+def test_without_the_final_line_a_reasoning_answer_adds_no_status(clock: FakeClock) -> None:
+    """ "Thought for N seconds" is the heading of Open WebUI's thinking block already."""
     renderer = renderer_for(clock, show_final_status=False)
     clock.now = 1.0
     feed(renderer, ReasoningDelta(request_id=RID, text="hmm"))
@@ -566,30 +861,38 @@ def test_hidden_final_status_says_how_long_the_model_thought(clock: FakeClock) -
     feed(renderer, TextDelta(request_id=RID, text="ok"))
     clock.now = 9.0
 
-    outputs = renderer.feed(ENDINGS["completed"])
-
-    assert events_of(outputs, "status") == [
-        {"description": "Thought for 1.2 seconds", "done": True}
-    ]
+    assert events_of(renderer.feed(ENDINGS["completed"]), "status") == []
 
 
-def test_hidden_final_status_without_reasoning_adds_no_line(clock: FakeClock) -> None:
+def test_without_the_final_line_no_line_is_added(clock: FakeClock) -> None:
     renderer = renderer_for(clock, show_final_status=False)
     feed(renderer, TextDelta(request_id=RID, text="ok"))
 
     assert events_of(renderer.feed(ENDINGS["completed"]), "status") == []
 
 
-def test_reasoning_until_the_end_counts_until_its_last_delta(clock: FakeClock) -> None:
+@pytest.mark.parametrize("name", ["completed", "incomplete"])
+def test_without_the_final_line_an_open_status_gets_its_closing_line(
+    clock: FakeClock, name: str
+) -> None:
     renderer = renderer_for(clock, show_final_status=False)
-    feed(renderer, ReasoningDelta(request_id=RID, text="a"))
-    clock.now = 3.0
-    feed(renderer, ReasoningDelta(request_id=RID, text="b"))
-    clock.now = 50.0
+    feed(renderer, Status(request_id=RID, description="Searching the web…", done=False))
 
-    outputs = renderer.feed(ENDINGS["incomplete"])
+    outputs = renderer.feed(ENDINGS[name])
 
-    assert {"description": "Thought for 3.0 seconds", "done": True} in events_of(outputs, "status")
+    assert events_of(outputs, "status") == [{"description": "Searched the web", "done": True}]
+
+
+def test_without_the_final_line_an_empty_answer_still_ends_the_wait(clock: FakeClock) -> None:
+    renderer = renderer_for(clock, show_final_status=False)
+    renderer.opening()
+    clock.now = 0.75
+
+    outputs = renderer.feed(ENDINGS["completed"])
+
+    assert events_of(outputs, "status") == [
+        {"description": "OpenRouter responded in 0.75 s", "done": True}
+    ]
 
 
 # -- helpers for the pipe -------------------------------------------------------------------
@@ -649,7 +952,7 @@ def test_emitter_errors_are_swallowed_and_logged_once(
     records = [r for r in caplog.records if r.name == "orpipe.owui"]
     assert len(records) == 1
     assert "ConnectionError: socket gone" in records[0].getMessage()
-    assert emitter.open_statuses == ()
+    assert emitter.open_status is None
 
 
 def test_a_cancellation_from_the_emitter_propagates(loop_kind: str) -> None:
@@ -697,32 +1000,60 @@ def test_no_emitter_is_a_quiet_no_op(loop_kind: str) -> None:
     run_on(loop_kind, scenario)
     assert not emitter.enabled
     assert emitter.failures == 0
-    assert emitter.open_statuses == ()
+    assert emitter.open_status is None
 
 
-def test_close_statuses_closes_exactly_the_open_ones(loop_kind: str) -> None:
+def test_close_statuses_ends_a_shimmering_status_line_once(loop_kind: str) -> None:
+    """Only the last entry's ``done`` matters to the browser: earlier open ones need
+    nothing, and the line is ended by a line of its own, not a repeat."""
     recorder = Recorder()
     emitter = SafeEmitter(recorder)
 
     async def scenario() -> None:
-        await emitter.status("A", done=False, action="web_search")
-        await emitter.status("B", done=False)
-        await emitter.status("C", done=False)
-        await emitter.status("C", done=True)
-        await emitter.status("D", done=True)
-        await emitter.emit({"type": "status", "data": {"description": "E"}})  # no done: not open
-        assert emitter.open_statuses == ("A", "B")
+        await emitter.status("A…", done=False, action="web_search")
+        await emitter.status("B…", done=False)
+        assert emitter.open_status == "B…"
         recorder.events.clear()
 
         await emitter.close_statuses()
         await emitter.close_statuses()  # nothing left the second time
+        assert emitter.open_status is None
+        await emitter.status("C", done=True)
+        await emitter.emit({"type": "status", "data": {"description": "D"}})  # no done: not open
+        await emitter.close_statuses()
 
     run_on(loop_kind, scenario)
-    assert recorder.events == [
-        {"type": "status", "data": {"description": "A", "done": True, "action": "web_search"}},
-        {"type": "status", "data": {"description": "B", "done": True}},
+    assert [e["data"] for e in recorder.events] == [
+        {"description": STOPPED, "done": True},
+        {"description": "C", "done": True},
+        {"description": "D"},
     ]
-    assert emitter.open_statuses == ()
+
+
+def test_the_emitter_sends_no_blank_hidden_or_repeated_status(loop_kind: str) -> None:
+    """Whoever builds a status, Open WebUI's list gets no blank dot and no line twice."""
+    recorder = Recorder()
+    emitter = SafeEmitter(recorder)
+
+    async def scenario() -> None:
+        await emitter.status("Preparing attachments…", done=False)
+        await emitter.status("Preparing attachments…", done=True, hidden=True)  # dropped
+        await emitter.status("Preparing attachments…", done=True)
+        await emitter.status("", done=True)
+        await emitter.emit({"type": "status", "data": {"done": True}})
+        await emitter.emit({"type": "status", "data": "not a mapping"})
+        await emitter.status("DB ops skipped due to repeated errors", done=True)
+        await emitter.status("DB ops skipped due to repeated errors", done=True)
+
+    run_on(loop_kind, scenario)
+    statuses = [e["data"] for e in recorder.events]
+    assert statuses == [
+        {"description": "Preparing attachments…", "done": False},
+        {"description": "Attachments prepared", "done": True},
+        {"description": "DB ops skipped due to repeated errors", "done": True},
+        {"description": "DB ops skipped due to repeated errors (2)", "done": True},
+    ]
+    assert_clean_history(statuses)
 
 
 def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
@@ -734,8 +1065,10 @@ def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
 
     async def scenario() -> None:
         # The pipe's loop, interrupted before any ending (e.g. the bridge broke).
+        for out in renderer.opening():
+            await emitter.emit(out.event)
         for event in (
-            Status(request_id=RID, description="Searching the web", done=False),
+            Status(request_id=RID, description="Searching the web…", done=False),
             ReasoningDelta(request_id=RID, text="hmm"),
         ):
             for out in renderer.feed(event):
@@ -744,11 +1077,13 @@ def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
         await emitter.close_statuses()
 
     run_on(loop_kind, scenario)
-    assert [e["data"] for e in recorder.events[-2:]] == [
-        {"description": "Searching the web", "done": True},
-        {"description": THINKING, "done": True},
+    statuses = [e["data"] for e in recorder.events]
+    assert statuses == [
+        {"description": WAITING, "done": False},
+        {"description": "Searching the web…", "done": False},
+        {"description": STOPPED, "done": True},
     ]
-    assert emitter.open_statuses == ()
+    assert emitter.open_status is None
 
 
 def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(

@@ -21,6 +21,7 @@ from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by nam
     Recording,
     _turn,
     artifact_database,
+    assert_statuses_closed,
     body,
     make_pipe,
     on_loop,
@@ -114,6 +115,12 @@ def test_a_bad_attachment_is_named_in_a_note_and_the_turn_goes_on(
             assert "An image was left out: the link is a text/html file, not an image." in notes
             assert "An image was left out: the file missing-id was not found." in notes
             statuses = [e["data"]["description"] for e in chat.events if e.get("type") == "status"]
-            assert "Preparing attachments…" in statuses
+            # Closed by a line of its own, not a hidden repeat that Open WebUI lists as a blank dot.
+            assert statuses[:3] == [
+                "Preparing attachments…",
+                "Attachments prepared",
+                "Waiting for OpenRouter…",
+            ]
+            assert_statuses_closed(chat)
 
     on_loop(loop_kind, scenario, limit_s=30)

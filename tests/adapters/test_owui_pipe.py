@@ -193,17 +193,24 @@ FINAL_LINE = re.compile(
 )
 
 
+#: The line that ends the wait when the first thing shown is not a status of its own.
+RESPONDED = re.compile(r"OpenRouter responded in \d+\.\d\d s")
+
+
 def assert_statuses_closed(owui: Owui) -> None:
-    """Every status that opened with done=False was closed later with done=True."""
-    still_open: list[str] = []
-    for status in owui.statuses():
-        description = status["description"]
-        if status["done"]:
-            if description in still_open:
-                still_open.remove(description)
-        else:
-            still_open.append(description)
-    assert not still_open, f"statuses left open: {still_open}"
+    """The status history Open WebUI keeps reads well and ends closed.
+
+    Open WebUI appends every status to the message's list and shows the last
+    one, shimmering while its ``done`` is false (``adapters.owui_events``): so
+    every entry has text and none is hidden (either would be listed as a blank
+    dot), no text is listed twice, and the last entry is done.
+    """
+    statuses = owui.statuses()
+    texts = [s.get("description") for s in statuses]
+    assert all(isinstance(t, str) and t.strip() for t in texts), statuses
+    assert not any(s.get("hidden") for s in statuses), statuses
+    assert len(set(texts)) == len(texts), texts
+    assert not statuses or statuses[-1]["done"] is True, f"left shimmering: {statuses[-1]}"
 
 
 async def start(pipe: owui_pipe.Pipe, owui: Owui, request: dict[str, Any], **kw: Any) -> Any:
@@ -236,10 +243,11 @@ def test_the_answer_streams_with_events_in_order(
         usage = answer.usage
         assert usage is not None and usage["completion_tokens"] > 0 and usage["cost"] > 0
         assert_statuses_closed(owui)
-        statuses = owui.statuses()
-        assert statuses[0] == {"description": "Waiting for OpenRouter…", "done": False}
-        final = statuses[-1]["description"]
-        assert FINAL_LINE.fullmatch(final), final
+        # The wait, its end when the first text came, the final line: nothing else.
+        waiting, responded, final = owui.statuses()
+        assert waiting == {"description": "Waiting for OpenRouter…", "done": False}
+        assert responded["done"] and RESPONDED.fullmatch(responded["description"]), responded
+        assert final["done"] and FINAL_LINE.fullmatch(final["description"]), final
         # Usage reaches the socket too, once, as totals.
         completions = owui.of_type("chat:completion")
         assert len(completions) == 1 and completions[0]["data"]["usage"] == usage
@@ -260,9 +268,13 @@ def test_reasoning_streams_as_the_thinking_block(
         # The answer ends with an invisible reference to the stored reasoning item.
         assert strip_markers(answer.text) == want.text.rstrip()
         assert len(find_markers(answer.text)) == 1
-        final = owui.statuses()[-1]["description"]
-        assert FINAL_LINE.fullmatch(final) and " reasoning)" in final, final
+        # Open WebUI's thinking block says "Thinking…": no status says it again.
         assert_statuses_closed(owui)
+        waiting, responded, final = owui.statuses()
+        assert waiting == {"description": "Waiting for OpenRouter…", "done": False}
+        assert RESPONDED.fullmatch(responded["description"]), responded
+        assert FINAL_LINE.fullmatch(final["description"]), final
+        assert " reasoning)" in final["description"]
 
     on_loop(loop_kind, scenario)
 
