@@ -200,6 +200,7 @@ async def run_turn(
         model=model_field if isinstance(model_field, str) else "orpipe",
         tool_calls_to_owui=valves.TOOL_EXECUTION_MODE == "open-webui",
         tool_names=submitted.tool_names,
+        tool_round=_tool_round(body),
     )
     images = GeneratedImages(
         store=_file_store(valves, ctx, runtime),
@@ -741,6 +742,20 @@ async def _chunks(
                     yield out.chunk
                 else:
                     await emitter.emit(out.event)
+
+
+def _tool_round(body: Mapping[str, Any]) -> int:
+    """Which of Open WebUI's calls for this message this is: 1, or 2, 3, … after its
+    tool runs (pass-through mode, contract §2.8): one more for each assistant
+    message with ``tool_calls`` after the last user message."""
+    messages = body.get("messages")
+    rounds = 1
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if not isinstance(message, Mapping) or message.get("role") == "user":
+            break
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            rounds += 1
+    return rounds
 
 
 async def _hand_over_log(emitter: SafeEmitter, stream: BridgedStream) -> None:

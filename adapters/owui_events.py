@@ -522,9 +522,12 @@ class AnswerRenderer:
     (e) above): ``index`` 0, 1, … in the order the model made them, ``id``
     the call id, ``function.name`` Open WebUI's own name for the tool
     (``tool_names`` maps an announced name back to it). Open WebUI runs them
-    and calls the pipe again. In engine mode (the default) function calls
-    are the engine's business and never reach Open WebUI as calls. Either
-    way a stored item still gets its reference at the end of the answer.
+    and calls the pipe again for the same message, adding to its status
+    list: ``tool_round`` (2, 3, …) numbers the wait's lines, "Waiting for
+    OpenRouter (round 2)…", so they do not repeat round 1's. In engine mode
+    (the default) function calls are the engine's business and never reach
+    Open WebUI as calls. Either way a stored item still gets its reference
+    at the end of the answer.
 
     ``show_final_status=False`` leaves the final line out: a status still
     open then gets its closing line ("OpenRouter responded in 0.84 s" for the
@@ -539,6 +542,7 @@ class AnswerRenderer:
         model: str = "orpipe",
         tool_calls_to_owui: bool = False,
         tool_names: Mapping[str, str] | None = None,
+        tool_round: int = 1,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -560,7 +564,10 @@ class AnswerRenderer:
         self._last_delta_at: float | None = None
         self._sources: set[str] = set()
         self._statuses = StatusHistory()
-        #: ``WAITING`` is the status line and nothing has been shown since.
+        #: " (round 2)" on the wait's lines in Open WebUI's follow-up calls.
+        self._round = f" (round {tool_round})" if tool_round > 1 else ""
+        self._opened = False
+        #: The opening is the status line and nothing has been shown since.
         self._waiting = False
         self._ending: Ending | None = None
         self._artifact_ids: list[str] = []
@@ -613,11 +620,12 @@ class AnswerRenderer:
     # -- feeding -----------------------------------------------------------------------
 
     def opening(self) -> list[Output]:
-        """The status shown until OpenRouter's first event is (``WAITING``)."""
-        if self._waiting or self._ending is not None:
+        """The status shown until OpenRouter's first event is (``WAITING``); once."""
+        if self._opened or self._ending is not None:
             return []
-        self._waiting = True
-        return self._status(status_event(WAITING, done=False))
+        self._opened = self._waiting = True
+        text = f"{WAITING.removesuffix('…')}{self._round}…" if self._round else WAITING
+        return self._status(status_event(text, done=False))
 
     def feed(self, event: OutboundEvent) -> list[Output]:
         """What to deliver for one engine event, in order; nothing after the ending."""
@@ -662,7 +670,8 @@ class AnswerRenderer:
         assert_never(event)
 
     def _responded(self) -> str:
-        return f"OpenRouter responded in {format_seconds(self._clock() - self._started)}"
+        elapsed = format_seconds(self._clock() - self._started)
+        return f"OpenRouter responded in {elapsed}{self._round}"
 
     # -- deltas ------------------------------------------------------------------------
 

@@ -274,6 +274,16 @@ def test_the_wait_ends_with_a_line_when_something_else_comes_first(clock: FakeCl
     assert renderer.feed(TextDelta(request_id=RID, text="ok")) == [chunk(delta={"content": "ok"})]
 
 
+def test_a_follow_up_calls_wait_lines_carry_its_round(clock: FakeClock) -> None:
+    """Open WebUI's follow-up call (pass-through) adds to the same message's list."""
+    renderer = AnswerRenderer(clock=clock, wall_clock=lambda: WALL, tool_round=2)
+    assert renderer.opening() == [status("Waiting for OpenRouter (round 2)…", done=False)]
+    clock.now = 0.5
+    assert renderer.feed(TextDelta(request_id=RID, text="ok"))[0] == status(
+        "OpenRouter responded in 0.50 s (round 2)", done=True
+    )
+
+
 def test_nothing_shown_does_not_end_the_wait(clock: FakeClock) -> None:
     renderer = renderer_for(clock)
     renderer.opening()

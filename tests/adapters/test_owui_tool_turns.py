@@ -161,6 +161,10 @@ def test_pass_through_returns_the_calls_and_takes_the_results_back(
         ]
         call_ids = {i["call_id"] for i in sent if i.get("type") == "function_call"}
         assert call_ids == {"call_1", "call_2"}
+        # Both calls add to the one message's status list: round 2 does not repeat round 1.
+        descriptions = [s["description"] for s in owui.statuses()]
+        assert descriptions.index("Waiting for OpenRouter (round 2)…") > 0
+        assert_statuses_closed(owui)
 
     on_loop(loop_kind, scenario, limit_s=20)
 
