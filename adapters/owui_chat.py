@@ -63,6 +63,7 @@ from adapters.owui_history import (
     artifact_context,
     forget_replayed,
     load_replay_plan,
+    read_branch,
 )
 from adapters.owui_request import RequestMappingError, RequestSettings, build_request
 from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
@@ -201,6 +202,8 @@ async def run_turn(
         tool_calls_to_owui=valves.TOOL_EXECUTION_MODE == "open-webui",
         tool_names=submitted.tool_names,
         tool_round=_tool_round(body),
+        # A chat Open WebUI keeps finds its artifacts by message id: no text in the answer.
+        write_references=not submitted.keyed_by_branch,
     )
     images = GeneratedImages(
         store=_file_store(valves, ctx, runtime),
@@ -267,6 +270,8 @@ async def _submit(
         # Open WebUI keeps the calls and results it ran in its own history.
         context = replace(context, function_calls=False)
     declared = _declared_tools(valves, ctx, model)
+    if loaded.messages is not None:  # the branch's artifacts placed, in memory only
+        body = {**body, "messages": list(loaded.messages)}
     try:
         mapped = build_request(
             body,
@@ -313,7 +318,12 @@ async def _submit(
     if context is not None and context.reasoning == "next_reply":
         forget = mapped.replayed_reasoning_ids
     return _Submitted(
-        stream=stream, bridge=bridge, context=context, forget=forget, tool_names=mapped.tool_names
+        stream=stream,
+        bridge=bridge,
+        context=context,
+        forget=forget,
+        tool_names=mapped.tool_names,
+        keyed_by_branch=loaded.messages is not None,
     )
 
 
@@ -486,6 +496,7 @@ async def _history(
         messages if isinstance(messages, list) else [],
         context,
         retention_turns=valves.TOOL_OUTPUT_RETENTION_TURNS,
+        branch=await read_branch(context.chat_id, context.message_id),
     )
     if loaded.degraded:
         runtime.db_breaker.record_failure(user)
@@ -515,6 +526,9 @@ class _Submitted:
     forget: tuple[str, ...]
     #: Pass-through: announced tool name → Open WebUI's own name, where they differ.
     tool_names: Mapping[str, str] = field(default_factory=dict)
+    #: The chat is one Open WebUI keeps: the next turn finds this answer's
+    #: artifacts by its message id, so the answer carries no reference lines.
+    keyed_by_branch: bool = False
 
     async def after_success(self) -> None:
         if self.forget and self.context is not None:

@@ -526,8 +526,12 @@ class AnswerRenderer:
     list: ``tool_round`` (2, 3, …) numbers the wait's lines, "Waiting for
     OpenRouter (round 2)…", so they do not repeat round 1's. In engine mode
     (the default) function calls are the engine's business and never reach
-    Open WebUI as calls. Either way a stored item still gets its reference
-    at the end of the answer.
+    Open WebUI as calls.
+
+    ``write_references=False`` (a chat Open WebUI keeps, whose artifacts the
+    next turn finds by message id: ``adapters.branch_references``) adds
+    nothing to the answer for its stored items; otherwise (an API client's
+    own chat ids) each stored item gets a reference line at the end.
 
     ``show_final_status=False`` leaves the final line out: a status still
     open then gets its closing line ("OpenRouter responded in 0.84 s" for the
@@ -543,11 +547,13 @@ class AnswerRenderer:
         tool_calls_to_owui: bool = False,
         tool_names: Mapping[str, str] | None = None,
         tool_round: int = 1,
+        write_references: bool = True,
         started_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._show_final_status = show_final_status
+        self._write_references = write_references
         self._model = model
         self._clock = clock
         self._started = clock() if started_at is None else started_at
@@ -787,8 +793,9 @@ class AnswerRenderer:
 
     def _reference_chunk(self) -> list[Output]:
         """One ``[id]: #`` line per stored artifact: a Markdown reference-style link
-        definition, invisible when rendered, that the next turn finds in the history."""
-        if not self._artifact_ids:
+        definition, invisible when rendered, that the next turn finds in the history.
+        Only where the next turn cannot find them by message id (``write_references``)."""
+        if not self._artifact_ids or not self._write_references:
             return []
         shown = self.answer_text + self._notice
         prefix = "\n```" if _inside_code_fence(shown) else ""
