@@ -35,9 +35,9 @@ import asyncio
 import importlib
 import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters.artifact_replay import ReplayPlan, referenced_ids, select_orphans
 from adapters.branch_references import BranchMessage, branch_of, with_branch_references
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("orpipe.owui")
+_T = TypeVar("_T")
 
 #: The longest a turn waits for the persister before loading history, and how
 #: often it looks (statistics are a cheap snapshot).
@@ -159,13 +160,9 @@ async def load_replay_plan(
         candidates = await store.fetch(chat_id, later) if later else {}
         return found, [a for a in candidates.values() if a.message_id != context.message_id]
 
-    try:
-        result = await bridge.call_store(load)
-    except EngineError as exc:
-        log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
-        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
-    if result is None:
-        return Loaded(plan=None)  # this pipe stores no artifacts
+    result, failed = await _from_store(bridge, chat_id, load)
+    if failed or result is None:  # None: this pipe stores no artifacts
+        return Loaded(plan=None, degraded=failed, writes_failing=writes_failing and failed)
     found, candidates = result
     orphans: tuple[Artifact, ...] = ()
     if candidates:
@@ -201,13 +198,9 @@ async def _load_branch(
         wanted = list(dict.fromkeys([*ids, *referenced]))
         return await store.fetch(chat_id, wanted) if wanted else {}
 
-    try:
-        found = await bridge.call_store(load)
-    except EngineError as exc:
-        log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
-        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
-    if found is None:
-        return Loaded(plan=None)  # this pipe stores no artifacts
+    found, failed = await _from_store(bridge, chat_id, load)
+    if failed or found is None:  # None: this pipe stores no artifacts
+        return Loaded(plan=None, degraded=failed, writes_failing=writes_failing and failed)
     on_branch = set(answers)
     by_message: dict[str, list[str]] = {}
     for artifact in found.values():
@@ -221,6 +214,17 @@ async def _load_branch(
         writes_failing=writes_failing,
         messages=tuple(placed),
     )
+
+
+async def _from_store(
+    bridge: Bridge, chat_id: str, load: Callable[[ArtifactStore], Awaitable[_T]]
+) -> tuple[_T | None, bool]:
+    """Run ``load`` next to the store: (its result, None if nothing is stored; failed)."""
+    try:
+        return await bridge.call_store(load), False
+    except EngineError as exc:
+        log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
+        return None, True
 
 
 async def _settle(bridge: Bridge) -> bool:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from bench.argtypes import non_negative_float, positive_float, positive_int
 from bench.lab_scenario import builtin_names
 from bench.report import format_table, tools_lines
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
@@ -60,18 +61,18 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--scale",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         help="open-loop scenarios: multiply every phase's duration (e.g. 0.2 for a quick look)",
     )
     run.add_argument(
         "--no-report", action="store_true", help="open-loop scenarios: results.json only"
     )
-    run.add_argument("--concurrency", type=_positive_int, help="concurrent streams")
-    run.add_argument("--duration", type=_positive_float, help="counted seconds per phase")
-    run.add_argument("--warmup", type=_non_negative_float, help="uncounted seconds per phase")
-    run.add_argument("--tokens", type=_positive_int, help="text deltas per stream")
-    run.add_argument("--tps", type=_non_negative_float, help="tokens/s per stream (0: flat out)")
+    run.add_argument("--concurrency", type=positive_int, help="concurrent streams")
+    run.add_argument("--duration", type=positive_float, help="counted seconds per phase")
+    run.add_argument("--warmup", type=non_negative_float, help="uncounted seconds per phase")
+    run.add_argument("--tokens", type=positive_int, help="text deltas per stream")
+    run.add_argument("--tps", type=non_negative_float, help="tokens/s per stream (0: flat out)")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -97,7 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
             metavar="NAME=VALUE",
             help=f"an EngineConfig override of configuration {side.upper()} (repeatable)",
         )
-    compare.add_argument("--scale", type=_positive_float, default=1.0, help="as for run")
+    compare.add_argument("--scale", type=positive_float, default=1.0, help="as for run")
     compare.add_argument("--out", type=Path, help="output directory (default bench/results/...)")
     # Listed here for --help; main() hands its arguments to bench.telemetry_run unparsed.
     commands.add_parser(
@@ -113,27 +114,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "(python -m bench fuzz --seconds N; see --help)",
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _parse_overrides(items: Sequence[str]) -> dict[str, str]:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from bench.argtypes import positive_float, positive_int
+
 if TYPE_CHECKING:
     from tests.fuzz.runner import Summary
 
@@ -45,18 +47,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         description="Fuzz a real engine with hostile upstream streams over loopback.",
     )
     parser.add_argument(
-        "--seconds", type=_positive_float, default=60.0, help="how long to run (default 60)"
+        "--seconds", type=positive_float, default=60.0, help="how long to run (default 60)"
     )
-    parser.add_argument(
-        "--streams", type=_positive_int, help="stop after this many streams instead"
-    )
+    parser.add_argument("--streams", type=positive_int, help="stop after this many streams instead")
     parser.add_argument("--seed", type=int, default=1, help="the run's seed (default 1)")
     parser.add_argument(
-        "--concurrency", type=_positive_int, default=16, help="streams at once (default 16)"
+        "--concurrency", type=positive_int, default=16, help="streams at once (default 16)"
     )
     parser.add_argument(
         "--batches-per-engine",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         help="batches played on one engine before the next configuration (default 4)",
     )
@@ -74,19 +74,19 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--read-idle",
-        type=_positive_float,
+        type=positive_float,
         default=2.0,
         help="the engines' read_idle_timeout_s (default 2)",
     )
     parser.add_argument(
         "--slack",
-        type=_positive_float,
+        type=positive_float,
         default=1.5,
         help="seconds an ending may come after the upstream's end (default 1.5)",
     )
     parser.add_argument(
         "--prompt",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         help="seconds an ending may come after a terminal event on a held connection "
         "(default 1; keep it below --read-idle)",
@@ -95,20 +95,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--list-classes", action="store_true", help="print the classes of stream and exit"
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
 
 
 def _parse_case(text: str) -> tuple[str, int, int]:
