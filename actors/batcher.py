@@ -1,9 +1,11 @@
 """The delta batcher: merges text deltas per request before they reach the emitter.
 
 Owns: one ``DeltaBatcher`` per request with pending text, an idle-flush
-timer heap, and both ends of its channels. A pending run is flushed when it
-reaches ``update_char_limit`` characters, when a non-text item of the same
-request arrives, when the request ends, or ``idle_flush_ms`` after the run
+timer heap, and both ends of its channels. The first text of each channel
+goes out at once (``first_text_at_once``: time to first token). A pending
+run is flushed when it reaches ``update_char_limit`` characters, when a
+non-text item of the same request arrives, when the request ends, or
+``idle_flush_ms`` after the run
 started (so a trickle of tiny deltas can never hold text back longer than
 that), or when it holds half of the request's credit window (so pending
 text can never be what stops the request's fetcher: ``engine.flow``). A
@@ -51,6 +53,7 @@ class _Batching:
         self.char_limit = config.update_char_limit
         self.idle_ms = config.idle_flush_ms
         self.window_events = config.request_window_events
+        self.first_at_once = config.first_text_at_once
         self.counters = counters
         self.requests = requests
         self.batchers: dict[str, DeltaBatcher] = {}
@@ -96,7 +99,9 @@ class _Batching:
             idle_ms = request.idle_flush_ms
         self.idle_s[rid] = idle_ms / 1000
         window = handle.window.capacity if handle is not None else self.window_events
-        batcher = self.batchers[rid] = DeltaBatcher(rid, char_limit, _run_event_limit(window))
+        batcher = self.batchers[rid] = DeltaBatcher(
+            rid, char_limit, _run_event_limit(window), first_at_once=self.first_at_once
+        )
         return batcher
 
     def flush_idle(self, out: list[BatchOut]) -> None:

@@ -1,7 +1,10 @@
 """Merges text deltas for one request. Synchronous core of the delta batcher.
 
-Consecutive deltas of one channel (answer text or reasoning) are merged until
-``char_limit`` characters or ``event_limit`` events are pending; any other
+With ``first_at_once`` (the shell's choice) the first text of each channel
+(answer text, reasoning) goes out as soon as it arrives: the time to the
+first token is what a reader feels. After it, consecutive deltas of one
+channel are merged until ``char_limit``
+characters or ``event_limit`` events are pending; any other
 item flushes the pending run first, so order holds. The run never ends in the
 first half of a UTF-16 surrogate pair: that half is held back until its
 partner arrives — across non-text items too (an annotation between the two
@@ -44,12 +47,20 @@ class DeltaBatcher:
         "_events",
         "_length",
         "_parts",
+        "_started",
         "char_limit",
         "event_limit",
         "request_id",
     )
 
-    def __init__(self, request_id: str, char_limit: int, event_limit: int | None = None) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        char_limit: int,
+        event_limit: int | None = None,
+        *,
+        first_at_once: bool = False,
+    ) -> None:
         self.request_id = request_id
         self.char_limit = char_limit
         #: Most upstream events (credits) one pending run may hold; None: no limit.
@@ -58,6 +69,10 @@ class DeltaBatcher:
         self._parts: list[str] = []
         self._length = 0
         self._events = 0
+        #: Channels whose first text already went out (``first_at_once``: the
+        #: first goes at once, for the time to first token; batching is for what
+        #: follows). Without it, every channel counts as started.
+        self._started: set[str] = set() if first_at_once else {"text", "reasoning"}
 
     @property
     def has_pending(self) -> bool:
@@ -73,7 +88,10 @@ class DeltaBatcher:
             self._parts.append(item.text)
             self._length += len(item.text)
             self._events += 1
-            if self._length >= self.char_limit or self._events >= self.event_limit:
+            first = item.channel not in self._started and bool(item.text)
+            if first:
+                self._started.add(item.channel)
+            if first or self._length >= self.char_limit or self._events >= self.event_limit:
                 flushed = self.flush(final=False)
                 if not flushed and self._events >= self.event_limit:
                     # Only a half pair is pending, on credits the fetcher needs

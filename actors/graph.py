@@ -4,6 +4,8 @@
 
     admission ─▶ fetcher ─fetch.out─▶ parser pool ─parse.out─▶ reorderer
        ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox (per request)
+          │                ▲
+          └─reorder.out────┘  the express lane (default): parsed in the fetcher, in order
          ▲                                         ├─tools.in─▶ tool executor ─▶ request.outbox
          └──────── request.turns (per request) ◀───┼──────────────┘   │
                                                    └─persist.in─▶ persister ◀┘ ─▶ ArtifactStore
@@ -115,14 +117,19 @@ async def streaming_graph(
                 counters=counters("parser"),
             )
         )
+        # The express lane: the fetcher parses inline and hands ordered batches
+        # straight to the batcher (see actors.fetcher).
+        express = order_send.clone() if config.express_lane else None
         await nursery.start(
             start(
                 fetcher,
                 admit_receive,
                 fetch_send,
+                express,
                 config=config,
                 ports=wiring.ports,
                 counters=counters("fetcher"),
+                parse_counters=counters("parser"),
             )
         )
         await nursery.start(admission, desk, admit_send)

@@ -12,6 +12,8 @@ here beyond the message in hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from actors.draining import drain_nowait
@@ -19,7 +21,7 @@ from actors.event_decoder import decode_event
 from engine.messages import FetchOut, ParsedBatch, ParseFailed, ParseOut, SseBatch
 from engine.statistics import ActorCounters
 
-__all__ = ["parser_pool"]
+__all__ = ["ParseTally", "parse_batch", "parser_pool"]
 
 
 async def parser_pool(
@@ -46,7 +48,7 @@ async def _worker(
 ) -> None:
     with inbox, outbox:
         async for first in inbox:
-            tally = _Tally()
+            tally = ParseTally()
             bundle = tuple([_parse(message, tally) for message in drain_nowait(inbox, first)])
             del first  # idle, hold nothing (actors.draining)
             # One counter update per bundle, not per event: this is the hot path.
@@ -58,7 +60,9 @@ async def _worker(
             del bundle
 
 
-class _Tally:
+class ParseTally:
+    """Events decoded and failures among them, counted once per bundle (the hot path)."""
+
     __slots__ = ("events", "failed")
 
     def __init__(self) -> None:
@@ -66,13 +70,19 @@ class _Tally:
         self.failed = 0
 
 
-def _parse(message: FetchOut, tally: _Tally) -> ParseOut:
-    if not isinstance(message, SseBatch):
-        return message  # StreamEnded passes through, keeping its place by seq
-    seq = message.first_seq
-    items = tuple([decode_event(seq + i, payload) for i, payload in enumerate(message.payloads)])
+def parse_batch(
+    request_id: str, first_seq: int, payloads: Sequence[bytes], tally: ParseTally
+) -> ParsedBatch:
+    """One request's consecutive payloads, decoded (also the fetcher's express lane)."""
+    items = tuple([decode_event(first_seq + i, payload) for i, payload in enumerate(payloads)])
     tally.events += len(items)
     for item in items:
         if type(item) is ParseFailed:
             tally.failed += 1
-    return ParsedBatch(request_id=message.request_id, first_seq=seq, items=items)
+    return ParsedBatch(request_id=request_id, first_seq=first_seq, items=items)
+
+
+def _parse(message: FetchOut, tally: ParseTally) -> ParseOut:
+    if not isinstance(message, SseBatch):
+        return message  # StreamEnded passes through, keeping its place by seq
+    return parse_batch(message.request_id, message.first_seq, message.payloads, tally)

@@ -35,6 +35,9 @@ async def reorderer(
 ) -> None:
     windows: dict[str, ReorderWindow[Ordered]] = {}
     held_events = 0  # across all windows, kept as a running total
+    # Shown from the start, also while the express lane leaves this actor idle.
+    counters.level("held_events", 0)
+    counters.level("open_requests", 0)
     with inbox, outbox:
         task_status.started()
         async for first in inbox:

@@ -71,6 +71,10 @@ class EngineConfig:
     request_deadline_s: float = field(default=1800.0, metadata=_range(0.01, 86400))
 
     # --- pipeline buffers -------------------------------------------------
+    #: The fetcher decodes each request's events itself and hands them, in
+    #: order, straight to the delta batcher, instead of through the parser
+    #: pool and the reorderer (two hops less per event; see actors.fetcher).
+    express_lane: bool = True
     parser_workers: int = field(default=4, metadata=_range(1, 64))
     #: fetcher → parser pool (the original's STREAMING_CHUNK_QUEUE_MAXSIZE).
     chunk_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
@@ -88,6 +92,9 @@ class EngineConfig:
     request_window_events: int = field(default=256, metadata=_range(1, 1_000_000))
 
     # --- delta batching ---------------------------------------------------
+    #: The first text of an answer (and of its reasoning) goes out as soon as it
+    #: arrives; batching is for what follows.
+    first_text_at_once: bool = True
     update_char_limit: int = field(default=20, metadata=_range(1, 100_000))
     #: Flush a partial text batch after this much quiet; 0 disables the timer.
     idle_flush_ms: float = field(default=250.0, metadata=_range(0, 60_000))

@@ -37,6 +37,8 @@ def _run(rid: str, text: str, events: int, channel: str = "text") -> TextRun:
 
 
 def _open(out_size: int = 100, **config: object):
+    """The actor; merging is studied with the first text's early flush off unless asked."""
+    config.setdefault("first_text_at_once", False)
     send, receive = trio.open_memory_channel[tuple[ParsedBatch | StreamEnded, ...]](100)
     out_send, out_receive = trio.open_memory_channel[tuple[BatchOut, ...]](out_size)
     counters = ActorCounters()
@@ -243,3 +245,29 @@ def test_request_limits_are_validated() -> None:
         ChatRequest(model="m", input=(), update_char_limit=0)
     with pytest.raises(UsageError, match="idle_flush_ms"):
         ChatRequest(model="m", input=(), idle_flush_ms=-1)
+
+
+async def test_the_first_text_of_each_channel_goes_out_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    send, out_receive, _, actor = _open(
+        update_char_limit=100, idle_flush_ms=250, first_text_at_once=True
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor, name="batcher-actor")
+        start = trio.current_time()
+        await send.send((_pb("r", _d(0, "hm", "reasoning")),))
+        assert await out_receive.receive() == (
+            RequestBatch(request_id="r", items=(_run("r", "hm", 1, "reasoning"),)),
+        )
+        await send.send((_pb("r", _d(1, "He"), _d(2, "llo"), _d(3, " there")),))
+        assert await out_receive.receive() == (
+            RequestBatch(request_id="r", items=(_run("r", "He", 1),)),
+        )
+        assert trio.current_time() == start  # neither waited for the idle flush
+        # What follows is batched again: the idle flush brings the rest.
+        assert await out_receive.receive() == (
+            RequestBatch(request_id="r", items=(_run("r", "llo there", 2),)),
+        )
+        assert trio.current_time() - start == pytest.approx(0.25)
+        await send.aclose()

@@ -22,8 +22,14 @@ MODES = ["read all", "close early", "cancel early", "cancel at once"]
 REQUESTS = 80
 
 
-@pytest.mark.parametrize("seed", [1, 7, 42])
-async def test_random_cancellations_always_end_each_request_once(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "express"),
+    [
+        pytest.param(seed, express, id=f"seed-{seed}-{'express' if express else 'shared'}")
+        for seed, express in [(1, True), (7, True), (42, True), (7, False)]
+    ],
+)
+async def test_random_cancellations_always_end_each_request_once(seed: int, express: bool) -> None:
     outcomes: dict[int, tuple[str, list[OutboundEvent], Ending | None]] = {}
     async with (
         mock_server() as server,
@@ -36,6 +42,7 @@ async def test_random_cancellations_always_end_each_request_once(seed: int) -> N
             retry_backoff_initial_s=0.01,
             retry_backoff_max_s=0.02,
             request_window_events=8,
+            express_lane=express,
         ) as engine,
     ):
 

@@ -284,3 +284,33 @@ async def test_the_api_key_appears_in_no_event_error_or_statistic() -> None:
     for text in seen:
         assert API_KEY not in text
         assert API_KEY[-12:] not in text
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["text", "reasoning", "annotations", "tools", "malformed", "drop", "incomplete"],
+)
+async def test_the_express_lane_and_the_shared_stages_give_the_same_answer(scenario: str) -> None:
+    """The fetcher's express lane (parsing inline, straight to the batcher) and the
+    shared parser pool and reorderer are two routes to the same events, in order."""
+    answers: dict[bool, list[object]] = {}
+    for express in (True, False):
+        async with (
+            mock_server() as server,
+            running_engine(
+                server, express_lane=express, parser_workers=3, request_window_events=7
+            ) as engine,
+        ):
+            req = request(scenario, tokens=40, events_per_write=3, drop_after=15)
+            got = await collect(engine.submit(req))
+            ending = got.ending
+            assert ending is not None
+            answers[express] = [
+                got.text,
+                got.reasoning,
+                [type(e).__name__ for e in got.events],
+                type(ending).__name__,
+            ]
+            parser = engine.statistics().actors["parser"]
+            assert (parser.get("express_events", 0) > 0) is express
+    assert answers[True] == answers[False]

@@ -27,7 +27,11 @@ def test_every_numeric_field_has_a_range() -> None:
     numeric = [
         f.name
         for f in dataclasses.fields(EngineConfig)
-        if isinstance(getattr(EngineConfig(), f.name), int | float) or f.default is None
+        if (
+            isinstance(getattr(EngineConfig(), f.name), int | float)
+            and not isinstance(getattr(EngineConfig(), f.name), bool)  # a switch, not a number
+        )
+        or f.default is None
     ]
     assert numeric == [f.name for f in RANGED]
     assert len(RANGED) > 20
