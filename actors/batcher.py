@@ -1,16 +1,18 @@
 """The delta batcher: merges text deltas per request before they reach the emitter.
 
 Owns: one ``DeltaBatcher`` per request with pending text, an idle-flush
-timer heap, and both ends of its channels. The first text of each channel
-goes out at once (``first_text_at_once``: time to first token). A pending
-run is flushed when it reaches ``update_char_limit`` characters, when a
-non-text item of the same request arrives, when the request ends, or
-``idle_flush_ms`` after the run
-started (so a trickle of tiny deltas can never hold text back longer than
-that), or when it holds half of the request's credit window (so pending
-text can never be what stops the request's fetcher: ``engine.flow``). A
-request may carry its own limits (``ChatRequest.update_char_limit`` /
-``idle_flush_ms``); the engine's config gives the rest.
+timer heap with its alarm task (so the wait for the inbox carries no
+deadline: that cost a cancel scope per event), and both ends of its
+channels. The first text of each channel goes out at once
+(``first_text_at_once``: time to first token). A pending run is flushed
+when it reaches ``update_char_limit`` characters, when a non-text item of
+the same request arrives, when the request ends, ``idle_flush_ms`` after
+the run started (so a trickle of tiny deltas can never hold text back
+longer than that), or when it holds half of the request's credit window
+(so pending text can never be what stops the request's fetcher:
+``engine.flow``). A request may carry its own limits
+(``ChatRequest.update_char_limit`` / ``idle_flush_ms``); the engine's
+config gives the rest.
 
 On cancellation it stops; pending text belongs to requests the engine ends
 anyway. When its inbox ends it closes its outbox.
@@ -60,9 +62,23 @@ class _Batching:
         self.idle_s: dict[str, float] = {}
         self.timers: list[tuple[float, str]] = []  # lazy-deletion heap
         self.armed: dict[str, float] = {}
+        #: The alarm task's sleep, while it sleeps (``_idle_alarm``).
+        self.alarm: trio.CancelScope | None = None
 
-    def next_wakeup(self) -> float:
-        return self.timers[0][0] if self.timers else math.inf
+    def next_live_deadline(self) -> float:
+        """The earliest deadline of a run still pending (stale entries dropped)."""
+        timers, armed = self.timers, self.armed
+        while timers and armed.get(timers[0][1]) != timers[0][0]:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else math.inf
+
+    def aim_alarm(self) -> None:
+        """Point the sleeping alarm at the earliest live deadline, if that moved."""
+        alarm = self.alarm
+        if alarm is not None:
+            deadline = self.next_live_deadline()
+            if deadline != alarm.deadline:
+                alarm.deadline = deadline
 
     def take(self, message: ParsedBatch | StreamEnded, out: list[BatchOut]) -> None:
         rid = message.request_id
@@ -136,20 +152,59 @@ async def delta_batcher(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     state = _Batching(config, counters, requests if requests is not None else {})
+    # One sender at a time, the computing included, so runs leave in the order
+    # they were made whether the inbox or the alarm made them.
+    sending = trio.Lock()
     with inbox, outbox:
-        task_status.started()
-        while True:
-            out: list[BatchOut] = []
-            with trio.move_on_at(state.next_wakeup()):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_idle_alarm, state, outbox, sending, name="batcher-alarm")
+            task_status.started()
+            while True:
                 try:
                     first = await inbox.receive()
                 except trio.EndOfChannel:
-                    return
-                take_each(drain_nowait(inbox, first), state.take, out)
-                del first  # idle, hold nothing (actors.draining)
+                    break
+                try:
+                    sending.acquire_nowait()  # free but while the alarm flushes (rare)
+                except trio.WouldBlock:
+                    await sending.acquire()
+                try:
+                    out: list[BatchOut] = []
+                    take_each(drain_nowait(inbox, first), state.take, out)
+                    del first  # idle, hold nothing (actors.draining)
+                    state.flush_idle(out)
+                    state.aim_alarm()
+                    counters.level("pending_runs", len(state.armed))
+                    counters.level("open_requests", len(state.batchers))
+                    if out:
+                        await outbox.send(tuple(out))
+                    del out
+                finally:
+                    sending.release()
+            nursery.cancel_scope.cancel()  # the inbox ended: the alarm has nothing to guard
+
+
+async def _idle_alarm(
+    state: _Batching,
+    outbox: trio.MemorySendChannel[tuple[BatchOut, ...]],
+    sending: trio.Lock,
+) -> None:
+    """Flushes runs that waited ``idle_flush_ms``, so the inbox wait needs no deadline.
+
+    It sleeps until the earliest live deadline; the main loop moves that
+    deadline (``_Batching.aim_alarm``) when runs start or end, so a run that
+    fills up by size never wakes anyone. Waiting on the inbox with a deadline
+    instead would cost a cancel scope on every event.
+    """
+    while True:
+        with trio.CancelScope(deadline=state.next_live_deadline()) as alarm:
+            state.alarm = alarm
+            await trio.sleep_forever()
+        state.alarm = None
+        async with sending:
+            out: list[BatchOut] = []
             state.flush_idle(out)
-            counters.level("pending_runs", len(state.armed))
-            counters.level("open_requests", len(state.batchers))
+            state.counters.level("pending_runs", len(state.armed))
             if out:
                 await outbox.send(tuple(out))
             del out

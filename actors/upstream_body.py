@@ -174,19 +174,13 @@ _ENDING_TYPES = frozenset(
         "error",
     }
 )
-#: Cheap substring tests first: almost every event is a delta that contains none.
-_ENDING_HINTS = (
-    b'"response.completed"',
-    b'"response.incomplete"',
-    b'"response.failed"',
-    b'"response.done"',
-    b'"response.error"',
-)
+#: One scan first: almost every event is a delta that contains none of these.
+_ENDING_HINT = re.compile(rb'"(?:error|response\.(?:completed|incomplete|failed|done|error))"')
 
 
 def ends_response(payload: bytes) -> bool:
     """Whether this event ends the response (terminal, typed or untyped error)."""
-    if b'"error"' not in payload and not any(hint in payload for hint in _ENDING_HINTS):
+    if _ENDING_HINT.search(payload) is None:
         return False
     try:
         event = _decode_ends(payload)
