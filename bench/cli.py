@@ -113,6 +113,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="hostile upstream streams against real engines over loopback "
         "(python -m bench fuzz --seconds N; see --help)",
     )
+    commands.add_parser(
+        "owui-real",
+        add_help=False,
+        help="the pipes inside real Open WebUI 0.12.4 servers under load, against its "
+        "built-in connection (python -m bench owui-real --help; not in CI)",
+    )
     return parser
 
 
@@ -175,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.fuzz import main as fuzz_main  # noqa: PLC0415
 
         return fuzz_main(argv[1:], prog="python -m bench fuzz")
+    if argv[:1] == ["owui-real"]:
+        from bench.owui_real import main as owui_real_main  # noqa: PLC0415
+
+        return owui_real_main(argv[1:], prog="python -m bench owui-real")
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "compare" or args.scenario not in SCENARIOS:

@@ -1,13 +1,21 @@
 """Mock OpenRouter: a real HTTP server on loopback (hypercorn's trio worker + a small ASGI app).
 
 This module owns *how* the mock talks HTTP: routing (``/api/v1/responses``, ``/api/v1/models``,
-``/mock/stats``, ``/mock/requests``), auth, SSE framing and batching, pacing, keep-alive
-comments, fault injection on the wire (drop, stall, bad events), disconnect handling, the
-server's counters and its log of recent requests. *What* is sent is decided by
-``bench.mock_scenarios.plan`` so tests can predict it.
+``/api/v1/chat/completions``, ``/mock/stats``, ``/mock/requests``), auth, SSE framing and
+batching, pacing, keep-alive comments, fault injection on the wire (drop, stall, bad events),
+disconnect handling, the server's counters and its log of recent requests. *What* is sent is
+decided by ``bench.mock_scenarios.plan`` so tests can predict it.
+
+``/api/v1/chat/completions`` streams the same plan in the Chat Completions shape (one
+``chat.completion.chunk`` per text delta, the same pacing, a last chunk with
+``finish_reason`` and one with ``usage``, as OpenRouter ends its streams), for clients that
+speak only that API, such as Open WebUI's own OpenAI connection (``CHAT_SCENARIOS``).
+Bench variants (``--variant d20=tokens=200&tps=50``) add models ``mock/text:d20`` to the
+catalogue whose requests get those parameters, for clients that can only pick a model.
 
 Public API: ``serve_mock`` (trio), ``MockServer``, ``MockStats``, ``summarize_input``, and
-the CLI ``python -m bench.mock_openrouter --port N [--host H] [--api-key K] [--param tps=25]``.
+the CLI ``python -m bench.mock_openrouter --port N [--host H] [--api-key K] [--param tps=25]
+[--variant NAME=tokens=200&tps=50]``.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from hypercorn.trio import serve
 
 from bench.mock_scenarios import (
     CATALOGUE,
+    CHAT_SCENARIOS,
     PARAM_PREFIX,
     FunctionCall,
     ParamError,
@@ -40,8 +49,11 @@ from bench.mock_scenarios import (
     ScenarioPlan,
     error_envelope,
     parse_params,
+    parse_variant,
     plan,
     resolve_scenario,
+    variant_models,
+    variant_of,
 )
 
 Message = dict[str, Any]
@@ -511,6 +523,34 @@ def _delta_line(seq: int, output_index: int, item_id: str, delta: str) -> bytes:
     )
 
 
+class _Pacer:
+    """The plan's pacing: delta ``k`` is due ``k / tps`` seconds after the stream started."""
+
+    __slots__ = ("_plan", "_t0", "_ticks", "_w")
+
+    def __init__(self, plan_: ScenarioPlan, writer: _SseWriter) -> None:
+        self._plan = plan_
+        self._w = writer
+        self._t0 = trio.current_time()
+        self._ticks = 0  # deltas paced so far (reasoning + text)
+
+    async def tick(self) -> None:
+        tps = self._plan.tps
+        if tps <= 0:
+            self._ticks += 1
+            return
+        deadline = self._t0 + self._ticks / tps
+        self._ticks += 1
+        if not self._plan.keepalive:
+            await trio.sleep_until(deadline)
+            return
+        # Long gaps get a keep-alive comment every KEEPALIVE_GAP seconds, as OpenRouter does.
+        while trio.current_time() + KEEPALIVE_GAP < deadline:
+            await trio.sleep(KEEPALIVE_GAP)
+            await self._w.comment()
+        await trio.sleep_until(deadline)
+
+
 class _StreamRun:
     """Writes one streaming response for a plan (events, pacing, faults)."""
 
@@ -518,24 +558,10 @@ class _StreamRun:
         self.job = job
         self.plan = job.plan
         self.w = writer
-        self._t0 = trio.current_time()
-        self._ticks = 0  # deltas paced so far (reasoning + text)
+        self._pacer = _Pacer(job.plan, writer)
 
     async def _pace(self) -> None:
-        tps = self.plan.tps
-        if tps <= 0:
-            self._ticks += 1
-            return
-        deadline = self._t0 + self._ticks / tps
-        self._ticks += 1
-        if not self.plan.keepalive:
-            await trio.sleep_until(deadline)
-            return
-        # Long gaps get a keep-alive comment every KEEPALIVE_GAP seconds, as OpenRouter does.
-        while trio.current_time() + KEEPALIVE_GAP < deadline:
-            await trio.sleep(KEEPALIVE_GAP)
-            await self.w.comment()
-        await trio.sleep_until(deadline)
+        await self._pacer.tick()
 
     async def _stall(self) -> None:
         # Nothing at all on the wire (no keep-alives) until the stall ends or the client leaves.
@@ -735,6 +761,107 @@ class _StreamRun:
 
 
 # --------------------------------------------------------------------------------------------
+# Chat Completions: the same plan in chat.completion.chunk form
+# --------------------------------------------------------------------------------------------
+
+
+def _chat_usage(p: ScenarioPlan) -> dict[str, Any]:
+    usage = p.usage
+    return {
+        "prompt_tokens": usage["input_tokens"],
+        "completion_tokens": usage["output_tokens"],
+        "total_tokens": usage["total_tokens"],
+        "cost": usage["cost"],
+        "prompt_tokens_details": {"cached_tokens": usage["input_tokens_details"]["cached_tokens"]},
+        "completion_tokens_details": {
+            "reasoning_tokens": usage["output_tokens_details"]["reasoning_tokens"]
+        },
+    }
+
+
+def _chat_finish(p: ScenarioPlan) -> str:
+    return "length" if p.terminal == "incomplete" else "stop"
+
+
+def _chat_completion(job: _Job) -> dict[str, Any]:
+    """The JSON body of a non-streaming ``/chat/completions`` request."""
+    p = job.plan
+    message: dict[str, Any] = {"role": "assistant", "content": p.text}
+    if p.reasoning_text:
+        message["reasoning"] = p.reasoning_text
+    return {
+        "id": job.gen_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": job.request.get("model"),
+        "provider": "MockProvider",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": _chat_finish(p),
+                "native_finish_reason": _chat_finish(p),
+                "logprobs": None,
+            }
+        ],
+        "usage": _chat_usage(p),
+    }
+
+
+class _ChatStreamRun:
+    """Writes one streaming ``/chat/completions`` answer: a chunk per delta, paced as the
+    Responses stream of the same plan is, then the finish chunk, the usage chunk, [DONE]."""
+
+    def __init__(self, job: _Job, writer: _SseWriter) -> None:
+        self.job = job
+        self.plan = job.plan
+        self.w = writer
+        self._pacer = _Pacer(job.plan, writer)
+        self._created = int(time.time())
+        # Lone surrogates (split_surrogates) can only be written as JSON escapes.
+        self._dumps: Callable[[object], bytes] = (
+            (lambda obj: json.dumps(obj).encode()) if job.plan.split_surrogates else _encode
+        )
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": self.job.gen_id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self.job.request.get("model"),
+            "provider": "MockProvider",
+            "choices": choices,
+        }
+        if usage is not None:
+            obj["usage"] = usage
+        return b"data: " + self._dumps(obj) + b"\n\n"
+
+    @staticmethod
+    def _choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "index": 0,
+            "delta": {"role": "assistant", **delta},
+            "finish_reason": finish,
+            "native_finish_reason": finish,
+            "logprobs": None,
+        }
+
+    async def run(self) -> None:
+        p, w = self.plan, self.w
+        if p.keepalive:
+            await w.comment()
+        for delta in p.reasoning_deltas:
+            await self._pacer.tick()
+            await w.raw(self._chunk([self._choice({"content": "", "reasoning": delta})]))
+        for delta in p.wire_deltas:
+            await self._pacer.tick()
+            await w.raw(self._chunk([self._choice({"content": delta})]))
+        await w.raw(self._chunk([self._choice({"content": ""}, _chat_finish(p))]))
+        await w.raw(self._chunk([], _chat_usage(p)))
+        await w.finish(done=p.knobs.done)
+
+
+# --------------------------------------------------------------------------------------------
 # The ASGI app
 # --------------------------------------------------------------------------------------------
 
@@ -842,12 +969,23 @@ class MockApp:
         stats: MockStats,
         api_key: str | None = None,
         default_params: Mapping[str, str] | None = None,
+        variants: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.stats = stats
         self.api_key = api_key
         self.default_params = dict(default_params or {})
+        #: Variant name -> its ``mock.*`` parameters (no prefix), for ``mock/<scenario>:<name>``.
+        self.variants = {name: dict(params) for name, params in (variants or {}).items()}
+        self.catalogue = CATALOGUE + variant_models(list(self.variants))
         self._ids = itertools.count(1)
         self._attempts: dict[str, int] = {}
+
+    def _param_defaults(self, model: object) -> dict[str, str]:
+        """The server's ``--param`` defaults, overlaid with the model's variant, if any."""
+        variant = variant_of(model)
+        if variant is None or variant not in self.variants:
+            return self.default_params
+        return {**self.default_params, **self.variants[variant]}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -872,6 +1010,11 @@ class MockApp:
                 await _send_json(send, 405, error_envelope(405, "Method not allowed"))
                 return
             await self._responses(headers, receive, send)
+        elif path == f"{API_PREFIX}/chat/completions":
+            if method != "POST":
+                await _send_json(send, 405, error_envelope(405, "Method not allowed"))
+                return
+            await self._chat_completions(headers, receive, send)
         elif path == f"{API_PREFIX}/models" and method == "GET":
             await self._models(scope["query_string"], send)
         else:
@@ -891,7 +1034,7 @@ class MockApp:
 
     async def _models(self, query_string: bytes, send: Send) -> None:
         query = parse_qs(query_string.decode("latin-1"))
-        models = list(CATALOGUE)
+        models = list(self.catalogue)
         total = len(models)
         next_link: str | None = None
         if "limit" in query or "offset" in query:  # paging only when asked for (contract 1.12)
@@ -921,7 +1064,9 @@ class MockApp:
         try:
             scenario = resolve_scenario(request.get("model"), headers.get("x-mock-scenario"))
             metadata = _with_header_params(
-                request.get("metadata"), headers.get("x-mock-params"), self.default_params
+                request.get("metadata"),
+                headers.get("x-mock-params"),
+                self._param_defaults(request.get("model")),
             )
             p = plan(
                 scenario,
@@ -947,9 +1092,61 @@ class MockApp:
         job = _Job(plan=p, n=next(self._ids), request=request)
         stats.record_request(scenario, request, job)
         if request.get("stream") is True:
-            await self._stream(job, receive, send)
+            await self._stream(job, receive, send, _StreamRun)
         else:
             await _send_json(send, 200, job.final_response(), [("X-Generation-Id", job.gen_id)])
+
+    async def _chat_completions(
+        self, headers: Mapping[str, str], receive: Receive, send: Send
+    ) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return
+        try:
+            request = _decode(body)
+        except msgspec.DecodeError as exc:
+            await _send_json(send, 400, error_envelope(400, f"Invalid JSON body: {exc}"))
+            return
+        if not isinstance(request, dict) or not request.get("model"):
+            problem = "Missing required parameter: 'model'."
+            await _send_json(send, 400, error_envelope(400, problem))
+            return
+        messages = request.get("messages")
+        if not isinstance(messages, list):
+            await _send_json(send, 400, error_envelope(400, "'messages' must be a list"))
+            return
+        model = request["model"]
+        try:
+            scenario = resolve_scenario(model, headers.get("x-mock-scenario"))
+            metadata = _with_header_params(
+                request.get("metadata"), headers.get("x-mock-params"), self._param_defaults(model)
+            )
+            p = plan(scenario, metadata)
+        except (ScenarioError, ParamError) as exc:
+            await _send_json(send, 400, error_envelope(400, str(exc)))
+            return
+        stats = self.stats
+        stats.requests_total += 1
+        stats.requests_by_scenario[scenario] = stats.requests_by_scenario.get(scenario, 0) + 1
+        summary = {"model": model, "input": messages}
+        if p.http_error is not None and self._should_fail(p):
+            stats.record_request(scenario, summary, None)
+            err = p.http_error
+            await _send_json(send, err.status, err.body, err.headers)
+            return
+        if p.http_error is not None:
+            p = plan("text", metadata)
+        if p.scenario not in CHAT_SCENARIOS:
+            served = ", ".join(sorted(CHAT_SCENARIOS))
+            problem = f"scenario {p.scenario!r} is not served on /chat/completions ({served})"
+            await _send_json(send, 400, error_envelope(400, problem))
+            return
+        job = _Job(plan=p, n=next(self._ids), request=summary)
+        stats.record_request(scenario, summary, job)
+        if request.get("stream") is True:
+            await self._stream(job, receive, send, _ChatStreamRun)
+        else:
+            await _send_json(send, 200, _chat_completion(job), [("X-Generation-Id", job.gen_id)])
 
     @staticmethod
     def _parse_request(body: bytes) -> tuple[dict[str, Any] | None, str]:
@@ -978,7 +1175,13 @@ class MockApp:
         self._attempts[key] = seen + 1
         return seen < p.knobs.fail_times
 
-    async def _stream(self, job: _Job, receive: Receive, send: Send) -> None:
+    async def _stream(
+        self,
+        job: _Job,
+        receive: Receive,
+        send: Send,
+        runner: Callable[[_Job, _SseWriter], _StreamRun | _ChatStreamRun],
+    ) -> None:
         stats = self.stats
         headers = [
             ("content-type", "text/event-stream"),
@@ -996,7 +1199,7 @@ class MockApp:
                 # On _Dropped we return without the final body message, so hypercorn closes
                 # the connection mid chunked body: the client sees an incomplete message.
                 with contextlib.suppress(_Dropped):
-                    await _StreamRun(job, writer).run()
+                    await runner(job, writer).run()
                 finished = True
                 nursery.cancel_scope.cancel()
         finally:
@@ -1047,16 +1250,20 @@ async def serve_mock(
     port: int = 0,
     api_key: str | None = None,
     default_params: Mapping[str, str] | None = None,
+    variants: Mapping[str, Mapping[str, str]] | None = None,
     task_status: trio.TaskStatus[MockServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the mock until cancelled; ``task_status.started(MockServer)`` once bound.
 
     ``default_params`` (``{"tps": "25"}``) are ``mock.*`` parameters for every request that
-    does not name them itself; checked here, so a typo fails at start-up."""
-    parse_params({PARAM_PREFIX + name: value for name, value in (default_params or {}).items()})
+    does not name them itself; ``variants`` (``{"d20": {"tokens": "200", "tps": "50"}}``)
+    add models ``mock/text:d20`` whose requests get those parameters over the defaults.
+    Both are checked here, so a typo fails at start-up."""
+    for params in (default_params or {}, *(variants or {}).values()):
+        parse_params({PARAM_PREFIX + name: value for name, value in params.items()})
     stats = MockStats()
     # hypercorn types ASGI messages as TypedDicts; the app uses plain dicts, same wire shape.
-    app: Any = MockApp(stats, api_key, default_params)
+    app: Any = MockApp(stats, api_key, default_params, variants)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(serve, app, _config(host, port), mode="asgi")
@@ -1070,7 +1277,11 @@ async def serve_mock(
 
 
 async def _main(
-    host: str, port: int, api_key: str | None, default_params: Mapping[str, str]
+    host: str,
+    port: int,
+    api_key: str | None,
+    default_params: Mapping[str, str],
+    variants: Mapping[str, Mapping[str, str]],
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -1081,6 +1292,7 @@ async def _main(
                     port=port,
                     api_key=api_key,
                     default_params=default_params,
+                    variants=variants,
                 )
             )
             print(f"mock-openrouter listening on {server.base_url}", flush=True)
@@ -1102,7 +1314,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a mock.* parameter for every request that does not set it (repeatable), "
         "e.g. --param tps=25 paces answers so a browser can watch them stream",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=PARAM=VALUE&...",
+        help="a bench variant (repeatable): model mock/text:NAME is listed and its requests "
+        "get these mock.* parameters, e.g. --variant d20=tokens=200&tps=50",
+    )
     args = parser.parse_args(argv)
+    variants: dict[str, dict[str, str]] = {}
+    for spec in args.variant:
+        try:
+            name, params = parse_variant(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
+        variants[name] = params
     defaults: dict[str, str] = {}
     for pair in args.param:
         name, sep, value = pair.partition("=")
@@ -1113,7 +1340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parse_params({PARAM_PREFIX + name: value for name, value in defaults.items()})
     except ParamError as exc:
         parser.error(str(exc))
-    trio.run(_main, args.host, args.port, args.api_key, defaults)
+    trio.run(_main, args.host, args.port, args.api_key, defaults, variants)
     sys.stdout.flush()
 
 

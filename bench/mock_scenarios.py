@@ -6,7 +6,11 @@ This module owns *what* the mock sends:
 - the ``mock.*`` request parameters, their defaults and their validation (``parse_params``);
 - the generated answer / reasoning text, citations, function calls and usage (``plan``);
 - the pre-stream HTTP error envelopes (contract 1.11);
-- the ``/api/v1/models`` catalogue (contract 1.12).
+- the ``/api/v1/models`` catalogue (contract 1.12);
+- bench variants: named parameter sets served as models ``mock/<scenario>:<name>``
+  (``parse_variant``, ``variant_of``, ``variant_models``), for clients that can only
+  choose a model (Open WebUI's own OpenAI connection);
+- which scenarios ``/api/v1/chat/completions`` serves (``CHAT_SCENARIOS``).
 
 ``bench.mock_openrouter`` only turns a ``ScenarioPlan`` into bytes on the wire and paces them,
 so a test can call ``plan()`` with the same inputs and know exactly what the server sent.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -793,3 +798,62 @@ def resolve_scenario(model: object, header: str | None) -> str:
     if entry is not None and "reasoning" in entry["supported_parameters"]:
         return "reasoning"
     return "text"
+
+
+# --------------------------------------------------------------------------------------------
+# Bench variants: parameter sets a client picks by model id
+# --------------------------------------------------------------------------------------------
+
+#: A variant's name: what follows ``mock/<scenario>:`` in a model id.
+VARIANT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+#: Scenarios ``/api/v1/chat/completions`` serves: the answer's text deltas (and reasoning
+#: deltas as ``delta.reasoning``); ``incomplete`` ends with ``finish_reason: "length"``.
+CHAT_SCENARIOS: Final[frozenset[str]] = frozenset(
+    {"text", "reasoning", "annotations", "incomplete"}
+)
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``"d20=tokens=200&tps=50"`` -> ``("d20", {"tokens": "200", "tps": "50"})``.
+
+    The parameters are ``mock.*`` names without the prefix, checked like a request's
+    (``ParamError``); a bad name or shape is a ``ValueError``.
+    """
+    name, sep, query = spec.partition("=")
+    name = name.strip()
+    if not sep or not VARIANT_NAME.fullmatch(name):
+        raise ValueError(
+            f"a variant is NAME=PARAM=VALUE&PARAM=VALUE with NAME of letters, digits, - or _; "
+            f"got {spec!r}"
+        )
+    params: dict[str, str] = {}
+    for pair in filter(None, query.split("&")):
+        key, eq, value = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"variant {name!r}: expected PARAM=VALUE, got {pair!r}")
+        params[key.strip().removeprefix(PARAM_PREFIX)] = value.strip()
+    parse_params({PARAM_PREFIX + key: value for key, value in params.items()})
+    return name, params
+
+
+def variant_of(model: object) -> str | None:
+    """The variant a model id names (``mock/text:d20`` -> ``"d20"``), or None."""
+    if not isinstance(model, str) or not model.startswith("mock/"):
+        return None
+    _, sep, name = model.partition(":")
+    return name if sep and VARIANT_NAME.fullmatch(name) else None
+
+
+def variant_models(names: Sequence[str], scenario: str = "text") -> tuple[dict[str, Any], ...]:
+    """Catalogue entries ``mock/<scenario>:<name>``, each a copy of ``mock/<scenario>``."""
+    base = _BY_ID[f"mock/{scenario}"]
+    return tuple(
+        {
+            **base,
+            "id": f"mock/{scenario}:{name}",
+            "name": f"Mock: {scenario} ({name})",
+            "canonical_slug": f"mock/{scenario}",
+        }
+        for name in names
+    )

@@ -794,6 +794,101 @@ async def test_default_params_are_checked_at_start():
 
 
 # --------------------------------------------------------------------------------------------
+# /chat/completions and bench variants (the owui-real bench's built-in connection)
+# --------------------------------------------------------------------------------------------
+
+
+def chat_chunks(raw: bytes) -> list[dict[str, Any]]:
+    events, _, done = parse_events(raw)
+    assert done
+    return events
+
+
+async def post_chat(
+    client: httpx.AsyncClient, server: MockServer, payload: dict[str, Any], **kw: Any
+) -> httpx.Response:
+    return await client.post(f"{server.base_url}/chat/completions", json=payload, **kw)
+
+
+def chat_body(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+async def test_chat_completions_stream_the_same_plan(server: MockServer, client: httpx.AsyncClient):
+    meta = {"mock.tokens": "12", "mock.seed": "3"}
+    start = trio.current_time()
+    r = await post_chat(
+        client, server, chat_body("mock/text", stream=True, metadata=meta),
+        headers={"X-Mock-Params": "tps=100"},
+    )  # fmt: skip
+    elapsed = trio.current_time() - start
+    assert r.status_code == 200 and r.headers["content-type"] == "text/event-stream"
+    assert r.content.startswith(b": OPENROUTER PROCESSING\n\n")
+    chunks = chat_chunks(r.content)
+    expected = plan("text", meta)
+    deltas = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]]
+    assert "".join(deltas) == expected.text
+    assert deltas[:-1] == list(expected.text_deltas) and deltas[-1] == ""  # one chunk per token
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 12
+    assert elapsed >= 11 / 100  # paced like the Responses stream
+    await wait_for(lambda: server.stats.streams_completed == 1)
+    assert server.stats.requests_by_scenario == {"text": 1}
+
+
+async def test_chat_completions_reasoning_json_and_refusals(
+    server: MockServer, client: httpx.AsyncClient
+):
+    meta = {"mock.tokens": "3", "mock.reasoning_tokens": "2"}
+    r = await post_chat(client, server, chat_body("mock/reasoning", stream=True, metadata=meta))
+    chunks = chat_chunks(r.content)
+    expected = plan("reasoning", meta)
+    reasoning = [c["choices"][0]["delta"].get("reasoning") for c in chunks if c["choices"]]
+    assert "".join(filter(None, reasoning)) == expected.reasoning_text
+    r = await post_chat(client, server, chat_body("mock/incomplete", metadata=meta))
+    answer = r.json()
+    assert answer["object"] == "chat.completion"
+    assert answer["choices"][0]["message"]["content"] == plan("incomplete", meta).text
+    assert answer["choices"][0]["finish_reason"] == "length"
+    r = await post_chat(client, server, chat_body("mock/tools", stream=True))
+    assert r.status_code == 400 and "not served on /chat/completions" in r.text
+    r = await post_chat(client, server, {"model": "mock/text"})
+    assert r.status_code == 400 and "messages" in r.text
+    r = await client.get(f"{server.base_url}/chat/completions")
+    assert r.status_code == 405
+
+
+async def test_variants_are_models_with_their_parameters(
+    nursery: trio.Nursery, client: httpx.AsyncClient
+):
+    variants = {"d20": {"tokens": "4", "tps": "50"}, "d0": {"tokens": "3"}}
+    server: MockServer = await nursery.start(
+        partial(serve_mock, default_params={"seed": "2"}, variants=variants)
+    )
+    models = (await client.get(f"{server.base_url}/models")).json()
+    ids = [m["id"] for m in models["data"]]
+    assert ids[-2:] == ["mock/text:d20", "mock/text:d0"] and len(ids) == len(CATALOGUE) + 2
+    r = await post(client, server, body("mock/text:d0"))
+    want = plan("text", {"mock.tokens": "3", "mock.seed": "2"}).text
+    assert "".join(text_deltas(parse_events(r.content)[0])) == want
+    r = await post(client, server, body("mock/text:d0", {"mock.tokens": "1"}))  # metadata wins
+    assert len(text_deltas(parse_events(r.content)[0])) == 1
+    start = trio.current_time()
+    r = await post_chat(client, server, chat_body("mock/text:d20", stream=True))
+    assert trio.current_time() - start >= 3 / 50
+    contents = [c["choices"][0]["delta"]["content"] for c in chat_chunks(r.content) if c["choices"]]
+    assert len(contents) == 5  # four tokens and the finish chunk
+    r = await post(client, server, body("mock/text:unknown"))  # not a variant: plain text
+    assert len(text_deltas(parse_events(r.content)[0])) == 40
+
+
+async def test_bad_variants_are_refused_at_start():
+    with pytest.raises(ValueError, match=r"mock\.tps"):
+        await serve_mock(variants={"d1": {"tps": "fast"}})
+
+
+# --------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------
 
