@@ -17,7 +17,7 @@ Flavours:
 * trio-flavoured (run inside the trio run only): ``_Run.main`` (the trio main:
   transport + engine + pumps) and ``_Pump.run`` (one per request).
 * Synchronous hand-offs: functions given to ``TrioToken.run_sync_soon`` run
-  in trio context (``_Pump.give_credit``, ``_Pump.cancel``, the submit and
+  in trio context (``_Pump.give_credits``, ``_Pump.cancel``, the submit and
   statistics callbacks); functions given to ``loop.call_soon_threadsafe`` run
   on the asyncio loop (``BridgedStream._post``, future resolution).
 
@@ -179,6 +179,9 @@ class BridgedStream:
         self._closed = False
         #: The most batches ever queued here at once (never above the window).
         self.queued_high_water = 0
+        #: Batches taken whose credits are not given back yet (``receive_batch``).
+        self._taken = 0
+        self._credit_every = max(1, run.window_batches // 2)
 
     @property
     def ending(self) -> Ending | None:
@@ -236,8 +239,15 @@ class BridgedStream:
             self._ending = events[-1]
             self._run.open_streams.discard(self)
         elif self._pump is not None:
-            # One batch taken, one credit back: the pump may post another.
-            self._run.to_trio(self._pump.give_credit)
+            # Credits go back in bulk, half a window at a time: each return is a
+            # hand-off into trio (in guest mode a wake-up of its run loop). The
+            # pump can only be waiting once it posted the whole window, and a
+            # reader that took all of that has half a window to give back, so
+            # nobody waits on a credit kept here.
+            self._taken += 1
+            if self._taken >= self._credit_every:
+                taken, self._taken = self._taken, 0
+                self._run.to_trio(functools.partial(self._pump.give_credits, taken))
         return events
 
     async def aclose(self) -> None:
@@ -312,8 +322,9 @@ class _Pump:
         #: The pump holds every credit it was given and waits for one more.
         self.waiting_credit = False
 
-    def give_credit(self) -> None:
-        self._credits.release()
+    def give_credits(self, count: int) -> None:
+        for _ in range(count):
+            self._credits.release()
 
     def cancel(self, reason: str) -> None:
         if self._reason is None:
@@ -471,6 +482,10 @@ class _Run:
         self.open_streams: set[BridgedStream] = set()
         #: The most batches one request ever had queued on the asyncio side.
         self.peak_queued = 0
+        #: Hand-offs between the loops (each one a callback scheduled on the other
+        #: side; in guest mode a trio-bound one also wakes trio's run loop).
+        self.handoffs_to_loop = 0
+        self.handoffs_to_trio = 0
         self.token: trio.lowlevel.TrioToken | None = None
         self.current: _Generation | None = None
         self.generations: set[_Generation] = set()
@@ -492,6 +507,7 @@ class _Run:
             self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
             return False
+        self.handoffs_to_loop += 1
         return True
 
     def to_trio(self, fn: Callable[[], object]) -> bool:
@@ -502,6 +518,7 @@ class _Run:
             self.token.run_sync_soon(fn)
         except trio.RunFinishedError:
             return False
+        self.handoffs_to_trio += 1
         return True
 
     async def call_in_trio(self, fn: Callable[[], T]) -> T:
@@ -765,7 +782,14 @@ class _BridgeBase:
         stats = await run.call_in_trio(in_trio)
         # The asyncio side's per-request queues are a buffer like any other.
         channels = {**stats.channels, BRIDGE_CHANNEL: run.bridge_statistics()}
-        return dataclasses.replace(stats, channels=channels)
+        actors = {
+            **stats.actors,
+            "bridge": {
+                "handoffs_to_loop": run.handoffs_to_loop,
+                "handoffs_to_trio": run.handoffs_to_trio,
+            },
+        }
+        return dataclasses.replace(stats, channels=channels, actors=actors)
 
     @property
     def open_streams(self) -> int:

@@ -239,6 +239,38 @@ def test_a_slow_consumer_keeps_at_most_the_window_queued(
     run_on(loop_kind, scenario)
 
 
+def test_credits_go_back_to_trio_half_a_window_at_a_time(
+    mock: Mock, bridge_kind: str, loop_kind: str
+) -> None:
+    """Each credit return is a hand-off into trio; they go in bulk, and still nobody
+    waits: a slow reader and a window of 8 stream the whole answer."""
+    window = 8
+
+    async def scenario() -> None:
+        async with bridged(
+            bridge_kind, mock, window_batches=window, update_char_limit=1, request_window_events=4
+        ) as bridge:
+            await bridge.start()
+            before = (await bridge.statistics()).actors["bridge"]
+            req = request("text", tokens=300, seed=2, events_per_write=5)
+            stream = await bridge.submit(req)
+            text, batches = "", 0
+            while batch := await stream.receive_batch():
+                batches += 1
+                text += "".join(e.text for e in batch if isinstance(e, TextDelta))
+                await asyncio.sleep(0.001)
+            after = (await bridge.statistics()).actors["bridge"]
+        assert text == text_of(req)
+        assert isinstance(stream.ending, Completed)
+        assert batches > 4 * window
+        to_trio = after["handoffs_to_trio"] - before["handoffs_to_trio"]
+        # One return per half window taken, plus the submit and the statistics call.
+        assert to_trio <= batches // (window // 2) + 3, (to_trio, batches)
+        assert after["handoffs_to_loop"] - before["handoffs_to_loop"] >= batches
+
+    run_on(loop_kind, scenario)
+
+
 def test_aclose_ends_the_trio_run_and_the_loop_can_start_again(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
@@ -365,7 +397,10 @@ def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight
             in_flight = await bridge.submit(slow)
             first = await in_flight.receive_batch()  # it is streaming on the old engine
             new_config = EngineConfig(
-                base_url=mock.base_url, shutdown_grace_s=1.0, update_char_limit=1000
+                base_url=mock.base_url,
+                shutdown_grace_s=1.0,
+                update_char_limit=1000,
+                first_text_at_once=False,
             )
             await bridge.reconfigure(new_config, transport_factory=recording("new"))
             assert log == ["open old", "open new"]
