@@ -42,9 +42,11 @@ import argparse
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -165,6 +167,8 @@ class _Run:
     expect: dict[float, str]
     #: Where the orpipe Function's source is read from (the measured tree).
     orpipe_root: Path = _REPO
+    #: Temporary directories removed when the run ends.
+    cleanup: list[Path] = field(default_factory=list)
     servers: dict[str, Server] = field(default_factory=dict)
 
 
@@ -392,10 +396,11 @@ def _say_cell(record: dict[str, Any], elapsed: float, index: int, total: int) ->
     cpu = f"{record['cpu_s'] * 1e6 / tokens:.0f} µs/token" if tokens else "no tokens"
     ttft = sorted(r["ttft_s"] for r in good if r["ttft_s"] is not None)
     median = f"{ttft[len(ttft) // 2] * 1000:.0f} ms" if ttft else "-"
-    failed = f", {len(chats) - len(good)} FAILED ({chats[0]['error'] if not good else ''})"
+    first_error = next((r["error"] for r in chats if not r["ok"]), "")
+    failed = f", {len(chats) - len(good)} FAILED ({first_error[:100]})" if first_error else ""
     say(
-        f"  → {cpu}, TTFT p50 {median}, {len(good)}/{len(chats)} ok"
-        f"{failed if len(good) < len(chats) else ''}, {record['window_s']:.1f} s "
+        f"  → {cpu}, TTFT p50 {median}, {len(good)}/{len(chats)} ok{failed}, "
+        f"{record['window_s']:.1f} s "
         f"(elapsed {elapsed / 60:.1f} min, cell {index}/{total})"
     )
 
@@ -424,7 +429,9 @@ def _install(run: _Run) -> None:
     options = run.options
     code = run.document["code"]
     if options.ref is not None:
-        tree = options.out_dir / "tree"
+        # Outside the repository: a copy under bench/ would be type-checked as part of it.
+        tree = Path(tempfile.mkdtemp(prefix="orpipe-owui-real-tree-"))
+        run.cleanup.append(tree)
         commit = export_tree(options.ref, tree)
         run.orpipe_root = tree
         code.update(measured=f"{options.ref} = {commit}", uncommitted=[])
@@ -496,6 +503,15 @@ def run_real(options: RealOptions) -> tuple[dict[str, Any], Exception | None]:
     document = _new_document(options)
     expect = {d: _plan(d, options.tokens).text for d in options.delays}
     run = _Run(options=options, document=document, expect=expect)
+    try:
+        return _install_and_run(run)
+    finally:
+        for directory in run.cleanup:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _install_and_run(run: _Run) -> tuple[dict[str, Any], Exception | None]:
+    document = run.document
     error: Exception | None = None
     try:
         _install(run)

@@ -15,6 +15,9 @@ query generation) are switched off through ``ENABLE_*`` variables, which seed Op
 config on first start, so no extra model call adds CPU; the page still asks for them, as a
 browser does, and Open WebUI declines. Model access control is bypassed
 (``BYPASS_MODEL_ACCESS_CONTROL``), so plain users may chat with every model without grants.
+The store is Open WebUI's default, SQLite, with a longer wait for its write lock
+(``DATABASE_SQLITE_PRAGMA_BUSY_TIMEOUT``, 120 s instead of 5 s): with the default, chats
+fail with "database is locked" once a two-core machine is saturated (64 chats at once).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ ADMIN_PASSWORD = "bench-Pass-1"
 USER_PASSWORD = "bench-Pass-2"
 DUMMY_KEY = "sk-bench-dummy"
 _ADD_USERS_AT_ONCE = 8
+#: How long a write waits for SQLite's lock (Open WebUI's default is 5000 ms).
+SQLITE_BUSY_TIMEOUT_MS = 120_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,10 @@ def server_env(data_dir: Path, secret: str) -> dict[str, str]:
         "ENABLE_RETRIEVAL_QUERY_GENERATION": "false",
         "BYPASS_MODEL_ACCESS_CONTROL": "true",
         "UVICORN_WORKERS": "1",
+        # SQLite (Open WebUI's default store) lets one writer in at a time; at 64 and more
+        # chats at once on two cores the default 5 s wait for the lock runs out and chats
+        # fail with "database is locked". A longer wait keeps them (and their cost) in.
+        "DATABASE_SQLITE_PRAGMA_BUSY_TIMEOUT": str(SQLITE_BUSY_TIMEOUT_MS),
     }
 
 
