@@ -81,6 +81,10 @@ _REPO = Path(__file__).resolve().parents[1]
 _READY = re.compile(rb"mock-openrouter listening on (http://\S+)")
 MODES = ("socket", "http")
 _IDLE_S = 5.0
+#: Before each group of cells: a pause for the last cell's stragglers, then every server's
+#: idle CPU read over the same seconds.
+_IDLE_PAUSE_S = 0.5
+_IDLE_SAMPLE_S = 2.0
 _WARMUP_LEVEL = 2
 _PROGRESS_EVERY_S = 10.0
 
@@ -351,16 +355,32 @@ async def _idle(run: _Run) -> None:
         say(f"  {name}: idle CPU {idle:.1f} %, RSS {after.rss_mib:.0f} MiB after warm-up")
 
 
+async def _idle_rates(run: _Run) -> dict[str, float]:
+    """Every server's CPU seconds per second while no chat runs, read over the same time."""
+    await trio.sleep(_IDLE_PAUSE_S)
+    before = {name: sample_tree(server.pid).cpu_s for name, server in run.servers.items()}
+    await trio.sleep(_IDLE_SAMPLE_S)
+    return {
+        name: (sample_tree(server.pid).cpu_s - before[name]) / _IDLE_SAMPLE_S
+        for name, server in run.servers.items()
+    }
+
+
 async def _cells(run: _Run, driver: ChatDriver, upstream: dict[str, str]) -> None:
     options, document = run.options, run.document
     cells = plan_cells(options)
     deadline = time.monotonic() + options.max_minutes * 60.0
     started = time.monotonic()
+    group: tuple[int, float, int, str] | None = None
+    idle: dict[str, float] = {}
     for index, cell in enumerate(cells, start=1):
         if time.monotonic() > deadline:
             document["stopped_early"] = f"--max-minutes {options.max_minutes:g} reached"
             say(f"time budget reached: {len(cells) - index + 1} of {len(cells)} cells not run")
             return
+        if group != (cell.rep, cell.delay_ms, cell.level, cell.mode):
+            group = (cell.rep, cell.delay_ms, cell.level, cell.mode)
+            idle = await _idle_rates(run)
         label = (
             f"rep {cell.rep + 1}/{options.reps} · {pacing_label(cell.delay_ms)} · "
             f"{cell.level} chats · {cell.mode} · {cell.pipe}"
@@ -369,7 +389,12 @@ async def _cells(run: _Run, driver: ChatDriver, upstream: dict[str, str]) -> Non
         result = await driver.run_cell(
             _spec(run, cell, upstream, label=label), progress=_Progress(time.monotonic())
         )
-        record = {**asdict(cell), "tokens": options.tokens, **result}
+        record = {
+            **asdict(cell),
+            "tokens": options.tokens,
+            "idle_cpu_per_s": idle.get(cell.pipe),
+            **result,
+        }
         document["cells"].append(record)
         _say_cell(record, time.monotonic() - started, index, len(cells))
         _write(run)
@@ -398,9 +423,11 @@ def _say_cell(record: dict[str, Any], elapsed: float, index: int, total: int) ->
     median = f"{ttft[len(ttft) // 2] * 1000:.0f} ms" if ttft else "-"
     first_error = next((r["error"] for r in chats if not r["ok"]), "")
     failed = f", {len(chats) - len(good)} FAILED ({first_error[:100]})" if first_error else ""
+    span = record["window_s"] + record["settle_s"]
+    others = f", others {record['others_cpu_s'] * 100 / span:.0f} % CPU" if span > 0 else ""
     say(
         f"  → {cpu}, TTFT p50 {median}, {len(good)}/{len(chats)} ok{failed}, "
-        f"{record['window_s']:.1f} s "
+        f"{record['window_s']:.1f} s{others} "
         f"(elapsed {elapsed / 60:.1f} min, cell {index}/{total})"
     )
 

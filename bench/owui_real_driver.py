@@ -26,6 +26,7 @@ own follow-up requests (the sidebar's chat list refresh) and its ``usage`` heart
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ import httpx
 import trio
 
 from adapters.http_pool import ShardedClients
-from bench.owui_real_proc import sample_tree
+from bench.owui_real_proc import TreeSample, machine_busy_s, sample_tree
 from bench.owui_real_socketio import SocketIoClient, open_socketio
 
 __all__ = ["CellSpec", "ChatDriver", "output_text"]
@@ -75,6 +76,9 @@ class Chat:
     events: int = 0
     error: str = ""
     text: str | None = None
+    #: The POST met a kept-alive connection the server had just closed and was sent again,
+    #: as a browser does (Open WebUI's uvicorn closes idle connections after 5 s).
+    resent: bool = False
     finished: trio.Event = field(default_factory=trio.Event)
 
     def fail(self, error: str) -> None:
@@ -96,6 +100,7 @@ class Chat:
             "e2e_s": _since(self.started, self.done),
             "chunks": self.chunks,
             "events": self.events,
+            "resent": self.resent,
         }
 
 
@@ -208,22 +213,27 @@ class ChatDriver:
                     if progress is not None:
                         progress(len(records), total, sum(1 for r in records if not r["ok"]))
 
-            before = await trio.to_thread.run_sync(sample_tree, spec.pid)
+            before = await trio.to_thread.run_sync(_sample, spec.pid)
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 for index in range(spec.level):
                     nursery.start_soon(worker, index)
             end = time.perf_counter()
             await trio.sleep(spec.settle_s)
-            after = await trio.to_thread.run_sync(sample_tree, spec.pid)
+            after = await trio.to_thread.run_sync(_sample, spec.pid)
+        ours = after[1].cpu_s - before[1].cpu_s
         return {
             "label": spec.label,
             "window_s": end - start,
             "settle_s": spec.settle_s,
-            "cpu_s": after.cpu_s - before.cpu_s,
-            "rss_before_mib": before.rss_mib,
-            "rss_after_mib": after.rss_mib,
-            "processes": after.pids,
+            "cpu_s": after[0].cpu_s - before[0].cpu_s,
+            "rss_before_mib": before[0].rss_mib,
+            "rss_after_mib": after[0].rss_mib,
+            "processes": after[0].pids,
+            # This process with its children (the mock, every server), and the machine's
+            # busy time: what is left went to other programs during the window.
+            "bench_cpu_s": ours,
+            "others_cpu_s": max(after[2] - before[2] - ours, 0.0),
             "chats": records,
         }
 
@@ -239,11 +249,16 @@ class ChatDriver:
         self.watching[message_id] = chat
         try:
             with trio.move_on_after(spec.timeout_s) as deadline:
-                response = await http.post(
-                    "/api/chat/completions",
-                    json=browser_body(spec.model, socket.sid, message_id, user_message_id),
-                    headers=_auth(user),
-                )
+                body = browser_body(spec.model, socket.sid, message_id, user_message_id)
+                try:
+                    response = await http.post(
+                        "/api/chat/completions", json=body, headers=_auth(user)
+                    )
+                except httpx.RemoteProtocolError:  # a kept-alive connection closed under us
+                    chat.resent = True
+                    response = await http.post(
+                        "/api/chat/completions", json=body, headers=_auth(user)
+                    )
                 chat.posted = time.perf_counter()
                 if response.status_code != 200:
                     chat.fail(f"HTTP {response.status_code}: {response.text[:160]}")
@@ -257,6 +272,11 @@ class ChatDriver:
         finally:
             self.watching.pop(message_id, None)
         return chat.record(spec.expect)
+
+
+def _sample(pid: int) -> tuple[TreeSample, TreeSample, float]:
+    """The server's tree, this process's tree and the machine's busy seconds, now."""
+    return sample_tree(pid), sample_tree(os.getpid()), machine_busy_s()
 
 
 def browser_body(
@@ -303,21 +323,37 @@ async def _http_chat(
     parts: list[str] = []
     try:
         with trio.move_on_after(spec.timeout_s) as deadline:
-            async with http.stream(
-                "POST", "/api/chat/completions", json=body, headers=_auth(user)
-            ) as response:
-                chat.posted = time.perf_counter()
-                if response.status_code != 200:
-                    await response.aread()
-                    chat.fail(f"HTTP {response.status_code}: {response.text[:160]}")
-                else:
-                    await _read_sse(response, chat, parts)
+            try:
+                await _http_answer(http, user, body, chat, parts)
+            except httpx.RemoteProtocolError:
+                if chat.posted is not None:  # the answer had begun: a real failure
+                    raise
+                chat.resent = True  # a kept-alive connection closed under us: send again
+                await _http_answer(http, user, body, chat, parts)
         if deadline.cancelled_caught:
             chat.fail(f"timed out after {spec.timeout_s:g} s")
     except (httpx.HTTPError, ValueError) as exc:
         chat.fail(f"{type(exc).__name__}: {exc}")
     chat.text = "".join(parts)
     return chat.record(spec.expect)
+
+
+async def _http_answer(
+    http: httpx.AsyncClient,
+    user: Mapping[str, str],
+    body: Mapping[str, Any],
+    chat: Chat,
+    parts: list[str],
+) -> None:
+    async with http.stream(
+        "POST", "/api/chat/completions", json=body, headers=_auth(user)
+    ) as response:
+        chat.posted = time.perf_counter()
+        if response.status_code != 200:
+            await response.aread()
+            chat.fail(f"HTTP {response.status_code}: {response.text[:160]}")
+        else:
+            await _read_sse(response, chat, parts)
 
 
 async def _read_sse(response: httpx.Response, chat: Chat, parts: list[str]) -> None:

@@ -10,6 +10,9 @@ it), in seconds; memory is the resident set (``/proc/<pid>/statm``). A descendan
 inside a window takes its CPU with it (the parent's ``cutime`` only grows once it is reaped),
 which is why the tree is read, not just the one process; Open WebUI 0.12.4 runs as one
 process (uvicorn, one worker), so in practice the tree is that process.
+
+``machine_busy_s`` is every CPU's busy time so far (``/proc/stat``), so a run can tell how
+much of a window went to processes that are not its own (another bench on the machine).
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TreeSample", "parse_stat", "process_tree", "sample_tree"]
+__all__ = [
+    "TreeSample",
+    "machine_busy_s",
+    "parse_proc_stat",
+    "parse_stat",
+    "process_tree",
+    "sample_tree",
+]
 
 _PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -93,3 +103,18 @@ def _sample(pids: Iterable[int]) -> TreeSample:
 def sample_tree(root: int) -> TreeSample:
     """CPU and RSS of ``root``'s process tree now. Blocking (a few small file reads)."""
     return _sample(process_tree(root))
+
+
+def parse_proc_stat(text: str) -> float:
+    """Busy CPU seconds of the whole machine from the text of ``/proc/stat``: user, nice,
+    system, irq, softirq and steal of the ``cpu`` line (idle and iowait left out)."""
+    fields = text.split("\n", 1)[0].split()
+    if not fields or fields[0] != "cpu":
+        raise ValueError("no aggregate cpu line in /proc/stat")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of every CPU so far. Blocking (one small file read)."""
+    return parse_proc_stat((_PROC / "stat").read_text())

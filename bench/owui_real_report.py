@@ -8,6 +8,9 @@ Per (mode, pacing, chats, pipe) ``summarize`` gives:
 * **CPU µs per token**: the Open WebUI server's CPU across the window (its process tree,
   ``utime + stime`` from ``/proc``, every thread) over the tokens delivered in complete,
   correct answers; the median over repetitions, with the lowest and highest;
+* **CPU µs per token above idle**: the same, less what the server used while idle (read
+  over 2 s before each group of cells: socket.io pings of connected pages, periodic tasks),
+  for the window's length; at low load and slow pacing the idle part is a large share;
 * **TTFT** and **end to end** p50/p99 over every correct chat of every repetition, pooled
   (from just before the POST to the first answer text / the last event);
 * **tokens/s**: tokens delivered over the window (first POST to last answer), median;
@@ -16,7 +19,11 @@ Per (mode, pacing, chats, pipe) ``summarize`` gives:
 * **RSS growth per chat**: the server's resident set after the window minus before, per
   chat, in KiB (median; Python seldom hands memory back, so a steady positive figure over
   repetitions is what matters, not one cell's);
-* failed chats (wrong text, errors, timeouts), which never count as delivered tokens.
+* failed chats (wrong text, errors, timeouts), which never count as delivered tokens;
+* **others' CPU**: what programs other than the bench (its mock and servers included) used
+  during the window, in % of one CPU, the highest over repetitions; a cell where it passed
+  ``BUSY_MACHINE_PERCENT`` is marked, since another load on a two-core machine moves
+  every figure.
 
 ``format_tables`` prints them as Markdown tables, one set per mode, with every pipe's CPU
 as a ratio to Open WebUI's built-in OpenAI connection on the same row; ``format_memory``
@@ -43,6 +50,9 @@ __all__ = [
 
 #: The column every ratio is taken against.
 BASELINE_PIPE = "builtin"
+#: Others' CPU (% of one CPU) above which a cell is marked as measured on a busy machine.
+BUSY_MACHINE_PERCENT = 10.0
+_BUSY_MARK = " †"
 _MODE_TITLES = {
     "socket": "socket.io (as the browser: POST, then the answer over socket.io)",
     "http": "HTTP (as an API client: the answer as the POST's SSE stream)",
@@ -78,6 +88,8 @@ class CellSummary:
     cpu_us_per_token: float | None
     cpu_us_min: float | None
     cpu_us_max: float | None
+    #: CPU per token less the server's idle CPU over the window (None: not recorded).
+    cpu_above_idle_us: float | None
     ttft_p50_ms: float | None
     ttft_p99_ms: float | None
     e2e_p50_s: float | None
@@ -86,6 +98,9 @@ class CellSummary:
     chunks_per_answer: float | None
     rss_kib_per_chat: float | None
     first_error: str
+    #: The highest share of one CPU other programs used in a window of this cell; None when
+    #: not recorded.
+    others_cpu_percent: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,13 +116,17 @@ def _median(values: Sequence[float]) -> float | None:
 
 def _summary(key: tuple[str, float, int, str], cells: Sequence[Mapping[str, Any]]) -> CellSummary:
     mode, delay_ms, level, pipe = key
-    cpu, rate, rss = [], [], []
+    cpu, rate, rss, above = [], [], [], []
     ttft: list[float] = []
     e2e: list[float] = []
     chunks: list[int] = []
     chats = failed = 0
     first_error = ""
+    others: list[float] = []
     for cell in cells:
+        if cell.get("others_cpu_s") is not None:
+            span = float(cell["window_s"]) + float(cell.get("settle_s", 0.0))
+            others.append(float(cell["others_cpu_s"]) * 100.0 / span if span > 0 else 0.0)
         records = cell["chats"]
         good = [r for r in records if r["ok"]]
         chats += len(records)
@@ -116,6 +135,10 @@ def _summary(key: tuple[str, float, int, str], cells: Sequence[Mapping[str, Any]
         tokens = len(good) * int(cell["tokens"])
         if tokens:
             cpu.append(float(cell["cpu_s"]) * 1e6 / tokens)
+            if cell.get("idle_cpu_per_s") is not None:
+                span = float(cell["window_s"]) + float(cell.get("settle_s", 0.0))
+                spent = float(cell["cpu_s"]) - float(cell["idle_cpu_per_s"]) * span
+                above.append(spent * 1e6 / tokens)
         if tokens and cell["window_s"] > 0:
             rate.append(tokens / float(cell["window_s"]))
         if records:
@@ -139,6 +162,7 @@ def _summary(key: tuple[str, float, int, str], cells: Sequence[Mapping[str, Any]
         cpu_us_per_token=_median(cpu),
         cpu_us_min=min(cpu) if cpu else None,
         cpu_us_max=max(cpu) if cpu else None,
+        cpu_above_idle_us=_median(above),
         ttft_p50_ms=ms(percentile(ttft, 0.50)),
         ttft_p99_ms=ms(percentile(ttft, 0.99)),
         e2e_p50_s=percentile(e2e, 0.50),
@@ -147,6 +171,7 @@ def _summary(key: tuple[str, float, int, str], cells: Sequence[Mapping[str, Any]
         chunks_per_answer=statistics.fmean(chunks) if chunks else None,
         rss_kib_per_chat=_median(rss),
         first_error=first_error,
+        others_cpu_percent=max(others) if others else None,
     )
 
 
@@ -183,8 +208,23 @@ def _cpu_cell(cell: CellSummary, baseline: CellSummary | None) -> str:
     return text
 
 
+def _above_idle_cell(cell: CellSummary, baseline: CellSummary | None) -> str:
+    if cell.cpu_above_idle_us is None:
+        return "-"
+    text = _num(cell.cpu_above_idle_us)
+    base = None if baseline is None else baseline.cpu_above_idle_us
+    if base and cell.pipe != BASELINE_PIPE:
+        text += f" ({cell.cpu_above_idle_us / base:.2f}x)"
+    return text
+
+
 def _failed(cell: CellSummary) -> str:
     return f" ⚠{cell.failed}/{cell.chats} failed" if cell.failed else ""
+
+
+def _busy(cell: CellSummary) -> str:
+    others = cell.others_cpu_percent
+    return _BUSY_MARK if others is not None and others > BUSY_MACHINE_PERCENT else ""
 
 
 def _latency_cell(cell: CellSummary) -> str:
@@ -240,8 +280,23 @@ def format_tables(
             titles=titles,
             rows=rows,
             cells=cells,
-            render=lambda cell, baseline: _cpu_cell(cell, baseline) + _failed(cell),
+            render=lambda cell, baseline: _cpu_cell(cell, baseline) + _failed(cell) + _busy(cell),
         )
+        if any(_busy(s) for s in mine):
+            out += [
+                f"{_BUSY_MARK.strip()} other programs used more than "
+                f"{BUSY_MACHINE_PERCENT:g} % of a CPU during a repetition of this cell.",
+                "",
+            ]
+        if any(s.cpu_above_idle_us is not None for s in mine):
+            out += _table(
+                "Open WebUI CPU µs per token above its idle CPU, median (x built-in)",
+                pipes=pipes,
+                titles=titles,
+                rows=rows,
+                cells=cells,
+                render=_above_idle_cell,
+            )
         out += _table(
             "TTFT p50/p99 ms · end to end p50/p99 s",
             pipes=pipes,

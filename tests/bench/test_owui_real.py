@@ -22,7 +22,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from bench.mock_scenarios import parse_variant, variant_of
 from bench.owui_real import RealOptions, per_worker, plan_cells, variant_name, variant_params
 from bench.owui_real_driver import Chat, browser_body, on_socket_event, output_text
-from bench.owui_real_proc import parse_stat, sample_tree
+from bench.owui_real_proc import machine_busy_s, parse_proc_stat, parse_stat, sample_tree
 from bench.owui_real_report import format_tables, pacing_label, percentile, summarize
 from bench.owui_real_servers import PIPES_BY_NAME, model_id, server_env
 from bench.owui_real_socketio import SocketIoClient, open_socketio, parse_packet
@@ -95,6 +95,16 @@ def test_parse_stat_counts_fields_after_the_last_parenthesis():
     assert parse_stat(text) == (42, 1234, 56)
 
 
+def test_machine_busy_time_leaves_idle_and_iowait_out():
+    text = "cpu  100 5 20 9000 300 1 2 7 0 0\ncpu0 50 2 10 4500 150 0 1 3 0 0\n"
+    assert parse_proc_stat(text) == pytest.approx(
+        (100 + 5 + 20 + 1 + 2 + 7) / os.sysconf("SC_CLK_TCK")
+    )
+    with pytest.raises(ValueError, match="cpu line"):
+        parse_proc_stat("intr 1 2 3\n")
+    assert machine_busy_s() > 0
+
+
 def test_sample_tree_of_this_process():
     sample = sample_tree(os.getpid())
     assert sample.pids >= 1 and sample.cpu_s > 0 and sample.rss_mib > 1
@@ -150,6 +160,30 @@ def test_summaries_take_the_median_over_reps_and_count_only_good_answers():
     assert orpipe.failed == 1 and orpipe.first_error == "timed out"
     assert orpipe.cpu_us_per_token == pytest.approx(0.9e6 / 800)  # the failed chat's tokens
     assert orpipe.rss_kib_per_chat == pytest.approx(1024.0 / 5)
+
+
+def test_cells_measured_on_a_busy_machine_are_marked():
+    quiet, busy = _cell("builtin", 0.4), _cell("orpipe", 0.4, rep=0)
+    quiet.update(settle_s=0.5, others_cpu_s=0.045)  # 1 % of a CPU over 4.5 s
+    busy.update(settle_s=0.5, others_cpu_s=0.9)  # 20 %
+    by_pipe = {s.pipe: s for s in summarize([quiet, busy])}
+    assert by_pipe["orpipe"].others_cpu_percent == pytest.approx(20.0)
+    text = format_tables(list(by_pipe.values()), ["orpipe", "builtin"], {})
+    row = next(line for line in text.splitlines() if line.startswith("| 20 ms"))
+    assert "500 (1.00x) †" in row and row.endswith("| 500 |")
+    assert "† other programs used more than 10 % of a CPU" in text
+    assert summarize([_cell("floor", 0.1)])[0].others_cpu_percent is None  # older results
+
+
+def test_cpu_above_idle_takes_the_idle_rate_off_for_the_window():
+    base, mine = _cell("builtin", 0.4), _cell("orpipe", 0.6)
+    base.update(settle_s=0.5, idle_cpu_per_s=0.02)  # 0.09 s of the 4.5 s is idle work
+    mine.update(settle_s=0.5, idle_cpu_per_s=0.02)
+    by_pipe = {s.pipe: s for s in summarize([base, mine])}
+    assert by_pipe["builtin"].cpu_above_idle_us == pytest.approx(0.31e6 / 800)
+    text = format_tables(list(by_pipe.values()), ["orpipe", "builtin"], {})
+    assert "above its idle CPU" in text
+    assert f"| 20 ms (50 tok/s) | 4 | 638 ({0.51 / 0.31:.2f}x) | 388 |" in text
 
 
 def test_tables_show_ratios_to_the_built_in_connection():
