@@ -2,20 +2,23 @@
 
 Owns: a nursery with one task per admitted request, the send end of the
 shared ``fetch.out`` channel and, with the express lane, a send end of
-``reorder.out`` (both closed after the last request task ends, so the
-stages after it see the end only when no request can still send).
+``batch.out`` and each request's ``DeltaBatcher`` (the channels are closed
+after the last request task ends, so the stages after it see the end only
+when no request can still send).
 
 The express lane (``EngineConfig.express_lane``, the default): each request
-task decodes its own events (the parse role's synchronous core,
-``actors.parser.parse_batch``, counted in the parser's statistics) and hands
-them, already in order, straight to the delta batcher. One request's events
-come from one task in sequence, so nothing needs reordering, and every
-event skips two hops (parser pool, reorderer). Measured at 16 and 64 paced
-streams the two routes cost about the same CPU per event (a hop is a few
-microseconds; the per-event cost is mostly httpx and the batcher's wake-up),
-so the lane is kept for its simpler path and lower latency, and the shared
-stages stay for researchers (``express_lane=False``), where the parser pool
-bundles many requests' events per wake-up.
+task runs the synchronous cores of the parse and batch roles for its own
+request (``actors.parser.parse_batch``, then its own ``DeltaBatcher``) and
+hands the emitter finished bundles on ``batch.out``; the idle-flush timers
+of its pending runs are the batcher's (``actors.idle_flush``). One request's
+events come from one task in sequence, so nothing needs reordering, and an
+event that arrives alone (paced streams: the common case) wakes no other
+task until a run is ready. Measured at 16 paced streams, handing parsed
+events to the batcher actor instead cost a batcher wake-up per event, about
+a tenth of the engine's CPU per event. The parse work is counted in the
+parser's statistics, the batching in the batcher's. The shared stages stay
+for researchers (``express_lane=False``), where the parser pool bundles
+many requests' events per wake-up.
 
 A request task streams one turn, sends its ``StreamEnded``, then waits on
 the request's turn mailbox: the tool executor answers with the next turn
@@ -56,6 +59,9 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
+from actors.batcher import open_request_batcher
+from actors.delta_batching import DeltaBatcher
+from actors.idle_flush import IdleFlushes
 from actors.parser import ParseTally, parse_batch
 from actors.retry_policy import RetryPolicy, http_error_from_response
 from actors.sse_framer import EventTooLarge, SseFramer
@@ -81,12 +87,15 @@ from engine.errors import (
 )
 from engine.logs import logger, request_context
 from engine.messages import (
+    BatchedItem,
+    BatchOut,
     FetchOut,
     JsonObject,
     NextTurn,
-    ParseOut,
+    RequestBatch,
     SseBatch,
     StreamEnded,
+    TextRun,
     ToolsStopped,
 )
 from engine.ports import EnginePorts, UpstreamResponse
@@ -103,25 +112,31 @@ class _Shared:
     """What every request task of the fetcher uses."""
 
     outbox: trio.MemorySendChannel[FetchOut]
-    #: The express lane: parsed batches in order, straight to the delta batcher.
-    express: trio.MemorySendChannel[tuple[ParseOut, ...]] | None
+    #: The express lane: finished bundles, in order, straight to the emitter.
+    express: trio.MemorySendChannel[tuple[BatchOut, ...]] | None
+    #: The idle-flush timers of the express lane's pending runs.
+    flushes: IdleFlushes
     config: EngineConfig
     ports: EnginePorts
     policy: RetryPolicy
     counters: ActorCounters
     #: The parse role's counters: the express lane's parsing is counted there too.
     parse_counters: ActorCounters
+    #: The batch role's counters: the express lane's batching is counted there too.
+    batch_counters: ActorCounters
 
 
 async def fetcher(
     inbox: trio.MemoryReceiveChannel[RequestHandle],
     outbox: trio.MemorySendChannel[FetchOut],
-    express: trio.MemorySendChannel[tuple[ParseOut, ...]] | None = None,
+    express: trio.MemorySendChannel[tuple[BatchOut, ...]] | None = None,
     *,
     config: EngineConfig,
     ports: EnginePorts,
     counters: ActorCounters,
     parse_counters: ActorCounters | None = None,
+    batch_counters: ActorCounters | None = None,
+    flushes: IdleFlushes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     shared = _Shared(
@@ -132,6 +147,8 @@ async def fetcher(
         policy=RetryPolicy.from_config(config),
         counters=counters,
         parse_counters=parse_counters if parse_counters is not None else counters,
+        batch_counters=batch_counters if batch_counters is not None else counters,
+        flushes=flushes if flushes is not None else IdleFlushes(counters),
     )
     with outbox, express if express is not None else contextlib.nullcontext():
         async with trio.open_nursery() as nursery:
@@ -189,6 +206,8 @@ class _RequestFetch:
         self.turn = 0
         #: What earlier turns added to the input (model output, tool outputs).
         self.more_input: tuple[JsonObject, ...] = ()
+        #: The express lane's batcher for this turn, and its idle flush in seconds.
+        self.batching: tuple[DeltaBatcher, float] | None = None
 
     async def run(self) -> None:
         request = self.handle.request
@@ -405,25 +424,37 @@ class _RequestFetch:
         )
 
     async def _send_ended(self, ended: StreamEnded) -> None:
-        """The turn's end, down the same lane as its events (so it comes after them)."""
+        """The turn's end, down the same lane as its events (so it comes after them).
+
+        On the express lane the turn's pending text goes first, in the same
+        bundle: the next turn starts with a fresh batcher, as the batcher actor does.
+        """
         express = self.shared.express
-        if express is not None:
-            await express.send((ended,))
-        else:
+        if express is None:
             await self.shared.outbox.send(ended)
+            return
+        bundle: list[BatchOut] = []
+        if self.batching is not None:
+            batcher = self.batching[0]
+            self.batching = None
+            self.shared.flushes.disarm(batcher.request_id)
+            if runs := batcher.flush(final=True):
+                bundle.append(RequestBatch(request_id=batcher.request_id, items=tuple(runs)))
+        bundle.append(ended)
+        await express.send(tuple(bundle))
 
     async def _forward(self, payloads: list[bytes]) -> None:
         """Send events downstream in batches, credits first.
 
         Each batch is as large as the credits free at that moment
         (``CreditWindow.acquire_some``): waiting for a whole batch's worth
-        could wait forever on credits the batcher holds for an unfinished
-        text run. The fast path neither waits nor yields: the socket read in
-        the same loop is this task's checkpoint, and skipping two scheduler
-        round trips per chunk is most of the fetcher's cost under load. Only
-        an empty window or a full channel makes it wait.
+        could wait forever on credits a pending text run holds. The fast path
+        neither waits nor yields: the socket read in the same loop is this
+        task's checkpoint, and skipping two scheduler round trips per chunk
+        is most of the fetcher's cost under load. Only an empty window or a
+        full channel makes it wait.
         """
-        window, outbox, express = self.handle.window, self.shared.outbox, self.shared.express
+        window = self.handle.window
         tally = ParseTally()
         start, total = 0, len(payloads)
         while start < total:
@@ -431,26 +462,10 @@ class _RequestFetch:
             if not count:
                 count = await window.acquire_some(total - start)
             part = payloads[start : start + count]
-            try:
-                if express is not None:
-                    parsed = parse_batch(self.handle.request_id, self.next_seq, part, tally)
-                    try:
-                        express.send_nowait((parsed,))
-                    except trio.WouldBlock:
-                        await express.send((parsed,))
-                else:
-                    batch = SseBatch(
-                        request_id=self.handle.request_id,
-                        first_seq=self.next_seq,
-                        payloads=tuple(part),
-                    )
-                    try:
-                        outbox.send_nowait(batch)
-                    except trio.WouldBlock:
-                        await outbox.send(batch)
-            except BaseException:
-                window.release(count)  # not sent: nobody else will return them
-                raise
+            if self.shared.express is not None:
+                await self._send_batched(part, tally)
+            else:
+                await self._send_raw(part, count)
             start += count
             self.next_seq += count
             self.shared.counters.add("events", count)
@@ -462,3 +477,48 @@ class _RequestFetch:
             tallied.add("express_events", tally.events)
             if tally.failed:
                 tallied.add("parse_failed", tally.failed)
+
+    async def _send_raw(self, part: list[bytes], credits: int) -> None:
+        """The shared stages' route: the payloads to the parser pool."""
+        batch = SseBatch(
+            request_id=self.handle.request_id, first_seq=self.next_seq, payloads=tuple(part)
+        )
+        outbox = self.shared.outbox
+        try:
+            try:
+                outbox.send_nowait(batch)
+            except trio.WouldBlock:
+                await outbox.send(batch)
+        except BaseException:
+            self.handle.window.release(credits)  # not sent: nobody else will return them
+            raise
+
+    async def _send_batched(self, part: list[bytes], tally: ParseTally) -> None:
+        """The express lane: decode, merge, and send what is ready as one bundle.
+
+        Pushed and sent in one step, so the alarm's flush of a later run can
+        never overtake it (``actors.idle_flush``).
+        """
+        shared, rid = self.shared, self.handle.request_id
+        if self.batching is None:
+            self.batching = open_request_batcher(shared.config, rid, self.handle)
+            shared.batch_counters.add("express_turns")
+        batcher, idle_s = self.batching
+        items: list[BatchedItem] = []
+        for item in parse_batch(rid, self.next_seq, part, tally).items:
+            items.extend(batcher.push(item))
+        shared.flushes.settle(batcher, idle_s)
+        if not items:
+            return  # all pending: the run holds their credits
+        bundle = (RequestBatch(request_id=rid, items=tuple(items)),)
+        try:
+            try:
+                shared.express.send_nowait(bundle)  # type: ignore[union-attr]
+            except trio.WouldBlock:
+                await shared.express.send(bundle)  # type: ignore[union-attr]
+        except BaseException:
+            # Not sent: nobody else will return its credits (the pending run keeps its own).
+            self.handle.window.release(
+                sum(item.events if isinstance(item, TextRun) else 1 for item in items)
+            )
+            raise

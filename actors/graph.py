@@ -3,9 +3,10 @@
 ::
 
     admission ─▶ fetcher ─fetch.out─▶ parser pool ─parse.out─▶ reorderer
-       ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox (per request)
-          │                ▲
-          └─reorder.out────┘  the express lane (default): parsed in the fetcher, in order
+                    │      ─reorder.out─▶ delta batcher ─batch.out─▶ emitter ─▶ request.outbox
+                    │                                       ▲  (per request)
+                    └──────────────batch.out────────────────┘
+                      the express lane (default): parsed and merged in the fetcher
          ▲                                         ├─tools.in─▶ tool executor ─▶ request.outbox
          └──────── request.turns (per request) ◀───┼──────────────┘   │
                                                    └─persist.in─▶ persister ◀┘ ─▶ ArtifactStore
@@ -33,6 +34,7 @@ from actors.admission import AdmissionDesk, admission
 from actors.batcher import delta_batcher
 from actors.emitter import emitter
 from actors.fetcher import fetcher
+from actors.idle_flush import IdleFlushes
 from actors.parser import parser_pool
 from actors.persister import artifact_cleanup, persister
 from actors.reorderer import reorderer
@@ -55,6 +57,8 @@ async def streaming_graph(
     order_send, order_receive = channels.open("reorder.out", config.ordered_buffer_size)
     batch_send, batch_receive = channels.open("batch.out", config.batched_buffer_size)
     desk = AdmissionDesk(config)
+    # The batch role's idle-flush timers, for its actor and the express lane alike.
+    flushes = IdleFlushes(counters("batcher"))
     start = functools.partial
     store = wiring.ports.artifacts
     async with trio.open_nursery() as nursery:
@@ -101,6 +105,7 @@ async def streaming_graph(
                 config=config,
                 counters=counters("batcher"),
                 requests=wiring.requests,
+                flushes=flushes,
             )
         )
         await nursery.start(
@@ -117,9 +122,9 @@ async def streaming_graph(
                 counters=counters("parser"),
             )
         )
-        # The express lane: the fetcher parses inline and hands ordered batches
-        # straight to the batcher (see actors.fetcher).
-        express = order_send.clone() if config.express_lane else None
+        # The express lane: the fetcher parses and merges inline and hands
+        # finished bundles straight to the emitter (see actors.fetcher).
+        express = batch_send.clone() if config.express_lane else None
         await nursery.start(
             start(
                 fetcher,
@@ -130,6 +135,8 @@ async def streaming_graph(
                 ports=wiring.ports,
                 counters=counters("fetcher"),
                 parse_counters=counters("parser"),
+                batch_counters=counters("batcher"),
+                flushes=flushes,
             )
         )
         await nursery.start(admission, desk, admit_send)
