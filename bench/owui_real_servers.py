@@ -62,7 +62,7 @@ SQLITE_BUSY_TIMEOUT_MS = 120_000
 class PipeKind:
     """One column of the table: what answers the chats on its server."""
 
-    name: str  # "orpipe", "builtin", "bare", "floor"
+    name: str  # "orpipe", "orpipe_thread", "builtin", "bare", "floor"
     title: str  # the table's column heading
     #: The Function's source (repository path) and id; None: no Function, the connection.
     source: str | None
@@ -72,8 +72,12 @@ class PipeKind:
         return self.name
 
 
+_ORPIPE_SOURCE = "adapters/owui_pipe.py"
+
 PIPES: tuple[PipeKind, ...] = (
     PipeKind("orpipe", "orpipe", "adapters/owui_pipe.py"),
+    # The same Function with ENGINE_BRIDGE=thread: how the default bridge is chosen.
+    PipeKind("orpipe_thread", "orpipe (thread)", "adapters/owui_pipe.py"),
     PipeKind("builtin", "built-in conn.", None),
     PipeKind("bare", "bare 1-client", "bench/owui_real_bare_pipe.py"),
     PipeKind("floor", "floor (no net)", "bench/owui_real_floor_pipe.py"),
@@ -266,7 +270,7 @@ async def set_up(
             await _connect_openai(client, mock_base)
         else:
             valves = _valves(server.pipe, mock_base, upstream, floor_plans)
-            root = orpipe_root if server.pipe.name == "orpipe" else _REPO
+            root = orpipe_root if server.pipe.source == _ORPIPE_SOURCE else _REPO
             await _install_function(client, server.pipe, valves, root)
         await _check_tasks_off(client, server.pipe.name)
         listed = {m["id"] for m in _ok(await client.get("/api/models"), "models")["data"]}
@@ -286,6 +290,8 @@ def _valves(
     if pipe.name == "orpipe":
         # Everything else at its default: what an administrator gets.
         return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY}
+    if pipe.name == "orpipe_thread":
+        return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY, "ENGINE_BRIDGE": "thread"}
     if pipe.name == "bare":
         return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY, "MODELS": ",".join(upstream)}
     if pipe.name == "floor":

@@ -24,7 +24,7 @@ from bench.owui_real import RealOptions, per_worker, plan_cells, variant_name, v
 from bench.owui_real_driver import Chat, browser_body, on_socket_event, output_text
 from bench.owui_real_proc import machine_busy_s, parse_proc_stat, parse_stat, sample_tree
 from bench.owui_real_report import format_tables, pacing_label, percentile, summarize
-from bench.owui_real_servers import PIPES_BY_NAME, model_id, server_env
+from bench.owui_real_servers import PIPES_BY_NAME, _valves, model_id, server_env
 from bench.owui_real_socketio import SocketIoClient, open_socketio, parse_packet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cells_interleave_the_pipes_and_rotate_the_first():
-    options = RealOptions(levels=(1, 16), delays=(0.0, 20.0), reps=2, modes=("socket",))
+    options = RealOptions(
+        levels=(1, 16),
+        delays=(0.0, 20.0),
+        reps=2,
+        modes=("socket",),
+        pipes=("orpipe", "builtin", "bare", "floor"),
+    )
     cells = plan_cells(options)
     assert len(cells) == 2 * 2 * 2 * 4
     groups = [cells[i : i + 4] for i in range(0, len(cells), 4)]
@@ -45,6 +51,14 @@ def test_cells_interleave_the_pipes_and_rotate_the_first():
     assert len(set(firsts)) == 4  # no pipe always goes first
     assert [c.rep for c in cells[:16]] == [0] * 16  # repetitions are the outer loop
     assert cells[0].per_worker == 8 and cells[-1].per_worker == 2
+
+
+def test_the_thread_bridge_column_is_orpipe_with_the_thread_bridge():
+    thread = PIPES_BY_NAME["orpipe_thread"]
+    assert thread.source == PIPES_BY_NAME["orpipe"].source
+    assert _valves(thread, "http://mock/api/v1", ["mock/text:d0"], {})["ENGINE_BRIDGE"] == "thread"
+    assert "ENGINE_BRIDGE" not in _valves(PIPES_BY_NAME["orpipe"], "http://m", [], {})
+    assert "orpipe_thread" in RealOptions().pipes  # measured by default: it decides the default
 
 
 def test_per_worker_and_variants():
