@@ -8,7 +8,7 @@ when no request can still send).
 
 The express lane (``EngineConfig.express_lane``, the default): each request
 task runs the synchronous cores of the parse and batch roles for its own
-request (``actors.parser.parse_batch``, then its own ``DeltaBatcher``) and
+request (``actors.parser.decode_payloads``, then its own ``DeltaBatcher``) and
 hands the emitter finished bundles on ``batch.out``; the idle-flush timers
 of its pending runs are the batcher's (``actors.idle_flush``). One request's
 events come from one task in sequence, so nothing needs reordering, and an
@@ -62,7 +62,7 @@ import trio
 from actors.batcher import open_request_batcher
 from actors.delta_batching import DeltaBatcher
 from actors.idle_flush import IdleFlushes
-from actors.parser import ParseTally, parse_batch
+from actors.parser import ParseTally, decode_payloads
 from actors.retry_policy import RetryPolicy, http_error_from_response
 from actors.sse_framer import EventTooLarge, SseFramer
 from actors.upstream_body import (
@@ -505,7 +505,7 @@ class _RequestFetch:
             shared.batch_counters.add("express_turns")
         batcher, idle_s = self.batching
         items: list[BatchedItem] = []
-        for item in parse_batch(rid, self.next_seq, part, tally).items:
+        for item in decode_payloads(self.next_seq, part, tally):
             items.extend(batcher.push(item))
         shared.flushes.settle(batcher, idle_s)
         if not items:

@@ -18,10 +18,10 @@ import trio
 
 from actors.draining import drain_nowait
 from actors.event_decoder import decode_event
-from engine.messages import FetchOut, ParsedBatch, ParseFailed, ParseOut, SseBatch
+from engine.messages import FetchOut, ParsedBatch, ParseFailed, ParseOut, SseBatch, StreamItem
 from engine.statistics import ActorCounters
 
-__all__ = ["ParseTally", "parse_batch", "parser_pool"]
+__all__ = ["ParseTally", "decode_payloads", "parse_batch", "parser_pool"]
 
 
 async def parser_pool(
@@ -73,13 +73,21 @@ class ParseTally:
 def parse_batch(
     request_id: str, first_seq: int, payloads: Sequence[bytes], tally: ParseTally
 ) -> ParsedBatch:
-    """One request's consecutive payloads, decoded (also the fetcher's express lane)."""
-    items = tuple([decode_event(first_seq + i, payload) for i, payload in enumerate(payloads)])
+    """One request's consecutive payloads, decoded."""
+    items = tuple(decode_payloads(first_seq, payloads, tally))
+    return ParsedBatch(request_id=request_id, first_seq=first_seq, items=items)
+
+
+def decode_payloads(
+    first_seq: int, payloads: Sequence[bytes], tally: ParseTally
+) -> list[StreamItem]:
+    """Consecutive payloads → items numbered from ``first_seq`` (also the express lane's)."""
+    items = [decode_event(first_seq + i, payload) for i, payload in enumerate(payloads)]
     tally.events += len(items)
     for item in items:
         if type(item) is ParseFailed:
             tally.failed += 1
-    return ParsedBatch(request_id=request_id, first_seq=first_seq, items=items)
+    return items
 
 
 def _parse(message: FetchOut, tally: ParseTally) -> ParseOut:

@@ -486,6 +486,8 @@ class _Run:
         #: side; in guest mode a trio-bound one also wakes trio's run loop).
         self.handoffs_to_loop = 0
         self.handoffs_to_trio = 0
+        #: Guest mode: trio code runs on the loop's own thread (see ``to_loop``).
+        self.on_loop_thread = False
         self.token: trio.lowlevel.TrioToken | None = None
         self.current: _Generation | None = None
         self.generations: set[_Generation] = set()
@@ -504,7 +506,14 @@ class _Run:
     def to_loop(self, fn: Callable[..., object], *args: object) -> bool:
         """Schedule ``fn(*args)`` on the loop (any thread); False if the loop is closed."""
         try:
-            self.loop.call_soon_threadsafe(fn, *args)
+            if self.on_loop_thread:
+                # Guest mode: trio runs between the loop's callbacks on the loop's
+                # thread, so the plain call is safe, and it skips the self-pipe
+                # write (a syscall, then a selector wake-up) that the thread-safe
+                # one pays on every hand-off.
+                self.loop.call_soon(fn, *args)
+            else:
+                self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:
             return False
         self.handoffs_to_loop += 1
@@ -871,6 +880,7 @@ class GuestModeBridge(_BridgeBase):
             self.last_outcome = result
             run.finished(result)
 
+        run.on_loop_thread = True
         try:
             trio.lowlevel.start_guest_run(
                 run.main,
