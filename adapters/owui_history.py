@@ -139,6 +139,15 @@ async def load_replay_plan(
 ) -> Loaded:
     """The artifacts to replay: the branch's (``branch`` given) or what the text references."""
     chat_id = context.chat_id
+    if branch is not None and not _answered(branch) and not referenced_ids(messages):
+        # The branch's first answer: nothing of this chat can be stored for it to
+        # replay, so neither the persister nor the store is asked. Under load the
+        # persister is always busy with other chats' artifacts, and waiting for it
+        # was most of a first answer's delay.
+        return Loaded(
+            plan=ReplayPlan(tool_output_retention_turns=retention_turns, chat_id=chat_id),
+            messages=tuple(with_branch_references(messages, branch, {})),
+        )
     writes_failing = await _settle(bridge)
     if branch is not None:
         return await _load_branch(
@@ -177,6 +186,10 @@ async def load_replay_plan(
         ),
         writes_failing=writes_failing,
     )
+
+
+def _answered(branch: Sequence[BranchMessage]) -> bool:
+    return any(message.role == "assistant" for message in branch)
 
 
 async def _load_branch(
