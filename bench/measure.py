@@ -7,7 +7,9 @@ in time and in count) and the live progress line. The two clients
 and "upstream events so far"; everything they are compared on is measured
 here, the same way for both.
 
-The counted window opens after the warm-up and closes at the end of the
+Workers may start spread over ``stagger_s`` (a paced load: users do not
+arrive in the same millisecond); the warm-up should outlast the spread. The
+counted window opens after the warm-up and closes at the end of the
 duration. Events and CPU are the deltas across the window; request counts
 and latencies cover the requests *started* inside it, each followed to its
 end (streams still open when the drain time runs out count as unfinished).
@@ -86,11 +88,24 @@ class RequestRecord:
 class Phase:
     """One phase (baseline or engine): its window, counts, latencies and CPU."""
 
-    def __init__(self, name: str, *, concurrency: int, warmup_s: float, duration_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        concurrency: int,
+        warmup_s: float,
+        duration_s: float,
+        stagger_s: float = 0.0,
+        title: str | None = None,
+    ) -> None:
         self.name = name
         self.concurrency = concurrency
         self.warmup_s = warmup_s
         self.duration_s = duration_s
+        #: Worker ``i`` starts ``i / concurrency * stagger_s`` after the phase does.
+        self.stagger_s = stagger_s
+        #: What the live progress line calls the phase (the runner adds the row).
+        self.title = title or name
         #: Upstream events so far; the client installs its own counter.
         self.events_now: Callable[[], int] = lambda: 0
         self.event_source = ""
@@ -173,6 +188,7 @@ class Phase:
             "concurrency": self.concurrency,
             "warmup_s": self.warmup_s,
             "duration_s": self.duration_s,
+            "stagger_s": self.stagger_s,
             "window_s": window_s,
             "event_source": self.event_source,
             "events": int(events),
@@ -205,7 +221,10 @@ async def drive(phase: Phase, one_request: OneRequest) -> None:
         try:
             async with trio.open_nursery() as workers:
                 for index in range(phase.concurrency):
-                    workers.start_soon(_worker, phase, one_request, name=f"{phase.name}-{index}")
+                    delay = phase.stagger_s * index / phase.concurrency
+                    workers.start_soon(
+                        _worker, phase, one_request, delay, name=f"{phase.name}-{index}"
+                    )
                 await trio.sleep(phase.warmup_s)
                 phase.open_window()
                 await trio.sleep(phase.duration_s)
@@ -216,7 +235,9 @@ async def drive(phase: Phase, one_request: OneRequest) -> None:
             outer.cancel_scope.cancel()
 
 
-async def _worker(phase: Phase, one_request: OneRequest) -> None:
+async def _worker(phase: Phase, one_request: OneRequest, delay_s: float) -> None:
+    if delay_s > 0:
+        await trio.sleep(delay_s)
     while phase.accepting and phase.warmup_requests + phase.counts["submitted"] < _MAX_REQUESTS:
         record = phase.begin()
         outcome: Outcome | None = None
@@ -258,10 +279,11 @@ async def _progress(phase: Phase) -> None:
             if not phase.accepting:
                 stage = "draining"
             line = (
-                f"\r[{phase.name:<8}] {elapsed:5.1f}/{phase.total_s:.0f} s {stage:<8} "
+                f"\r[{phase.title}] {elapsed:5.1f}/{phase.total_s:.0f} s {stage:<8} "
                 f"completed {phase.all_completed:>6}  events/s {rate:>8,.0f}"
             )
             await trio.to_thread.run_sync(_write_stderr, line)
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_write_stderr, "\r" + " " * 80 + "\r")
+            # Erase to the end of the line: a row's title makes the line longer than 80.
+            await trio.to_thread.run_sync(_write_stderr, "\r\x1b[K")
