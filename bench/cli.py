@@ -1,9 +1,12 @@
 """The command line: ``python -m bench run SCENARIO [options]``.
 
 Owns argument parsing and validation (scenario names, ``--set`` engine
-overrides through ``EngineConfig.with_overrides``), exit codes, and what is
-printed: the results table on stdout, one summary line on stderr. A bad
-argument is one line on stderr and exit code 2, never a traceback.
+overrides through ``EngineConfig.with_overrides``, the grid of ``--levels``,
+``--regimes`` and ``--reps`` through ``bench.grid.resolve_grid``), exit
+codes, and what is printed: the grid table on stdout (with every phase's
+figures above it when one row is measured once), a line per phase while it
+runs and one summary line at the end on stderr. A bad argument is one line
+on stderr and exit code 2, never a traceback.
 
 A scenario whose ``driver`` is ``owui`` (``python -m bench run owui``) is
 run by ``bench.owui_run`` instead of ``bench.runner``: the Open WebUI pipe on
@@ -17,15 +20,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from bench.argtypes import non_negative_float, positive_float, positive_int
+from bench.argtypes import non_negative_float, positive_float, positive_int, positive_int_list
+from bench.grid import Grid, parse_regimes, phase_names, resolve_grid
 from bench.lab_scenario import builtin_names
-from bench.report import format_table, tools_lines
+from bench.report import format_grid_table, format_table, goal_line, tools_lines
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
 from bench.scenarios import SCENARIOS, BenchScenario
 from engine import ConfigError, EngineConfig
@@ -48,7 +52,9 @@ class _Parser(argparse.ArgumentParser):
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bench", description="orpipe load bench (loopback only)")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("run", help="run a scenario: baseline phase, then engine phase")
+    run = commands.add_parser(
+        "run", help="run a scenario: baseline and engine phases for each row of its grid"
+    )
     run.add_argument(
         "scenario",
         help=(
@@ -68,11 +74,40 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-report", action="store_true", help="open-loop scenarios: results.json only"
     )
-    run.add_argument("--concurrency", type=positive_int, help="concurrent streams")
+    run.add_argument(
+        "--concurrency",
+        type=positive_int,
+        help="concurrent streams; alone (or with --tps) one row instead of the grid",
+    )
     run.add_argument("--duration", type=positive_float, help="counted seconds per phase")
     run.add_argument("--warmup", type=non_negative_float, help="uncounted seconds per phase")
     run.add_argument("--tokens", type=positive_int, help="text deltas per stream")
-    run.add_argument("--tps", type=non_negative_float, help="tokens/s per stream (0: flat out)")
+    run.add_argument(
+        "--tps",
+        type=non_negative_float,
+        help=(
+            "tokens/s per stream: alone one row (0: flat out); with --levels or --regimes "
+            "the paced rows' rate (default 50)"
+        ),
+    )
+    run.add_argument(
+        "--levels",
+        type=positive_int_list,
+        help="demo, streaming, tools: concurrent streams of the grid's rows, e.g. 16,64,200",
+    )
+    run.add_argument(
+        "--regimes",
+        type=parse_regimes,
+        help="demo, streaming, tools: paced (at --tps) and/or flat (out), e.g. paced,flat",
+    )
+    run.add_argument(
+        "--reps",
+        type=positive_int,
+        help=(
+            "demo, streaming, tools: repetitions of every row, baseline and engine back to "
+            "back, alternating which goes first (streaming 3, demo 1)"
+        ),
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -152,13 +187,33 @@ def _scenario(args: argparse.Namespace) -> BenchScenario:
     return scenario.replace(**changes)
 
 
+def _grid(args: argparse.Namespace) -> Grid:
+    return resolve_grid(
+        SCENARIOS[args.scenario],
+        levels=args.levels,
+        regimes=args.regimes,
+        reps=args.reps,
+        concurrency=args.concurrency,
+        tps=args.tps,
+    )
+
+
 def _options(args: argparse.Namespace) -> RunOptions:
     """Validated options, or ``ValueError``/``ConfigError`` with a one-line reason."""
     overrides = _parse_overrides(args.overrides)
     config = EngineConfig().with_overrides(overrides)
     scenario = _scenario(args)
+    grid = _grid(args)
     out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
-    return RunOptions(scenario=scenario, config=config, overrides=overrides, out_dir=out_dir)
+    return RunOptions(
+        scenario=scenario, grid=grid, config=config, overrides=overrides, out_dir=out_dir
+    )
+
+
+def _grid_flags(args: argparse.Namespace) -> list[str]:
+    """The grid's flags this command line gives (``run`` only)."""
+    names = ("levels", "regimes", "reps")
+    return [f"--{name}" for name in names if getattr(args, name, None) is not None]
 
 
 def _owui_options(args: argparse.Namespace) -> OwuiOptions:
@@ -187,6 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return owui_real_main(argv[1:], prog="python -m bench owui-real")
     parser = _build_parser()
     args = parser.parse_args(argv)
+    grid_flags = _grid_flags(args)
+    if grid_flags and (
+        args.scenario not in SCENARIOS or SCENARIOS[args.scenario].driver != "engine"
+    ):
+        # Said rather than ignored: the owui and open-loop runs have no grid.
+        engine_scenarios = ", ".join(n for n, s in SCENARIOS.items() if s.driver == "engine")
+        print(
+            f"{parser.prog}: error: {' and '.join(grid_flags)} only apply to "
+            f"{engine_scenarios}, not {args.scenario}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if args.command == "compare" or args.scenario not in SCENARIOS:
         from bench.lab_cli import main_lab  # noqa: PLC0415 - matplotlib is heavy
 
@@ -207,12 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(outcome: RunOutcome, options: RunOptions) -> int:
-    document = outcome.document
-    if outcome.phases:
-        print(f"scenario {options.scenario.name}: {_shape(document['scenario'])}")
-        print(format_table(outcome.phases, document.get("cpu_ratio")))
-        for line in tools_lines(document["phases"]):
-            print(line)
+    rows = outcome.rows
+    if any(row["reps"] for row in rows):
+        print(f"scenario {options.scenario.name}: {_shape(options)}")
+        if phases := outcome.only_phases:
+            # One row measured once: every figure of its phases, as before the grid.
+            print(format_table(phases))
+            for line in tools_lines({phase["phase"]: phase for phase in phases}):
+                print(line)
+            print()
+        print(format_grid_table(rows))
+        print(goal_line(rows))
     status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
     name = options.scenario.name
     print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)
@@ -260,11 +332,23 @@ def _report_owui(outcome: OwuiOutcome, options: OwuiOptions) -> int:
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
 
 
-def _shape(scenario: Mapping[str, object]) -> str:
+def _shape(options: RunOptions) -> str:
+    """What every row shares: the streams, the phases' lengths, the repetitions (two lines)."""
+    scenario, grid = options.scenario, options.grid
+    paced = [row for row in grid.rows if row.regime == "paced"]
+    rates = sorted({row.tps for row in paced})
+    pacing = f"; paced rows at {', '.join(f'{r:g}' for r in rates)} tokens/s" if rates else ""
+    warmup = f"{scenario.warmup_s:g} s warm-up"
+    if paced:
+        longest = max(row.scenario(scenario).warmup_s for row in paced)
+        if longest > scenario.warmup_s:
+            # Their workers start spread over one stream, so the window opens on the steady state.
+            warmup += f" (paced rows up to {longest:g} s: one stream's length)"
+    order = ", alternating which goes first" if grid.reps > 1 else ""
     return (
-        f"{scenario['concurrency']} streams, {scenario['tokens']} tokens each, "
-        f"tps {scenario['tps']:g}, {scenario['events_per_write']} event(s)/write, "
-        f"{scenario['warmup_s']:g} s warm-up + {scenario['duration_s']:g} s counted per phase"
+        f"{scenario.tokens} tokens a stream, {scenario.events_per_write} event(s) per write"
+        f"{pacing}\nper phase {warmup} + {scenario.duration_s:g} s counted; {grid.reps} "
+        f"repetition(s) of {', '.join(phase_names(scenario))} back to back{order}"
     )
 
 

@@ -1,6 +1,9 @@
-"""Presenting a run: the results table, the CPU ratio, and ``results.json``.
+"""Presenting a run: the grid table, the phase table, and ``results.json``.
 
-Owns the shape of the report only; every figure comes from
+Owns the shape of the report only. The grid table has one line per row of
+the grid (``bench.grid``), from the row summaries ``bench.row_summary``
+makes; the phase table shows every figure of each phase of a run of one
+row measured once (``tools`` by default). Every figure comes from
 ``Phase.result()`` dictionaries assembled by ``bench.runner``.
 """
 
@@ -19,18 +22,16 @@ from typing import Any
 import httpx
 import trio
 
+from bench.row_summary import CPU_RATIO_GOAL
+
 __all__ = [
-    "CPU_RATIO_GOAL",
-    "cpu_ratio",
+    "format_grid_table",
     "format_table",
+    "goal_line",
     "machine_info",
-    "ratio_line",
     "utc_now",
     "write_results",
 ]
-
-#: engine CPU per event ÷ baseline CPU per event must stay at or under this.
-CPU_RATIO_GOAL = 1.25
 
 _COLUMNS: tuple[tuple[str, str], ...] = (
     ("phase", "phase"),
@@ -45,24 +46,6 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
     ("e2e p99 ms", "e2e_p99"),
     ("CPU µs/event", "cpu_us_per_event"),
 )
-
-
-def cpu_ratio(phases: Mapping[str, Mapping[str, Any]]) -> float | None:
-    """Engine CPU per event over baseline CPU per event; None if either is missing."""
-    try:
-        engine = phases["engine"]["cpu_us_per_event"]
-        baseline = phases["baseline"]["cpu_us_per_event"]
-    except KeyError:
-        return None
-    if engine is None or not baseline:
-        return None
-    return float(engine) / float(baseline)
-
-
-def ratio_line(ratio: float | None) -> str:
-    shown = "n/a" if ratio is None else f"{ratio:.2f}"
-    verdict = "" if ratio is None else ("  ok" if ratio <= CPU_RATIO_GOAL else "  OVER GOAL")
-    return f"engine/baseline CPU per event: {shown} (goal ≤ {CPU_RATIO_GOAL:.2f}){verdict}"
 
 
 def _cells(result: Mapping[str, Any]) -> dict[str, str]:
@@ -91,24 +74,90 @@ def _num(value: float | None, pattern: str) -> str:
     return "-" if value is None or not math.isfinite(value) else pattern.format(value)
 
 
-def format_table(results: Sequence[Mapping[str, Any]], ratio: float | None) -> str:
-    """Aligned plain-text table (phase left, numbers right) and the ratio line."""
-    rows = [_cells(r) for r in results]
+def format_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Every phase's figures: an aligned plain-text table, phase left, numbers right."""
+    return _aligned(_COLUMNS, [_cells(r) for r in results], left={"phase"})
+
+
+_GRID_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("regime", "regime"),
+    ("streams", "streams"),
+    ("reps", "reps"),
+    ("baseline µs/ev", "baseline"),
+    ("engine µs/ev", "engine"),
+    ("ratio (min\N{EN DASH}max)", "ratio"),
+    ("goal", "goal"),
+    ("verdict", "verdict"),
+    ("TTFT p50 ms b/e", "ttft"),
+    ("events/s b/e", "events"),
+    ("failed", "failed"),
+)
+
+
+def format_grid_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per row of the grid: medians over its repetitions and the verdict.
+
+    ``rows`` are ``results.json``'s rows, each with its ``summary``; "b/e" is
+    baseline / engine, and "failed" counts the requests that failed, were cut
+    off at the end of the drain or were rejected, in any phase of the row.
+    """
+    return _aligned(_GRID_COLUMNS, [_grid_cells(row) for row in rows], left={"regime", "verdict"})
+
+
+def goal_line(rows: Sequence[Mapping[str, Any]]) -> str:
+    """How many rows meet the goal: ``goal: engine/baseline CPU per event ≤ 1.15 ...``."""
+    verdicts = [row["summary"]["verdict"] for row in rows]
+    counts = [f"{verdicts.count(v)} {v}" for v in ("ok", "OVER", "n/a") if v in verdicts]
+    return (
+        f"goal: engine/baseline CPU per event ≤ {CPU_RATIO_GOAL:.2f} in every row "
+        f"(median of the repetitions' ratios): {', '.join(counts)}"
+    )
+
+
+def _grid_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    summary = row["summary"]
+    planned, measured = len(row["reps"]), summary["reps_measured"]
+    ratio, low, high = summary["cpu_ratio"], summary["cpu_ratio_min"], summary["cpu_ratio_max"]
+    ratio_text = _num(ratio, "{:.2f}")
+    if ratio is not None and measured > 1:
+        ratio_text += f" ({low:.2f}\N{EN DASH}{high:.2f})"
+    return {
+        "regime": row["regime_label"],
+        "streams": str(row["streams"]),
+        "reps": str(measured) if measured == planned else f"{measured}/{planned}",
+        "baseline": _num(summary["baseline_cpu_us_per_event"], "{:.1f}"),
+        "engine": _num(summary["engine_cpu_us_per_event"], "{:.1f}"),
+        "ratio": ratio_text,
+        "goal": f"≤{summary['cpu_ratio_goal']:.2f}",
+        "verdict": summary["verdict"],
+        "ttft": f"{_ms(summary['baseline_ttft_p50_ms'])} / {_ms(summary['engine_ttft_p50_ms'])}",
+        "events": (
+            f"{_num(summary['baseline_events_per_s'], '{:,.0f}')} / "
+            f"{_num(summary['engine_events_per_s'], '{:,.0f}')}"
+        ),
+        "failed": str(summary["requests_not_completed"]),
+    }
+
+
+def _aligned(
+    columns: Sequence[tuple[str, str]], rows: Sequence[Mapping[str, str]], *, left: set[str]
+) -> str:
+    """Header, rule, rows, rule: ``left`` columns flush left, the others flush right."""
     widths = {
         key: max(len(title), *(len(row[key]) for row in rows)) if rows else len(title)
-        for title, key in _COLUMNS
+        for title, key in columns
     }
 
     def line(values: Mapping[str, str]) -> str:
         parts = [
-            values[key].ljust(widths[key]) if key == "phase" else values[key].rjust(widths[key])
-            for _, key in _COLUMNS
+            values[key].ljust(widths[key]) if key in left else values[key].rjust(widths[key])
+            for _, key in columns
         ]
         return "  ".join(parts).rstrip()
 
-    header = line({key: title for title, key in _COLUMNS})
+    header = line({key: title for title, key in columns})
     rule = "-" * len(header)
-    return "\n".join([header, rule, *(line(row) for row in rows), rule, ratio_line(ratio)])
+    return "\n".join([header, rule, *(line(row) for row in rows), rule])
 
 
 def tools_lines(phases: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -6,6 +6,11 @@ load the same fields from TOML without touching the runner. ``driver`` says
 which runner measures it: ``engine`` (``bench.runner``: bare baseline, then
 the engine on trio) or ``owui`` (``bench.owui_run``: the Open WebUI pipe on
 asyncio, both bridges, against a bare asyncio baseline).
+
+An engine scenario also names the grid it measures by default (``rows`` and
+``reps``, see ``bench.grid``): ``demo`` and ``streaming`` measure several
+loads in one run; an empty ``rows`` is one row, the scenario's own
+``concurrency`` and ``tps``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["SCENARIOS", "BenchScenario", "Driver"]
+__all__ = ["SCENARIOS", "BenchScenario", "Driver", "Regime"]
 
 Driver = Literal["engine", "owui"]
+#: How a row's streams are paced: ``paced`` at a tokens/s rate, or ``flat`` out.
+Regime = Literal["paced", "flat"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +57,12 @@ class BenchScenario:
     tool_median_ms: float = 50.0
     tool_p99_ms: float = 400.0
     seed: int = 0
+    #: The grid measured when the command line names none: (regime, streams) rows,
+    #: paced ones at ``paced_tps``; empty: one row, ``concurrency`` at ``tps``.
+    rows: tuple[tuple[Regime, int], ...] = ()
+    paced_tps: float = 50.0
+    #: Repetitions of every row (baseline and engine each time).
+    reps: int = 1
 
     def __post_init__(self) -> None:
         if self.tokens < 1 or self.events_per_write < 1 or self.concurrency < 1:
@@ -60,6 +73,8 @@ class BenchScenario:
             raise ValueError("tool_calls must be ≥ 0 and tool_rounds ≥ 1")
         if not 0 < self.tool_median_ms <= self.tool_p99_ms:
             raise ValueError("need 0 < tool_median_ms <= tool_p99_ms")
+        if self.paced_tps <= 0 or self.reps < 1:
+            raise ValueError("paced_tps must be > 0 and reps ≥ 1")
 
     def replace(self, **changes: Any) -> BenchScenario:
         return dataclasses.replace(self, **changes)
@@ -90,13 +105,29 @@ SCENARIOS: dict[str, BenchScenario] = {
     for s in (
         BenchScenario(
             name="demo",
-            description="`make demo`: 200 streams flat out, 1 event per write, 15 s a phase",
-            duration_s=15.0,
+            description=(
+                "`make demo`: 64 streams paced at 50 tokens/s, then 200 streams flat out; "
+                "1 event per write, one repetition, 10 s counted a phase (about a minute)"
+            ),
+            rows=(("paced", 64), ("flat", 200)),
+            duration_s=10.0,
         ),
         BenchScenario(
             name="streaming",
-            description="the demo's shape, measured for longer (60 s a phase)",
-            duration_s=60.0,
+            description=(
+                "16, 64 and 200 streams, paced at 50 tokens/s and flat out; "
+                "3 repetitions of each, 10 s counted a phase (about 10 minutes)"
+            ),
+            rows=(
+                ("paced", 16),
+                ("paced", 64),
+                ("paced", 200),
+                ("flat", 16),
+                ("flat", 64),
+                ("flat", 200),
+            ),
+            reps=3,
+            duration_s=10.0,
             warmup_s=3.0,
         ),
         BenchScenario(

@@ -3,6 +3,8 @@
 Checks the shape and the internal consistency of ``results.json`` (counts add
 up, percentiles are ordered, the ratio is engine ÷ baseline), the one-line
 usage errors, and that Ctrl-C still leaves an ``interrupted`` result behind.
+These runs are one row measured once (``--concurrency``/``--tps`` select it);
+the grid of rows and repetitions has its own tests in ``test_bench_grid``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,12 +23,19 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from bench.report import CPU_RATIO_GOAL, format_table
+from bench.report import format_table
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_RUN = [
     *("--concurrency", "8", "--duration", "1.5", "--warmup", "0.3", "--tokens", "20", "--tps", "0")
 ]
+
+
+def _only_rep(document: dict[str, Any]) -> dict[str, Any]:
+    """The one repetition of the one row these runs measure."""
+    (row,) = document["rows"]
+    (rep,) = row["reps"]
+    return rep
 
 
 def _check_phase(phase: dict[str, Any]) -> None:
@@ -61,22 +71,30 @@ def test_small_run_writes_consistent_results(
 
     assert document["interrupted"] is False
     assert document["scenario"]["concurrency"] == 8
+    (row,) = document["rows"]
+    assert (row["regime"], row["streams"], row["tps"]) == ("flat", 8, 0.0)
     assert document["overrides"] == {"parser_workers": "2"}
     assert document["config"]["parser_workers"] == 2
     assert document["config"]["base_url"].startswith("http://127.0.0.1:")
     assert document["machine"]["cpu_count"] >= 1
-    baseline, engine = document["phases"]["baseline"], document["phases"]["engine"]
+    rep = _only_rep(document)
+    baseline, engine = rep["phases"]["baseline"], rep["phases"]["engine"]
     _check_phase(baseline)
     _check_phase(engine)
-    assert document["cpu_ratio"] == pytest.approx(
+    assert rep["cpu_ratio"] == pytest.approx(
         engine["cpu_us_per_event"] / baseline["cpu_us_per_event"]
     )
+    assert row["summary"]["cpu_ratio"] == rep["cpu_ratio"]
     assert engine["engine_statistics"]["endings"]["completed"] >= engine["requests"]["completed"]
     assert "sk-bench-dummy" not in (tmp_path / "results.json").read_text()
 
     out = capsys.readouterr().out
-    assert "baseline" in out and "engine" in out
-    assert f"engine/baseline CPU per event: {document['cpu_ratio']:.2f}" in out
+    # One row measured once: every phase's figures, then the grid's one row.
+    assert "\nbaseline " in out and "\nengine " in out
+    verdict = row["summary"]["verdict"]
+    assert re.search(
+        rf"^flat out\s+8\s+1\s.*\s{rep['cpu_ratio']:.2f}\s+≤1\.15\s+{verdict}\s", out, re.M
+    )
 
 
 @pytest.mark.parametrize(
@@ -123,13 +141,15 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     assert process.returncode == 130, err.decode()
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["interrupted"] is True
-    baseline = document["phases"]["baseline"]
+    phases = _only_rep(document)["phases"]
+    baseline = phases["baseline"]
     assert baseline["events"] > 0 and baseline["window_s"] < 5
-    assert "engine" not in document["phases"]
+    assert "engine" not in phases
+    assert document["rows"][0]["summary"]["verdict"] == "n/a"
     assert b"interrupted" in err
 
 
-def test_table_lines_up_and_flags_the_goal() -> None:
+def test_phase_table_lines_up() -> None:
     def phase(name: str, cpu: float) -> dict[str, Any]:
         latency = {"count": 1, "p50_ms": 1.0, "p99_ms": 2.0, "max_ms": 2.0}
         requests = {"admitted": 3, "rejected": 0, "failed": 0, "unfinished": 0, "completed": 3}
@@ -142,11 +162,11 @@ def test_table_lines_up_and_flags_the_goal() -> None:
             "cpu_us_per_event": cpu,
         }
 
-    table = format_table([phase("baseline", 10.0), phase("engine", 13.0)], 1.3)
+    table = format_table([phase("baseline", 10.0), phase("engine", 13.0)])
     lines = table.splitlines()
-    assert len({len(line) for line in lines[:3]}) == 1  # header, rule and rows align
-    assert lines[-1].startswith(f"engine/baseline CPU per event: 1.30 (goal ≤ {CPU_RATIO_GOAL}")
-    assert "OVER GOAL" in lines[-1]
+    assert len({len(line) for line in lines}) == 1  # header, rules and rows align
+    assert lines[2].startswith("baseline ") and lines[2].endswith("10.0")
+    assert lines[3].startswith("engine ") and lines[3].endswith("13.0")
 
 
 def test_tool_heavy_run_reports_throughput_saturation_and_latency_next_to_streaming(
@@ -165,7 +185,7 @@ def test_tool_heavy_run_reports_throughput_saturation_and_latency_next_to_stream
     )
     assert code == 0
     document = json.loads((tmp_path / "results.json").read_text())
-    phases = document["phases"]
+    phases = _only_rep(document)["phases"]
     assert list(phases) == ["baseline", "engine", "engine+tools"]
     for phase in phases.values():
         _check_phase(phase)
