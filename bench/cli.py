@@ -29,7 +29,7 @@ import trio
 from bench.argtypes import non_negative_float, positive_float, positive_int, positive_int_list
 from bench.grid import Grid, parse_regimes, phase_names, resolve_grid
 from bench.lab_scenario import builtin_names
-from bench.report import format_grid_table, format_table, goal_line, tools_lines
+from bench.report import format_grid_table, format_table, goal_line, pace_notes, tools_lines
 from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
 from bench.scenarios import SCENARIOS, BenchScenario
 from engine import ConfigError, EngineConfig
@@ -285,6 +285,8 @@ def _report(outcome: RunOutcome, options: RunOptions) -> int:
             print()
         print(format_grid_table(rows))
         print(goal_line(rows))
+        for line in pace_notes(rows):
+            print(line)
     status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
     name = options.scenario.name
     print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from bench.scenarios import BenchScenario, Regime
+from bench.scenarios import FRAMING_EVENTS, BenchScenario, Regime
 
 __all__ = [
     "REGIMES",
@@ -70,6 +70,13 @@ class Row:
         """How long one paced stream of ``tokens`` lasts; 0 flat out (as fast as it goes)."""
         return tokens / self.tps if self.tps > 0 else 0.0
 
+    def offered_events_per_s(self, tokens: int) -> float | None:
+        """The events/s a paced row asks of the machine (every stream at its pace); None
+        flat out, which asks for as many as there can be."""
+        if self.tps <= 0:
+            return None
+        return self.streams * (tokens + FRAMING_EVENTS) / self.stream_s(tokens)
+
     def scenario(self, base: BenchScenario) -> BenchScenario:
         """``base`` offered at this row's load.
 
@@ -92,6 +99,7 @@ class Row:
             "tps": self.tps,
             "warmup_s": scenario.warmup_s,
             "stagger_s": self.stream_s(base.tokens),
+            "offered_events_per_s": self.offered_events_per_s(base.tokens),
         }
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "format_table",
     "goal_line",
     "machine_info",
+    "pace_notes",
     "utc_now",
     "write_results",
 ]
@@ -112,6 +113,24 @@ def goal_line(rows: Sequence[Mapping[str, Any]]) -> str:
         f"goal: engine/baseline CPU per event ≤ {CPU_RATIO_GOAL:.2f} in every row "
         f"(median of the repetitions' ratios): {', '.join(counts)}"
     )
+
+
+def pace_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A line for each paced row that could not keep its pace: it measured a saturated load."""
+    notes = []
+    for row in rows:
+        summary = row["summary"]
+        if summary["pace_kept"] is not False:
+            continue
+        offered = summary["offered_events_per_s"]
+        baseline = summary["baseline_events_per_s"] / offered
+        engine = summary["engine_events_per_s"] / offered
+        notes.append(
+            f"note: {row['regime_label']} {row['streams']} streams offered {offered:,.0f} "
+            f"events/s and got {baseline:.0%} (baseline) / {engine:.0%} (engine): this machine "
+            f"cannot keep that pace, so the row measured a saturated load, not a paced one"
+        )
+    return notes
 
 
 def _grid_cells(row: Mapping[str, Any]) -> dict[str, str]:

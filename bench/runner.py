@@ -221,7 +221,7 @@ def _summarize(document: dict[str, Any]) -> None:
     """Each row's summary, and how many rows meet the goal, from what was measured."""
     verdicts: dict[str, int] = {"ok": 0, "OVER": 0, "n/a": 0}
     for row in document["rows"]:
-        row["summary"] = summarize_row(row["reps"])
+        row["summary"] = summarize_row(row["reps"], row["offered_events_per_s"])
         verdicts[row["summary"]["verdict"]] += 1
     document["verdicts"] = verdicts
 

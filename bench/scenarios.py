@@ -19,11 +19,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["SCENARIOS", "BenchScenario", "Driver", "Regime"]
+__all__ = ["FRAMING_EVENTS", "SCENARIOS", "BenchScenario", "Driver", "Regime"]
 
 Driver = Literal["engine", "owui"]
 #: How a row's streams are paced: ``paced`` at a tokens/s rate, or ``flat`` out.
 Regime = Literal["paced", "flat"]
+#: Events of a text stream besides its deltas: created, in_progress, output_item.added,
+#: content_part.added, output_text.done, content_part.done, output_item.done, completed.
+FRAMING_EVENTS = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,7 +37,7 @@ class BenchScenario:
     description: str
     #: The mock scenario, sent as ``model="mock/<model_scenario>"``.
     model_scenario: str = "text"
-    #: Text deltas per stream (the mock adds 8 framing events per stream).
+    #: Text deltas per stream (the mock adds ``FRAMING_EVENTS`` per stream).
     tokens: int = 200
     #: Tokens per second per stream; 0 sends as fast as the mock can (``--tps``
     #: paces it; note a paced run's streams last ``tokens / tps`` seconds and the

@@ -16,7 +16,7 @@ import pytest
 
 from bench.cli import main
 from bench.grid import Grid, Row, phase_names, plan_steps, resolve_grid
-from bench.report import format_grid_table, goal_line
+from bench.report import format_grid_table, goal_line, pace_notes
 from bench.row_summary import CPU_RATIO_GOAL, summarize_row, verdict
 from bench.scenarios import SCENARIOS
 
@@ -177,6 +177,30 @@ def test_an_unfinished_repetition_counts_its_failures_but_not_its_ratio() -> Non
     assert (empty["cpu_ratio"], empty["verdict"], empty["reps_measured"]) == (None, "n/a", 0)
 
 
+def test_a_paced_row_that_could_not_keep_its_pace_is_called_saturated() -> None:
+    # 200 streams of 200 tokens (+ 8 framing events) at 50 tokens/s: 10,400 events/s asked.
+    assert Row("paced", 200, 50.0).offered_events_per_s(200) == pytest.approx(10_400)
+    assert FLAT_200.offered_events_per_s(200) is None  # flat out asks for all there is
+
+    def delivered(baseline: float, engine: float) -> list[dict[str, Any]]:
+        rep = _rep(100.0, 110.0)
+        rep["phases"]["baseline"]["events_per_s"] = baseline
+        rep["phases"]["engine"]["events_per_s"] = engine
+        return [rep]
+
+    kept = summarize_row(delivered(9_500.0, 10_300.0), 10_400.0)
+    assert kept["pace_kept"] is True
+    short = summarize_row(delivered(9_500.0, 5_000.0), 10_400.0)
+    assert short["pace_kept"] is False
+    assert summarize_row(delivered(9_500.0, 5_000.0))["pace_kept"] is None  # flat out
+
+    row = {"regime_label": "paced", "streams": 200}
+    (note,) = pace_notes([{**row, "summary": short}])
+    assert note.startswith("note: paced 200 streams offered 10,400 events/s and got 91%")
+    assert "48% (engine)" in note and "saturated load" in note
+    assert pace_notes([{**row, "summary": kept}]) == []
+
+
 def test_the_goal_is_1_15_at_most() -> None:
     assert CPU_RATIO_GOAL == 1.15
     assert verdict(1.15) == "ok"
@@ -316,4 +340,8 @@ def test_a_short_grid_run_prints_a_row_per_regime_and_level(
     # 20 tokens at 50 tokens/s: workers start spread over 0.4 s, the warm-up lasts as long.
     assert paced["stagger_s"] == paced["reps"][0]["phases"]["engine"]["stagger_s"] == 0.4
     assert paced["reps"][0]["phases"]["engine"]["warmup_s"] == 0.4
+    # 2 streams, each 28 events (20 deltas + 8 framing) in 0.4 s.
+    assert paced["offered_events_per_s"] == pytest.approx(140)
+    assert paced["summary"]["pace_kept"] in (True, False)
+    assert document["rows"][2]["summary"]["pace_kept"] is None  # flat out
     assert document["verdicts"]["n/a"] == 0
