@@ -34,7 +34,7 @@ import asyncio
 import collections.abc
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,7 +88,10 @@ from engine import (
     EngineCrashed,
     Failed,
     Incomplete,
+    OutboundEvent,
+    ReasoningDelta,
     RequestDeadlineExceeded,
+    TextDelta,
     UpstreamError,
 )
 from engine.artifacts import ArtifactContext
@@ -750,12 +753,31 @@ async def _chunks(
     for out in renderer.opening():  # "Waiting for OpenRouter…" until the first event
         await emitter.emit(out.event)
     while batch := await stream.receive_batch():
-        for event in batch:
+        for event in merged_deltas(batch):
             for out in renderer.feed(await images.shown(event)):
                 if out.chunk is not None:
                     yield out.chunk
                 else:
                     await emitter.emit(out.event)
+
+
+def merged_deltas(batch: Sequence[OutboundEvent]) -> list[OutboundEvent]:
+    """Adjacent deltas of the same kind as one: Open WebUI pays per chunk, not per character.
+
+    A batch holds several runs when the reader fell behind (many chats at
+    once, flat-out streams); what the user reads is the same text.
+    """
+    merged: list[OutboundEvent] = []
+    for event in batch:
+        last = merged[-1] if merged else None
+        if type(event) in _DELTAS and type(last) is type(event):
+            merged[-1] = replace(last, text=last.text + event.text)  # type: ignore[arg-type, union-attr]
+        else:
+            merged.append(event)
+    return merged
+
+
+_DELTAS = (TextDelta, ReasoningDelta)
 
 
 def _tool_round(body: Mapping[str, Any]) -> int:

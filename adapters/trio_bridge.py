@@ -234,21 +234,32 @@ class BridgedStream:
                 raise
             finally:
                 self._waiter = None
-        events = self._batches.popleft()
-        if isinstance(events[-1], _ENDINGS):
-            self._ending = events[-1]
-            self._run.open_streams.discard(self)
-        elif self._pump is not None:
-            # Credits go back in bulk, half a window at a time: each return is a
-            # hand-off into trio (in guest mode a wake-up of its run loop). The
-            # pump can only be waiting once it posted the whole window, and a
-            # reader that took all of that has half a window to give back, so
-            # nobody waits on a credit kept here.
-            self._taken += 1
-            if self._taken >= self._credit_every:
-                taken, self._taken = self._taken, 0
-                self._run.to_trio(functools.partial(self._pump.give_credits, taken))
-        return events
+        # Every batch already here, in one: at load the pump posts faster than
+        # one reader's turn, and each batch handed on costs the pipe a chunk.
+        taken: list[OutboundEvent] = []
+        while self._batches:
+            events = self._batches.popleft()
+            taken.extend(events)
+            if isinstance(events[-1], _ENDINGS):
+                self._ending = events[-1]
+                self._run.open_streams.discard(self)
+                break
+            self._took_one()
+        return tuple(taken)
+
+    def _took_one(self) -> None:
+        """A batch was taken: its credit goes back to the pump, in bulk."""
+        if self._pump is None:
+            return
+        # Credits go back half a window at a time: each return is a hand-off
+        # into trio (in guest mode a wake-up of its run loop). The pump can
+        # only be waiting once it posted the whole window, and a reader that
+        # took all of that has half a window to give back, so nobody waits on
+        # a credit kept here.
+        self._taken += 1
+        if self._taken >= self._credit_every:
+            taken, self._taken = self._taken, 0
+            self._run.to_trio(functools.partial(self._pump.give_credits, taken))
 
     async def aclose(self) -> None:
         """Stop reading; an unfinished request is cancelled (does not wait for the engine)."""

@@ -42,8 +42,12 @@ class Mock:
 
 
 @contextmanager
-def mock_process(*, api_key: str | None = None) -> Iterator[Mock]:
-    """``python -m bench.mock_openrouter`` on a free port, stopped with SIGTERM."""
+def mock_process(*, api_key: str | None = None, variants: tuple[str, ...] = ()) -> Iterator[Mock]:
+    """``python -m bench.mock_openrouter`` on a free port, stopped with SIGTERM.
+
+    ``variants`` are ``--variant`` specs (``NAME=tokens=60&tps=200``), served as
+    models ``mock/<scenario>:NAME``.
+    """
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -51,6 +55,8 @@ def mock_process(*, api_key: str | None = None) -> Iterator[Mock]:
     argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
     if api_key is not None:
         argv += ["--api-key", api_key]
+    for spec in variants:
+        argv += ["--variant", spec]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, env=env, cwd=str(REPO), start_new_session=True
     )

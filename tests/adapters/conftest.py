@@ -16,6 +16,13 @@ def mock() -> Iterator[Mock]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def paced_mock() -> Iterator[Mock]:
+    """A mock whose ``mock/text:paced`` answers at 200 tokens/s, slower than any reader."""
+    with mock_process(variants=("paced=tokens=60&tps=200",)) as server:
+        yield server
+
+
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_kind(request: pytest.FixtureRequest) -> str:
     """Every asyncio adapter test runs on both loops: asyncio, and uvloop as in Open WebUI."""
