@@ -53,6 +53,17 @@ class _TypeOnly(msgspec.Struct):
 
 _decode_type = msgspec.json.Decoder(_TypeOnly).decode
 
+
+class _DeltaHead(msgspec.Struct):
+    """What a delta event is read for: most events of a stream are deltas, and
+    msgspec skips their other fields without building the dict."""
+
+    type: Any = None
+    delta: Any = None
+
+
+_decode_head = msgspec.json.Decoder(_DeltaHead).decode
+
 #: ``.done`` twins that repeat a whole part's text (the deltas already carried it) and
 #: that nobody reads (``actors.response_mapper``'s quiet set). A long answer's twins are
 #: as long as the answer: a large one is identified by its type and not decoded, so
@@ -113,7 +124,11 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
             reason=f"JSON nested deeper than {MAX_FALLBACK_NESTING} levels",
             size=len(payload),
         )
-    if len(payload) > _LARGE:
+    if len(payload) <= _LARGE:
+        delta = _delta_of(payload, seq)
+        if delta is not None:
+            return delta
+    else:
         try:
             twin = _decode_type(payload).type
         except Exception:  # any refusal: decoded in full below, which says what is wrong
@@ -150,6 +165,26 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
         if kind.startswith("response.reasoning"):
             return DeltaEvent(seq=seq, channel="reasoning", text=delta)
     return UpstreamEvent(seq=seq, type=kind, data=data)
+
+
+def _delta_of(payload: bytes, seq: int) -> DeltaEvent | None:
+    """The fast path for a text or reasoning delta; None: decode it in full.
+
+    Anything unusual (not an object, a lone surrogate, another type) is left
+    to the full decode below, which decides exactly as it would have.
+    """
+    try:
+        head = _decode_head(payload)
+    except Exception:  # the full decode says what is wrong, or takes it leniently
+        return None
+    kind, delta = head.type, head.delta
+    if type(delta) is not str or type(kind) is not str:
+        return None
+    if kind in _TEXT_DELTAS:
+        return DeltaEvent(seq=seq, channel="text", text=delta)
+    if kind.startswith("response.reasoning") and kind.endswith(".delta"):
+        return DeltaEvent(seq=seq, channel="reasoning", text=delta)
+    return None
 
 
 class _Undecodable(Exception):
