@@ -62,7 +62,7 @@ class BridgeTarget:
 
     config: EngineConfig
     api_key: str
-    kind: BridgeKind = "guest"
+    kind: BridgeKind = "thread"
     window_batches: int = 8
     #: Tests inject faults here; None means the real OpenRouter transport.
     transport_factory: TransportFactory | None = None

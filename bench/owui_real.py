@@ -612,7 +612,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--pipes",
         type=_names([pipe.name for pipe in PIPES]),
         default=defaults.pipes,
-        help="columns (orpipe,orpipe_thread,builtin,bare,floor)",
+        help="columns (orpipe,orpipe_guest,builtin,bare,floor)",
     )
     parser.add_argument("--modes", type=_names(MODES), default=defaults.modes, help="socket,http")
     parser.add_argument(

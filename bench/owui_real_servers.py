@@ -62,7 +62,7 @@ SQLITE_BUSY_TIMEOUT_MS = 120_000
 class PipeKind:
     """One column of the table: what answers the chats on its server."""
 
-    name: str  # "orpipe", "orpipe_thread", "builtin", "bare", "floor"
+    name: str  # "orpipe", "orpipe_guest", "builtin", "bare", "floor"
     title: str  # the table's column heading
     #: The Function's source (repository path) and id; None: no Function, the connection.
     source: str | None
@@ -76,8 +76,9 @@ _ORPIPE_SOURCE = "adapters/owui_pipe.py"
 
 PIPES: tuple[PipeKind, ...] = (
     PipeKind("orpipe", "orpipe", "adapters/owui_pipe.py"),
-    # The same Function with ENGINE_BRIDGE=thread: how the default bridge is chosen.
-    PipeKind("orpipe_thread", "orpipe (thread)", "adapters/owui_pipe.py"),
+    # The same Function with the other bridge, ENGINE_BRIDGE=guest (the default is thread):
+    # how the default was chosen, and how it is checked.
+    PipeKind("orpipe_guest", "orpipe (guest)", "adapters/owui_pipe.py"),
     PipeKind("builtin", "built-in conn.", None),
     PipeKind("bare", "bare 1-client", "bench/owui_real_bare_pipe.py"),
     PipeKind("floor", "floor (no net)", "bench/owui_real_floor_pipe.py"),
@@ -290,8 +291,8 @@ def _valves(
     if pipe.name == "orpipe":
         # Everything else at its default: what an administrator gets.
         return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY}
-    if pipe.name == "orpipe_thread":
-        return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY, "ENGINE_BRIDGE": "thread"}
+    if pipe.name == "orpipe_guest":
+        return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY, "ENGINE_BRIDGE": "guest"}
     if pipe.name == "bare":
         return {"BASE_URL": mock_base, "API_KEY": DUMMY_KEY, "MODELS": ",".join(upstream)}
     if pipe.name == "floor":

@@ -127,7 +127,7 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "STREAMING_IDLE_FLUSH_MS": 250,
     "BREAKER_MAX_FAILURES": 5,
     "BREAKER_WINDOW_SECONDS": 60,
-    "ENGINE_BRIDGE": "guest",
+    "ENGINE_BRIDGE": "thread",
     "BRIDGE_WINDOW_BATCHES": 8,
     "ENGINE_OVERRIDES": "",
     "PERSIST_REASONING_TOKENS": "next_reply",
@@ -201,8 +201,8 @@ def test_the_defaults_table_lists_every_valve() -> None:
         ("OPENROUTER_API_KEY", "  sk-env  ", "API_KEY", "sk-env"),
         ("GLOBAL_LOG_LEVEL", "debug", "LOG_LEVEL", "DEBUG"),
         ("GLOBAL_LOG_LEVEL", "chatty", "LOG_LEVEL", "INFO"),
-        ("ORPIPE_BRIDGE", "Thread", "ENGINE_BRIDGE", "thread"),
-        ("ORPIPE_BRIDGE", "fibre", "ENGINE_BRIDGE", "guest"),
+        ("ORPIPE_BRIDGE", "Guest", "ENGINE_BRIDGE", "guest"),
+        ("ORPIPE_BRIDGE", "fibre", "ENGINE_BRIDGE", "thread"),
         (
             "OPENROUTER_STORAGE_USER_EMAIL",
             " bot@example.org ",
@@ -843,7 +843,7 @@ def test_valves_form_widgets() -> None:
     # Env-derived defaults are shown, so "Custom" starts from them.
     assert props["BASE_URL"]["default"] == "https://openrouter.ai/api/v1"
     assert props["LOG_LEVEL"]["default"] == "INFO"
-    assert props["ENGINE_BRIDGE"]["default"] == "guest"
+    assert props["ENGINE_BRIDGE"]["default"] == "thread"
 
 
 def test_user_valves_form_widgets() -> None:

@@ -53,12 +53,12 @@ def test_cells_interleave_the_pipes_and_rotate_the_first():
     assert cells[0].per_worker == 8 and cells[-1].per_worker == 2
 
 
-def test_the_thread_bridge_column_is_orpipe_with_the_thread_bridge():
-    thread = PIPES_BY_NAME["orpipe_thread"]
-    assert thread.source == PIPES_BY_NAME["orpipe"].source
-    assert _valves(thread, "http://mock/api/v1", ["mock/text:d0"], {})["ENGINE_BRIDGE"] == "thread"
+def test_the_guest_column_is_orpipe_with_the_other_bridge():
+    guest = PIPES_BY_NAME["orpipe_guest"]
+    assert guest.source == PIPES_BY_NAME["orpipe"].source
+    assert _valves(guest, "http://mock/api/v1", ["mock/text:d0"], {})["ENGINE_BRIDGE"] == "guest"
     assert "ENGINE_BRIDGE" not in _valves(PIPES_BY_NAME["orpipe"], "http://m", [], {})
-    assert "orpipe_thread" in RealOptions().pipes  # measured by default: it decides the default
+    assert "orpipe_guest" in RealOptions().pipes  # measured by default: it checks the default
 
 
 def test_per_worker_and_variants():
