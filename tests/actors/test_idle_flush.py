@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+import contextlib
+from collections.abc import AsyncIterator
+
 import trio
 import trio.testing
 
@@ -24,58 +26,63 @@ def _run(rid: str, text: str, events: int) -> TextRun:
     return TextRun(request_id=rid, channel="text", text=text, events=events)
 
 
+class _Alarm:
+    """An ``IdleFlushes`` with its alarm running, what it sends, and the time it started."""
+
+    def __init__(self) -> None:
+        self.counters = ActorCounters()
+        self.flushes = IdleFlushes(self.counters)
+        self.send, self.receive = trio.open_memory_channel[tuple[BatchOut, ...]](10)
+        self.start = 0.0
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[_Alarm]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.flushes.alarm, self.send)
+            await trio.testing.wait_all_tasks_blocked()
+            self.start = trio.current_time()
+            yield self
+            nursery.cancel_scope.cancel()
+
+    def pending(self, rid: str, text: str, idle_s: float) -> DeltaBatcher:
+        """A request whose batcher holds ``text`` as a run, its clock started."""
+        batcher = _batcher(rid)
+        _push(batcher, 0, text)
+        self.flushes.arm(batcher, idle_s)
+        return batcher
+
+    async def flushed(self) -> tuple[str, str, float]:
+        """The next flushed run: its request, its text, and when, since the start (in ms)."""
+        (batch,) = await self.receive.receive()
+        assert isinstance(batch, RequestBatch)
+        (run,) = batch.items
+        assert isinstance(run, TextRun) and run.events == 1
+        return batch.request_id, run.text, round((trio.current_time() - self.start) * 1000, 3)
+
+
 async def test_each_run_is_flushed_at_its_own_deadline(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    counters = ActorCounters()
-    flushes = IdleFlushes(counters)
-    send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](10)
-    a, b = _batcher("a"), _batcher("b")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(flushes.alarm, send)
-        await trio.testing.wait_all_tasks_blocked()
-        start = trio.current_time()
-        _push(a, 0, "slow")
-        flushes.arm(a, 0.5)
-        _push(b, 0, "quick")
-        flushes.arm(b, 0.1)  # earlier than the alarm's aim: the alarm moves
-        assert counters.snapshot()["now_pending_runs"] == 2
-        assert await receive.receive() == (
-            RequestBatch(request_id="b", items=(_run("b", "quick", 1),)),
-        )
-        assert trio.current_time() - start == pytest.approx(0.1)
-        assert await receive.receive() == (
-            RequestBatch(request_id="a", items=(_run("a", "slow", 1),)),
-        )
-        assert trio.current_time() - start == pytest.approx(0.5)
-        assert counters.snapshot()["idle_flushes"] == 2
-        assert counters.snapshot()["now_pending_runs"] == 0
-        nursery.cancel_scope.cancel()
+    async with _Alarm().running() as alarm:
+        alarm.pending("a", "slow", 0.5)
+        alarm.pending("b", "quick", 0.1)  # earlier than the alarm's aim: the alarm moves
+        assert alarm.counters.snapshot()["now_pending_runs"] == 2
+        assert await alarm.flushed() == ("b", "quick", 100)
+        assert await alarm.flushed() == ("a", "slow", 500)
+        assert alarm.counters.snapshot()["idle_flushes"] == 2
+        assert alarm.counters.snapshot()["now_pending_runs"] == 0
 
 
 async def test_a_disarmed_run_is_not_flushed_and_the_alarm_moves_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    counters = ActorCounters()
-    flushes = IdleFlushes(counters)
-    send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](10)
-    a, b = _batcher("a"), _batcher("b")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(flushes.alarm, send)
-        await trio.testing.wait_all_tasks_blocked()
-        start = trio.current_time()
-        _push(a, 0, "left by size")
-        flushes.arm(a, 0.1)
-        _push(b, 0, "later")
-        flushes.arm(b, 0.3)
-        a.flush(final=False)  # the run left some other way (by size, say)
-        flushes.settle(a, 0.1)
-        assert await receive.receive() == (
-            RequestBatch(request_id="b", items=(_run("b", "later", 1),)),
-        )
-        assert trio.current_time() - start == pytest.approx(0.3)
-        assert counters.snapshot()["idle_flushes"] == 1  # the alarm woke once, for b
-        nursery.cancel_scope.cancel()
+    async with _Alarm().running() as alarm:
+        left = alarm.pending("a", "left by size", 0.1)
+        alarm.pending("b", "later", 0.3)
+        left.flush(final=False)  # the run left some other way (by size, say)
+        alarm.flushes.settle(left, 0.1)
+        assert await alarm.flushed() == ("b", "later", 300)
+        assert alarm.counters.snapshot()["idle_flushes"] == 1  # the alarm woke once, for b
 
 
 async def test_an_idle_flush_never_overtakes_a_bundle_waiting_for_room(
