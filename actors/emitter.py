@@ -61,6 +61,7 @@ from engine.messages import (
     TextRun,
     ToolRound,
 )
+from engine.persist_barrier import PersistBarrier
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 
@@ -229,8 +230,10 @@ async def emitter(
     requests: Mapping[str, RequestHandle],
     config: EngineConfig,
     counters: ActorCounters,
+    persist_barrier: PersistBarrier | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    barrier = persist_barrier or PersistBarrier()
     max_turns = config.max_function_call_loops if tools is not None else None
     state = _Emitting(requests, counters, max_turns)
     with inbox, _closing(persist), _closing(tools):
@@ -242,7 +245,7 @@ async def emitter(
             # Artifacts first: once handed over, they are written whatever
             # happens to their request or to the consumer.
             if state.artifacts and persist is not None:
-                await persist.send(tuple(state.artifacts))
+                await barrier.send(persist, tuple(state.artifacts))
             state.artifacts.clear()
             for rid, (events, credits) in pending.items():
                 state.deliver(rid, events, credits)

@@ -72,6 +72,7 @@ async def streaming_graph(
                     store=store,
                     config=config,
                     counters=counters("persister"),
+                    barrier=wiring.persist_barrier,
                 )
             )
         tools_send, tools_receive = channels.open("tools.in", config.tool_intake_buffer_size)
@@ -84,6 +85,7 @@ async def streaming_graph(
                 config=config,
                 counters=counters("tools"),
                 report_breaker=wiring.breakers,
+                persist_barrier=wiring.persist_barrier,
             )
         )
         await nursery.start(
@@ -95,6 +97,7 @@ async def streaming_graph(
                 requests=wiring.requests,
                 config=config,
                 counters=counters("emitter"),
+                persist_barrier=wiring.persist_barrier,
             )
         )
         await nursery.start(

@@ -18,6 +18,11 @@ emitter and the tool executor), a ``Backlog`` of accepted, unwritten artifacts (
   the grace runs out, it logs the exact count and ids that were not written
   and counts them (``lost``). Inserts are idempotent by id, so a batch
   retried after an unclear failure never duplicates a row.
+* "Flushed up to here" (``engine.persist_barrier``): its senders count what
+  they hand over (``PersistBarrier.send``), it reports each write and each
+  change of the store's health to the barrier, and a caller (the history
+  loader, through ``Engine.wait_persisted``) waits there for what was sent
+  before it asked, woken by those reports; nothing polls its counters.
 
 Cancellation of one *request* does not concern it: artifacts are tied to
 their chat, not to the request's lifetime, and are written all the same.
@@ -40,6 +45,7 @@ from engine.artifacts import Artifact
 from engine.config import EngineConfig
 from engine.errors import PersistenceError
 from engine.logs import logger
+from engine.persist_barrier import PersistBarrier
 from engine.ports import ArtifactStore
 from engine.statistics import ActorCounters
 
@@ -51,10 +57,17 @@ PersistIn = tuple[Artifact, ...]
 class _Writer:
     """The shell's state: the backlog, the retry clock, the counters."""
 
-    def __init__(self, store: ArtifactStore, config: EngineConfig, counters: ActorCounters):
+    def __init__(
+        self,
+        store: ArtifactStore,
+        config: EngineConfig,
+        counters: ActorCounters,
+        barrier: PersistBarrier,
+    ):
         self.store = store
         self.config = config
         self.counters = counters
+        self.barrier = barrier
         self.backlog = Backlog(config.persist_backlog_max)
         self.retry = RetryClock(config.persist_retry_initial_s, config.persist_retry_max_s)
 
@@ -86,6 +99,7 @@ class _Writer:
         self.counters.add("written", len(batch))
         self.counters.add("batches")
         self._levels()
+        self.barrier.written(len(batch))
         return 0.0
 
     async def flush_all(self) -> None:
@@ -109,6 +123,7 @@ class _Writer:
         self.counters.level("backlog", len(self.backlog))
         self.counters.level("backlog_peak", self.backlog.peak)
         self.counters.level("degraded", int(self.retry.failures > 0))
+        self.barrier.set_failing(self.retry.failures > 0)
 
 
 async def persister(
@@ -117,9 +132,10 @@ async def persister(
     store: ArtifactStore,
     config: EngineConfig,
     counters: ActorCounters,
+    barrier: PersistBarrier | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    writer = _Writer(store, config, counters)
+    writer = _Writer(store, config, counters, barrier or PersistBarrier())
     with inbox:
         task_status.started()
         try:

@@ -59,6 +59,7 @@ from engine.messages import (
     ToolsStopped,
     TurnMail,
 )
+from engine.persist_barrier import PersistBarrier
 from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 from engine.tools import Tool
@@ -73,6 +74,7 @@ class _Shared:
     config: EngineConfig
     counters: ActorCounters
     persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None
+    barrier: PersistBarrier
     calls: trio.CapacityLimiter
     threads: trio.CapacityLimiter
     breakers: Breaker[tuple[str, str]]
@@ -92,12 +94,14 @@ async def tool_executor(
     config: EngineConfig,
     counters: ActorCounters,
     report_breaker: Callable[[str, Callable[[], Mapping[str, int]]], None] | None = None,
+    persist_barrier: PersistBarrier | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     shared = _Shared(
         config=config,
         counters=counters,
         persist=persist,
+        barrier=persist_barrier or PersistBarrier(),
         calls=trio.CapacityLimiter(config.max_parallel_tools_global),
         threads=trio.CapacityLimiter(config.tool_thread_limit),
         breakers=Breaker(
@@ -413,7 +417,7 @@ class _Round:
             # already, and these outputs pair with calls the emitter stored.
             with trio.move_on_after(self.config.persist_flush_grace_s, shield=True):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await persist.send(tuple(artifacts))
+                    await self.shared.barrier.send(persist, tuple(artifacts))
                     handed = True
             if handed:
                 self.shared.counters.add("artifacts", len(artifacts))

@@ -31,7 +31,6 @@ artifacts and the user is told once that history storage is degraded.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import sys
@@ -58,10 +57,8 @@ __all__ = [
 log = logging.getLogger("orpipe.owui")
 _T = TypeVar("_T")
 
-#: The longest a turn waits for the persister before loading history, and how
-#: often it looks (statistics are a cheap snapshot).
+#: The longest a turn waits for the persister before loading history.
 _SETTLE_S = 2.0
-_SETTLE_POLL_S = 0.01
 
 Bridge = GuestModeBridge | ThreadBridge
 
@@ -245,24 +242,16 @@ async def _settle(bridge: Bridge) -> bool:
 
     The previous answer's references reach the browser as soon as the
     answer ends, while its artifacts may still be on their way to the
-    database; a quick next message must still find them. Only waits while
-    the persister actually holds something. Returns whether its writes are
-    failing (it then holds its backlog and retries; nothing is lost).
+    database; a quick next message must still find them. Waits, at the
+    persister's barrier, only for what was sent to it before this call
+    (``EngineBridge.wait_persisted``), and not at all while its store is
+    failing. Returns whether its writes are failing (it then holds its
+    backlog and retries; nothing is lost).
     """
-    deadline = asyncio.get_running_loop().time() + _SETTLE_S
-    while asyncio.get_running_loop().time() < deadline:
-        try:
-            stats = await bridge.statistics()
-        except EngineError:
-            return False
-        persister = stats.actors.get("persister", {})
-        if persister.get("now_degraded"):
-            return True  # no point waiting: the store is failing
-        queued = stats.channels.get("persist.in")
-        if not persister.get("now_backlog") and (queued is None or not queued.current_buffer_used):
-            return False
-        await asyncio.sleep(_SETTLE_POLL_S)
-    return False
+    try:
+        return await bridge.wait_persisted(_SETTLE_S)
+    except EngineError:
+        return False
 
 
 async def forget_replayed(bridge: Bridge, chat_id: str, artifact_ids: Sequence[str]) -> None:

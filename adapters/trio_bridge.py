@@ -12,7 +12,7 @@ Two ways to run trio, one request hand-off shared by both (DESIGN.md §6):
 Flavours:
 
 * asyncio-flavoured (await them from asyncio code on the bridge's loop):
-  ``EngineBridge.start / submit / statistics / aclose`` of both bridges, and
+  ``EngineBridge.start / submit / statistics / wait_persisted / aclose`` of both bridges, and
   ``BridgedStream.__anext__ / receive_batch / aclose``.
 * trio-flavoured (run inside the trio run only): ``_Run.main`` (the trio main:
   transport + engine + pumps) and ``_Pump.run`` (one per request).
@@ -147,6 +147,10 @@ class EngineBridge(Protocol):
 
     async def statistics(self) -> EngineStatistics:
         """A snapshot of the engine's statistics (taken inside the trio run)."""
+
+    async def wait_persisted(self, timeout_s: float) -> bool:
+        """Wait (bounded) until the artifacts sent to the persister before the call are
+        written; returns whether the store's writes are failing (``Engine.wait_persisted``)."""
 
     async def aclose(self) -> None:
         """Graceful shutdown, waiting until the trio run has ended (idempotent)."""
@@ -842,6 +846,23 @@ class _BridgeBase:
         await asyncio.shield(run.ready)
         factory = self._transport_factory
         await run.call_async_in_trio(lambda: run.start_generation(config, factory, store_factory))
+
+    async def wait_persisted(self, timeout_s: float) -> bool:
+        """asyncio: ``Engine.wait_persisted`` of the current engine, in one crossing.
+
+        Raises ``EngineClosed`` when the engine is not running (as ``statistics``).
+        """
+        run = self._run
+        if run is None or not run.ready.done() or run.ready.exception() is not None:
+            raise EngineClosed("The engine is not running; submit a request to start it.")
+
+        async def in_trio() -> bool:
+            generation = run.current
+            if generation is None:
+                raise run.closed_error()
+            return await generation.engine.wait_persisted(timeout_s)
+
+        return await run.call_async_in_trio(in_trio)
 
     async def call_store(self, fn: Callable[[ArtifactStore], Awaitable[T]]) -> T | None:
         """asyncio: ``await fn(store)`` inside the trio run with the current engine's

@@ -36,6 +36,7 @@ from engine.config import EngineConfig
 from engine.errors import EngineClosed, EngineCrashed, UsageError
 from engine.logs import request_logs
 from engine.messages import Cancelled, ChatRequest, Ending, Failed
+from engine.persist_barrier import PersistBarrier
 from engine.ports import EnginePorts
 from engine.request import RequestHandle, ResponseStream
 from engine.statistics import (
@@ -85,6 +86,8 @@ class Wiring:
     counters: Callable[[str], ActorCounters]
     #: Registers a named breaker's counts (``Breaker.statistics``) for ``statistics().breakers``.
     breakers: Callable[[str, Callable[[], Mapping[str, int]]], None]
+    #: "Flushed up to here" between the senders of ``persist.in`` and the persister.
+    persist_barrier: PersistBarrier = field(default_factory=PersistBarrier)
 
 
 class ActorGraph(Protocol):
@@ -126,6 +129,8 @@ class Engine:
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._pipeline_done = trio.Event()
+        #: What the persister wrote of what was sent to it (``wait_persisted``).
+        self.persist_barrier = PersistBarrier()
 
     # -- public API ------------------------------------------------------
 
@@ -183,6 +188,11 @@ class Engine:
             logs=request_logs().statistics(),
         )
 
+    async def wait_persisted(self, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until every artifact sent to the persister
+        before this call is written; returns whether the store's writes are failing."""
+        return await self.persist_barrier.wait_flushed(timeout_s)
+
     async def aclose(self) -> None:
         """Graceful shutdown: finish in-flight work within the grace, then stop."""
         if not self._closing:
@@ -216,6 +226,7 @@ class Engine:
             requests=self._requests,
             counters=self._counter,
             breakers=self._breakers.__setitem__,
+            persist_barrier=self.persist_barrier,
         )
         async with trio.open_nursery() as graph_nursery:
             self._intake = await graph_nursery.start(graph, wiring)

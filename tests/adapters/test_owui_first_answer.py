@@ -24,6 +24,10 @@ class _CountingBridge:
         self.asked.append("statistics")
         raise _Stop
 
+    async def wait_persisted(self, timeout_s: float) -> bool:
+        self.asked.append("wait_persisted")
+        raise _Stop
+
     async def call_store(self, load: Any) -> Any:
         self.asked.append("store")
         raise _Stop
@@ -80,7 +84,7 @@ def test_a_later_answer_still_waits_for_the_persister_and_reads_the_store() -> N
                 ],
             )
         )
-    assert bridge.asked == ["statistics"]
+    assert bridge.asked == ["wait_persisted"]  # the barrier, once; statistics never
 
 
 def test_a_chat_open_webui_does_not_keep_still_reads_the_store() -> None:
@@ -88,4 +92,4 @@ def test_a_chat_open_webui_does_not_keep_still_reads_the_store() -> None:
     bridge = _CountingBridge()
     with pytest.raises(_Stop):
         _run(load_replay_plan(bridge, [_HELLO], _CONTEXT, retention_turns=3))  # type: ignore[arg-type]
-    assert bridge.asked == ["statistics"]
+    assert bridge.asked == ["wait_persisted"]  # the barrier, once; statistics never

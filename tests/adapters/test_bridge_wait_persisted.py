@@ -1,0 +1,71 @@
+"""``EngineBridge.wait_persisted``: the persister's barrier from asyncio, in one crossing.
+
+The history loader settles on it before reading a chat's artifacts, and
+never looks at the engine's statistics to decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from adapters import owui_history
+from adapters.trio_bridge import GuestModeBridge, ThreadBridge
+from engine import EngineClosed, OutputItem
+from engine.artifacts import ArtifactContext
+from engine.config import EngineConfig
+from engine.statistics import EngineStatistics
+from tests.adapters.asyncio_support import Mock, run_on
+from tests.engine.support import API_KEY, MemoryStore, request
+
+BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
+    "guest": GuestModeBridge,
+    "thread": ThreadBridge,
+}
+
+
+@pytest.mark.parametrize("bridge_kind", sorted(BRIDGES))
+def test_the_history_settles_on_the_barrier_not_on_statistics(
+    mock: Mock, bridge_kind: str, loop_kind: str
+) -> None:
+    store = MemoryStore()
+    store.slow_s = 0.3  # the write is still under way when the answer has ended
+
+    @asynccontextmanager
+    async def store_factory() -> AsyncIterator[MemoryStore]:
+        yield store
+
+    async def scenario() -> None:
+        bridge = BRIDGES[bridge_kind](
+            EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0),
+            API_KEY,
+            store_factory=store_factory,
+        )
+
+        async def no_statistics() -> EngineStatistics:
+            raise AssertionError("the history loader must not read statistics")
+
+        bridge.statistics = no_statistics  # type: ignore[method-assign]
+        try:
+            assert await owui_history._settle(bridge) is False  # not running: nothing to wait for
+            req = dataclasses.replace(
+                request("reasoning", tokens=5),
+                artifacts=ArtifactContext(chat_id="c1", message_id="m1"),
+            )
+            ids: list[str] = []
+            async for event in await bridge.submit(req):
+                if isinstance(event, OutputItem) and event.artifact_id is not None:
+                    ids.append(event.artifact_id)
+            assert ids
+            assert await owui_history._settle(bridge) is False
+            assert set(ids) <= set(store.rows)  # written by the time the barrier opened
+            assert await bridge.wait_persisted(2.0) is False  # nothing pending: at once
+        finally:
+            await bridge.aclose()
+        with pytest.raises(EngineClosed):
+            await bridge.wait_persisted(2.0)
+
+    run_on(loop_kind, scenario)
