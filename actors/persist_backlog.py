@@ -13,6 +13,7 @@ import collections
 from collections.abc import Iterable
 
 from engine.artifacts import Artifact
+from engine.backoff import capped_backoff
 
 __all__ = ["Backlog", "RetryClock"]
 
@@ -61,8 +62,7 @@ class RetryClock:
     def failed(self) -> float:
         """Record a failure; the pause before the next attempt."""
         self.failures += 1
-        pause: float = self.initial_s * 2.0 ** (self.failures - 1)
-        return min(pause, self.max_s)
+        return capped_backoff(self.failures - 1, base_s=self.initial_s, cap_s=self.max_s)
 
     def succeeded(self) -> None:
         self.failures = 0

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import msgspec
 
 from actors.upstream_body import describe_html
+from engine.backoff import capped_backoff
 from engine.config import EngineConfig
 from engine.errors import UpstreamError, UpstreamHTTPError, UpstreamRateLimited
 
@@ -44,9 +45,10 @@ class RetryPolicy:
         """Seconds to wait before the next attempt, or None to give up."""
         if retries_done >= self.attempts or not error.retryable:
             return None
-        backoff = min(self.backoff_max_s, self.backoff_initial_s * 2.0**retries_done)
         # "Equal jitter": at least half the backoff, so retries never bunch at 0.
-        wait = backoff / 2 + rng.uniform(0, backoff / 2)
+        wait = capped_backoff(
+            retries_done, base_s=self.backoff_initial_s, cap_s=self.backoff_max_s, rng=rng
+        )
         retry_after: float | None = getattr(error, "retry_after_s", None)
         if retry_after is not None:
             if retry_after > self.retry_after_cap_s:

@@ -47,6 +47,7 @@ from adapters.ssrf_guard import (
     vet,
     vet_redirect,
 )
+from engine.backoff import capped_backoff
 
 __all__ = ["DownloadError", "DownloadLimits", "Downloaded", "Downloader"]
 
@@ -172,8 +173,10 @@ class Downloader:
 
     def _delay(self, attempt: int, retry_after_s: float | None) -> float:
         limits = self.limits
-        backoff = min(limits.backoff_max_s, limits.backoff_initial_s * 2.0 ** (attempt - 1))
-        backoff *= 0.5 + self.rng.random() / 2  # jitter, so retries do not line up
+        # Equal jitter, so retries do not line up.
+        backoff = capped_backoff(
+            attempt - 1, base_s=limits.backoff_initial_s, cap_s=limits.backoff_max_s, rng=self.rng
+        )
         if retry_after_s is None:
             return backoff
         if retry_after_s > limits.retry_after_cap_s:

@@ -48,6 +48,7 @@ from typing import Any, Final, cast
 
 import httpx
 
+from engine.backoff import capped_backoff
 from engine.errors import ConfigError, EngineError
 
 __all__ = [
@@ -476,9 +477,8 @@ class RefreshSchedule:
         """The pause after ``failures`` failures in a row (0 when there were none)."""
         if failures <= 0:
             return 0.0
-        # The exponent is capped so a long outage cannot overflow the float.
-        step = BACKOFF_FIRST_S * 2.0 ** min(failures - 1, 16)
-        return min(step, BACKOFF_CAP_S, ttl_s)
+        # capped_backoff cannot overflow, however long the outage.
+        return capped_backoff(failures - 1, base_s=BACKOFF_FIRST_S, cap_s=min(BACKOFF_CAP_S, ttl_s))
 
     def record_success(self, now: float) -> None:
         self.failures = 0

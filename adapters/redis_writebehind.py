@@ -106,6 +106,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from adapters.artifact_rows import RowStore, StoredRow
+from engine.backoff import capped_backoff
 from engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
 __all__ = [
@@ -572,7 +573,7 @@ class RedisWriteBehind:
         if self._mode == "direct":
             return self.cooldown_s
         failures = self._counts["flush_failures_consecutive"]
-        return float(min(self.retry_backoff_s * 2 ** (failures - 1), self.cooldown_s))
+        return capped_backoff(failures - 1, base_s=self.retry_backoff_s, cap_s=self.cooldown_s)
 
     def _report_lost_queue(self) -> None:
         if self._group_ready:

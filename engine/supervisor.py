@@ -31,6 +31,7 @@ from typing import Protocol
 
 import trio
 
+from engine.backoff import capped_backoff
 from engine.channels import ChannelRegistry
 from engine.config import EngineConfig
 from engine.errors import EngineClosed, EngineCrashed, UsageError
@@ -307,9 +308,10 @@ async def supervise(
                     f"({type(exc).__name__}: {exc}); check what it depends on."
                 ) from exc
             restarts[spec.name] += 1
-            delay = min(
-                config.restart_backoff_max_s,
-                config.restart_backoff_initial_s * 2 ** (failures - 1),
+            delay = capped_backoff(
+                failures - 1,
+                base_s=config.restart_backoff_initial_s,
+                cap_s=config.restart_backoff_max_s,
             )
             await trio.sleep(delay)
 
