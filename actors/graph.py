@@ -41,8 +41,7 @@ from actors.reorderer import reorderer
 from actors.tool_executor import tool_executor
 from engine.config import EngineConfig
 from engine.ports import EnginePorts
-from engine.supervisor import Engine, Intake, ServiceSpec, Wiring
-from engine.supervisor import open_engine as _open_engine
+from engine.supervisor import Engine, Intake, ServiceSpec, Wiring, open_engine_with_graph
 
 __all__ = ["open_engine", "streaming_graph"]
 
@@ -150,7 +149,7 @@ async def streaming_graph(
 async def open_engine(
     config: EngineConfig, ports: EnginePorts, *, services: tuple[ServiceSpec, ...] = ()
 ) -> AsyncIterator[Engine]:
-    """``engine.open_engine`` with the streaming graph: the usual way in."""
+    """``engine.supervisor.open_engine_with_graph`` with the streaming graph: the usual way in."""
     store = ports.artifacts
     if store is not None:
         cleanup = ServiceSpec(
@@ -158,5 +157,7 @@ async def open_engine(
             run=functools.partial(artifact_cleanup, store, config, rng=ports.rng),
         )
         services = (*services, cleanup)
-    async with _open_engine(config, ports, graph=streaming_graph, services=services) as engine:
+    async with open_engine_with_graph(
+        config, ports, graph=streaming_graph, services=services
+    ) as engine:
         yield engine

@@ -43,7 +43,7 @@ from engine.messages import (
 from engine.ports import EnginePorts, UpstreamResponse, UpstreamTransport
 from engine.request import ResponseStream
 from engine.statistics import EngineStatistics
-from engine.supervisor import Engine, ServiceSpec, open_engine, supervise
+from engine.supervisor import Engine, ServiceSpec, supervise
 
 __all__ = [
     "AdmissionRejected",
@@ -86,6 +86,5 @@ __all__ = [
     "UpstreamTransport",
     "Usage",
     "UsageError",
-    "open_engine",
     "supervise",
 ]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from engine.messages import JsonObject, freeze_json
+from engine.json_values import JsonObject, freeze_json
 
 __all__ = [
     "ARTIFACT_ID_LENGTH",

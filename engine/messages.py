@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from engine.errors import EngineError, UsageError
+from engine.json_values import JsonObject, freeze_json, thaw_json
 from engine.logs import LEVELS
 
-if TYPE_CHECKING:  # engine.artifacts and engine.tools build on this module
+if TYPE_CHECKING:  # engine.artifacts and engine.tools import engine.json_values, not this module
     from engine.artifacts import ArtifactContext
     from engine.tools import Tool
 
@@ -71,31 +72,12 @@ __all__ = [
     "thaw_json",
 ]
 
-JsonObject = Mapping[str, Any]
 DeltaChannel = Literal["text", "reasoning"]
 
 
 def new_request_id() -> str:
     """16 hex characters: unique enough per process, short enough for logs."""
     return secrets.token_hex(8)
-
-
-def freeze_json(value: Any) -> Any:
-    """A read-only deep copy of JSON-like data (dicts → mapping proxies, lists → tuples)."""
-    if isinstance(value, Mapping):
-        return types.MappingProxyType({str(k): freeze_json(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze_json(v) for v in value)
-    return value
-
-
-def thaw_json(value: Any) -> Any:
-    """The inverse of ``freeze_json``: plain dicts and lists, ready to encode."""
-    if isinstance(value, Mapping):
-        return {k: thaw_json(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [thaw_json(v) for v in value]
-    return value
 
 
 # --------------------------------------------------------------------------

@@ -1,17 +1,18 @@
-"""``open_engine``: starts the actors, supervises them, and shuts them down.
+"""``open_engine_with_graph``: starts the actors, supervises them, and shuts them down.
 
 The engine package may not import ``actors`` (imports flow engine ← actors),
-so the actor graph is handed in: ``open_engine(config, ports, graph=...)``.
-``actors.open_engine`` is the same call with the streaming graph filled in,
-and is what bench, adapters and tests use.
+so the actor graph is handed in: ``open_engine_with_graph(config, ports, graph=...)``.
+``actors.open_engine`` is this call with the streaming graph filled in, the one
+public ``open_engine``, and is what bench, adapters and tests use.
 
 Lifecycle::
 
-    open_engine ─ nursery ─┬─ graph (admission ▶ fetcher ▶ parsers ▶ reorderer ▶ batcher ▶ emitter)
-                           └─ services, each under ``supervise`` (restart with backoff)
+    open_engine_with_graph
+      └─ nursery ─┬─ graph (admission ▶ fetcher ▶ parsers ▶ reorderer ▶ batcher ▶ emitter)
+                  └─ services, each under ``supervise`` (restart with backoff)
 
 * Start: the graph starts its actors downstream-first with ``nursery.start``
-  and reports the admission ``Intake``; only then does ``open_engine`` yield.
+  and reports the admission ``Intake``; only then does ``open_engine_with_graph`` yield.
 * Normal shutdown (leaving the ``async with``, or ``Engine.aclose``): the
   intake closes (waiting requests end with ``EngineClosed``), each actor's
   ``async for`` ends and closes its outbox, down to the emitter; after
@@ -53,7 +54,7 @@ __all__ = [
     "Intake",
     "ServiceSpec",
     "Wiring",
-    "open_engine",
+    "open_engine_with_graph",
     "supervise",
 ]
 
@@ -246,7 +247,7 @@ def _closed_ending(request_id: str, when: str) -> Failed:
 
 
 @asynccontextmanager
-async def open_engine(
+async def open_engine_with_graph(
     config: EngineConfig,
     ports: EnginePorts,
     *,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import UsageError
-from engine.messages import JsonObject, freeze_json, thaw_json
+from engine.json_values import JsonObject, freeze_json, thaw_json
 
 __all__ = ["Tool", "ToolFunction", "toolbox"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,106 @@ def test_public_names_are_sorted_and_exported(package: str) -> None:
     assert names == sorted(names)
     for name in names:
         assert hasattr(module, name), f"{package}.{name} is in __all__ but missing"
+
+
+def engine_import_graph(package_dir: Path) -> dict[str, set[str]]:
+    """Which modules of a package each of its modules imports (``if TYPE_CHECKING`` too).
+
+    Modules are named by their file's stem (``__init__`` for the package itself);
+    ``import engine.x`` and ``from engine.x import y`` point at ``x``, and
+    ``from engine import y`` at ``y`` when it is a module, else at ``__init__``.
+    """
+    package = package_dir.name
+    modules = {path.stem for path in package_dir.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package_dir.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                dotted = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(filter(None, [package, base]))
+                dotted = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in dotted:
+                parts = name.split(".")
+                if parts[0] != package:
+                    continue
+                if len(parts) == 1:
+                    if isinstance(node, ast.Import):
+                        targets.add("__init__")
+                elif parts[1] in modules:
+                    targets.add(parts[1])
+                elif len(parts) == 2 and isinstance(node, ast.ImportFrom) and name != node.module:
+                    targets.add("__init__")  # from engine import SomeName
+        targets.discard(path.stem)
+        graph[path.stem] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path that ends where it starts, or None."""
+    done: set[str] = set()
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ())):
+            if target in on_stack:
+                return [*stack[stack.index(target) :], target]
+            if target not in done:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        stack.pop()
+        on_stack.discard(node)
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        if node not in done:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_engine_modules_import_each_other_without_a_cycle() -> None:
+    graph = engine_import_graph(ROOT / "engine")
+    assert graph["json_values"] == set(), (
+        "engine.json_values is a leaf: it imports no engine module"
+    )
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle in engine/: " + " → ".join(
+        f"engine.{name}" for name in cycle or []
+    )
+
+
+def test_the_cycle_checker_sees_a_cycle(tmp_path: Path) -> None:
+    package = tmp_path / "engine"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "a.py").write_text("from engine.b import x\n", encoding="utf-8")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from engine import c\n",
+        encoding="utf-8",
+    )
+    (package / "c.py").write_text("import engine.a\n", encoding="utf-8")
+    graph = engine_import_graph(package)
+    assert graph == {"__init__": set(), "a": {"b"}, "b": {"c"}, "c": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    (package / "c.py").write_text("import json\n", encoding="utf-8")
+    assert find_cycle(engine_import_graph(package)) is None
+
+
+def test_open_engine_is_one_public_name() -> None:
+    assert "open_engine" in importlib.import_module("actors").__all__
+    for name in ("engine", "engine.supervisor"):
+        module = importlib.import_module(name)
+        assert not hasattr(module, "open_engine"), f"{name} has its own open_engine"
