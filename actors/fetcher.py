@@ -55,6 +55,7 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 import trio
@@ -103,6 +104,8 @@ from engine.request import RequestHandle
 from engine.statistics import ActorCounters
 
 __all__ = ["fetcher"]
+
+M = TypeVar("M")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -454,7 +457,7 @@ class _RequestFetch:
         is most of the fetcher's cost under load. Only an empty window or a
         full channel makes it wait.
         """
-        window = self.handle.window
+        window, express = self.handle.window, self.shared.express
         tally = ParseTally()
         start, total = 0, len(payloads)
         while start < total:
@@ -462,8 +465,8 @@ class _RequestFetch:
             if not count:
                 count = await window.acquire_some(total - start)
             part = payloads[start : start + count]
-            if self.shared.express is not None:
-                await self._send_batched(part, tally)
+            if express is not None:
+                await self._send_batched(express, part, tally)
             else:
                 await self._send_raw(part, count)
             start += count
@@ -483,17 +486,14 @@ class _RequestFetch:
         batch = SseBatch(
             request_id=self.handle.request_id, first_seq=self.next_seq, payloads=tuple(part)
         )
-        outbox = self.shared.outbox
-        try:
-            try:
-                outbox.send_nowait(batch)
-            except trio.WouldBlock:
-                await outbox.send(batch)
-        except BaseException:
-            self.handle.window.release(credits)  # not sent: nobody else will return them
-            raise
+        await self._send(self.shared.outbox, batch, credits)
 
-    async def _send_batched(self, part: list[bytes], tally: ParseTally) -> None:
+    async def _send_batched(
+        self,
+        express: trio.MemorySendChannel[tuple[BatchOut, ...]],
+        part: list[bytes],
+        tally: ParseTally,
+    ) -> None:
         """The express lane: decode, merge, and send what is ready as one bundle.
 
         Pushed and sent in one step, so the alarm's flush of a later run can
@@ -510,15 +510,17 @@ class _RequestFetch:
         shared.flushes.settle(batcher, idle_s)
         if not items:
             return  # all pending: the run holds their credits
-        bundle = (RequestBatch(request_id=rid, items=tuple(items)),)
+        # The bundle carries its items' credits (the pending run keeps its own).
+        credits = sum(item.events if isinstance(item, TextRun) else 1 for item in items)
+        await self._send(express, (RequestBatch(request_id=rid, items=tuple(items)),), credits)
+
+    async def _send(self, channel: trio.MemorySendChannel[M], message: M, credits: int) -> None:
+        """Send without yielding when there is room; credits go back if it is not sent."""
         try:
             try:
-                shared.express.send_nowait(bundle)  # type: ignore[union-attr]
+                channel.send_nowait(message)
             except trio.WouldBlock:
-                await shared.express.send(bundle)  # type: ignore[union-attr]
+                await channel.send(message)
         except BaseException:
-            # Not sent: nobody else will return its credits (the pending run keeps its own).
-            self.handle.window.release(
-                sum(item.events if isinstance(item, TextRun) else 1 for item in items)
-            )
+            self.handle.window.release(credits)  # not sent: nobody else will return them
             raise

@@ -14,14 +14,25 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from adapters.trio_bridge import GuestModeBridge, ThreadBridge
+from engine.config import EngineConfig
+from engine.ports import ArtifactStore
+from tests.engine.support import API_KEY
+
+#: Both bridges, by the name the tests are parametrised with.
+BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
+    "guest": GuestModeBridge,
+    "thread": ThreadBridge,
+}
 
 REPO = Path(__file__).resolve().parents[2]
 READY = re.compile(r"mock-openrouter listening on (http://\S+)")
@@ -121,3 +132,19 @@ async def mock_streams_are(mock: Mock, n: int) -> bool:
 
 async def mock_idle(mock: Mock) -> bool:
     return await mock_streams_are(mock, 0)
+
+
+def bridge_with_store(
+    bridge_kind: str, mock: Mock, store: ArtifactStore
+) -> GuestModeBridge | ThreadBridge:
+    """A bridge of that kind on the mock whose engine persists into ``store``."""
+
+    @asynccontextmanager
+    async def store_factory() -> AsyncIterator[ArtifactStore]:
+        yield store
+
+    return BRIDGES[bridge_kind](
+        EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0),
+        API_KEY,
+        store_factory=store_factory,
+    )

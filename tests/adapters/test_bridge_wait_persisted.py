@@ -7,24 +7,15 @@ never looks at the engine's statistics to decide.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 from adapters import owui_history
-from adapters.trio_bridge import GuestModeBridge, ThreadBridge
 from engine import EngineClosed, OutputItem
 from engine.artifacts import ArtifactContext
-from engine.config import EngineConfig
 from engine.statistics import EngineStatistics
-from tests.adapters.asyncio_support import Mock, run_on
-from tests.engine.support import API_KEY, MemoryStore, request
-
-BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
-    "guest": GuestModeBridge,
-    "thread": ThreadBridge,
-}
+from tests.adapters.asyncio_support import BRIDGES, Mock, bridge_with_store, run_on
+from tests.engine.support import MemoryStore, request
 
 
 @pytest.mark.parametrize("bridge_kind", sorted(BRIDGES))
@@ -34,16 +25,8 @@ def test_the_history_settles_on_the_barrier_not_on_statistics(
     store = MemoryStore()
     store.slow_s = 0.3  # the write is still under way when the answer has ended
 
-    @asynccontextmanager
-    async def store_factory() -> AsyncIterator[MemoryStore]:
-        yield store
-
     async def scenario() -> None:
-        bridge = BRIDGES[bridge_kind](
-            EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0),
-            API_KEY,
-            store_factory=store_factory,
-        )
+        bridge = bridge_with_store(bridge_kind, mock, store)
 
         async def no_statistics() -> EngineStatistics:
             raise AssertionError("the history loader must not read statistics")

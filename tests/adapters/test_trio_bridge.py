@@ -33,7 +33,9 @@ from engine import (
     UpstreamTransport,
 )
 from tests.adapters.asyncio_support import (
+    BRIDGES,
     Mock,
+    bridge_with_store,
     mock_idle,
     mock_streams_are,
     run_on,
@@ -42,10 +44,6 @@ from tests.adapters.asyncio_support import (
 from tests.engine.support import API_KEY, metadata, request
 
 Bridge = GuestModeBridge | ThreadBridge
-BRIDGES: dict[str, type[GuestModeBridge] | type[ThreadBridge]] = {
-    "guest": GuestModeBridge,
-    "thread": ThreadBridge,
-}
 
 
 @pytest.fixture(params=sorted(BRIDGES))
@@ -480,16 +478,8 @@ def test_artifacts_reach_the_store_and_can_be_read_back_from_asyncio(
 
     store = MemoryStore()
 
-    @asynccontextmanager
-    async def store_factory() -> AsyncIterator[MemoryStore]:
-        yield store
-
     async def scenario() -> None:
-        bridge = BRIDGES[bridge_kind](
-            EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0),
-            API_KEY,
-            store_factory=store_factory,
-        )
+        bridge = bridge_with_store(bridge_kind, mock, store)
         try:
             req = dataclasses.replace(
                 request("reasoning", tokens=5),
