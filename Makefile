@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m bench run demo
+	$(PY) -m orpipe.bench run demo
 
 # Our ranges must accept Open WebUI 0.12.4's pinned versions (resolve only, install nothing).
 pins: $(STAMP)
@@ -31,7 +31,11 @@ pins: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine actors adapters bench tests
 
+# mypy cannot follow setuptools' editable import hook, so it reads the package
+# through links laid out as it is installed: .typecheck/orpipe/engine -> engine/, ...
 typecheck: $(STAMP)
+	mkdir -p .typecheck/orpipe
+	for d in engine actors adapters bench; do ln -sfn ../../$$d .typecheck/orpipe/$$d; done
 	$(VENV)/bin/mypy
 
 # PostgreSQL and redis-server for the persistence tests (installed or started if missing).
@@ -59,7 +63,7 @@ test: pins lint typecheck pytest
 # outside the repository (OWUI_VENV=... to choose where; created on first use).
 OWUI_VENV ?= $(HOME)/.cache/orpipe-owui-venv
 owui-smoke: $(STAMP)
-	$(PY) -m bench.owui_smoke --venv $(OWUI_VENV)
+	$(PY) -m orpipe.bench.owui_smoke --venv $(OWUI_VENV)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -4,6 +4,6 @@
 graph; it is the entry point for the bench, the adapters and the tests.
 """
 
-from actors.graph import open_engine, streaming_graph
+from orpipe.actors.graph import open_engine, streaming_graph
 
 __all__ = ["open_engine", "streaming_graph"]

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import trio
 
-from actors.admission_room import WaitingRoom
-from engine.config import EngineConfig
-from engine.errors import RequestDeadlineExceeded, RequestShed
-from engine.messages import Failed
-from engine.request import RequestHandle
-from engine.statistics import AdmissionStats
+from orpipe.actors.admission_room import WaitingRoom
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import RequestDeadlineExceeded, RequestShed
+from orpipe.engine.messages import Failed
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import AdmissionStats
 
 __all__ = ["AdmissionDesk", "admission"]
 

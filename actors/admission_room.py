@@ -14,8 +14,8 @@ import collections
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from engine.errors import AdmissionRejected, EngineClosed
-from engine.statistics import AdmissionStats
+from orpipe.engine.errors import AdmissionRejected, EngineClosed
+from orpipe.engine.statistics import AdmissionStats
 
 __all__ = ["WaitingRoom"]
 

@@ -29,13 +29,13 @@ from collections.abc import Mapping
 
 import trio
 
-from actors.delta_batching import DeltaBatcher
-from actors.draining import drain_nowait, take_each
-from actors.idle_flush import IdleFlushes
-from engine.config import EngineConfig
-from engine.messages import BatchedItem, BatchOut, ParsedBatch, RequestBatch, StreamEnded
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
+from orpipe.actors.delta_batching import DeltaBatcher
+from orpipe.actors.draining import drain_nowait, take_each
+from orpipe.actors.idle_flush import IdleFlushes
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.messages import BatchedItem, BatchOut, ParsedBatch, RequestBatch, StreamEnded
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["delta_batcher", "open_request_batcher"]
 

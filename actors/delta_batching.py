@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from engine.messages import BatchedItem, DeltaChannel, DeltaEvent, StreamItem, TextRun
+from orpipe.engine.messages import BatchedItem, DeltaChannel, DeltaEvent, StreamItem, TextRun
 
 __all__ = ["DeltaBatcher", "join_surrogates"]
 

@@ -40,12 +40,12 @@ from typing import Any
 
 import trio
 
-from actors.draining import drain_nowait, take_each
-from actors.response_mapper import ResponseMapper
-from engine.artifacts import Artifact, ArtifactContext
-from engine.config import EngineConfig
-from engine.logs import bound
-from engine.messages import (
+from orpipe.actors.draining import drain_nowait, take_each
+from orpipe.actors.response_mapper import ResponseMapper
+from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.logs import bound
+from orpipe.engine.messages import (
     BatchOut,
     Cancelled,
     Completed,
@@ -61,9 +61,9 @@ from engine.messages import (
     TextRun,
     ToolRound,
 )
-from engine.persist_barrier import PersistBarrier
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
+from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["emitter"]
 

@@ -60,13 +60,13 @@ from typing import TypeVar
 import msgspec
 import trio
 
-from actors.batcher import open_request_batcher
-from actors.delta_batching import DeltaBatcher
-from actors.idle_flush import IdleFlushes
-from actors.parser import ParseTally, decode_payloads
-from actors.retry_policy import RetryPolicy, http_error_from_response
-from actors.sse_framer import EventTooLarge, SseFramer
-from actors.upstream_body import (
+from orpipe.actors.batcher import open_request_batcher
+from orpipe.actors.delta_batching import DeltaBatcher
+from orpipe.actors.idle_flush import IdleFlushes
+from orpipe.actors.parser import ParseTally, decode_payloads
+from orpipe.actors.retry_policy import RetryPolicy, http_error_from_response
+from orpipe.actors.sse_framer import EventTooLarge, SseFramer
+from orpipe.actors.upstream_body import (
     BodyKind,
     Inflater,
     body_kind,
@@ -78,16 +78,16 @@ from actors.upstream_body import (
     not_a_stream,
     redirect_error,
 )
-from engine.config import EngineConfig
-from engine.errors import (
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
     EngineError,
     RequestDeadlineExceeded,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from engine.logs import logger, request_context
-from engine.messages import (
+from orpipe.engine.logs import logger, request_context
+from orpipe.engine.messages import (
     BatchedItem,
     BatchOut,
     FetchOut,
@@ -99,9 +99,9 @@ from engine.messages import (
     TextRun,
     ToolsStopped,
 )
-from engine.ports import EnginePorts, UpstreamResponse
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
+from orpipe.engine.ports import EnginePorts, UpstreamResponse
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["fetcher"]
 

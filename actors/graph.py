@@ -30,18 +30,18 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from actors.admission import AdmissionDesk, admission
-from actors.batcher import delta_batcher
-from actors.emitter import emitter
-from actors.fetcher import fetcher
-from actors.idle_flush import IdleFlushes
-from actors.parser import parser_pool
-from actors.persister import artifact_cleanup, persister
-from actors.reorderer import reorderer
-from actors.tool_executor import tool_executor
-from engine.config import EngineConfig
-from engine.ports import EnginePorts
-from engine.supervisor import Engine, Intake, ServiceSpec, Wiring, open_engine_with_graph
+from orpipe.actors.admission import AdmissionDesk, admission
+from orpipe.actors.batcher import delta_batcher
+from orpipe.actors.emitter import emitter
+from orpipe.actors.fetcher import fetcher
+from orpipe.actors.idle_flush import IdleFlushes
+from orpipe.actors.parser import parser_pool
+from orpipe.actors.persister import artifact_cleanup, persister
+from orpipe.actors.reorderer import reorderer
+from orpipe.actors.tool_executor import tool_executor
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.ports import EnginePorts
+from orpipe.engine.supervisor import Engine, Intake, ServiceSpec, Wiring, open_engine_with_graph
 
 __all__ = ["open_engine", "streaming_graph"]
 

@@ -35,9 +35,9 @@ import math
 
 import trio
 
-from actors.delta_batching import DeltaBatcher
-from engine.messages import BatchOut, RequestBatch
-from engine.statistics import ActorCounters
+from orpipe.actors.delta_batching import DeltaBatcher
+from orpipe.engine.messages import BatchOut, RequestBatch
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["IdleFlushes"]
 

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 
 import trio
 
-from actors.draining import drain_nowait
-from actors.event_decoder import decode_event
-from engine.messages import FetchOut, ParsedBatch, ParseFailed, ParseOut, SseBatch, StreamItem
-from engine.statistics import ActorCounters
+from orpipe.actors.draining import drain_nowait
+from orpipe.actors.event_decoder import decode_event
+from orpipe.engine.messages import (
+    FetchOut,
+    ParsedBatch,
+    ParseFailed,
+    ParseOut,
+    SseBatch,
+    StreamItem,
+)
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["ParseTally", "decode_payloads", "parse_batch", "parser_pool"]
 

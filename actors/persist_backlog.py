@@ -12,8 +12,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Iterable
 
-from engine.artifacts import Artifact
-from engine.backoff import capped_backoff
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.backoff import capped_backoff
 
 __all__ = ["Backlog", "RetryClock"]
 

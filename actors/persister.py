@@ -40,14 +40,14 @@ import time
 
 import trio
 
-from actors.persist_backlog import Backlog, RetryClock
-from engine.artifacts import Artifact
-from engine.config import EngineConfig
-from engine.errors import PersistenceError
-from engine.logs import logger
-from engine.persist_barrier import PersistBarrier
-from engine.ports import ArtifactStore
-from engine.statistics import ActorCounters
+from orpipe.actors.persist_backlog import Backlog, RetryClock
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import PersistenceError
+from orpipe.engine.logs import logger
+from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.ports import ArtifactStore
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["artifact_cleanup", "persister"]
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import trio
 
-from actors.draining import drain_nowait
-from actors.reorder_window import ReorderWindow
-from engine.config import EngineConfig
-from engine.messages import ParsedBatch, ParseOut, StreamEnded
-from engine.statistics import ActorCounters
+from orpipe.actors.draining import drain_nowait
+from orpipe.actors.reorder_window import ReorderWindow
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.messages import ParsedBatch, ParseOut, StreamEnded
+from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["reorderer"]
 

@@ -25,14 +25,14 @@ import collections
 import math
 from typing import Any, assert_never
 
-from engine.errors import (
+from orpipe.engine.errors import (
     EngineError,
     RequestDeadlineExceeded,
     UpstreamProtocolError,
     UpstreamResponseFailed,
 )
-from engine.logs import logger
-from engine.messages import (
+from orpipe.engine.logs import logger
+from orpipe.engine.messages import (
     BatchedItem,
     Cancelled,
     Citation,

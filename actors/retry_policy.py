@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import msgspec
 
-from actors.upstream_body import describe_html
-from engine.backoff import capped_backoff
-from engine.config import EngineConfig
-from engine.errors import UpstreamError, UpstreamHTTPError, UpstreamRateLimited
+from orpipe.actors.upstream_body import describe_html
+from orpipe.engine.backoff import capped_backoff
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import UpstreamError, UpstreamHTTPError, UpstreamRateLimited
 
 __all__ = ["RetryPolicy", "http_error_from_response", "parse_retry_after"]
 

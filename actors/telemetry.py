@@ -38,7 +38,7 @@ from typing import Any, Self
 
 import trio
 
-from actors.telemetry_core import (
+from orpipe.actors.telemetry_core import (
     BreakerSources,
     Frame,
     FrameRing,
@@ -46,9 +46,9 @@ from actors.telemetry_core import (
     TelemetrySettings,
     build_frame,
 )
-from engine.channels import ChannelRegistry
-from engine.errors import AdmissionRejected, EngineClosed
-from engine.statistics import EngineStatistics
+from orpipe.engine.channels import ChannelRegistry
+from orpipe.engine.errors import AdmissionRejected, EngineClosed
+from orpipe.engine.statistics import EngineStatistics
 
 __all__ = ["Subscription", "TelemetryHub", "telemetry_sampler"]
 

@@ -39,8 +39,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import ConfigError
-from engine.statistics import EngineStatistics
+from orpipe.engine.errors import ConfigError
+from orpipe.engine.statistics import EngineStatistics
 
 __all__ = [
     "BreakerSources",

@@ -42,15 +42,15 @@ from typing import Any
 
 import trio
 
-from actors.tool_outputs import CallOutcome, output_text
-from actors.tool_plan import Batch, PlannedCall, plan_round
-from actors.tool_threads import RunawayThreads
-from engine.artifacts import Artifact
-from engine.breaker import Breaker
-from engine.config import EngineConfig
-from engine.errors import RequestDeadlineExceeded
-from engine.logs import logger, request_context
-from engine.messages import (
+from orpipe.actors.tool_outputs import CallOutcome, output_text
+from orpipe.actors.tool_plan import Batch, PlannedCall, plan_round
+from orpipe.actors.tool_threads import RunawayThreads
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.breaker import Breaker
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import RequestDeadlineExceeded
+from orpipe.engine.logs import logger, request_context
+from orpipe.engine.messages import (
     NextTurn,
     OutboundEvent,
     OutputItem,
@@ -59,10 +59,10 @@ from engine.messages import (
     ToolsStopped,
     TurnMail,
 )
-from engine.persist_barrier import PersistBarrier
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
-from engine.tools import Tool
+from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
+from orpipe.engine.tools import Tool
 
 __all__ = ["tool_executor"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from engine.messages import JsonObject
+from orpipe.engine.messages import JsonObject
 
 __all__ = ["Batch", "PlannedCall", "plan_round", "read_call"]
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from engine.errors import UpstreamNotAStream, UpstreamResponseFailed
+from orpipe.engine.errors import UpstreamNotAStream, UpstreamResponseFailed
 
 __all__ = [
     "BodyKind",

@@ -3,6 +3,6 @@
 Each module says which of its functions are trio- and which asyncio-flavoured.
 """
 
-from adapters.openrouter_http import OpenRouterHttpTransport
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
 
 __all__ = ["OpenRouterHttpTransport"]

@@ -26,10 +26,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 try:
-    from adapters.owui_chat import TurnContext, list_models, run_turn
-    from adapters.owui_valves import UserValves as _UserValves
-    from adapters.owui_valves import Valves as _Valves
-    from adapters.owui_valves import secret_storage_warning
+    from orpipe.adapters.openwebui.turn import TurnContext, list_models, run_turn
+    from orpipe.adapters.openwebui.valves import UserValves as _UserValves
+    from orpipe.adapters.openwebui.valves import Valves as _Valves
+    from orpipe.adapters.openwebui.valves import secret_storage_warning
 except ImportError as exc:  # pragma: no cover - exercised by hand in Open WebUI
     raise ImportError(
         "The orpipe package is not installed in Open WebUI's Python environment. "

@@ -1,7 +1,7 @@
 """The baseline phase: the least a client must do to consume the same streams.
 
 Owns the bare client: httpx clients with keep-alive laid out exactly as the
-engine's transport lays them out (``adapters.http_pool``), one trio task per
+engine's transport lays them out (``adapters.openrouter.pool``), one trio task per
 stream, a minimal inline SSE splitter, and ``msgspec`` decoding of each event into a dict. Nothing
 else: no validation, no batching, no per-request state beyond the stream.
 It is the yardstick the engine's CPU per event is divided by, so it must
@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from adapters.http_pool import ShardedClients
-from bench.measure import Outcome, Phase, RequestRecord, drive
-from bench.scenarios import BenchScenario
+from orpipe.adapters.openrouter.pool import ShardedClients
+from orpipe.bench.measure import Outcome, Phase, RequestRecord, drive
+from orpipe.bench.scenarios import BenchScenario
 
 __all__ = ["read_stream", "run_baseline"]
 
@@ -46,7 +46,7 @@ async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> 
         "stream": True,
         "metadata": scenario.mock_metadata(),
     }
-    # The same pool layout as the engine's transport (see adapters.http_pool).
+    # The same pool layout as the engine's transport (see adapters.openrouter.pool).
     async with ShardedClients(
         connections,
         base_url=base_url.rstrip("/") + "/",

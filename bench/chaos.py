@@ -23,13 +23,13 @@ from typing import Any
 
 import trio
 
-from adapters.artifact_codec import ArtifactCodec
-from adapters.artifact_rows import CodecStore
-from adapters.redis_writebehind import RedisWriteBehind
-from adapters.sql_store import SqlRowStore
-from bench.persistence import sql_row_count
-from bench.services import PgServer, RedisServer, pg_server, redis_server
-from engine import Engine
+from orpipe.adapters.store.codec import ArtifactCodec
+from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
+from orpipe.adapters.store.rows import CodecStore
+from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.bench.persistence import sql_row_count
+from orpipe.bench.services import PgServer, RedisServer, pg_server, redis_server
+from orpipe.engine import Engine
 
 __all__ = ["Chaos", "chaos_store"]
 

@@ -26,16 +26,21 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from bench.argtypes import non_negative_float, positive_float, positive_int, positive_int_list
-from bench.grid import Grid, parse_regimes, phase_names, resolve_grid
-from bench.lab_scenario import builtin_names
-from bench.report import format_grid_table, format_table, goal_line, pace_notes, tools_lines
-from bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
-from bench.scenarios import SCENARIOS, BenchScenario
-from engine import ConfigError, EngineConfig
+from orpipe.bench.argtypes import (
+    non_negative_float,
+    positive_float,
+    positive_int,
+    positive_int_list,
+)
+from orpipe.bench.grid import Grid, parse_regimes, phase_names, resolve_grid
+from orpipe.bench.lab_scenario import builtin_names
+from orpipe.bench.report import format_grid_table, format_table, goal_line, pace_notes, tools_lines
+from orpipe.bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
+from orpipe.bench.scenarios import SCENARIOS, BenchScenario
+from orpipe.engine import ConfigError, EngineConfig
 
 if TYPE_CHECKING:
-    from bench.owui_run import OwuiOptions, OwuiOutcome
+    from orpipe.bench.owui_run import OwuiOptions, OwuiOutcome
 
 __all__ = ["main"]
 
@@ -218,7 +223,7 @@ def _grid_flags(args: argparse.Namespace) -> list[str]:
 
 def _owui_options(args: argparse.Namespace) -> OwuiOptions:
     """Validated options of an ``owui`` run, or ``ValueError``/``ConfigError``."""
-    from bench.owui_run import owui_options  # noqa: PLC0415 - see _main_owui
+    from orpipe.bench.owui_run import owui_options  # noqa: PLC0415 - see _main_owui
 
     scenario = _scenario(args)
     out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
@@ -229,15 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bench``; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["telemetry"]:
-        from bench.telemetry_run import main as telemetry_main  # noqa: PLC0415
+        from orpipe.bench.telemetry_run import main as telemetry_main  # noqa: PLC0415
 
         return telemetry_main(argv[1:], prog="python -m bench telemetry")
     if argv[:1] == ["fuzz"]:
-        from bench.fuzz import main as fuzz_main  # noqa: PLC0415
+        from orpipe.bench.fuzz import main as fuzz_main  # noqa: PLC0415
 
         return fuzz_main(argv[1:], prog="python -m bench fuzz")
     if argv[:1] == ["owui-real"]:
-        from bench.owui_real import main as owui_real_main  # noqa: PLC0415
+        from orpipe.bench.owui_real import main as owui_real_main  # noqa: PLC0415
 
         return owui_real_main(argv[1:], prog="python -m bench owui-real")
     parser = _build_parser()
@@ -255,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     if args.command == "compare" or args.scenario not in SCENARIOS:
-        from bench.lab_cli import main_lab  # noqa: PLC0415 - matplotlib is heavy
+        from orpipe.bench.lab_cli import main_lab  # noqa: PLC0415 - matplotlib is heavy
 
         return main_lab(parser.prog, args)
     if SCENARIOS[args.scenario].driver == "owui":
@@ -299,8 +304,8 @@ def _report(outcome: RunOutcome, options: RunOptions) -> int:
 def _main_owui(prog: str, args: argparse.Namespace) -> int:
     # Imported here: the Function and its dependencies take ~0.4 s to import,
     # which the other scenarios need not pay.
-    from bench.owui_load import loop_name  # noqa: PLC0415
-    from bench.owui_run import run_owui  # noqa: PLC0415
+    from orpipe.bench.owui_load import loop_name  # noqa: PLC0415
+    from orpipe.bench.owui_run import run_owui  # noqa: PLC0415
 
     try:
         options = _owui_options(args)
@@ -319,7 +324,7 @@ def _main_owui(prog: str, args: argparse.Namespace) -> int:
 
 
 def _report_owui(outcome: OwuiOutcome, options: OwuiOptions) -> int:
-    from bench.owui_report import format_owui_report, owui_shape  # noqa: PLC0415
+    from orpipe.bench.owui_report import format_owui_report, owui_shape  # noqa: PLC0415
 
     document = outcome.document
     if document["phases"]:

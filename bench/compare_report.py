@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.html_report import (
+from orpipe.bench.html_report import (
     MISSING,
     esc,
     format_count,
@@ -31,8 +31,8 @@ from bench.html_report import (
     problems_html,
     render_page,
 )
-from bench.plots import PLOT_CAPTIONS
-from bench.report_checks import (
+from orpipe.bench.plots import PLOT_CAPTIONS
+from orpipe.bench.report_checks import (
     as_number,
     consistency_problems,
     scenario_name,

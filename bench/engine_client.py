@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import partial
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from bench.fake_tools import FakeTools, LatencyModel
-from bench.measure import Outcome, Phase, RequestRecord, drive
-from bench.scenarios import BenchScenario
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.bench.fake_tools import FakeTools, LatencyModel
+from orpipe.bench.measure import Outcome, Phase, RequestRecord, drive
+from orpipe.bench.scenarios import BenchScenario
+from orpipe.engine import (
     AdmissionRejected,
     ChatRequest,
     Completed,
@@ -36,7 +36,7 @@ from engine import (
     Failed,
     TextDelta,
 )
-from engine.tools import toolbox
+from orpipe.engine.tools import toolbox
 
 __all__ = ["run_engine_phase"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import trio
 
-from bench.measure import Latency
-from engine.tools import Tool
+from orpipe.bench.measure import Latency
+from orpipe.engine.tools import Tool
 
 __all__ = ["FakeTools", "LatencyModel"]
 

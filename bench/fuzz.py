@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from bench.argtypes import positive_float, positive_int
+from orpipe.bench.argtypes import positive_float, positive_int
 
 if TYPE_CHECKING:
     from tests.fuzz.runner import Summary

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from bench.scenarios import FRAMING_EVENTS, BenchScenario, Regime
+from orpipe.bench.scenarios import FRAMING_EVENTS, BenchScenario, Regime
 
 __all__ = [
     "REGIMES",

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.plots import PLOT_CAPTIONS
-from bench.report_checks import (
+from orpipe.bench.plots import PLOT_CAPTIONS
+from orpipe.bench.report_checks import (
     LATENCY_KEYS,
     LATENCY_LABELS,
     PERCENTILE_KEYS,

@@ -19,16 +19,16 @@ from typing import Any
 
 import trio
 
-from bench.lab_run import LabOptions, LabOutcome, default_out_dir, run_lab
-from bench.lab_scenario import (
+from orpipe.bench.lab_run import LabOptions, LabOutcome, default_out_dir, run_lab
+from orpipe.bench.lab_scenario import (
     LabScenario,
     ScenarioFileError,
     builtin_names,
     find_scenario,
     load_scenario,
 )
-from engine import ConfigError, EngineConfig
-from engine.logs import LogSettings, setup_logging
+from orpipe.engine import ConfigError, EngineConfig
+from orpipe.engine.logs import LogSettings, setup_logging
 
 __all__ = ["format_summary", "main_lab"]
 
@@ -73,7 +73,7 @@ def main_lab(prog: str, args: argparse.Namespace) -> int:
 def _compare(
     scenario: LabScenario, sides: Mapping[str, dict[str, str]], out: Path, scale: float
 ) -> int:
-    from bench.compare_report import format_compare, write_compare_html  # noqa: PLC0415
+    from orpipe.bench.compare_report import format_compare, write_compare_html  # noqa: PLC0415
 
     outcomes: dict[str, LabOutcome] = {}
     for side, overrides in sides.items():

@@ -19,8 +19,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.lab_scenario import KINDS, LabScenario
-from bench.measure import Latency
+from orpipe.bench.lab_scenario import KINDS, LabScenario
+from orpipe.bench.measure import Latency
 
 __all__ = ["Arrival", "Recorder", "capacity_rps", "plan_arrivals"]
 

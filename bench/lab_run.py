@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from bench.fake_tools import FakeTools, LatencyModel
-from bench.lab_load import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.bench.fake_tools import FakeTools, LatencyModel
+from orpipe.bench.lab_load import (
     Arrival,
     Recorder,
     capacity_rps,
@@ -46,13 +46,13 @@ from bench.lab_load import (
     latency_summary,
     plan_arrivals,
 )
-from bench.lab_scenario import LabScenario
+from orpipe.bench.lab_scenario import LabScenario
 
 if TYPE_CHECKING:
-    from bench.chaos import Chaos
-from bench.mock_process import running_mock
-from bench.report import machine_info, utc_now
-from engine import (
+    from orpipe.bench.chaos import Chaos
+from orpipe.bench.mock_process import running_mock
+from orpipe.bench.report import machine_info, utc_now
+from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
     ChatRequest,
@@ -63,9 +63,9 @@ from engine import (
     Failed,
     TextDelta,
 )
-from engine.artifacts import ArtifactContext
-from engine.errors import RequestShed
-from engine.tools import toolbox
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.errors import RequestShed
+from orpipe.engine.tools import toolbox
 
 __all__ = ["LabOptions", "LabOutcome", "run_lab"]
 
@@ -134,8 +134,8 @@ async def run_lab(options: LabOptions) -> LabOutcome:
 
 
 def _write_report(document: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    from bench.html_report import write_html  # noqa: PLC0415 - matplotlib is heavy
-    from bench.plots import write_plots  # noqa: PLC0415
+    from orpipe.bench.html_report import write_html  # noqa: PLC0415 - matplotlib is heavy
+    from orpipe.bench.plots import write_plots  # noqa: PLC0415
 
     plots = write_plots(document, out_dir)
     return {**plots, "report": write_html(document, plots, out_dir)}
@@ -183,7 +183,7 @@ class _Run:
             config = dataclasses.replace(self.config, base_url=mock.base_url)
             store = None
             if self.scenario.chaos:
-                from bench.chaos import chaos_store  # noqa: PLC0415 - services only when asked
+                from orpipe.bench.chaos import chaos_store  # noqa: PLC0415 - services only when asked
 
                 store, self.chaos = await stack.enter_async_context(
                     chaos_store(self.scenario.chaos)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.mock_scenarios import HTTP_ERROR_SCENARIOS
+from orpipe.bench.mock_scenarios import HTTP_ERROR_SCENARIOS
 
 __all__ = [
     "BUILTIN_DIR",

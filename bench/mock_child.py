@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import httpx
 
-from bench.mock_process import BenchError, MockProcess
+from orpipe.bench.mock_process import BenchError, MockProcess
 
 __all__ = ["mock_stats", "running_mock_child"]
 
@@ -44,7 +44,7 @@ def running_mock_child(
     log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"],
+            [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,

@@ -39,7 +39,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from bench.mock_scenarios import (
+from orpipe.bench.mock_scenarios import (
     CATALOGUE,
     CHAT_SCENARIOS,
     PARAM_PREFIX,

@@ -67,7 +67,7 @@ async def running_mock(
     log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
     try:
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"],
+            [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"],
             stdout=subprocess.PIPE,
             stderr=log,
             env=env,

@@ -37,7 +37,7 @@ from typing import Any, Final
 import httpx
 import trio
 
-from bench.headless_chromium import DevToolsPage, open_chromium
+from orpipe.bench.headless_chromium import DevToolsPage, open_chromium
 
 __all__ = [
     "COPY_TOAST",

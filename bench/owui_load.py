@@ -39,17 +39,17 @@ from typing import Any, Literal
 
 import httpx
 
-from adapters import owui_pipe
-from adapters.http_pool import ShardedClients
-from adapters.model_catalog import close_registries
-from adapters.openrouter_http import OpenRouterHttpTransport
-from adapters.owui_chat import PipeError, TurnContext
-from adapters.owui_runtime import runtime_for_loop
-from adapters.trio_bridge import TransportFactory
-from bench.baseline import read_stream
-from bench.measure import Outcome, stderr_is_tty
-from bench.owui_measure import ChatMeter, ChatRecord
-from engine import EngineConfig, UpstreamTransport
+from orpipe.adapters import owui_pipe
+from orpipe.adapters.bridge.trio_bridge import TransportFactory
+from orpipe.adapters.openrouter.pool import ShardedClients
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
+from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.runtime import runtime_for_loop
+from orpipe.adapters.openwebui.turn import PipeError, TurnContext
+from orpipe.bench.baseline import read_stream
+from orpipe.bench.measure import Outcome, stderr_is_tty
+from orpipe.bench.owui_measure import ChatMeter, ChatRecord
+from orpipe.engine import EngineConfig, UpstreamTransport
 
 __all__ = ["PhaseKind", "PhaseSpec", "loop_name", "new_loop", "run_phase"]
 
@@ -374,7 +374,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 @asynccontextmanager
 async def _baseline_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[OneChat]:
-    """httpx clients laid out as the engine's transport lays them out (adapters.http_pool)."""
+    """httpx clients laid out as the engine's transport lays them out (adapters.openrouter.pool)."""
     body = {
         "model": f"mock/{spec.model_scenario}",
         "input": [

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.measure import Latency, Outcome
+from orpipe.bench.measure import Latency, Outcome
 
 __all__ = [
     "RATIO_PAIRS",

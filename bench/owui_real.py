@@ -57,12 +57,12 @@ from typing import Any
 
 import trio
 
-from bench.argtypes import non_negative_float, positive_float, positive_int
-from bench.mock_scenarios import parse_variant, plan
-from bench.owui_real_driver import CellSpec, ChatDriver
-from bench.owui_real_proc import sample_tree
-from bench.owui_real_report import format_memory, format_tables, pacing_label, summarize
-from bench.owui_real_servers import (
+from orpipe.bench.argtypes import non_negative_float, positive_float, positive_int
+from orpipe.bench.mock_scenarios import parse_variant, plan
+from orpipe.bench.owui_real_driver import CellSpec, ChatDriver
+from orpipe.bench.owui_real_proc import sample_tree
+from orpipe.bench.owui_real_report import format_memory, format_tables, pacing_label, summarize
+from orpipe.bench.owui_real_servers import (
     PIPES,
     PIPES_BY_NAME,
     Server,
@@ -71,9 +71,9 @@ from bench.owui_real_servers import (
     running_servers,
     set_up,
 )
-from bench.owui_smoke import OWUI_VERSION
-from bench.report import machine_info, utc_now, write_results
-from bench.runner import default_out_dir
+from orpipe.bench.owui_smoke import OWUI_VERSION
+from orpipe.bench.report import machine_info, utc_now, write_results
+from orpipe.bench.runner import default_out_dir
 
 __all__ = ["CellPlan", "RealOptions", "main", "per_worker", "plan_cells", "render", "variant_name"]
 
@@ -214,7 +214,7 @@ async def _running_mock(
     variants: dict[str, dict[str, str]], log_path: Path
 ) -> AsyncIterator[tuple[str, int]]:
     """The mock OpenRouter in its own process, with one variant per pacing."""
-    argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
     for name, params in variants.items():
         argv += ["--variant", f"{name}=" + "&".join(f"{k}={v}" for k, v in params.items())]
     path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))

@@ -37,9 +37,9 @@ from typing import Any
 import httpx
 import trio
 
-from adapters.http_pool import ShardedClients
-from bench.owui_real_proc import TreeSample, machine_busy_s, sample_tree
-from bench.owui_real_socketio import SocketIoClient, open_socketio
+from orpipe.adapters.openrouter.pool import ShardedClients
+from orpipe.bench.owui_real_proc import TreeSample, machine_busy_s, sample_tree
+from orpipe.bench.owui_real_socketio import SocketIoClient, open_socketio
 
 __all__ = ["CellSpec", "ChatDriver", "output_text"]
 

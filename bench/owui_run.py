@@ -39,14 +39,14 @@ from typing import Any
 
 import pydantic
 
-from adapters.owui_valves import ValveError, Valves
-from bench.mock_child import mock_stats, running_mock_child
-from bench.mock_process import MockProcess
-from bench.owui_load import PhaseKind, PhaseSpec, loop_name, run_phase
-from bench.owui_measure import ChatMeter, phase_ratios, ratio_directions, read_rss_mib
-from bench.report import machine_info, utc_now, write_results
-from bench.scenarios import BenchScenario
-from engine import EngineConfig
+from orpipe.adapters.openwebui.valves import ValveError, Valves
+from orpipe.bench.mock_child import mock_stats, running_mock_child
+from orpipe.bench.mock_process import MockProcess
+from orpipe.bench.owui_load import PhaseKind, PhaseSpec, loop_name, run_phase
+from orpipe.bench.owui_measure import ChatMeter, phase_ratios, ratio_directions, read_rss_mib
+from orpipe.bench.report import machine_info, utc_now, write_results
+from orpipe.bench.scenarios import BenchScenario
+from orpipe.engine import EngineConfig
 
 __all__ = ["PHASES", "OwuiOptions", "OwuiOutcome", "owui_options", "run_owui"]
 

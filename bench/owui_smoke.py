@@ -57,9 +57,9 @@ from typing import Any
 import httpx
 import trio
 
-from bench.headless_chromium import ChromiumMissing
-from bench.mock_scenarios import plan
-from bench.owui_browser import run_browser_checks
+from orpipe.bench.headless_chromium import ChromiumMissing
+from orpipe.bench.mock_scenarios import plan
+from orpipe.bench.owui_browser import run_browser_checks
 
 REPO = Path(__file__).resolve().parents[1]
 OWUI_VERSION = "0.12.4"
@@ -192,7 +192,7 @@ def run(venv: Path, steps: Steps = Steps()) -> None:
     say(f"logs and DATA_DIR under {work}")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     mock_log = work / "mock.log"
-    mock_argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    mock_argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
     mock_argv += ["--param", f"tps={MOCK_TPS}"]
     with process([*mock_argv, "--api-key", MOCK_KEY], env=env, log=mock_log):
         base_url = wait_for(lambda: mock_url(mock_log), "the mock OpenRouter", 20)

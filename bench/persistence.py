@@ -36,19 +36,19 @@ from typing import Any
 import sqlalchemy as sa
 import trio
 
-from actors import open_engine
-from actors.persister import persister
-from adapters import OpenRouterHttpTransport
-from adapters.artifact_codec import ArtifactCodec
-from adapters.artifact_rows import CodecStore, RowStore
-from adapters.redis_writebehind import RedisWriteBehind
-from adapters.sql_store import SqlRowStore
-from bench.measure import Latency
-from bench.mock_openrouter import serve_mock
-from engine import ChatRequest, EngineConfig, EnginePorts, OutputItem
-from engine.artifacts import Artifact, ArtifactContext
-from engine.ports import ArtifactStore
-from engine.statistics import ActorCounters
+from orpipe.actors import open_engine
+from orpipe.actors.persister import persister
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.adapters.store.codec import ArtifactCodec
+from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
+from orpipe.adapters.store.rows import CodecStore, RowStore
+from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.bench.measure import Latency
+from orpipe.bench.mock_openrouter import serve_mock
+from orpipe.engine import ChatRequest, EngineConfig, EnginePorts, OutputItem
+from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.ports import ArtifactStore
+from orpipe.engine.statistics import ActorCounters
 
 KEY = "bench artifact key, long enough"
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

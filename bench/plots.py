@@ -22,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.report_checks import (
+from orpipe.bench.report_checks import (
     LATENCY_KEYS,
     LATENCY_LABELS,
     as_number,

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import trio
 
-from bench.row_summary import CPU_RATIO_GOAL
+from orpipe.bench.row_summary import CPU_RATIO_GOAL
 
 __all__ = [
     "format_grid_table",

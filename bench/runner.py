@@ -26,15 +26,15 @@ from typing import Any
 import httpx
 import trio
 
-from bench.baseline import run_baseline
-from bench.engine_client import run_engine_phase
-from bench.grid import Grid, Row, Step, estimated_seconds, phase_names, plan_steps
-from bench.measure import Phase
-from bench.mock_process import MockProcess, fetch_mock_stats, running_mock
-from bench.report import machine_info, utc_now, write_results
-from bench.row_summary import CPU_RATIO_GOAL, cpu_ratio, summarize_row
-from bench.scenarios import BenchScenario
-from engine import EngineConfig
+from orpipe.bench.baseline import run_baseline
+from orpipe.bench.engine_client import run_engine_phase
+from orpipe.bench.grid import Grid, Row, Step, estimated_seconds, phase_names, plan_steps
+from orpipe.bench.measure import Phase
+from orpipe.bench.mock_process import MockProcess, fetch_mock_stats, running_mock
+from orpipe.bench.report import machine_info, utc_now, write_results
+from orpipe.bench.row_summary import CPU_RATIO_GOAL, cpu_ratio, summarize_row
+from orpipe.bench.scenarios import BenchScenario
+from orpipe.engine import EngineConfig
 
 __all__ = ["RunOptions", "RunOutcome", "default_out_dir", "run_bench"]
 

@@ -1,7 +1,7 @@
 """Live telemetry for a headless engine: the sampler and the server beside it.
 
 ``open_telemetry(engine)`` starts ``actors.telemetry.telemetry_sampler`` and
-``adapters.telemetry_server.serve_telemetry`` in a nursery next to a running
+``adapters.telemetry.server.serve_telemetry`` in a nursery next to a running
 engine and yields a ``TelemetryRun`` (the hub, and where the WebSocket,
 ``/metrics`` and the dashboard listen). Leaving the block cancels both; the
 engine itself belongs to the caller. Tests use this; so does the command::
@@ -34,18 +34,25 @@ from pathlib import Path
 
 import trio
 
-from actors import open_engine
-from actors.telemetry import TelemetryHub, telemetry_sampler
-from actors.telemetry_core import BreakerSources, TelemetrySettings
-from adapters import OpenRouterHttpTransport
-from adapters.telemetry_server import (
+from orpipe.actors import open_engine
+from orpipe.actors.telemetry import TelemetryHub, telemetry_sampler
+from orpipe.actors.telemetry_core import BreakerSources, TelemetrySettings
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.adapters.telemetry.server import (
     TelemetryEndpoints,
     TelemetryServerSettings,
     serve_telemetry,
 )
-from bench.headless_chromium import ChromiumMissing, open_chromium
-from bench.mock_openrouter import MockServer, serve_mock
-from engine import AdmissionRejected, ChatRequest, Engine, EngineConfig, EnginePorts, ResponseStream
+from orpipe.bench.headless_chromium import ChromiumMissing, open_chromium
+from orpipe.bench.mock_openrouter import MockServer, serve_mock
+from orpipe.engine import (
+    AdmissionRejected,
+    ChatRequest,
+    Engine,
+    EngineConfig,
+    EnginePorts,
+    ResponseStream,
+)
 
 __all__ = ["DASHBOARD_DIR", "TelemetryRun", "main", "open_telemetry"]
 

@@ -4,9 +4,9 @@ Trio only; no I/O library is imported here. The actors live in ``actors``
 and the outside world in ``adapters``.
 """
 
-from engine.channels import ChannelRegistry, ChannelStats
-from engine.config import EngineConfig
-from engine.errors import (
+from orpipe.engine.channels import ChannelRegistry, ChannelStats
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
     AdmissionRejected,
     ConfigError,
     EngineClosed,
@@ -24,7 +24,7 @@ from engine.errors import (
     UpstreamTimeout,
     UsageError,
 )
-from engine.messages import (
+from orpipe.engine.messages import (
     Cancelled,
     ChatRequest,
     Citation,
@@ -40,10 +40,10 @@ from engine.messages import (
     TextDelta,
     Usage,
 )
-from engine.ports import EnginePorts, UpstreamResponse, UpstreamTransport
-from engine.request import ResponseStream
-from engine.statistics import EngineStatistics
-from engine.supervisor import Engine, ServiceSpec, supervise
+from orpipe.engine.ports import EnginePorts, UpstreamResponse, UpstreamTransport
+from orpipe.engine.request import ResponseStream
+from orpipe.engine.statistics import EngineStatistics
+from orpipe.engine.supervisor import Engine, ServiceSpec, supervise
 
 __all__ = [
     "AdmissionRejected",

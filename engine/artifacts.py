@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from engine.json_values import JsonObject, freeze_json
+from orpipe.engine.json_values import JsonObject, freeze_json
 
 __all__ = [
     "ARTIFACT_ID_LENGTH",

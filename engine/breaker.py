@@ -2,7 +2,7 @@
 
 ``Breaker`` is plain synchronous code with an injected clock: nothing here
 awaits, and one instance belongs to one thread (it is not thread-safe). The
-Open WebUI adapter keys it by user (``adapters.user_breaker``); the tool
+Open WebUI adapter keys it by user (``adapters.openwebui.user_breaker``); the tool
 executor keys it by (user, tool name), so one flaky tool pauses only itself.
 
 States, per key::
@@ -44,7 +44,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
-from engine.errors import ConfigError
+from orpipe.engine.errors import ConfigError
 
 __all__ = ["Breaker", "BreakerDecision", "BreakerState"]
 

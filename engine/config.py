@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import ConfigError
+from orpipe.engine.errors import ConfigError
 
 __all__ = ["EngineConfig"]
 

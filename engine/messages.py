@@ -25,13 +25,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.errors import EngineError, UsageError
-from engine.json_values import JsonObject, freeze_json, thaw_json
-from engine.logs import LEVELS
+from orpipe.engine.errors import EngineError, UsageError
+from orpipe.engine.json_values import JsonObject, freeze_json, thaw_json
+from orpipe.engine.logs import LEVELS
 
 if TYPE_CHECKING:  # engine.artifacts and engine.tools import engine.json_values, not this module
-    from engine.artifacts import ArtifactContext
-    from engine.tools import Tool
+    from orpipe.engine.artifacts import ArtifactContext
+    from orpipe.engine.tools import Tool
 
 __all__ = [
     "BatchOut",

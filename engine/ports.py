@@ -1,6 +1,6 @@
 """What the engine needs from the outside world, as Protocols.
 
-Real implementations live in ``adapters/`` (``adapters.openrouter_http``);
+Real implementations live in ``adapters/`` (``adapters.openrouter.transport``);
 fakes live in ``tests/``. The engine never imports an I/O library: a
 transport raises only ``engine.errors.UpstreamError`` subclasses, translated
 at its own edge.
@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.artifacts import Artifact
+from orpipe.engine.artifacts import Artifact
 
 __all__ = ["ArtifactStore", "EnginePorts", "UpstreamResponse", "UpstreamTransport"]
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from engine.errors import EngineClosed
-from engine.flow import CreditWindow
-from engine.messages import (
+from orpipe.engine.errors import EngineClosed
+from orpipe.engine.flow import CreditWindow
+from orpipe.engine.messages import (
     Cancelled,
     ChatRequest,
     Completed,
@@ -39,7 +39,7 @@ from engine.messages import (
 )
 
 if TYPE_CHECKING:
-    from engine.channels import ChannelRegistry
+    from orpipe.engine.channels import ChannelRegistry
 
 __all__ = ["RequestHandle", "ResponseStream"]
 

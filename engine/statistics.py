@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from engine.channels import ChannelStats
+from orpipe.engine.channels import ChannelStats
 
 __all__ = [
     "ActorCounters",

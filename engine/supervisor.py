@@ -32,16 +32,16 @@ from typing import Protocol
 
 import trio
 
-from engine.backoff import capped_backoff
-from engine.channels import ChannelRegistry
-from engine.config import EngineConfig
-from engine.errors import EngineClosed, EngineCrashed, UsageError
-from engine.logs import request_logs
-from engine.messages import Cancelled, ChatRequest, Ending, Failed
-from engine.persist_barrier import PersistBarrier
-from engine.ports import EnginePorts
-from engine.request import RequestHandle, ResponseStream
-from engine.statistics import (
+from orpipe.engine.backoff import capped_backoff
+from orpipe.engine.channels import ChannelRegistry
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import EngineClosed, EngineCrashed, UsageError
+from orpipe.engine.logs import request_logs
+from orpipe.engine.messages import Cancelled, ChatRequest, Ending, Failed
+from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.ports import EnginePorts
+from orpipe.engine.request import RequestHandle, ResponseStream
+from orpipe.engine.statistics import (
     ActorCounters,
     AdmissionStats,
     EngineStatistics,

@@ -5,7 +5,7 @@ engine's tool executor (``actors.tool_executor``) calls ``function`` with
 the model's arguments as one ``dict``:
 
 * an ``async def`` function is awaited in trio (an adapter whose tools live
-  on another event loop wraps them: ``adapters.owui_tools`` runs Open
+  on another event loop wraps them: ``adapters.openwebui.tools`` runs Open
   WebUI's asyncio tools through the bridge);
 * any other callable is *blocking* and runs in a worker thread behind the
   executor's thread limiter. A thread cannot be cancelled: one that is still
@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import UsageError
-from engine.json_values import JsonObject, freeze_json, thaw_json
+from orpipe.engine.errors import UsageError
+from orpipe.engine.json_values import JsonObject, freeze_json, thaw_json
 
 __all__ = ["Tool", "ToolFunction", "toolbox"]
 

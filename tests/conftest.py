@@ -21,7 +21,7 @@ settings.load_profile("orpipe")
 @pytest.fixture
 def loguru_records() -> Iterator[list[dict[str, Any]]]:
     """Every loguru record logged during the test: level, message (redacted) and context."""
-    from engine.logs import logger  # noqa: PLC0415
+    from orpipe.engine.logs import logger  # noqa: PLC0415
 
     records: list[dict[str, Any]] = []
 
@@ -43,6 +43,6 @@ def _engine_logging_is_per_test() -> Iterator[None]:
     """A test that set up the engine's logging (an Open WebUI turn does) hands the
     standard-library loggers back afterwards, so later tests' ``caplog`` sees them."""
     yield
-    from engine.logs import stop_logging  # noqa: PLC0415
+    from orpipe.engine.logs import stop_logging  # noqa: PLC0415
 
     stop_logging()

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench.services import PgServer, ServiceMissing, pg_server
+from orpipe.bench.services import PgServer, ServiceMissing, pg_server
 
 __all__ = ["PgInstance", "pg_instance"]
 

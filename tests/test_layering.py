@@ -1,9 +1,17 @@
-"""Imports flow one way: engine ← actors ← adapters / bench; asyncio only in adapters."""
+"""Imports flow one way, and each world's code lives in its own folder.
+
+engine ← actors ← adapters / bench. Inside adapters/, asyncio lives only in
+``openwebui/`` (Open WebUI's loop) and ``bridge/`` (the door between the loops);
+Open WebUI itself is imported only in ``openwebui/``; ``openwebui/`` runs no trio;
+storage, transport and telemetry know nothing of Open WebUI or of the bridge.
+Every module is installed under the one top-level name ``orpipe``.
+"""
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -19,9 +27,23 @@ IO_LIBRARIES = {"httpx", "redis", "sqlalchemy", "psycopg", "hypercorn"}
 #: must drive the asyncio adapter (the pipe) on an asyncio loop, the way Open WebUI
 #: does, to measure it. Everything else in bench/ stays on trio.
 ASYNCIO_EXEMPT = {"bench/owui_load.py"}
+#: The adapters' worlds: which sub-packages may use asyncio and Open WebUI, and
+#: which other sub-packages each one may import.
+ASYNCIO_FOLDERS = {"adapters/openwebui", "adapters/bridge"}
+OPEN_WEBUI_FOLDERS = {"adapters/openwebui"}
+ADAPTER_WORLDS = {"bridge", "openrouter", "openwebui", "store", "telemetry"}
+MAY_IMPORT = {
+    "openwebui": {"bridge", "openrouter", "store", "openwebui"},
+    "bridge": {"openrouter", "bridge"},
+    "openrouter": {"openrouter"},
+    "store": {"store"},
+    "telemetry": {"telemetry"},
+}
+_OWUI_NAME = re.compile(r"[\"']open_webui[.\"']")
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_names(path: Path) -> set[str]:
+    """Every dotted name a module imports, ``orpipe.`` taken off our own."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -29,13 +51,22 @@ def imported_modules(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {name.split(".")[0] for name in names}
+    return {name.removeprefix("orpipe.") for name in names}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """The top-level packages a module imports (ours named without ``orpipe.``)."""
+    return {name.split(".")[0] for name in imported_names(path)}
 
 
 def package_files(package: str) -> list[Path]:
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no files found in {package}/"
     return files
+
+
+def folder_of(path: Path) -> str:
+    return path.parent.relative_to(ROOT).as_posix()
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -45,10 +76,12 @@ def test_imports_flow_one_way(package: str) -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("package", ["engine", "actors", "bench"])
-def test_asyncio_only_in_adapters(package: str) -> None:
+@pytest.mark.parametrize("package", ["engine", "actors", "bench", "adapters"])
+def test_asyncio_only_in_the_open_webui_and_bridge_folders(package: str) -> None:
     for path in package_files(package):
         if path.relative_to(ROOT).as_posix() in ASYNCIO_EXEMPT:
+            continue
+        if folder_of(path) in ASYNCIO_FOLDERS:
             continue
         assert "asyncio" not in imported_modules(path), f"{path.relative_to(ROOT)} imports asyncio"
 
@@ -60,6 +93,42 @@ def test_the_asyncio_exemption_is_one_bench_module_that_needs_it() -> None:
         assert "asyncio" in imported_modules(ROOT / name), f"{name} no longer needs the exemption"
 
 
+@pytest.mark.parametrize("package", ["engine", "actors", "adapters"])
+def test_open_webui_is_imported_only_in_its_folder(package: str) -> None:
+    for path in package_files(package):
+        if folder_of(path) in OPEN_WEBUI_FOLDERS:
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "open_webui" not in imported_modules(path) and not _OWUI_NAME.search(text), (
+            f"{path.relative_to(ROOT)} reaches into Open WebUI"
+        )
+
+
+def test_the_open_webui_folder_runs_no_trio() -> None:
+    for path in package_files("adapters/openwebui"):
+        assert "trio" not in imported_modules(path), f"{path.relative_to(ROOT)} imports trio"
+
+
+@pytest.mark.parametrize("world", sorted(ADAPTER_WORLDS))
+def test_each_adapter_world_imports_only_the_worlds_below_it(world: str) -> None:
+    for path in package_files(f"adapters/{world}"):
+        for name in imported_names(path):
+            parts = name.split(".")
+            if parts[0] == "adapters" and len(parts) > 1 and parts[1] in ADAPTER_WORLDS:
+                assert parts[1] in MAY_IMPORT[world], (
+                    f"{path.relative_to(ROOT)} imports adapters.{parts[1]}"
+                )
+
+
+def test_every_adapter_module_lives_in_a_world() -> None:
+    loose = {p.name for p in (ROOT / "adapters").glob("*.py")}
+    # The package's face, and the Function file Open WebUI loads (its path is documented).
+    assert loose == {"__init__.py", "owui_pipe.py"}
+    assert {p.name for p in (ROOT / "adapters").iterdir() if p.is_dir() and p.name[0] != "_"} == (
+        ADAPTER_WORLDS
+    )
+
+
 @pytest.mark.parametrize("package", ["engine", "actors"])
 def test_engine_and_actors_import_no_io_library(package: str) -> None:
     for path in package_files(package):
@@ -69,13 +138,18 @@ def test_engine_and_actors_import_no_io_library(package: str) -> None:
 
 def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("import asyncio\nfrom actors.graph import open_engine\n", encoding="utf-8")
-    assert imported_modules(probe) == {"asyncio", "actors"}
+    probe.write_text(
+        "import asyncio\nfrom orpipe.actors.graph import open_engine\n"
+        "from orpipe.adapters.openwebui import valves\n",
+        encoding="utf-8",
+    )
+    assert imported_modules(probe) == {"asyncio", "actors", "adapters"}
+    assert "adapters.openwebui" in imported_names(probe)
 
 
 @pytest.mark.parametrize("package", ["engine", "actors", "adapters"])
 def test_public_names_are_sorted_and_exported(package: str) -> None:
-    module = __import__(package)
+    module = importlib.import_module(f"orpipe.{package}")
     names = module.__all__
     assert names == sorted(names)
     for name in names:
@@ -106,7 +180,7 @@ def engine_import_graph(package_dir: Path) -> dict[str, set[str]]:
             else:
                 continue
             for name in dotted:
-                parts = name.split(".")
+                parts = name.removeprefix("orpipe.").split(".")
                 if parts[0] != package:
                     continue
                 if len(parts) == 1:
@@ -179,7 +253,7 @@ def test_the_cycle_checker_sees_a_cycle(tmp_path: Path) -> None:
 
 
 def test_open_engine_is_one_public_name() -> None:
-    assert "open_engine" in importlib.import_module("actors").__all__
-    for name in ("engine", "engine.supervisor"):
+    assert "open_engine" in importlib.import_module("orpipe.actors").__all__
+    for name in ("orpipe.engine", "orpipe.engine.supervisor"):
         module = importlib.import_module(name)
         assert not hasattr(module, "open_engine"), f"{name} has its own open_engine"

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from engine.channels import ChannelRegistry
-from engine.errors import UpstreamError
-from engine.messages import ChatRequest, Ending, OutboundBatch
-from engine.request import RequestHandle
+from orpipe.engine.channels import ChannelRegistry
+from orpipe.engine.errors import UpstreamError
+from orpipe.engine.messages import ChatRequest, Ending, OutboundBatch
+from orpipe.engine.request import RequestHandle
 
 
 @dataclass

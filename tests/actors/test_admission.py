@@ -6,11 +6,16 @@ import pytest
 import trio
 import trio.testing
 
-from actors.admission import AdmissionDesk, admission
-from engine.config import EngineConfig
-from engine.errors import AdmissionRejected, EngineClosed, RequestDeadlineExceeded, RequestShed
-from engine.messages import Failed
-from engine.request import RequestHandle
+from orpipe.actors.admission import AdmissionDesk, admission
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
+    AdmissionRejected,
+    EngineClosed,
+    RequestDeadlineExceeded,
+    RequestShed,
+)
+from orpipe.engine.messages import Failed
+from orpipe.engine.request import RequestHandle
 from tests.actors.fakes import Finished, drain_outbound, make_handle, tasks_named
 
 

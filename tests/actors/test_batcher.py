@@ -8,9 +8,9 @@ import pytest
 import trio
 import trio.testing
 
-from actors.batcher import delta_batcher
-from engine.config import EngineConfig
-from engine.messages import (
+from orpipe.actors.batcher import delta_batcher
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.messages import (
     BatchOut,
     DeltaEvent,
     ParsedBatch,
@@ -20,7 +20,7 @@ from engine.messages import (
     TextRun,
     UpstreamEvent,
 )
-from engine.statistics import ActorCounters
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import tasks_named
 
 
@@ -205,9 +205,9 @@ async def test_a_request_may_carry_its_own_limits(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """A user's streaming profile: one request batches by 2 chars, its neighbour by the config."""
-    from engine.channels import ChannelRegistry  # noqa: PLC0415
-    from engine.messages import ChatRequest  # noqa: PLC0415
-    from engine.request import RequestHandle  # noqa: PLC0415
+    from orpipe.engine.channels import ChannelRegistry  # noqa: PLC0415
+    from orpipe.engine.messages import ChatRequest  # noqa: PLC0415
+    from orpipe.engine.request import RequestHandle  # noqa: PLC0415
 
     own = ChatRequest(model="m", input=(), request_id="own", update_char_limit=2, idle_flush_ms=0)
     handle = RequestHandle(
@@ -238,8 +238,8 @@ async def test_a_request_may_carry_its_own_limits(
 
 
 def test_request_limits_are_validated() -> None:
-    from engine.errors import UsageError  # noqa: PLC0415
-    from engine.messages import ChatRequest  # noqa: PLC0415
+    from orpipe.engine.errors import UsageError  # noqa: PLC0415
+    from orpipe.engine.messages import ChatRequest  # noqa: PLC0415
 
     with pytest.raises(UsageError, match="update_char_limit"):
         ChatRequest(model="m", input=(), update_char_limit=0)

@@ -8,10 +8,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.emitter import emitter
-from engine.config import EngineConfig
-from engine.errors import UpstreamTimeout
-from engine.messages import (
+from orpipe.actors.emitter import emitter
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import UpstreamTimeout
+from orpipe.engine.messages import (
     BatchOut,
     Cancelled,
     ChatRequest,
@@ -28,9 +28,9 @@ from engine.messages import (
     UpstreamEvent,
     Usage,
 )
-from engine.request import RequestHandle, ResponseStream
-from engine.statistics import ActorCounters
-from engine.tools import Tool, toolbox
+from orpipe.engine.request import RequestHandle, ResponseStream
+from orpipe.engine.statistics import ActorCounters
+from orpipe.engine.tools import Tool, toolbox
 from tests.actors.fakes import Finished, drain_outbound, make_handle, tasks_named
 
 

@@ -15,10 +15,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.fetcher import fetcher
-from actors.retry_policy import RetryPolicy
-from engine.config import EngineConfig
-from engine.errors import (
+from orpipe.actors.fetcher import fetcher
+from orpipe.actors.retry_policy import RetryPolicy
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
     RequestDeadlineExceeded,
     UpstreamConnectError,
     UpstreamHTTPError,
@@ -26,7 +26,7 @@ from engine.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from engine.messages import (
+from orpipe.engine.messages import (
     ChatRequest,
     Completed,
     FetchOut,
@@ -35,9 +35,9 @@ from engine.messages import (
     StreamEnded,
     ToolsStopped,
 )
-from engine.ports import EnginePorts
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
+from orpipe.engine.ports import EnginePorts
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import (
     DONE,
     Attempt,

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import trio
 import trio.testing
 
-from actors.delta_batching import DeltaBatcher
-from actors.idle_flush import IdleFlushes
-from engine.messages import BatchOut, DeltaEvent, RequestBatch, StreamEnded, TextRun
-from engine.statistics import ActorCounters
+from orpipe.actors.delta_batching import DeltaBatcher
+from orpipe.actors.idle_flush import IdleFlushes
+from orpipe.engine.messages import BatchOut, DeltaEvent, RequestBatch, StreamEnded, TextRun
+from orpipe.engine.statistics import ActorCounters
 
 
 def _batcher(rid: str) -> DeltaBatcher:

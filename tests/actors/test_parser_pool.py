@@ -8,8 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from actors.parser import parser_pool
-from engine.messages import (
+from orpipe.actors.parser import parser_pool
+from orpipe.engine.messages import (
     DeltaEvent,
     ParsedBatch,
     ParseFailed,
@@ -18,7 +18,7 @@ from engine.messages import (
     StreamEnded,
     UpstreamEvent,
 )
-from engine.statistics import ActorCounters
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import delta, tasks_named
 
 GOOD = delta("hi").encode()

@@ -7,13 +7,13 @@ import functools
 import trio
 import trio.testing
 
-from actors.graph import open_engine
-from actors.persister import persister
-from engine.artifacts import Artifact
-from engine.config import EngineConfig
-from engine.persist_barrier import PersistBarrier
-from engine.ports import EnginePorts
-from engine.statistics import ActorCounters
+from orpipe.actors.graph import open_engine
+from orpipe.actors.persister import persister
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.ports import EnginePorts
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import FakeTransport, tasks_named
 from tests.engine.support import MemoryStore
 

@@ -10,11 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors.persist_backlog import Backlog, RetryClock
-from actors.persister import artifact_cleanup, persister
-from engine.artifacts import Artifact
-from engine.config import EngineConfig
-from engine.statistics import ActorCounters
+from orpipe.actors.persist_backlog import Backlog, RetryClock
+from orpipe.actors.persister import artifact_cleanup, persister
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import tasks_named
 from tests.engine.support import MemoryStore
 

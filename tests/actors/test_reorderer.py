@@ -9,11 +9,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors.event_decoder import decode_event
-from actors.reorderer import reorderer
-from engine.config import EngineConfig
-from engine.messages import ParsedBatch, ParseOut, StreamEnded
-from engine.statistics import ActorCounters
+from orpipe.actors.event_decoder import decode_event
+from orpipe.actors.reorderer import reorderer
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.messages import ParsedBatch, ParseOut, StreamEnded
+from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import delta, tasks_named
 
 

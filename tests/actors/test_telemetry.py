@@ -9,13 +9,13 @@ import pytest
 import trio
 import trio.testing
 
-from actors.telemetry import TelemetryHub, telemetry_sampler
-from actors.telemetry_core import Frame, FrameRing, TelemetrySettings, build_frame
-from engine import AdmissionRejected, EngineClosed, TextDelta
-from engine.artifacts import ArtifactContext
-from engine.channels import ChannelStats
-from engine.errors import ConfigError
-from engine.statistics import AdmissionStats, EngineStatistics, FlowStats
+from orpipe.actors.telemetry import TelemetryHub, telemetry_sampler
+from orpipe.actors.telemetry_core import Frame, FrameRing, TelemetrySettings, build_frame
+from orpipe.engine import AdmissionRejected, EngineClosed, TextDelta
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.channels import ChannelStats
+from orpipe.engine.errors import ConfigError
+from orpipe.engine.statistics import AdmissionStats, EngineStatistics, FlowStats
 from tests.engine.support import (
     MemoryStore,
     collect,

@@ -19,11 +19,11 @@ import pytest
 import trio
 import trio.testing
 
-from actors.tool_executor import tool_executor
-from engine.artifacts import Artifact, ArtifactContext
-from engine.config import EngineConfig
-from engine.errors import RequestDeadlineExceeded
-from engine.messages import (
+from orpipe.actors.tool_executor import tool_executor
+from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import RequestDeadlineExceeded
+from orpipe.engine.messages import (
     ChatRequest,
     JsonObject,
     NextTurn,
@@ -35,9 +35,9 @@ from engine.messages import (
     ToolsStopped,
     TurnMail,
 )
-from engine.request import RequestHandle
-from engine.statistics import ActorCounters
-from engine.tools import Tool, toolbox
+from orpipe.engine.request import RequestHandle
+from orpipe.engine.statistics import ActorCounters
+from orpipe.engine.tools import Tool, toolbox
 from tests.actors.fakes import make_handle, tasks_named
 
 

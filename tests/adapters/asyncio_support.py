@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.trio_bridge import GuestModeBridge, ThreadBridge
-from engine.config import EngineConfig
-from engine.ports import ArtifactStore
+from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.ports import ArtifactStore
 from tests.engine.support import API_KEY
 
 #: Both bridges, by the name the tests are parametrised with.
@@ -63,7 +63,7 @@ def mock_process(*, api_key: str | None = None, variants: tuple[str, ...] = ()) 
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    argv = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
     if api_key is not None:
         argv += ["--api-key", api_key]
     for spec in variants:

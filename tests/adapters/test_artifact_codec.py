@@ -15,12 +15,12 @@ from cryptography.fernet import Fernet, InvalidToken
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters import artifact_codec
-from adapters.artifact_codec import ArtifactCodec, EncryptionKeyError, namespace_fragment
-from adapters.artifact_rows import StoredRow
-from engine.artifacts import Artifact
-from engine.errors import ArtifactDecodeError, ConfigError, PersistenceError
-from engine.messages import thaw_json
+from orpipe.adapters.store import codec as artifact_codec
+from orpipe.adapters.store.codec import ArtifactCodec, EncryptionKeyError, namespace_fragment
+from orpipe.adapters.store.rows import StoredRow
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.errors import ArtifactDecodeError, ConfigError, PersistenceError
+from orpipe.engine.messages import thaw_json
 
 KEY = "correct horse battery staple 42"
 OTHER_KEY = "another long random passphrase"

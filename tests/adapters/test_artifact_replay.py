@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.artifact_replay import (
+from orpipe.adapters.openwebui.artifact_replay import (
     ReplayPlan,
     ReplayReport,
     normalise_item,
@@ -24,16 +24,16 @@ from adapters.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
-from adapters.model_catalog import ModelInfo
-from adapters.owui_request import (
+from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openwebui.request import (
     MappedRequest,
     RequestSettings,
     _assistant_id,
     build_request,
 )
-from engine.artifacts import Artifact, find_markers, marker_line
-from engine.errors import UsageError
-from engine.messages import thaw_json
+from orpipe.engine.artifacts import Artifact, find_markers, marker_line
+from orpipe.engine.errors import UsageError
+from orpipe.engine.messages import thaw_json
 
 REASONER = ModelInfo(
     openrouter_id="anthropic/claude-sonnet-4",

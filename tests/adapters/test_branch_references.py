@@ -1,11 +1,15 @@
-"""adapters.branch_references: the current branch, and artifacts placed with no answer text."""
+"""openwebui.branch_references: the current branch, artifacts placed with no answer text."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from adapters.branch_references import BranchMessage, branch_of, with_branch_references
-from engine.artifacts import find_markers, marker_line
+from orpipe.adapters.openwebui.branch_references import (
+    BranchMessage,
+    branch_of,
+    with_branch_references,
+)
+from orpipe.engine.artifacts import find_markers, marker_line
 
 ID1a, ID1b, ID2a, ID9z = ("01" + c * 18 for c in "ABCZ")
 

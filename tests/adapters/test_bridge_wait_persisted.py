@@ -10,10 +10,10 @@ import dataclasses
 
 import pytest
 
-from adapters import owui_history
-from engine import EngineClosed, OutputItem
-from engine.artifacts import ArtifactContext
-from engine.statistics import EngineStatistics
+from orpipe.adapters.openwebui import history as owui_history
+from orpipe.engine import EngineClosed, OutputItem
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.statistics import EngineStatistics
 from tests.adapters.asyncio_support import BRIDGES, Mock, bridge_with_store, run_on
 from tests.engine.support import MemoryStore, request
 

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.data_urls import AttachmentError, decode_base64, decoded_size, parse_data_url
+from orpipe.adapters.openwebui.data_urls import (
+    AttachmentError,
+    decode_base64,
+    decoded_size,
+    parse_data_url,
+)
 
 MB = 1024 * 1024
 

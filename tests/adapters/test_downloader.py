@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from adapters.downloader import Downloader, DownloadError, DownloadLimits
-from adapters.ssrf_guard import IPAddress
+from orpipe.adapters.openwebui.downloader import Downloader, DownloadError, DownloadLimits
+from orpipe.adapters.openwebui.ssrf_guard import IPAddress
 from tests.adapters.asyncio_support import run_on
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[None]]

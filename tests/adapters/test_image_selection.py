@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from adapters.image_selection import select_images
+from orpipe.adapters.openwebui.image_selection import select_images
 
 
 def user(*parts: Any) -> dict[str, Any]:

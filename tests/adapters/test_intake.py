@@ -15,11 +15,16 @@ from typing import Any
 
 import pytest
 
-from adapters.downloader import Downloader, DownloadLimits
-from adapters.generated_images import GeneratedImages
-from adapters.intake import Intake, IntakeLimits, effective_remote_limit, is_youtube
-from adapters.owui_files import Owner, OwuiFiles, content_url
-from engine.messages import OutputItem, TextDelta
+from orpipe.adapters.openwebui.downloader import Downloader, DownloadLimits
+from orpipe.adapters.openwebui.files import Owner, OwuiFiles, content_url
+from orpipe.adapters.openwebui.generated_images import GeneratedImages
+from orpipe.adapters.openwebui.intake import (
+    Intake,
+    IntakeLimits,
+    effective_remote_limit,
+    is_youtube,
+)
+from orpipe.engine.messages import OutputItem, TextDelta
 from tests.adapters.asyncio_support import run_on
 from tests.adapters.owui_storage import OwuiModules, new_user, owui, owui_loop_scope  # noqa: F401
 from tests.adapters.test_downloader import answer, downloader, server

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from adapters.loop_calls import LoopGone, run_on_loop
+from orpipe.adapters.bridge.loop_calls import LoopGone, run_on_loop
 from tests.adapters.asyncio_support import run_on
 
 T = TypeVar("T")

@@ -9,7 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.mcp_config import MAX_MCP_JSON_BYTES, McpConfigError, parse_mcp_servers
+from orpipe.adapters.openwebui.mcp_config import (
+    MAX_MCP_JSON_BYTES,
+    McpConfigError,
+    parse_mcp_servers,
+)
 
 
 def test_one_object_or_a_list() -> None:

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import model_catalog
-from adapters.model_catalog import (
+from orpipe.adapters.openwebui import models as model_catalog
+from orpipe.adapters.openwebui.models import (
     Catalogue,
     CatalogueAuthError,
     CatalogueError,
@@ -37,8 +37,8 @@ from adapters.model_catalog import (
     registry_for,
     sub_id_for,
 )
-from bench.mock_scenarios import CATALOGUE
-from engine.errors import ConfigError, EngineError
+from orpipe.bench.mock_scenarios import CATALOGUE
+from orpipe.engine.errors import ConfigError, EngineError
 from tests.adapters.asyncio_support import Mock, mock_process, run_on, wait_until
 
 KEY = "sk-or-v1-TOPSECRET-0123456789abcdef"

@@ -6,10 +6,10 @@ import socket
 
 import trio
 
-from adapters import OpenRouterHttpTransport
-from adapters.http_pool import CONNECTIONS_PER_CLIENT, ShardedClients
-from adapters.trio_bridge import GuestModeBridge, ThreadBridge
-from engine import (
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.adapters.openrouter.pool import CONNECTIONS_PER_CLIENT, ShardedClients
+from orpipe.engine import (
     Completed,
     EngineConfig,
     Failed,

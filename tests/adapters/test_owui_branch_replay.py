@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from engine.artifacts import find_markers
+from orpipe.engine.artifacts import find_markers
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.owui_storage import (  # noqa: F401
     OwuiModules,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from adapters.owui_events import (
+from orpipe.adapters.openwebui.events import (
     STOPPED,
     WAITING,
     AnswerRenderer,
@@ -29,8 +29,8 @@ from adapters.owui_events import (
     source_event,
     strip_openai_utm,
 )
-from engine.errors import UpstreamHTTPError
-from engine.messages import (
+from orpipe.engine.errors import UpstreamHTTPError
+from orpipe.engine.messages import (
     Cancelled,
     Citation,
     Completed,
@@ -1099,7 +1099,7 @@ def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
 def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(
     loop_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from adapters import owui_events  # noqa: PLC0415
+    from orpipe.adapters.openwebui import events as owui_events  # noqa: PLC0415
 
     monkeypatch.setattr(owui_events, "EMIT_TIMEOUT_S", 0.05)
     delivered: list[dict[str, Any]] = []
@@ -1122,7 +1122,7 @@ def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(
 
 
 def test_stored_artifacts_are_referenced_invisibly_at_the_end(clock: FakeClock) -> None:
-    from engine.artifacts import find_markers  # noqa: PLC0415
+    from orpipe.engine.artifacts import find_markers  # noqa: PLC0415
 
     renderer = renderer_for(clock)
     outputs = feed(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.owui_files import (
+from orpipe.adapters.openwebui.files import (
     Owner,
     OwuiFiles,
     StoredFileError,
@@ -182,7 +182,7 @@ def test_outside_open_webui_there_is_no_file_store_and_open_webui_is_not_started
 
     probe = (
         "import asyncio, sys\n"
-        "from adapters.owui_files import OwuiFiles, FileStoreUnavailable\n"
+        "from adapters.openwebui.files import OwuiFiles, FileStoreUnavailable\n"
         "store = OwuiFiles(fallback_email='b@x.org', fallback_name='B')\n"
         "try:\n"
         "    asyncio.run(store.owner_for(None))\n"

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from adapters.branch_references import BranchMessage
-from adapters.owui_history import load_replay_plan
-from engine.artifacts import ArtifactContext
-from engine.statistics import EngineStatistics
+from orpipe.adapters.openwebui.branch_references import BranchMessage
+from orpipe.adapters.openwebui.history import load_replay_plan
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.statistics import EngineStatistics
 
 
 class _CountingBridge:

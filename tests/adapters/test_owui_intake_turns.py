@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import re
 
-from adapters.owui_files import Owner, OwuiFiles, content_url
-from bench.mock_scenarios import plan
+from orpipe.adapters.openwebui.files import Owner, OwuiFiles, content_url
+from orpipe.bench.mock_scenarios import plan
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.owui_storage import OwuiModules, owui, owui_loop_scope  # noqa: F401
 from tests.adapters.test_downloader import answer, downloader, server

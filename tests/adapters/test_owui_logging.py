@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from adapters.openrouter_http import OpenRouterHttpTransport
-from adapters.owui_runtime import runtime_for_loop
-from engine import EngineConfig
-from engine.logs import request_logs, stop_logging
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
+from orpipe.adapters.openwebui.runtime import runtime_for_loop
+from orpipe.engine import EngineConfig
+from orpipe.engine.logs import request_logs, stop_logging
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
     Owui,
@@ -52,7 +52,7 @@ async def turn(pipe: Any, owui: Owui, request: dict[str, Any], user_valves: Any 
 
 async def http_error_turn(pipe: Any, owui: Owui, scenario: str) -> Any:
     """A turn whose upstream answers with one of the mock's HTTP error scenarios."""
-    from adapters import owui_chat  # noqa: PLC0415
+    from orpipe.adapters.openwebui import turn as owui_chat  # noqa: PLC0415
 
     def factory(config: EngineConfig) -> Any:
         headers = {"X-Mock-Scenario": scenario, "X-Mock-Params": "retry_after=0"}
@@ -105,7 +105,7 @@ def test_a_users_debug_level_shows_in_their_requests_only(
         assert "[DEBUG]" not in theirs["document"][0]
 
     on_loop(loop_kind, scenario)
-    from engine.logs import logger  # noqa: PLC0415
+    from orpipe.engine.logs import logger  # noqa: PLC0415
 
     logger.complete()
     console = capfd.readouterr().err
@@ -165,7 +165,7 @@ def test_no_configured_secret_reaches_logs_errors_events_or_statistics(
         produced.append(repr(pipe.valves))
 
     on_loop(loop_kind, scenario, limit_s=60)
-    from engine.logs import logger  # noqa: PLC0415
+    from orpipe.engine.logs import logger  # noqa: PLC0415
 
     logger.complete()
     captured = capfd.readouterr()

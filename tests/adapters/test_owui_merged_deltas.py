@@ -1,9 +1,9 @@
-"""Adjacent deltas reach Open WebUI as one chunk (adapters.owui_chat.merged_deltas)."""
+"""Adjacent deltas reach Open WebUI as one chunk (adapters.openwebui.turn.merged_deltas)."""
 
 from __future__ import annotations
 
-from adapters.owui_chat import merged_deltas
-from engine import Completed, ReasoningDelta, TextDelta
+from orpipe.adapters.openwebui.turn import merged_deltas
+from orpipe.engine import Completed, ReasoningDelta, TextDelta
 
 
 def _t(text: str) -> TextDelta:

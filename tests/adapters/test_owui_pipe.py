@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from adapters import owui_pipe
-from adapters.model_catalog import close_registries
-from adapters.openrouter_http import OpenRouterHttpTransport
-from adapters.owui_chat import PipeError
-from adapters.owui_runtime import runtime_for_loop
-from bench.mock_scenarios import plan
-from engine import EngineConfig, UpstreamTransport
-from engine.artifacts import find_markers, strip_markers
+from orpipe.adapters import owui_pipe
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
+from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.runtime import runtime_for_loop
+from orpipe.adapters.openwebui.turn import PipeError
+from orpipe.bench.mock_scenarios import plan
+from orpipe.engine import EngineConfig, UpstreamTransport
+from orpipe.engine.artifacts import find_markers, strip_markers
 from tests.adapters.asyncio_support import (
     Mock,
     mock_process,
@@ -201,7 +201,7 @@ def assert_statuses_closed(owui: Owui) -> None:
     """The status history Open WebUI keeps reads well and ends closed.
 
     Open WebUI appends every status to the message's list and shows the last
-    one, shimmering while its ``done`` is false (``adapters.owui_events``): so
+    one, shimmering while its ``done`` is false (``adapters.openwebui.events``): so
     every entry has text and none is hidden (either would be listed as a blank
     dot), no text is listed twice, and the last entry is done.
     """
@@ -298,7 +298,7 @@ def test_a_user_streaming_profile_changes_only_that_users_batching(
     paced_mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
     # Paced, so the reader keeps up: a reader that falls behind gets what waits
-    # merged into one chunk (adapters.owui_chat.merged_deltas), whatever the limit.
+    # merged into one chunk (adapters.openwebui.turn.merged_deltas), whatever the limit.
     async def scenario() -> None:
         pipe = make_pipe(paced_mock, bridge_kind, STREAMING_UPDATE_CHAR_LIMIT=500)
         system, custom = Owui(), Owui(user_id="user-2")
@@ -379,7 +379,7 @@ async def _start_with_transport(
     pipe: owui_pipe.Pipe, owui: Owui, request: dict[str, Any], factory: Any
 ) -> Any:
     """pipe() as Open WebUI calls it, with a transport that asks the mock for parameters."""
-    from adapters import owui_chat  # noqa: PLC0415
+    from orpipe.adapters.openwebui import turn as owui_chat  # noqa: PLC0415
 
     context = owui_chat.TurnContext(
         user={"id": owui.user_id, "role": owui.role},
@@ -526,7 +526,7 @@ def test_an_unreadable_encrypted_key_is_a_configuration_error(
 def test_valve_validation_errors_read_like_advice() -> None:
     from pydantic import ValidationError  # noqa: PLC0415
 
-    from adapters.owui_valves import describe_validation_error  # noqa: PLC0415
+    from orpipe.adapters.openwebui.valves import describe_validation_error  # noqa: PLC0415
 
     with pytest.raises(ValidationError) as caught:
         owui_pipe.Pipe.Valves(MAX_CONCURRENT_REQUESTS=5000)
@@ -728,7 +728,7 @@ async def _turn(
     **context: Any,
 ) -> Any:
     """One turn through ``run_turn`` with a recording transport (``context``: more TurnContext)."""
-    from adapters import owui_chat  # noqa: PLC0415
+    from orpipe.adapters.openwebui import turn as owui_chat  # noqa: PLC0415
 
     ctx = owui_chat.TurnContext(
         user={"id": owui.user_id, "role": owui.role},
@@ -813,7 +813,7 @@ def json_text(item: Any) -> str:
 
 
 def test_a_failing_history_store_trips_that_users_db_breaker(mock: Mock, loop_kind: str) -> None:
-    from adapters import owui_chat  # noqa: PLC0415
+    from orpipe.adapters.openwebui import turn as owui_chat  # noqa: PLC0415
     from tests.engine.support import MemoryStore  # noqa: PLC0415
 
     store = MemoryStore()

@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.model_catalog import ModelInfo
-from adapters.owui_request import (
+from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openwebui.request import (
     MappedRequest,
     RequestMappingError,
     RequestSettings,
     build_request,
     strip_rendered_blocks,
 )
-from engine.errors import EngineError, UsageError
+from orpipe.engine.errors import EngineError, UsageError
 
 VISION = ModelInfo(
     openrouter_id="openai/gpt-4o",
@@ -1556,8 +1556,8 @@ def test_an_empty_tools_list_announces_nothing() -> None:
 
 
 def test_replayed_reasoning_goes_before_the_calls_it_led_to() -> None:
-    from adapters.artifact_replay import ReplayPlan  # noqa: PLC0415
-    from engine.artifacts import Artifact, marker_line  # noqa: PLC0415
+    from orpipe.adapters.openwebui.artifact_replay import ReplayPlan  # noqa: PLC0415
+    from orpipe.engine.artifacts import Artifact, marker_line  # noqa: PLC0415
 
     stored = Artifact(
         artifact_id="01M8HEYFBJ3BGE43XBA2",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine.logs import stop_logging
+from orpipe.engine.logs import stop_logging
 from tests.adapters.asyncio_support import Mock
 from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
     Owui,

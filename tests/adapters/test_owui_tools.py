@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from adapters.owui_tools import DeclaredTool, engine_tools, tool_result
+from orpipe.adapters.openwebui.tools import DeclaredTool, engine_tools, tool_result
 from tests.adapters.asyncio_support import run_on
 from tests.adapters.test_loop_calls import in_trio
 

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
 
-from adapters import owui_valves
-from adapters.owui_valves import (
+from orpipe.adapters.openwebui import valves as owui_valves
+from orpipe.adapters.openwebui.valves import (
     ENCRYPTED_PREFIX,
     STREAMING_PRESETS,
     EffectiveSettings,
@@ -36,8 +36,8 @@ from adapters.owui_valves import (
     encrypt_secret,
     secret_storage_warning,
 )
-from engine.config import EngineConfig
-from engine.errors import ConfigError
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import ConfigError
 
 PLAIN_KEY = "sk-or-v1-0123456789abcdef0123456789abcdef"
 ADVICE = (

@@ -19,11 +19,11 @@ import pytest
 import redis
 import trio
 
-from adapters.artifact_rows import RowStore, StoredRow
-from adapters.redis_writebehind import GROUP, RedisWriteBehind
-from adapters.sql_store import SqlRowStore
-from engine.artifacts import new_artifact_id
-from engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
+from orpipe.adapters.store.redis_writebehind import GROUP, RedisWriteBehind
+from orpipe.adapters.store.rows import RowStore, StoredRow
+from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.engine.artifacts import new_artifact_id
+from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
 if TYPE_CHECKING:  # imported by pytest as a plugin below (so that it is assertion-rewritten)
     from tests.redis_support import RedisServer

@@ -24,12 +24,12 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from adapters import sql_store
-from adapters.artifact_codec import ArtifactCodec
-from adapters.artifact_rows import CodecStore, StoredRow
-from adapters.sql_store import SqlRowStore, artifact_table
-from engine.artifacts import Artifact, new_artifact_id
-from engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
+from orpipe.adapters.store import sql as sql_store
+from orpipe.adapters.store.codec import ArtifactCodec
+from orpipe.adapters.store.rows import CodecStore, StoredRow
+from orpipe.adapters.store.sql import SqlRowStore, artifact_table
+from orpipe.engine.artifacts import Artifact, new_artifact_id
+from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 from tests.adapters import pg_support
 
 pg_url = pg_support.pg_url
@@ -283,7 +283,7 @@ def schema_present(store: SqlRowStore) -> bool:
 
 CREATE_IN_PROCESS = """
 import os, trio
-from adapters.sql_store import SqlRowStore
+from orpipe.adapters.store.sql import SqlRowStore
 
 async def main():
     async with SqlRowStore(os.environ["STORE_URL"], namespace=os.environ["STORE_NS"]):

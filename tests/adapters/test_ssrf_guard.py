@@ -5,6 +5,7 @@ Names resolve through ``FakeResolver``; nothing here reaches the internet.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Mapping, Sequence
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.special_addresses import (
+from orpipe.adapters.openwebui.special_addresses import (
     IPV4_MULTICAST,
     IPV4_SPECIAL_PURPOSE,
     IPV6_GLOBAL_UNICAST,
@@ -20,9 +21,9 @@ from adapters.special_addresses import (
     IPV6_SPECIAL_PURPOSE,
     AddressBlock,
 )
-from adapters.ssrf_guard import (
+from orpipe.adapters.openwebui.ssrf_guard import (
+    AsyncioResolver,
     IPAddress,
-    TrioResolver,
     UnsafeUrl,
     address_problem,
     rfc6052_ipv4,
@@ -287,12 +288,16 @@ async def test_redirects_are_vetted_hop_by_hop() -> None:
         await vet_redirect(start, " ", hop=1, max_hops=3, resolver=resolver)
 
 
-async def test_the_trio_resolver_resolves_off_the_loop() -> None:
-    # "localhost" resolves from /etc/hosts: no network needed.
-    addresses = await TrioResolver().resolve("localhost", 443)
-    assert any(a.is_loopback for a in addresses)
-    with pytest.raises(UnsafeUrl, match=r"127\.0\.0\.0/8|::1/128"):
-        await vet("https://localhost/", resolver=TrioResolver())
+def test_the_asyncio_resolver_resolves_off_the_loop() -> None:
+    # "localhost" resolves from /etc/hosts: no network needed. Open WebUI's loop is
+    # asyncio, the only loop the guard runs on.
+    async def check() -> None:
+        addresses = await AsyncioResolver().resolve("localhost", 443)
+        assert any(a.is_loopback for a in addresses)
+        with pytest.raises(UnsafeUrl, match=r"127\.0\.0\.0/8|::1/128"):
+            await vet("https://localhost/", resolver=AsyncioResolver())
+
+    asyncio.run(check())
 
 
 private_v4 = st.one_of(

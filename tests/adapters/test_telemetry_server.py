@@ -16,15 +16,15 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from actors.telemetry import TelemetryHub, telemetry_sampler
-from actors.telemetry_core import TelemetrySettings
-from adapters.telemetry_server import (
+from orpipe.actors.telemetry import TelemetryHub, telemetry_sampler
+from orpipe.actors.telemetry_core import TelemetrySettings
+from orpipe.adapters.openwebui.user_breaker import UserBreaker
+from orpipe.adapters.telemetry.server import (
     TelemetryEndpoints,
     TelemetryServerSettings,
     serve_telemetry,
 )
-from adapters.user_breaker import UserBreaker
-from engine import Engine
+from orpipe.engine import Engine
 from tests.engine.support import API_KEY, collect, mock_server, request, running_engine, wait_until
 
 LABELS = {"channel", "actor", "counter", "level", "breaker", "state", "service", "ending"}

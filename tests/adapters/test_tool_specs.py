@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from adapters.tool_specs import declare_tools, strict_schema
+from orpipe.adapters.openwebui.tool_specs import declare_tools, strict_schema
 
 
 def entry(name: str, tool_id: str, parameters: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import trio
 
-from adapters.trio_bridge import BridgedStream, GuestModeBridge, ThreadBridge
-from bench.mock_scenarios import plan
-from engine import (
+from orpipe.adapters.bridge.trio_bridge import BridgedStream, GuestModeBridge, ThreadBridge
+from orpipe.bench.mock_scenarios import plan
+from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
     ChatRequest,
@@ -320,7 +320,7 @@ class _BuggyOnce:
 def test_an_engine_crash_is_reported_and_the_bridge_starts_again(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
-    from adapters import OpenRouterHttpTransport  # noqa: PLC0415
+    from orpipe.adapters import OpenRouterHttpTransport  # noqa: PLC0415
 
     state: dict[str, bool] = {"crashed": False}
 
@@ -355,7 +355,7 @@ def test_an_engine_crash_is_reported_and_the_bridge_starts_again(
 
 
 def test_one_guest_bridge_per_loop(mock: Mock, loop_kind: str) -> None:
-    from engine import UsageError  # noqa: PLC0415
+    from orpipe.engine import UsageError  # noqa: PLC0415
 
     async def scenario() -> None:
         async with bridged("guest", mock) as first:
@@ -381,7 +381,7 @@ def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight
 ) -> None:
     """A settings change mid-stream: the old answer completes on the old engine,
     new requests use the new config, and the old engine closes after its last request."""
-    from adapters import OpenRouterHttpTransport  # noqa: PLC0415
+    from orpipe.adapters import OpenRouterHttpTransport  # noqa: PLC0415
 
     log: list[str] = []
 
@@ -438,7 +438,7 @@ def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight
 def test_statistics_show_the_asyncio_side_queues(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
-    from adapters.trio_bridge import BRIDGE_CHANNEL  # noqa: PLC0415
+    from orpipe.adapters.bridge.trio_bridge import BRIDGE_CHANNEL  # noqa: PLC0415
 
     window = 2
 
@@ -472,8 +472,8 @@ def test_artifacts_reach_the_store_and_can_be_read_back_from_asyncio(
 ) -> None:
     import dataclasses  # noqa: PLC0415
 
-    from engine import OutputItem  # noqa: PLC0415
-    from engine.artifacts import ArtifactContext  # noqa: PLC0415
+    from orpipe.engine import OutputItem  # noqa: PLC0415
+    from orpipe.engine.artifacts import ArtifactContext  # noqa: PLC0415
     from tests.engine.support import MemoryStore  # noqa: PLC0415
 
     store = MemoryStore()

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from adapters.user_breaker import BreakerDecision, UserBreaker, paused_message
-from engine.errors import ConfigError
+from orpipe.adapters.openwebui.user_breaker import BreakerDecision, UserBreaker, paused_message
+from orpipe.engine.errors import ConfigError
 
 
 class FakeClock:

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.grid import Grid, Row, phase_names, plan_steps, resolve_grid
-from bench.report import format_grid_table, goal_line, pace_notes
-from bench.row_summary import CPU_RATIO_GOAL, summarize_row, verdict
-from bench.scenarios import SCENARIOS
+from orpipe.bench.cli import main
+from orpipe.bench.grid import Grid, Row, phase_names, plan_steps, resolve_grid
+from orpipe.bench.report import format_grid_table, goal_line, pace_notes
+from orpipe.bench.row_summary import CPU_RATIO_GOAL, summarize_row, verdict
+from orpipe.bench.scenarios import SCENARIOS
 
 PACED_16 = Row("paced", 16, 50.0)
 FLAT_200 = Row("flat", 200, 0.0)

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from bench.cli import main
-from bench.report import format_table
+from orpipe.bench.cli import main
+from orpipe.bench.report import format_table
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_RUN = [
@@ -118,7 +118,7 @@ def test_bad_set_is_a_one_line_usage_error(
 
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "bench", "run", "demo", *SMALL_RUN, "--duration", "60"]
+    command = [sys.executable, "-m", "orpipe.bench", "run", "demo", *SMALL_RUN, "--duration", "60"]
     process = subprocess.Popen(
         [*command, "--out", str(tmp_path)],
         cwd=REPO,
@@ -208,7 +208,7 @@ def test_tool_heavy_run_reports_throughput_saturation_and_latency_next_to_stream
 
 
 def test_tool_latency_is_seeded_and_shaped_as_asked() -> None:
-    from bench.fake_tools import LatencyModel  # noqa: PLC0415
+    from orpipe.bench.fake_tools import LatencyModel  # noqa: PLC0415
 
     first = LatencyModel(0.05, 0.4, seed=7).draw()
     model = LatencyModel(0.05, 0.4, seed=7)

@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 import trio
 
-from bench.lab_load import capacity_rps, plan_arrivals
-from bench.lab_run import LabOptions, run_lab
-from bench.lab_scenario import (
+from orpipe.bench.lab_load import capacity_rps, plan_arrivals
+from orpipe.bench.lab_run import LabOptions, run_lab
+from orpipe.bench.lab_scenario import (
     LabScenario,
     ScenarioFileError,
     builtin_names,
     find_scenario,
     load_scenario,
 )
-from bench.report_checks import consistency_problems
-from engine import EngineConfig
+from orpipe.bench.report_checks import consistency_problems
+from orpipe.engine import EngineConfig
 
 
 def scenario_file(tmp_path: Path, text: str) -> Path:

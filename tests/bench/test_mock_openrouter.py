@@ -19,8 +19,8 @@ import httpx
 import pytest
 import trio
 
-from bench.mock_openrouter import SUMMARY_TEXT_CHARS, MockServer, serve_mock, summarize_input
-from bench.mock_scenarios import CATALOGUE, join_surrogates, plan
+from orpipe.bench.mock_openrouter import SUMMARY_TEXT_CHARS, MockServer, serve_mock, summarize_input
+from orpipe.bench.mock_scenarios import CATALOGUE, join_surrogates, plan
 
 REPO = Path(__file__).resolve().parents[2]
 DONE = "[DONE]"
@@ -894,7 +894,7 @@ async def test_bad_variants_are_refused_at_start():
 
 
 async def test_cli_prints_readiness_line(nursery: trio.Nursery, client: httpx.AsyncClient):
-    cmd = [sys.executable, "-m", "bench.mock_openrouter", "--port", "0"]
+    cmd = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
     proc: trio.Process = await nursery.start(
         partial(trio.run_process, cmd, stdout=subprocess.PIPE, check=False, cwd=REPO)
     )

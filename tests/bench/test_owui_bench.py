@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from adapters import owui_chat, owui_pipe
-from bench.cli import main
-from bench.owui_measure import RATIO_PAIRS, phase_ratios, slope_per_1000
-from bench.owui_report import format_owui_report
+from orpipe.adapters import owui_pipe
+from orpipe.adapters.openwebui import turn as owui_chat
+from orpipe.bench.cli import main
+from orpipe.bench.owui_measure import RATIO_PAIRS, phase_ratios, slope_per_1000
+from orpipe.bench.owui_report import format_owui_report
 
 REPO = Path(__file__).resolve().parents[2]
 TOKENS = 20
@@ -153,7 +154,7 @@ def test_bad_set_is_a_one_line_usage_error(
 
 def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "bench", "run", "owui", *SMALL_RUN, "--duration", "60"]
+    command = [sys.executable, "-m", "orpipe.bench", "run", "owui", *SMALL_RUN, "--duration", "60"]
     process = subprocess.Popen(
         [*command, "--out", str(tmp_path)],
         cwd=REPO,

@@ -18,8 +18,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from bench.headless_chromium import open_chromium
-from bench.owui_browser import (
+from orpipe.bench.headless_chromium import open_chromium
+from orpipe.bench.owui_browser import (
     _SAMPLE_JS,
     _STORED_JS,
     COPY_TOAST,

@@ -19,13 +19,13 @@ import pytest
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from bench.mock_scenarios import parse_variant, variant_of
-from bench.owui_real import RealOptions, per_worker, plan_cells, variant_name, variant_params
-from bench.owui_real_driver import Chat, browser_body, on_socket_event, output_text
-from bench.owui_real_proc import machine_busy_s, parse_proc_stat, parse_stat, sample_tree
-from bench.owui_real_report import format_tables, pacing_label, percentile, summarize
-from bench.owui_real_servers import PIPES_BY_NAME, _valves, model_id, server_env
-from bench.owui_real_socketio import SocketIoClient, open_socketio, parse_packet
+from orpipe.bench.mock_scenarios import parse_variant, variant_of
+from orpipe.bench.owui_real import RealOptions, per_worker, plan_cells, variant_name, variant_params
+from orpipe.bench.owui_real_driver import Chat, browser_body, on_socket_event, output_text
+from orpipe.bench.owui_real_proc import machine_busy_s, parse_proc_stat, parse_stat, sample_tree
+from orpipe.bench.owui_real_report import format_tables, pacing_label, percentile, summarize
+from orpipe.bench.owui_real_servers import PIPES_BY_NAME, _valves, model_id, server_env
+from orpipe.bench.owui_real_socketio import SocketIoClient, open_socketio, parse_packet
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import persistence
+from orpipe.bench import persistence
 from tests.adapters.pg_support import postgres_url
 
 

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bench.compare_report import (
+from orpipe.bench.compare_report import (
     compare_rows,
     format_compare,
     format_ratio,
     write_compare_html,
 )
-from bench.html_report import write_html
-from bench.plots import PLOT_CAPTIONS, PLOT_SIZE_PX, write_plots
-from bench.report_checks import consistency_problems
+from orpipe.bench.html_report import write_html
+from orpipe.bench.plots import PLOT_CAPTIONS, PLOT_SIZE_PX, write_plots
+from orpipe.bench.report_checks import consistency_problems
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XSS = "<script>alert(1)</script>"

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import trio
 
-from actors.telemetry_core import TelemetrySettings
-from bench.headless_chromium import DevToolsPage, open_chromium
-from bench.telemetry_run import DASHBOARD_DIR, open_telemetry
-from engine import AdmissionRejected
+from orpipe.actors.telemetry_core import TelemetrySettings
+from orpipe.bench.headless_chromium import DevToolsPage, open_chromium
+from orpipe.bench.telemetry_run import DASHBOARD_DIR, open_telemetry
+from orpipe.engine import AdmissionRejected
 from tests.engine.support import mock_server, request, running_engine, wait_until
 
 #: What the page reports about itself: frames received and, per chart, points and series.

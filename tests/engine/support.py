@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from bench.mock_openrouter import MockServer, serve_mock
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.bench.mock_openrouter import MockServer, serve_mock
+from orpipe.engine import (
     ChatRequest,
     Ending,
     Engine,
@@ -25,9 +25,9 @@ from engine import (
     ResponseStream,
     TextDelta,
 )
-from engine.artifacts import Artifact
-from engine.errors import StoreUnavailable
-from engine.ports import ArtifactStore
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.errors import StoreUnavailable
+from orpipe.engine.ports import ArtifactStore
 
 API_KEY = "sk-or-v1-test-secret-0123456789abcdef"
 

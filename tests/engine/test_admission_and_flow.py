@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from bench.mock_scenarios import plan
-from engine import (
+from orpipe.bench.mock_scenarios import plan
+from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
     Completed,

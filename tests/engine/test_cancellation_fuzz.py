@@ -13,7 +13,7 @@ import random
 import pytest
 import trio
 
-from engine import Cancelled, Completed, Ending, Failed, Incomplete, OutboundEvent
+from orpipe.engine import Cancelled, Completed, Ending, Failed, Incomplete, OutboundEvent
 from tests.engine.support import mock_server, request, running_engine, wait_until
 
 ENDINGS = (Completed, Incomplete, Failed, Cancelled)

@@ -23,8 +23,8 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors import open_engine
-from engine import ChatRequest, Completed, EngineConfig, EnginePorts, TextDelta
+from orpipe.actors import open_engine
+from orpipe.engine import ChatRequest, Completed, EngineConfig, EnginePorts, TextDelta
 from tests.actors.fakes import DONE, Attempt, FakeTransport
 
 _PIECES = st.text(

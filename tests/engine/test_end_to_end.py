@@ -10,8 +10,8 @@ import pytest
 import trio
 import trio.lowlevel
 
-from bench.mock_scenarios import plan
-from engine import (
+from orpipe.bench.mock_scenarios import plan
+from orpipe.engine import (
     Citation,
     Completed,
     Failed,

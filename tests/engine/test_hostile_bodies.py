@@ -18,9 +18,9 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.engine import (
     ChatRequest,
     Completed,
     EngineConfig,
@@ -30,7 +30,7 @@ from engine import (
     TextDelta,
     Usage,
 )
-from engine.messages import Ending, OutboundEvent
+from orpipe.engine.messages import Ending, OutboundEvent
 
 #: Far above what any case needs and far below the read idle timeout below:
 #: an answer that waits for the idle timeout fails the test.

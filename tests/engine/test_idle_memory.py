@@ -19,7 +19,7 @@ import tracemalloc
 import trio
 import trio.testing
 
-from engine import Completed, Engine, TextDelta
+from orpipe.engine import Completed, Engine, TextDelta
 from tests.engine.support import mock_server, request, running_engine, wait_until
 
 

@@ -7,8 +7,8 @@ import random
 
 import trio
 
-from engine import ChatRequest, OutputItem
-from engine.artifacts import ArtifactContext
+from orpipe.engine import ChatRequest, OutputItem
+from orpipe.engine.artifacts import ArtifactContext
 from tests.engine.support import (
     MemoryStore,
     collect,
@@ -114,9 +114,9 @@ async def test_cancellation_fuzz_into_postgresql_every_accepted_artifact_is_in_s
     """The same fuzz through the real codec and SQL store: what was accepted is in the table."""
     import sqlalchemy as sa  # noqa: PLC0415
 
-    from adapters.artifact_codec import ArtifactCodec  # noqa: PLC0415
-    from adapters.artifact_rows import CodecStore  # noqa: PLC0415
-    from adapters.sql_store import SqlRowStore  # noqa: PLC0415
+    from orpipe.adapters.store.codec import ArtifactCodec  # noqa: PLC0415
+    from orpipe.adapters.store.rows import CodecStore  # noqa: PLC0415
+    from orpipe.adapters.store.sql import SqlRowStore  # noqa: PLC0415
     from tests.adapters.pg_support import postgres_url  # noqa: PLC0415
 
     rng = random.Random(7)

@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 import trio
 
-from adapters.artifact_codec import ArtifactCodec
-from adapters.artifact_rows import CodecStore
-from adapters.sql_store import SqlRowStore
-from engine import ChatRequest
-from engine.artifacts import ArtifactContext
+from orpipe.adapters.store.codec import ArtifactCodec
+from orpipe.adapters.store.rows import CodecStore
+from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.engine import ChatRequest
+from orpipe.engine.artifacts import ArtifactContext
 from tests.engine.support import collect, mock_server, request, running_engine, wait_until
 from tests.pg_instance import PgInstance, pg_instance
 

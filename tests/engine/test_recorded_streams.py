@@ -31,9 +31,9 @@ import pytest
 import trio
 import trio.lowlevel
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.engine import (
     Cancelled,
     ChatRequest,
     Citation,

@@ -8,8 +8,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from actors import open_engine
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.engine import (
     ChatRequest,
     Completed,
     EngineClosed,
@@ -19,7 +19,7 @@ from engine import (
     Failed,
     ServiceSpec,
 )
-from engine.ports import UpstreamResponse
+from orpipe.engine.ports import UpstreamResponse
 from tests.engine.support import collect, mock_server, request, running_engine, wait_until
 
 CONFIG = EngineConfig(base_url="http://127.0.0.1:9/api/v1", restart_backoff_initial_s=1)

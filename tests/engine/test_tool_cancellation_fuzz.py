@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import trio
 
-from engine import Cancelled, Completed, Ending, Failed, Incomplete, OutboundEvent
-from engine.artifacts import ArtifactContext
-from engine.tools import Tool, toolbox
+from orpipe.engine import Cancelled, Completed, Ending, Failed, Incomplete, OutboundEvent
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.tools import Tool, toolbox
 from tests.actors.fakes import tasks_named
 from tests.engine.support import MemoryStore, mock_server, request, running_engine, wait_until
 

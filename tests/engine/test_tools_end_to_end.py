@@ -13,8 +13,8 @@ from typing import Any
 
 import trio
 
-from engine.artifacts import ArtifactContext
-from engine.messages import (
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.messages import (
     Cancelled,
     ChatRequest,
     Completed,
@@ -24,7 +24,7 @@ from engine.messages import (
     Status,
     Usage,
 )
-from engine.tools import Tool, toolbox
+from orpipe.engine.tools import Tool, toolbox
 from tests.actors.fakes import tasks_named
 from tests.engine.support import (
     MemoryStore,

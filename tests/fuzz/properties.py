@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine import (
+from orpipe.engine import (
     Cancelled,
     Citation,
     Completed,

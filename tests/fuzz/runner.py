@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from actors import open_engine
-from adapters import OpenRouterHttpTransport
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters import OpenRouterHttpTransport
+from orpipe.engine import (
     AdmissionRejected,
     ChatRequest,
     Completed,

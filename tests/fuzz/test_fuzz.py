@@ -108,7 +108,7 @@ def test_a_case_is_a_pure_function_of_class_and_seed(cls: str) -> None:
 
 
 def test_the_bench_command_replays_one_case(capsys: pytest.CaptureFixture[str]) -> None:
-    from bench.fuzz import EXIT_OK, main  # noqa: PLC0415
+    from orpipe.bench.fuzz import EXIT_OK, main  # noqa: PLC0415
 
     assert main(["--case", "http_error:3@5"]) == EXIT_OK
     out = capsys.readouterr().out
@@ -121,6 +121,6 @@ def test_the_bench_command_replays_one_case(capsys: pytest.CaptureFixture[str]) 
     [["--case", "http_error"], ["--only", "no_such_class"], ["--prompt", "3", "--read-idle", "2"]],
 )
 def test_the_bench_command_refuses_bad_arguments(argv: list[str]) -> None:
-    from bench.fuzz import EXIT_USAGE, main  # noqa: PLC0415
+    from orpipe.bench.fuzz import EXIT_USAGE, main  # noqa: PLC0415
 
     assert main(argv) == EXIT_USAGE

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from actors.admission_room import WaitingRoom
-from engine.errors import AdmissionRejected, EngineClosed
+from orpipe.actors.admission_room import WaitingRoom
+from orpipe.engine.errors import AdmissionRejected, EngineClosed
 
 INF = math.inf
 

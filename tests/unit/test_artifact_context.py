@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.artifacts import ArtifactContext
+from orpipe.engine.artifacts import ArtifactContext
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from engine.backoff import capped_backoff
+from orpipe.engine.backoff import capped_backoff
 
 
 def test_attempt_0_waits_the_base() -> None:

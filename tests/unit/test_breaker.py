@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.breaker import Breaker, BreakerDecision
+from orpipe.engine.breaker import Breaker, BreakerDecision
 
 Key = tuple[str, str]
 

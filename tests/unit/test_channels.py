@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from engine.channels import ChannelRegistry
+from orpipe.engine.channels import ChannelRegistry
 
 
 def test_a_channel_needs_a_whole_non_negative_size() -> None:

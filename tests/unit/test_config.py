@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.errors import ConfigError, UsageError
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import ConfigError, UsageError
 
 RANGED = [f for f in dataclasses.fields(EngineConfig) if "range" in f.metadata]
 INT_FIELDS = [f.name for f in RANGED if isinstance(getattr(EngineConfig(), f.name), int)]

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.delta_batching import DeltaBatcher, join_surrogates
-from engine.messages import (
+from orpipe.actors.delta_batching import DeltaBatcher, join_surrogates
+from orpipe.engine.messages import (
     BatchedItem,
     DeltaChannel,
     DeltaEvent,

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import event_decoder
-from actors.event_decoder import MAX_FALLBACK_NESTING, decode_event
-from actors.response_mapper import ResponseMapper
-from engine.errors import UpstreamResponseFailed
-from engine.messages import DeltaEvent, Failed, ParseFailed, StreamEnded, UpstreamEvent
+from orpipe.actors import event_decoder
+from orpipe.actors.event_decoder import MAX_FALLBACK_NESTING, decode_event
+from orpipe.actors.response_mapper import ResponseMapper
+from orpipe.engine.errors import UpstreamResponseFailed
+from orpipe.engine.messages import DeltaEvent, Failed, ParseFailed, StreamEnded, UpstreamEvent
 
 
 def _payload(**fields: object) -> bytes:

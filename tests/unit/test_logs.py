@@ -13,7 +13,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.logs import (
+from orpipe.engine.logs import (
     LogSettings,
     RequestLogs,
     logger,

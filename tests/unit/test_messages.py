@@ -7,9 +7,9 @@ import types
 
 import pytest
 
-from engine.errors import UsageError
-from engine.messages import ChatRequest, SseBatch, TextRun, freeze_json, thaw_json
-from engine.statistics import ActorCounters
+from orpipe.engine.errors import UsageError
+from orpipe.engine.messages import ChatRequest, SseBatch, TextRun, freeze_json, thaw_json
+from orpipe.engine.statistics import ActorCounters
 
 
 def _request(**kwargs: object) -> ChatRequest:

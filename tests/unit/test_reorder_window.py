@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.event_decoder import decode_event
-from actors.reorder_window import ReorderError, ReorderWindow, WindowOverflow
-from engine.messages import ParsedBatch, ParseFailed, StreamEnded
+from orpipe.actors.event_decoder import decode_event
+from orpipe.actors.reorder_window import ReorderError, ReorderWindow, WindowOverflow
+from orpipe.engine.messages import ParsedBatch, ParseFailed, StreamEnded
 
 _sizes = st.lists(st.integers(1, 6), max_size=25)
 

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from actors.response_mapper import ResponseMapper
-from engine.errors import (
+from orpipe.actors.response_mapper import ResponseMapper
+from orpipe.engine.errors import (
     RequestDeadlineExceeded,
     UpstreamProtocolError,
     UpstreamResponseFailed,
     UpstreamTimeout,
 )
-from engine.messages import (
+from orpipe.engine.messages import (
     Cancelled,
     Citation,
     Completed,

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from actors.retry_policy import RetryPolicy, http_error_from_response, parse_retry_after
-from engine.config import EngineConfig
-from engine.errors import (
+from orpipe.actors.retry_policy import RetryPolicy, http_error_from_response, parse_retry_after
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamHTTPError,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.sse_framer import EventTooLarge, SseFramer
+from orpipe.actors.sse_framer import EventTooLarge, SseFramer
 
 LIMIT = 1 << 20
 BOM = b"\xef\xbb\xbf"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from actors.tool_outputs import CallOutcome, output_text
+from orpipe.actors.tool_outputs import CallOutcome, output_text
 
 
 class Thing:

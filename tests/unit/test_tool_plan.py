@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from actors.tool_plan import Batch, PlannedCall, plan_round, read_call
+from orpipe.actors.tool_plan import Batch, PlannedCall, plan_round, read_call
 
 ORDER_KEYS = ("depends_on", "_depends_on", "sequential")
 NO_BATCH_KEYS = frozenset({*ORDER_KEYS, "no_batch"})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from actors.tool_threads import RunawayThreads
+from orpipe.actors.tool_threads import RunawayThreads
 
 #: Generous bound for anything a worker thread has to do; polls end much sooner.
 PATIENCE_S = 10.0

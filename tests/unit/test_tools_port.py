@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from engine.errors import UsageError
-from engine.messages import ChatRequest
-from engine.tools import Tool, toolbox
+from orpipe.engine.errors import UsageError
+from orpipe.engine.messages import ChatRequest
+from orpipe.engine.tools import Tool, toolbox
 
 
 async def async_fn(args: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ import zlib
 import msgspec
 import pytest
 
-from actors.upstream_body import (
+from orpipe.actors.upstream_body import (
     Inflater,
     body_kind,
     describe_html,
@@ -17,7 +17,7 @@ from actors.upstream_body import (
     inflater_for,
     json_body_events,
 )
-from engine.errors import UpstreamNotAStream, UpstreamResponseFailed
+from orpipe.engine.errors import UpstreamNotAStream, UpstreamResponseFailed
 
 
 @pytest.mark.parametrize(

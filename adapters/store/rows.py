@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.artifacts import Artifact
-from engine.errors import ArtifactDecodeError
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.errors import ArtifactDecodeError
 
 __all__ = ["CodecStore", "RowCodec", "RowStore", "StoredRow"]
 
@@ -63,7 +63,7 @@ class RowStore(Protocol):
 
 
 class RowCodec(Protocol):
-    """Turns payloads into blobs and back (``adapters.artifact_codec.ArtifactCodec``)."""
+    """Turns payloads into blobs and back (``adapters.store.codec.ArtifactCodec``)."""
 
     def encode(self, artifact: Artifact) -> StoredRow: ...
 

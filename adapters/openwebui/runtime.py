@@ -33,13 +33,18 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.downloader import Downloader, DownloadLimits
-from adapters.model_catalog import close_registries
-from adapters.owui_files import OwuiFiles
-from adapters.trio_bridge import GuestModeBridge, StoreFactory, ThreadBridge, TransportFactory
-from adapters.user_breaker import UserBreaker
-from engine import EngineConfig
-from engine.logs import LogSettings, setup_logging
+from orpipe.adapters.bridge.trio_bridge import (
+    GuestModeBridge,
+    StoreFactory,
+    ThreadBridge,
+    TransportFactory,
+)
+from orpipe.adapters.openwebui.downloader import Downloader, DownloadLimits
+from orpipe.adapters.openwebui.files import OwuiFiles
+from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.user_breaker import UserBreaker
+from orpipe.engine import EngineConfig
+from orpipe.engine.logs import LogSettings, setup_logging
 
 __all__ = ["BridgeKind", "BridgeTarget", "PipeRuntime", "runtime_for_loop"]
 
@@ -174,7 +179,7 @@ class PipeRuntime:
         """The bridge for these settings, started, reconfigured or replaced as needed."""
         async with self._lock:
             if self._closed:
-                from engine import EngineClosed  # noqa: PLC0415
+                from orpipe.engine import EngineClosed  # noqa: PLC0415
 
                 raise EngineClosed("The engine is stopping with the server; retry in a moment.")
             await self._watch_loop_shutdown()

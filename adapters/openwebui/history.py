@@ -8,7 +8,7 @@ the trio run that owns it.
   message), or None when they are not stored: plain API calls (no chat id),
   temporary chats (``local:…``), and pipes without a store.
 * ``read_branch`` reads the conversation's current branch from Open WebUI's
-  own chat store (``adapters.branch_references``). When Open WebUI keeps
+  own chat store (``adapters.openwebui.branch_references``). When Open WebUI keeps
   the chat, answers carry no reference text at all: ``load_replay_plan``
   loads the artifacts of the branch's earlier answers by message id, and
   places them in the request's messages in memory only.
@@ -38,12 +38,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.artifact_replay import ReplayPlan, referenced_ids, select_orphans
-from adapters.branch_references import BranchMessage, branch_of, with_branch_references
-from adapters.trio_bridge import GuestModeBridge, ThreadBridge
-from engine.artifacts import Artifact, ArtifactContext
-from engine.errors import EngineError
-from engine.ports import ArtifactStore
+from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.adapters.openwebui.artifact_replay import ReplayPlan, referenced_ids, select_orphans
+from orpipe.adapters.openwebui.branch_references import (
+    BranchMessage,
+    branch_of,
+    with_branch_references,
+)
+from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.errors import EngineError
+from orpipe.engine.ports import ArtifactStore
 
 __all__ = [
     "DEGRADED_NOTICE",

@@ -3,9 +3,9 @@
 This module owns ``UserBreaker`` (``engine.breaker.Breaker`` keyed by user
 id, with the user-facing names its statistics have always had) and the
 sentence a paused user reads (``paused_message``). One instance belongs to
-one event loop (``adapters.owui_runtime``); it is not thread-safe.
+one event loop (``adapters.openwebui.runtime``); it is not thread-safe.
 
-What counts as a failure is the caller's decision (``adapters.owui_chat``):
+What counts as a failure is the caller's decision (``adapters.openwebui.turn``):
 real upstream failures and timeouts do; busy rejections and cancellations
 do not. See ``engine.breaker`` for the states and for what the original's
 breaker got wrong.
@@ -17,8 +17,8 @@ import math
 import time
 from collections.abc import Callable
 
-from engine.breaker import Breaker, BreakerDecision, BreakerState
-from engine.errors import ConfigError
+from orpipe.engine.breaker import Breaker, BreakerDecision, BreakerState
+from orpipe.engine.errors import ConfigError
 
 __all__ = ["BreakerDecision", "BreakerState", "UserBreaker", "paused_message"]
 

@@ -1,6 +1,6 @@
 """Redis write-behind for artifact rows: a reliable queue (a Redis Stream) and a read cache.
 
-This module owns ``RedisWriteBehind``, the ``adapters.artifact_rows.RowStore``
+This module owns ``RedisWriteBehind``, the ``adapters.store.rows.RowStore``
 that sits between ``CodecStore`` and the durable ``SqlRowStore``; the layout
 of its Redis keys; its flusher loop and that loop's breaker; and the
 translation of every redis-py exception into ``engine.errors`` types (no
@@ -105,9 +105,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
-from adapters.artifact_rows import RowStore, StoredRow
-from engine.backoff import capped_backoff
-from engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
+from orpipe.adapters.store.rows import RowStore, StoredRow
+from orpipe.engine.backoff import capped_backoff
+from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
 __all__ = [
     "DEFAULT_REDIS_THREADS",

@@ -3,7 +3,7 @@
 trio-flavoured (httpx picks its trio backend when run under trio). The
 transport's connections are kept alive and reused across requests (the
 original opened a session per request, weakness 20); they live in a few
-small httpx clients (``adapters.http_pool``) sized together from the
+small httpx clients (``adapters.openrouter.pool``) sized together from the
 engine's concurrency limit.
 
 Every httpx exception is translated here, once, into an
@@ -23,9 +23,9 @@ from typing import cast
 import httpx
 import trio
 
-from adapters.http_pool import ShardedClients
-from engine.config import EngineConfig
-from engine.errors import (
+from orpipe.adapters.openrouter.pool import ShardedClients
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import (
     UpstreamConnectError,
     UpstreamProtocolError,
     UpstreamTimeout,

@@ -15,7 +15,7 @@ This module is pure: ``branch_of`` walks a messages map that the caller
 read from Open WebUI, and ``with_branch_references`` places the found
 artifacts into the request's messages as reference lines that exist only in
 memory (``engine.artifacts.marker_line``), so the replay that reads older
-chats' visible references (``adapters.artifact_replay``) places both kinds
+chats' visible references (``adapters.openwebui.artifact_replay``) places both kinds
 alike.
 
 Placement: the body Open WebUI hands a pipe has no message ids (its
@@ -35,7 +35,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.artifacts import find_markers, marker_line
+from orpipe.engine.artifacts import find_markers, marker_line
 
 __all__ = ["BranchMessage", "branch_of", "with_branch_references"]
 

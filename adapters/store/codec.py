@@ -65,10 +65,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from adapters.artifact_rows import StoredRow
-from engine.artifacts import Artifact
-from engine.errors import ArtifactDecodeError, ConfigError, PersistenceError
-from engine.messages import thaw_json
+from orpipe.adapters.store.rows import StoredRow
+from orpipe.engine.artifacts import Artifact
+from orpipe.engine.errors import ArtifactDecodeError, ConfigError, PersistenceError
+from orpipe.engine.messages import thaw_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -142,7 +142,7 @@ def _derive_keys(passphrase: str) -> _Keys:
 
 
 class ArtifactCodec:
-    """``adapters.artifact_rows.RowCodec``: Artifact ⇄ StoredRow (see the module doc).
+    """``adapters.store.rows.RowCodec``: Artifact ⇄ StoredRow (see the module doc).
 
     ``encryption_key``: None or "" = nothing is encrypted (``no_key_warning``
     says so); otherwise at least 16 characters, else ``EncryptionKeyError``

@@ -1,10 +1,10 @@
 """The durable artifact table: SQLAlchemy 2 Core on a synchronous engine, driven from trio.
 
 This module owns the table (``orpipe_artifacts_<namespace>``), its creation,
-the row operations of ``adapters.artifact_rows.RowStore``, the SQLite and
+the row operations of ``adapters.store.rows.RowStore``, the SQLite and
 PostgreSQL connection set-up, and the translation of every SQLAlchemy / DBAPI
 exception into ``engine.errors`` types. It never sees a payload in clear: rows
-arrive encoded by ``adapters.artifact_codec``.
+arrive encoded by ``adapters.store.codec``.
 
 trio-flavoured: ``open``, ``aclose``, ``async with``, ``write_rows``,
 ``fetch_rows``, ``list_ids``, ``delete`` and ``delete_older_than`` are async;
@@ -89,8 +89,8 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from adapters.artifact_rows import StoredRow
-from engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
+from orpipe.adapters.store.rows import StoredRow
+from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
 __all__ = [
     "DEFAULT_SQL_THREADS",
@@ -152,7 +152,7 @@ def artifact_table(namespace: str, metadata: sa.MetaData | None = None) -> sa.Ta
 
 
 class SqlRowStore:
-    """``adapters.artifact_rows.RowStore`` on SQLite or PostgreSQL (see the module doc).
+    """``adapters.store.rows.RowStore`` on SQLite or PostgreSQL (see the module doc).
 
     Use ``async with SqlRowStore(url, namespace=...) as store`` (or ``open`` /
     ``aclose``). ``namespace`` comes from ``ArtifactCodec.namespace``.

@@ -84,7 +84,7 @@ Verified in the installed open-webui 0.12.4 (not guessed):
   "function", function: {name, arguments}}]``) and one ``{role: "tool",
   tool_call_id, content: <string>}`` per call, up to
   ``CHAT_RESPONSE_MAX_TOOL_CALL_ITERATIONS`` (``env.py``, default 256)
-  rounds; ``adapters.owui_request`` maps those back.
+  rounds; ``adapters.openwebui.request`` maps those back.
 * After the stream ends the middleware itself emits ``chat:completion`` with
   ``done: true``, the final output and the merged usage. In the browser
   (``Chat.svelte`` ``chatCompletionEventHandler``, read from the frontend's
@@ -140,8 +140,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, assert_never
 from urllib.parse import urlsplit, urlunsplit
 
-from engine.artifacts import marker_line
-from engine.messages import (
+from orpipe.engine.artifacts import marker_line
+from orpipe.engine.messages import (
     Cancelled,
     Citation,
     Completed,
@@ -529,7 +529,7 @@ class AnswerRenderer:
     Open WebUI as calls.
 
     ``write_references=False`` (a chat Open WebUI keeps, whose artifacts the
-    next turn finds by message id: ``adapters.branch_references``) adds
+    next turn finds by message id: ``adapters.openwebui.branch_references``) adds
     nothing to the answer for its stored items; otherwise (an API client's
     own chat ids) each stored item gets a reference line at the end.
 

@@ -14,7 +14,7 @@ the OS and the bound port is reported):
   origin (``allowed_origins``), so another web page cannot read the
   telemetry; clients that send no ``Origin`` (scripts) are accepted.
 * **HTTP** (h11 on ``trio.serve_tcp``): ``GET /metrics`` (Prometheus text,
-  ``adapters.telemetry_metrics``) sampled fresh per scrape; ``GET /`` with
+  ``adapters.telemetry.metrics``) sampled fresh per scrape; ``GET /`` with
   ``/dashboard.js`` and ``/dashboard.css`` from ``dashboard_dir``;
   ``GET /config.json`` tells the page where the WebSocket is. Anything else
   is 404, other methods 405, a malformed request 400. At most
@@ -43,10 +43,10 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from actors.telemetry import Subscription, TelemetryHub
-from adapters.telemetry_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from adapters.telemetry_metrics import render_metrics
-from engine.errors import AdmissionRejected, EngineClosed
+from orpipe.actors.telemetry import Subscription, TelemetryHub
+from orpipe.adapters.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from orpipe.adapters.telemetry.metrics import render_metrics
+from orpipe.engine.errors import AdmissionRejected, EngineClosed
 
 __all__ = ["TelemetryEndpoints", "TelemetryServerSettings", "serve_telemetry"]
 

@@ -5,7 +5,7 @@
 a ``type`` and, for direct tool servers, ``direct: True`` (those run in the
 user's browser through ``__event_call__``). ``engine_tools`` wraps each
 declared entry in an ``engine.tools.Tool`` whose trio-side function awaits
-the Open WebUI call on its own loop (``adapters.loop_calls.run_on_loop``),
+the Open WebUI call on its own loop (``adapters.bridge.loop_calls.run_on_loop``),
 so the engine's timeouts, limits, breakers and cancellation apply to it like
 to any tool.
 
@@ -34,8 +34,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.loop_calls import run_on_loop
-from engine.tools import Tool
+from orpipe.adapters.bridge.loop_calls import run_on_loop
+from orpipe.engine.tools import Tool
 
 __all__ = ["DeclaredTool", "EventCall", "engine_tools", "tool_result"]
 

@@ -18,7 +18,7 @@ A turn:
    reasoning as Open WebUI's thinking block, usage, errors) and mirrors
    progress through the event emitter: statuses only for what the thinking
    block and the text cannot say (waiting on OpenRouter, web searches, tool
-   calls), ended by the final status line (``adapters.owui_events``). Its
+   calls), ended by the final status line (``adapters.openwebui.events``). Its
    ``finally`` cancels the request if it is still running (Open WebUI's stop
    button cancels the task that iterates it) and ends a status line still
    open.
@@ -38,26 +38,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from adapters.artifact_store import store_factory_for
-from adapters.downloader import DownloadLimits
-from adapters.generated_images import GeneratedImages
-from adapters.intake import (
-    FileStore,
-    Intake,
-    IntakeLimits,
-    IntakeResult,
-    UrlFetcher,
-    effective_remote_limit,
-)
-from adapters.model_catalog import (
-    Catalogue,
-    CatalogueError,
-    ModelInfo,
-    registry_for,
-)
-from adapters.owui_events import AnswerRenderer, SafeEmitter, log_source_event
-from adapters.owui_files import Owner, StoredFileError
-from adapters.owui_history import (
+from orpipe.adapters.bridge.trio_bridge import BridgedStream, StoreFactory, TransportFactory
+from orpipe.adapters.openwebui.downloader import DownloadLimits
+from orpipe.adapters.openwebui.events import AnswerRenderer, SafeEmitter, log_source_event
+from orpipe.adapters.openwebui.files import Owner, StoredFileError
+from orpipe.adapters.openwebui.generated_images import GeneratedImages
+from orpipe.adapters.openwebui.history import (
     DEGRADED_NOTICE,
     Loaded,
     artifact_context,
@@ -65,20 +51,34 @@ from adapters.owui_history import (
     load_replay_plan,
     read_branch,
 )
-from adapters.owui_request import RequestMappingError, RequestSettings, build_request
-from adapters.owui_runtime import BridgeTarget, PipeRuntime, runtime_for_loop
-from adapters.owui_tools import EventCall, engine_tools
-from adapters.owui_valves import (
+from orpipe.adapters.openwebui.intake import (
+    FileStore,
+    Intake,
+    IntakeLimits,
+    IntakeResult,
+    UrlFetcher,
+    effective_remote_limit,
+)
+from orpipe.adapters.openwebui.models import (
+    Catalogue,
+    CatalogueError,
+    ModelInfo,
+    registry_for,
+)
+from orpipe.adapters.openwebui.request import RequestMappingError, RequestSettings, build_request
+from orpipe.adapters.openwebui.runtime import BridgeTarget, PipeRuntime, runtime_for_loop
+from orpipe.adapters.openwebui.tool_specs import ToolDeclarations, declare_tools, function_spec
+from orpipe.adapters.openwebui.tools import EventCall, engine_tools
+from orpipe.adapters.openwebui.user_breaker import paused_message
+from orpipe.adapters.openwebui.valves import (
     EffectiveSettings,
     UserValves,
     ValveError,
     Valves,
     effective_settings,
 )
-from adapters.tool_specs import ToolDeclarations, declare_tools, function_spec
-from adapters.trio_bridge import BridgedStream, StoreFactory, TransportFactory
-from adapters.user_breaker import paused_message
-from engine import (
+from orpipe.adapters.store.assembly import store_factory_for
+from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
     ChatRequest,
@@ -94,8 +94,8 @@ from engine import (
     TextDelta,
     UpstreamError,
 )
-from engine.artifacts import ArtifactContext
-from engine.logs import LogSettings, register_secret, request_logs
+from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.logs import LogSettings, register_secret, request_logs
 
 __all__ = ["AnswerStream", "PipeError", "TurnContext", "list_models", "run_turn"]
 
@@ -337,7 +337,7 @@ async def _prepare_attachments(
     emitter: SafeEmitter,
     items: tuple[Mapping[str, Any], ...],
 ) -> IntakeResult:
-    """The intake pass (``adapters.intake``): stored files inlined, links fetched or vetted."""
+    """The intake pass (``openwebui.intake``): stored files inlined, links fetched or vetted."""
     if not any(_needs_intake(item) for item in items):
         return IntakeResult(tuple(dict(item) for item in items))
     store = _file_store(valves, ctx, runtime)
@@ -444,7 +444,7 @@ def _with_tools(
     """The request with the chat's tools and the MCP servers attached.
 
     Engine mode: each Open WebUI tool becomes an engine ``Tool`` run on Open
-    WebUI's loop (``adapters.owui_tools``). Pass-through mode: the tools are
+    WebUI's loop (``adapters.openwebui.tools``). Pass-through mode: the tools are
     only announced; the model's calls go back to Open WebUI as
     ``delta.tool_calls``. Titles, tags and other tasks never get tools.
     """

@@ -4,7 +4,7 @@
 ``DownloadError`` (a person-readable reason: refused, too large, failed after
 retries). It runs on the asyncio loop of the adapter (httpx), and:
 
-* vets the URL with ``adapters.ssrf_guard`` and connects **to the vetted
+* vets the URL with ``adapters.openwebui.ssrf_guard`` and connects **to the vetted
   address**, never resolving the name again: the request goes to
   ``https://<address>/...`` with the name in the ``Host`` header and as the
   TLS server name (``sni_hostname``), so the certificate is still checked
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from adapters.data_urls import readable_size
-from adapters.ssrf_guard import (
+from orpipe.adapters.openwebui.data_urls import readable_size
+from orpipe.adapters.openwebui.ssrf_guard import (
     AsyncioResolver,
     Resolver,
     UnsafeUrl,
@@ -47,7 +47,7 @@ from adapters.ssrf_guard import (
     vet,
     vet_redirect,
 )
-from engine.backoff import capped_backoff
+from orpipe.engine.backoff import capped_backoff
 
 __all__ = ["DownloadError", "DownloadLimits", "Downloaded", "Downloader"]
 

@@ -63,9 +63,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from adapters.mcp_config import McpConfigError, parse_mcp_servers
-from engine.config import EngineConfig
-from engine.errors import ConfigError
+from orpipe.adapters.openwebui.mcp_config import McpConfigError, parse_mcp_servers
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import ConfigError
 
 __all__ = [
     "ENCRYPTED_PREFIX",

@@ -20,7 +20,7 @@ Rules (seed §E and §K.2.26; each has tests):
   (``2130706433``, ``0177.0.0.1``, ``0x7f.1``, ``127.1``);
 * every address (a literal, or every A/AAAA answer) must be globally
   reachable; one bad answer among good ones refuses the whole name. What
-  that means is data, in ``adapters.special_addresses``, not Python's
+  that means is data, in ``adapters.openwebui.special_addresses``, not Python's
   ``is_global`` (which lags the registries: ``fe00::1``, ``5f00::1`` and
   ``3fff::1`` are "global" to it):
 
@@ -68,9 +68,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import trio
-
-from adapters.special_addresses import (
+from orpipe.adapters.openwebui.special_addresses import (
     IPV4_COMPATIBLE,
     IPV4_MULTICAST,
     IPV4_SPECIAL_PURPOSE,
@@ -85,7 +83,6 @@ __all__ = [
     "AsyncioResolver",
     "IPAddress",
     "Resolver",
-    "TrioResolver",
     "UnsafeUrl",
     "VettedTarget",
     "address_problem",
@@ -173,14 +170,6 @@ class Resolver(Protocol):
     """Every address of a host name, resolved off the event loop."""
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]: ...
-
-
-class TrioResolver:
-    """``trio.socket.getaddrinfo``: runs in a worker thread, never blocks trio."""
-
-    async def resolve(self, host: str, port: int) -> list[IPAddress]:
-        infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        return _addresses(info[4][0] for info in infos)
 
 
 class AsyncioResolver:

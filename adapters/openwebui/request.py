@@ -22,7 +22,7 @@ Deliberate departures from the original pipe (seed inventory §B.3-B.4):
 Stored artifacts (earlier turns' reasoning and tool items) are replayed when the
 caller passes a ``ReplayPlan``: markers in assistant text are replaced in place
 by their items, a cancelled turn's orphans go before the newest user turn, and
-calls and outputs are paired by ``call_id`` (rules in ``adapters.artifact_replay``).
+calls and outputs are paired by ``call_id`` (rules in ``adapters.openwebui.artifact_replay``).
 Marker lines never reach the model, with or without a plan.
 
 Tools: in engine mode the engine runs them, replays their calls and outputs
@@ -37,11 +37,11 @@ the assistant's text, each result a ``function_call_output``; a call or result
 without its partner is left out with a warning, because OpenRouter rejects
 unpaired items. The body's ``tools`` (Chat Completions form, what Open WebUI
 would announce to any model) become Responses ``function`` tools through
-``adapters.tool_specs.declare_tools``, only for a model that takes tools.
+``adapters.openwebui.tool_specs.declare_tools``, only for a model that takes tools.
 
 Attachments: each content part type has its own small function here, which
 does what needs no I/O (modality, inline size before decoding, formats);
-``adapters.intake`` then reads Open WebUI's stored files, downloads or vets
+``adapters.openwebui.intake`` then reads Open WebUI's stored files, downloads or vets
 links, and keeps copies, on Open WebUI's loop.
 """
 
@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from adapters.artifact_replay import (
+from orpipe.adapters.openwebui.artifact_replay import (
     ReplayPlan,
     ReplayReport,
     orphan_items,
@@ -65,12 +65,12 @@ from adapters.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
-from adapters.data_urls import AttachmentError, check_base64, check_data_url
-from adapters.image_selection import ImageSelection, select_images
-from adapters.model_catalog import ModelInfo
-from adapters.tool_specs import ToolDeclarations, declare_tools, function_spec
-from engine.errors import EngineError
-from engine.messages import ChatRequest, new_request_id
+from orpipe.adapters.openwebui.data_urls import AttachmentError, check_base64, check_data_url
+from orpipe.adapters.openwebui.image_selection import ImageSelection, select_images
+from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openwebui.tool_specs import ToolDeclarations, declare_tools, function_spec
+from orpipe.engine.errors import EngineError
+from orpipe.engine.messages import ChatRequest, new_request_id
 
 __all__ = [
     "MappedRequest",
@@ -137,7 +137,7 @@ class RequestSettings:
     #: OpenRouter ids or exposed sub ids for which an admin forces the web plugin.
     web_search_force_models: frozenset[str] = frozenset()
     web_search_max_results: int | None = 3
-    #: MAX_INPUT_IMAGES_PER_REQUEST and IMAGE_INPUT_SELECTION (``adapters.image_selection``).
+    #: MAX_INPUT_IMAGES_PER_REQUEST and IMAGE_INPUT_SELECTION (see ``image_selection``).
     max_input_images: int = 5
     image_selection: ImageSelection = "user_then_assistant"
     #: BASE64_MAX_SIZE_MB in bytes: the largest inline attachment sent.
@@ -400,7 +400,7 @@ class _Replay:
 
     @classmethod
     def of(cls, plan: ReplayPlan | None, model: ModelInfo, report: ReplayReport) -> _Replay | None:
-        # Reasoning items only for models that take reasoning: see adapters.artifact_replay.
+        # Reasoning items only for models that take reasoning: see artifact_replay.
         return None if plan is None else cls(plan, model.reasoning, report)
 
 

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import trio
 
-from adapters.artifact_codec import ArtifactCodec
-from adapters.artifact_rows import CodecStore, RowStore
-from adapters.owui_valves import Valves
-from adapters.redis_writebehind import RedisWriteBehind
-from adapters.sql_store import SqlRowStore
-from adapters.trio_bridge import StoreFactory
-from engine.ports import ArtifactStore
+from orpipe.adapters.bridge.trio_bridge import StoreFactory
+from orpipe.adapters.openwebui.valves import Valves
+from orpipe.adapters.store.codec import ArtifactCodec
+from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
+from orpipe.adapters.store.rows import CodecStore, RowStore
+from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.engine.ports import ArtifactStore
 
 __all__ = ["StoreSettings", "default_database_url", "store_factory_for"]
 

@@ -25,11 +25,11 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.data_urls import AttachmentError, decode_base64, parse_data_url
-from adapters.downloader import DownloadError
-from adapters.intake import FileStore, UrlFetcher
-from adapters.owui_files import StoredFileError, content_url
-from engine.messages import OutboundEvent, OutputItem, TextDelta
+from orpipe.adapters.openwebui.data_urls import AttachmentError, decode_base64, parse_data_url
+from orpipe.adapters.openwebui.downloader import DownloadError
+from orpipe.adapters.openwebui.files import StoredFileError, content_url
+from orpipe.adapters.openwebui.intake import FileStore, UrlFetcher
+from orpipe.engine.messages import OutboundEvent, OutputItem, TextDelta
 
 __all__ = ["GeneratedImages"]
 

@@ -48,8 +48,8 @@ from typing import Any, Final, cast
 
 import httpx
 
-from engine.backoff import capped_backoff
-from engine.errors import ConfigError, EngineError
+from orpipe.engine.backoff import capped_backoff
+from orpipe.engine.errors import ConfigError, EngineError
 
 __all__ = [
     "Catalogue",

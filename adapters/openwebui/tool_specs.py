@@ -39,7 +39,7 @@ instead:
 every object lists all its properties in ``required`` and has
 ``additionalProperties: false``; a property that was optional becomes
 nullable, so the model can still leave it out (by sending ``null``, which
-``adapters.owui_tools`` drops again before calling the function). Results
+``adapters.openwebui.tools`` drops again before calling the function). Results
 are cached per schema (bounded), and copies are returned, so no caller can
 change the cache.
 """
@@ -57,7 +57,7 @@ from typing import Any
 
 import msgspec
 
-from adapters.owui_tools import DeclaredTool
+from orpipe.adapters.openwebui.tools import DeclaredTool
 
 __all__ = ["ToolDeclarations", "declare_tools", "function_spec", "strict_schema"]
 

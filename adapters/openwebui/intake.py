@@ -1,6 +1,6 @@
 """The intake pass: a mapped request's attachments made ready to send, on Open WebUI's loop.
 
-``adapters.owui_request`` maps content parts synchronously and checks what
+``adapters.openwebui.request`` maps content parts synchronously and checks what
 needs no I/O (inline sizes, formats, modalities). ``Intake.prepare`` then
 does what needs the network or Open WebUI's storage, for ``input_image``,
 ``input_file`` and ``input_video`` parts of user messages:
@@ -10,7 +10,7 @@ does what needs the network or Open WebUI's storage, for ``input_image``,
   URLs: OpenRouter cannot reach them. Images up to BASE64_MAX_SIZE_MB,
   files too, videos up to VIDEO_MAX_SIZE_MB.
 * **Remote image links** on the newest user message are downloaded
-  (``adapters.downloader``: SSRF-vetted, size-capped, retried within a
+  (``adapters.openwebui.downloader``: SSRF-vetted, size-capped, retried within a
   budget) and inlined; with SAVE_REMOTE_FILE_URLS a copy goes into Open
   WebUI's storage. **Remote file links** are passed to OpenRouter as they
   are, unless SAVE_REMOTE_FILE_URLS asks for a copy: then they are
@@ -25,7 +25,7 @@ does what needs the network or Open WebUI's storage, for ``input_image``,
 
 Only the newest user message downloads or stores anything: older turns were
 handled when they were new, and their images are not sent again
-(``adapters.image_selection``).
+(``adapters.openwebui.image_selection``).
 
 An attachment that cannot be had is left out, and the person reads why in a
 note; the request goes on with the rest. Copies that fail to store are only
@@ -48,10 +48,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from adapters.data_urls import AttachmentError, parse_data_url
-from adapters.downloader import Downloaded, DownloadError
-from adapters.owui_files import Owner, StoredFile, StoredFileError, internal_file_id
-from adapters.ssrf_guard import AsyncioResolver, Resolver, UnsafeUrl, vet
+from orpipe.adapters.openwebui.data_urls import AttachmentError, parse_data_url
+from orpipe.adapters.openwebui.downloader import Downloaded, DownloadError
+from orpipe.adapters.openwebui.files import Owner, StoredFile, StoredFileError, internal_file_id
+from orpipe.adapters.openwebui.ssrf_guard import AsyncioResolver, Resolver, UnsafeUrl, vet
 
 __all__ = [
     "FileStore",
@@ -75,7 +75,7 @@ _YOUTUBE = re.compile(
 
 
 class FileStore(Protocol):
-    """Open WebUI's files (``adapters.owui_files.OwuiFiles``)."""
+    """Open WebUI's files (``adapters.openwebui.files.OwuiFiles``)."""
 
     async def owner_for(self, user: Mapping[str, Any] | None) -> Owner: ...
 
@@ -87,7 +87,7 @@ class FileStore(Protocol):
 
 
 class UrlFetcher(Protocol):
-    """Remote downloads (``adapters.downloader.Downloader``)."""
+    """Remote downloads (``adapters.openwebui.downloader.Downloader``)."""
 
     async def fetch(
         self,

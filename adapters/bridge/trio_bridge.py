@@ -66,9 +66,9 @@ from typing import Any, Protocol, TypeVar
 import outcome
 import trio
 
-from actors import open_engine
-from adapters.openrouter_http import OpenRouterHttpTransport
-from engine import (
+from orpipe.actors import open_engine
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
+from orpipe.engine import (
     Cancelled,
     ChannelStats,
     ChatRequest,
@@ -88,7 +88,7 @@ from engine import (
     UpstreamTransport,
     UsageError,
 )
-from engine.ports import ArtifactStore
+from orpipe.engine.ports import ArtifactStore
 
 __all__ = [
     "BRIDGE_CHANNEL",

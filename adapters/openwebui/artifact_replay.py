@@ -10,7 +10,7 @@ text plus the artifacts the caller loaded back into Responses input items.
 It is pure and synchronous: no I/O, no clock (except ``normalise_item``'s new
 id when called without a fallback, which the replay path never does). The
 caller finds the ids (``referenced_ids``), fetches the artifacts, and passes
-them in a ``ReplayPlan``; ``adapters.owui_request.build_request`` does the rest.
+them in a ``ReplayPlan``; ``adapters.openwebui.request.build_request`` does the rest.
 
 Ordering rules
 --------------
@@ -73,9 +73,9 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from engine.artifacts import Artifact, find_markers, new_artifact_id
-from engine.errors import UsageError
-from engine.messages import thaw_json
+from orpipe.engine.artifacts import Artifact, find_markers, new_artifact_id
+from orpipe.engine.errors import UsageError
+from orpipe.engine.messages import thaw_json
 
 __all__ = [
     "PRUNE_HEAD_CHARS",

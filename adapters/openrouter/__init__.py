@@ -1,0 +1,1 @@
+"""OpenRouter over HTTP: the transport and its connection pools (trio)."""

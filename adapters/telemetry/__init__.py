@@ -1,0 +1,1 @@
+"""Telemetry out of the engine: Prometheus text and the live server (trio)."""
