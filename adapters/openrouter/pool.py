@@ -20,13 +20,15 @@ from typing import Any
 
 import httpx
 
+from orpipe.engine.async_resource import AsyncResource
+
 __all__ = ["CONNECTIONS_PER_CLIENT", "ShardedClients"]
 
 #: Connections per httpx client; small enough for cheap pool scans.
 CONNECTIONS_PER_CLIENT = 32
 
 
-class ShardedClients:
+class ShardedClients(AsyncResource):
     """``ceil(connections / CONNECTIONS_PER_CLIENT)`` clients, handed out in turn."""
 
     def __init__(self, connections: int, **client_options: Any) -> None:
@@ -39,11 +41,10 @@ class ShardedClients:
     def next(self) -> httpx.AsyncClient:
         return next(self._turn)
 
-    async def __aenter__(self) -> ShardedClients:
+    async def open(self) -> None:
         for client in self.clients:
             await client.__aenter__()
-        return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def aclose(self) -> None:
         for client in self.clients:
             await client.aclose()

@@ -17,13 +17,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import cast
 
 import httpx
 import trio
 
 from orpipe.adapters.openrouter.pool import ShardedClients
+from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import (
     UpstreamConnectError,
@@ -86,7 +86,7 @@ class _Response:
         return bytes(body[:limit])
 
 
-class OpenRouterHttpTransport:
+class OpenRouterHttpTransport(AsyncResource):
     """Streams ``POST {base_url}/responses``; use as ``async with``."""
 
     def __init__(
@@ -124,17 +124,11 @@ class OpenRouterHttpTransport:
     def __repr__(self) -> str:
         return f"OpenRouterHttpTransport(base_url={self._config.base_url!r})"
 
-    async def __aenter__(self) -> OpenRouterHttpTransport:
-        await self._clients.__aenter__()
-        return self
+    async def open(self) -> None:
+        await self._clients.open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._clients.__aexit__(exc_type, exc, tb)
+    async def aclose(self) -> None:
+        await self._clients.aclose()
 
     @asynccontextmanager
     async def stream(self, body: bytes) -> AsyncIterator[_Response]:

@@ -43,11 +43,11 @@ import urllib.parse
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final, cast
 
 import httpx
 
+from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.errors import ConfigError, EngineError
 
@@ -545,7 +545,7 @@ class _Secret:
         return digest.hexdigest()
 
 
-class ModelCatalogRegistry:
+class ModelCatalogRegistry(AsyncResource):
     """Fetches, caches and refreshes one catalogue (one base URL and API key).
 
     asyncio-flavoured: use it on one loop (``registry_for`` keeps one per
@@ -587,17 +587,6 @@ class ModelCatalogRegistry:
             f"ModelCatalogRegistry(base_url={self._display_url!r}, models={size}, "
             f"refresh_failures={self.refresh_failures}, closed={self._closed})"
         )
-
-    async def __aenter__(self) -> ModelCatalogRegistry:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # ----------------------------------------------------------------- statistics
 

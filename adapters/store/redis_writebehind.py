@@ -94,8 +94,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from functools import partial
-from types import TracebackType
-from typing import Literal, Self, TypedDict, TypeVar, cast
+from typing import Literal, TypedDict, TypeVar, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import msgspec
@@ -106,6 +105,7 @@ from redis.retry import Retry
 from redis.typing import EncodableT, FieldT
 
 from orpipe.adapters.store.rows import RowStore, StoredRow
+from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
@@ -220,7 +220,7 @@ class _Batch:
     dead: list[tuple[_Fields, str]] = field(default_factory=list)
 
 
-class RedisWriteBehind:
+class RedisWriteBehind(AsyncResource):
     """``RowStore`` that queues rows in Redis and flushes them to ``sql`` (module doc).
 
     Use ``async with RedisWriteBehind(url, namespace=..., sql=sql) as rows`` and
@@ -347,18 +347,6 @@ class RedisWriteBehind:
             with trio.move_on_after(_CLOSE_GRACE_S, shield=True), suppress(PersistenceError):
                 await self._call(self._sync_leave_group, "leaving the consumer group")
         self._client.close()  # only closes sockets: no thread needed
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def ping(self) -> None:
         """Raises ``StoreUnavailable`` (password never shown) when Redis does not answer."""

@@ -77,8 +77,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import trio
@@ -90,6 +89,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orpipe.adapters.store.rows import StoredRow
+from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
 __all__ = [
@@ -151,7 +151,7 @@ def artifact_table(namespace: str, metadata: sa.MetaData | None = None) -> sa.Ta
     return table
 
 
-class SqlRowStore:
+class SqlRowStore(AsyncResource):
     """``adapters.store.rows.RowStore`` on SQLite or PostgreSQL (see the module doc).
 
     Use ``async with SqlRowStore(url, namespace=...) as store`` (or ``open`` /
@@ -246,18 +246,6 @@ class SqlRowStore:
         with trio.move_on_after(_DISPOSE_GRACE_S, shield=True):
             # Not this store's limiter: its tokens may all be held by abandoned reads.
             await trio.to_thread.run_sync(engine.dispose, abandon_on_cancel=True)
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _create_engine(self) -> Engine:
         if self.backend == "sqlite":
