@@ -19,7 +19,6 @@ import trio
 from orpipe.actors.admission_room import WaitingRoom
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import RequestDeadlineExceeded, RequestShed
-from orpipe.engine.messages import Failed
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import AdmissionStats
 
@@ -84,9 +83,7 @@ async def admission(
                     if shed
                     else RequestDeadlineExceeded(config.request_deadline_s)
                 )
-                expired.finish(
-                    Failed(request_id=expired.request_id, error=error, message=error.message)
-                )
+                expired.outbox.fail(error)
             handle = room.admit_next(now)
             if handle is not None:
                 handle.admitted_at = now

@@ -1,13 +1,10 @@
 """The emitter: turns each request's items into outbound events for its consumer.
 
 Owns: one ``ResponseMapper`` per request with items in flight, and the
-receive end of ``batch.out``. It hands events to the request's outbound
-buffer with ``RequestHandle.deliver`` (never blocking: that buffer is
-bounded by the request's credit window) and ends each request with
-``RequestHandle.finish`` when its ``StreamEnded`` arrives.
-
-Events that produce nothing for the consumer give their credits back at
-once, so a request streaming only bookkeeping events cannot stall itself.
+receive end of ``batch.out``. It hands events to the request's
+``RequestOutbox`` (never blocking: that buffer is bounded by the request's
+credit window, and the outbox keeps its rules) and ends each request
+through it when its ``StreamEnded`` arrives.
 
 Artifacts: when a request carries an ``ArtifactContext``, each finished
 output item it wants stored (reasoning, function calls, ...) becomes an
@@ -86,9 +83,6 @@ class _Emitting:
         self.contexts: dict[str, ArtifactContext] = {}
         #: Artifacts made while handling the current bundle, for the persister.
         self.artifacts: list[Artifact] = []
-        # Events that carry no credit wait for the request's next delivery,
-        # so every batch in an outbound buffer returns at least one credit.
-        self.carry: dict[str, list[OutboundEvent]] = {}
 
     def mapper(self, rid: str) -> ResponseMapper:
         mapper = self.mappers.get(rid)
@@ -128,18 +122,7 @@ class _Emitting:
         handle = self.requests.get(rid)
         if handle is None:
             return  # already ended by the engine (shutdown); nobody is reading
-        carried = self.carry.pop(rid, None)
-        if carried:
-            events = carried + events
-        if credits == 0:
-            if events:
-                self.carry[rid] = events
-            return
-        self.counters.add("events", len(events))
-        if events:
-            handle.deliver(tuple(events), credits)
-        else:
-            handle.window.release(credits)
+        self.counters.add("events", handle.outbox.deliver(events, credits))
 
     def _end(self, ended: StreamEnded, pending: tuple[list[OutboundEvent], int]) -> None:
         rid = ended.request_id
@@ -149,18 +132,16 @@ class _Emitting:
         closing = self.persisted(closing)
         del self.mappers[rid]
         self.contexts.pop(rid, None)
-        events = self.carry.pop(rid, []) + events + closing
+        events += closing
         handle = self.requests.get(rid)
         if mapper.unknown_types:
             self.counters.add("unknown_events", sum(mapper.unknown_types.values()))
         if handle is not None and self._next_round(handle, ended, mapper, ending, events):
             self.earlier_chars[rid] = self.earlier_chars.get(rid, 0) + mapper.text_chars
-            if credits and events:
-                handle.deliver(tuple(events), credits)
-            elif credits:
-                handle.window.release(credits)
-            elif events:  # no credit to carry them: the tool executor takes them along
-                self.rounds[-1] = dataclasses.replace(self.rounds[-1], carried=tuple(events))
+            handle.outbox.deliver(events, credits)
+            # Left without a credit to deliver them with: the tool executor takes them along.
+            if carried := handle.outbox.take_held():
+                self.rounds[-1] = dataclasses.replace(self.rounds[-1], carried=carried)
             return
         earlier = self.earlier_chars.pop(rid, 0)
         if isinstance(ending, Completed) and earlier:
@@ -169,11 +150,7 @@ class _Emitting:
         if handle is None:
             return
         _log_ending(handle, ending)
-        if events:
-            handle.deliver(tuple(events), credits)
-        else:
-            handle.window.release(credits)
-        handle.finish(ending)
+        handle.outbox.finish(ending, events, credits)
 
     def _next_round(
         self,

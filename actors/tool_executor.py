@@ -180,7 +180,7 @@ class _Round:
         try:
             with self.handle.cancel_scope() as scope:
                 if self.round.carried:
-                    await self._tell(self.round.carried)
+                    await self.handle.outbox.tell(self.round.carried)
                 await self._run_batches(batches)
             stopped = scope.cancelled_caught
         finally:
@@ -191,7 +191,7 @@ class _Round:
             outputs = await self._hand_to_persister(items)
         if not stopped:
             with self.handle.cancel_scope() as scope:
-                await self._tell(outputs)
+                await self.handle.outbox.tell(outputs)
             stopped = scope.cancelled_caught
         self.handle.next_turn(self._mail(stopped, items))
 
@@ -270,7 +270,7 @@ class _Round:
                 "running after timing out; try again later",
             )
             return
-        await self._tell(
+        await self.handle.outbox.tell(
             (
                 Status(
                     request_id=self.handle.request_id,
@@ -359,7 +359,7 @@ class _Round:
         done = Status(
             request_id=self.handle.request_id, description=outcome.status_line(), done=True
         )
-        await self._tell((done,))
+        await self.handle.outbox.tell((done,))
 
     def _failed(self, call: PlannedCall, verdict: Any, text: str) -> None:
         """A call stopped from outside (batch or idle timeout): a failure of that tool."""
@@ -424,11 +424,6 @@ class _Round:
             else:
                 self.shared.counters.add("artifacts_lost", len(artifacts))
         return tuple(events)
-
-    async def _tell(self, events: Sequence[OutboundEvent]) -> None:
-        """Give the consumer these events, taking one credit (a slow reader slows tools)."""
-        await self.handle.window.acquire(1)
-        self.handle.deliver(tuple(events), 1)
 
     def _mail(self, stopped: bool, items: list[dict[str, Any]]) -> TurnMail:
         rid = self.handle.request_id

@@ -1,10 +1,9 @@
 """One request's engine-side state, and the stream its consumer reads.
 
-``RequestHandle`` owns the request's cancel scopes, its credit window, the
-send end of its outbound buffer and its turn mailbox. Exactly one call to
-``finish()`` delivers the request's ending and closes that buffer (and the
-mailbox), whoever ends the request (emitter, admission, cancellation of a
-waiting request, engine shutdown).
+``RequestHandle`` owns the request's cancel scopes, its credit window, its
+``RequestOutbox`` (the only way into its outbound buffer: every delivery and
+the one ending go through it, whoever makes them) and its turn mailbox,
+which the outbox's ending closes too.
 
 A request may run in several phases (upstream turns, tool rounds), each in
 its own task and its own cancel scope (``cancel_scope()``): a trio scope
@@ -37,6 +36,7 @@ from orpipe.engine.messages import (
     OutboundEvent,
     TurnMail,
 )
+from orpipe.engine.request_outbox import RequestOutbox
 
 if TYPE_CHECKING:
     from orpipe.engine.channels import ChannelRegistry
@@ -71,15 +71,15 @@ class RequestHandle:
         self._scopes: set[trio.CancelScope] = set()
         self.window = CreditWindow(window_events)
         self.cancel_reason: str | None = None
-        self._on_finished = on_finished
-        self._finished = False
         # Bounded by construction: every batch but the ending holds at least
         # one credit, and at most ``window_events`` credits are out at once.
-        self._outbox_send: trio.MemorySendChannel[OutboundBatch]
+        outbox_send: trio.MemorySendChannel[OutboundBatch]
         self.outbox_receive: trio.MemoryReceiveChannel[OutboundBatch]
-        self._outbox_send, self.outbox_receive = channels.open(
+        outbox_send, self.outbox_receive = channels.open(
             "request.outbox", window_events + _OUTBOX_RESERVE
         )
+        self.outbox = RequestOutbox(self.request_id, outbox_send, self.window, self._ended)
+        self._on_finished = on_finished
         # One slot: a request has at most one next step pending (the tool
         # executor's answer to the turn that just ended).
         self._turns_send: trio.MemorySendChannel[TurnMail]
@@ -88,7 +88,7 @@ class RequestHandle:
 
     @property
     def finished(self) -> bool:
-        return self._finished
+        return self.outbox.finished
 
     @contextlib.contextmanager
     def cancel_scope(self) -> Iterator[trio.CancelScope]:
@@ -124,32 +124,7 @@ class RequestHandle:
                 f"request {self.request_id} got a second next turn: tool loop bug"
             ) from None
 
-    def deliver(self, events: tuple[OutboundEvent, ...], credits: int) -> None:
-        """Hand events to the consumer without waiting (see the bound above)."""
-        if self._finished:
-            self.window.release(credits)
-            return
-        try:
-            self._outbox_send.send_nowait(OutboundBatch(events=events, credits=credits))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            # The consumer went away; its cancellation is on its way.
-            self.window.release(credits)
-        except trio.WouldBlock:
-            raise RuntimeError(
-                f"outbound buffer of request {self.request_id} overflowed: credit accounting bug"
-            ) from None
-
-    def finish(self, ending: Ending) -> None:
-        """Deliver the ending and close the outbound buffer; later calls do nothing."""
-        if self._finished:
-            return
-        self._finished = True
-        # If the buffer is gone or full, ResponseStream synthesises an ending.
-        with contextlib.suppress(
-            trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock
-        ):
-            self._outbox_send.send_nowait(OutboundBatch(events=(ending,), credits=0))
-        self._outbox_send.close()
+    def _ended(self, ending: Ending) -> None:
         self._turns_send.close()  # a fetcher waiting for a next turn stops waiting
         self._on_finished(self, ending)
 

@@ -37,7 +37,7 @@ from orpipe.engine.channels import ChannelRegistry
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import EngineClosed, EngineCrashed, UsageError
 from orpipe.engine.logs import request_logs
-from orpipe.engine.messages import Cancelled, ChatRequest, Ending, Failed
+from orpipe.engine.messages import Cancelled, ChatRequest, Ending
 from orpipe.engine.persist_barrier import PersistBarrier
 from orpipe.engine.ports import EnginePorts
 from orpipe.engine.request import RequestHandle, ResponseStream
@@ -163,11 +163,10 @@ class Engine:
         handle = self._requests.get(request_id)
         if handle is None:
             return False
+        handle.cancel(reason)
         if self._intake is not None and self._intake.withdraw(request_id) is not None:
-            handle.cancel_reason = reason
-            handle.finish(Cancelled(request_id=request_id, reason=reason))
-        else:
-            handle.cancel(reason)
+            # Still waiting: no phase runs that could end it, so it ends here.
+            handle.outbox.finish(Cancelled(request_id=request_id, reason=reason))
         return True
 
     def statistics(self) -> EngineStatistics:
@@ -201,7 +200,7 @@ class Engine:
             self._closing = True
             if self._intake is not None:
                 for handle in self._intake.close():
-                    handle.finish(_closed_ending(handle.request_id, "before it started"))
+                    handle.outbox.fail(_closed("before it started"))
         with trio.move_on_after(self.config.shutdown_grace_s):
             await self._pipeline_done.wait()
         if self._nursery is not None:
@@ -238,12 +237,11 @@ class Engine:
 
     def _fail_open_requests(self) -> None:
         for handle in list(self._requests.values()):
-            handle.finish(_closed_ending(handle.request_id, "before this answer finished"))
+            handle.outbox.fail(_closed("before this answer finished"))
 
 
-def _closed_ending(request_id: str, when: str) -> Failed:
-    error = EngineClosed(f"The engine stopped {when}; retry in a moment.")
-    return Failed(request_id=request_id, error=error, message=error.message)
+def _closed(when: str) -> EngineClosed:
+    return EngineClosed(f"The engine stopped {when}; retry in a moment.")
 
 
 @asynccontextmanager

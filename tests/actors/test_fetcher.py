@@ -86,7 +86,7 @@ class Rig:
 
 def _end_like_the_emitter(handle: RequestHandle) -> None:
     """Finish the request, as the emitter does at a last turn: its fetch task stops waiting."""
-    handle.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
+    handle.outbox.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
 
 
 @asynccontextmanager
@@ -663,7 +663,7 @@ async def test_a_second_next_turn_is_a_bug_not_a_queue() -> None:
     handle.next_turn(NextTurn(request_id=handle.request_id, turn=1, more_input=()))
     with pytest.raises(RuntimeError, match="tool loop bug"):
         handle.next_turn(NextTurn(request_id=handle.request_id, turn=2, more_input=()))
-    handle.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
+    handle.outbox.finish(Completed(request_id=handle.request_id, response_id=None, text_chars=0))
     handle.next_turn(NextTurn(request_id=handle.request_id, turn=3, more_input=()))  # ignored
 
 
