@@ -6,8 +6,8 @@ original opened a session per request, weakness 20); they live in a few
 small httpx clients (``adapters.openrouter.pool``) sized together from the
 engine's concurrency limit.
 
-Every httpx exception is translated here, once, into an
-``engine.errors.UpstreamError`` with a message a person can act on. The API
+Every httpx exception becomes an ``engine.errors.UpstreamError`` with a
+message a person can act on (through ``adapters.openrouter.http_errors``). The API
 key lives only in the client's default headers: it is never part of a
 message, a ``repr`` or a statistic.
 """
@@ -17,11 +17,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Final, cast
 
 import httpx
 import trio
 
+from orpipe.adapters.openrouter.http_errors import (
+    HttpFailure,
+    TimeoutPhase,
+    translate_httpx_errors,
+)
 from orpipe.adapters.openrouter.pool import ShardedClients
 from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.config import EngineConfig
@@ -36,6 +41,13 @@ __all__ = ["OpenRouterHttpTransport"]
 _APP_TITLE = "orpipe"
 _APP_URL = "https://github.com/orpipe/orpipe"
 _CLOSE_GRACE_S = 5.0
+#: What a request was doing when it timed out before the response head, by phase.
+_PHASE_NAMES: Final[Mapping[TimeoutPhase, str]] = {
+    "connect": "connect",
+    "pool": "waiting for a free connection",
+    "write": "sending the request",
+    "read": "waiting for the first byte",
+}
 
 
 class _Response:
@@ -54,24 +66,26 @@ class _Response:
         return self._response.headers
 
     async def iter_bytes(self) -> AsyncGenerator[bytes, None]:
-        try:
+        with translate_httpx_errors(self._cut_short):
             async with contextlib.aclosing(_raw_chunks(self._response)) as chunks:
                 async for chunk in chunks:
                     yield chunk
-        except httpx.ReadTimeout as exc:
-            raise UpstreamTimeout(
+
+    def _cut_short(self, failure: HttpFailure) -> UpstreamTimeout | UpstreamProtocolError:
+        """The error of an answer that stopped in the middle."""
+        if failure.kind == "timeout":
+            return UpstreamTimeout(
                 "idle read",
                 self._idle,
                 message=(
                     f"OpenRouter sent nothing for {self._idle:g} s in the middle of the answer, "
                     "so the request was stopped; retry."
                 ),
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamProtocolError(
-                "The connection to OpenRouter was cut in the middle of the answer "
-                f"({_describe(exc)}); retry to get a complete answer."
-            ) from exc
+            )
+        return UpstreamProtocolError(
+            "The connection to OpenRouter was cut in the middle of the answer "
+            f"({failure.detail}); retry to get a complete answer."
+        )
 
     async def read_limited(self, limit: int) -> bytes:
         body = bytearray()
@@ -134,13 +148,8 @@ class OpenRouterHttpTransport(AsyncResource):
     async def stream(self, body: bytes) -> AsyncIterator[_Response]:
         client = self._clients.next()
         request = client.build_request("POST", "responses", content=body)
-        try:
+        with translate_httpx_errors(self._not_sent):
             response = await client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            phase, limit = _timeout_phase(exc, self._config)
-            raise UpstreamTimeout(phase, limit) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(_describe(exc)) from exc
         try:
             yield _Response(response, self._config.read_idle_timeout_s)
         finally:
@@ -149,23 +158,16 @@ class OpenRouterHttpTransport(AsyncResource):
             with trio.move_on_after(_CLOSE_GRACE_S, shield=True):
                 await response.aclose()
 
+    def _not_sent(self, failure: HttpFailure) -> UpstreamTimeout | UpstreamConnectError:
+        """The error of a request that got no response head."""
+        if failure.phase is None:
+            return UpstreamConnectError(failure.detail)
+        config = self._config
+        # Only the wait for the response head runs on the read timeout.
+        limit = config.read_idle_timeout_s if failure.phase == "read" else config.connect_timeout_s
+        return UpstreamTimeout(_PHASE_NAMES[failure.phase], limit)
+
 
 def _raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
     """httpx's ``aiter_raw`` is an async generator, though typed as an iterator."""
     return cast("AsyncGenerator[bytes, None]", response.aiter_raw())
-
-
-def _timeout_phase(exc: httpx.TimeoutException, config: EngineConfig) -> tuple[str, float]:
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect", config.connect_timeout_s
-    if isinstance(exc, httpx.PoolTimeout):
-        return "waiting for a free connection", config.connect_timeout_s
-    if isinstance(exc, httpx.WriteTimeout):
-        return "sending the request", config.connect_timeout_s
-    return "waiting for the first byte", config.read_idle_timeout_s
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    """Exception class and message; httpx messages carry no headers or keys."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,8 +14,9 @@ retries). It runs on the asyncio loop of the adapter (httpx), and:
 * refuses a ``Content-Length`` over the limit before reading, and stops as
   soon as the bytes read pass it (a lying or missing length changes nothing);
   memory is one buffer per download, at most the limit;
-* retries connect errors, timeouts, 408, 425, 429 and 5xx with exponential
-  backoff; a ``Retry-After`` is honoured **up to** ``retry_after_cap_s``
+* retries network errors, timeouts, 408, 425, 429 and 5xx with exponential
+  backoff (httpx errors are sorted by ``adapters.openrouter.http_errors``;
+  any other one ends the download); a ``Retry-After`` is honoured **up to** ``retry_after_cap_s``
   (a longer one ends the download instead of stalling the user), and the
   whole download, retries included, fits in ``total_budget_s``;
 * limits concurrent downloads with the semaphores it is given (per process
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from orpipe.adapters.openrouter.http_errors import HttpFailure, translate_httpx_errors
 from orpipe.adapters.openwebui.data_urls import readable_size
 from orpipe.adapters.openwebui.ssrf_guard import (
     AsyncioResolver,
@@ -195,10 +197,8 @@ class Downloader:
         headers = {"Host": _host_header(target), "Accept-Encoding": "identity"}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         request = client.build_request("GET", url, headers=headers, extensions=extensions)
-        try:
+        with translate_httpx_errors(_failed_attempt):
             response = await client.send(request, stream=True)
-        except (httpx.TimeoutException, httpx.NetworkError) as exc:
-            raise _Retryable(type(exc).__name__) from None
         async with contextlib.aclosing(response):
             status = response.status_code
             if status in _REDIRECTS:
@@ -220,13 +220,11 @@ class Downloader:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise DownloadError(_too_large(limit, f"the server says {int(declared):,} bytes"))
         buffer = bytearray()
-        try:
+        with translate_httpx_errors(_failed_attempt):
             async for chunk in response.aiter_raw():
                 buffer += chunk
                 if len(buffer) > limit:
                     raise DownloadError(_too_large(limit, "it kept coming past the limit"))
-        except (httpx.TimeoutException, httpx.NetworkError) as exc:
-            raise _Retryable(type(exc).__name__) from None
         return bytes(buffer)
 
     def _client_now(self) -> httpx.AsyncClient:
@@ -249,6 +247,13 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+def _failed_attempt(failure: HttpFailure) -> _Retryable | DownloadError:
+    """A timeout or a network failure is worth another attempt; anything else ends the download."""
+    if failure.kind in ("timeout", "network"):
+        return _Retryable(failure.name)
+    return DownloadError(f"the download failed ({failure.detail})")
 
 
 def _too_large(limit: int, detail: str) -> str:
