@@ -26,7 +26,7 @@ __all__ = ["AdmissionDesk", "admission"]
 
 
 class AdmissionDesk:
-    """Implements ``engine.supervisor.Intake``: every method is synchronous."""
+    """Implements ``engine.supervisor.AdmissionDoor``: every method is synchronous."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config

@@ -15,7 +15,7 @@ The persister (and the age cleanup service) exist only when the ports
 carry an ``ArtifactStore``. The tool loop returns to the fetcher through
 each request's one-slot turn mailbox, not through a channel into the
 fetcher's intake, so closing the intake still shuts the graph down from
-admission downwards (see ``actors.fetcher``).
+admission downwards (see ``actors.upstream_fetcher``).
 
 Actors start downstream-first (``nursery.start`` waits for each to be
 ready), so nothing ever sends into an actor that is not there yet. Every
@@ -33,21 +33,27 @@ import trio
 from orpipe.actors.admission import AdmissionDesk, admission
 from orpipe.actors.batcher import delta_batcher
 from orpipe.actors.emitter import emitter
-from orpipe.actors.fetcher import fetcher
 from orpipe.actors.idle_flush import IdleFlushes
 from orpipe.actors.parser import parser_pool
 from orpipe.actors.persister import artifact_cleanup, persister
 from orpipe.actors.reorderer import reorderer
 from orpipe.actors.tool_executor import tool_executor
+from orpipe.actors.upstream_fetcher import upstream_fetcher
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.ports import EnginePorts
-from orpipe.engine.supervisor import Engine, Intake, ServiceSpec, Wiring, open_engine_with_graph
+from orpipe.engine.supervisor import (
+    AdmissionDoor,
+    Engine,
+    ServiceSpec,
+    Wiring,
+    open_engine_with_graph,
+)
 
 __all__ = ["open_engine", "streaming_graph"]
 
 
 async def streaming_graph(
-    wiring: Wiring, *, task_status: trio.TaskStatus[Intake] = trio.TASK_STATUS_IGNORED
+    wiring: Wiring, *, task_status: trio.TaskStatus[AdmissionDoor] = trio.TASK_STATUS_IGNORED
 ) -> None:
     config, channels, counters = wiring.config, wiring.channels, wiring.counters
     admit_send, admit_receive = channels.open("admission.out", config.admitted_buffer_size)
@@ -125,11 +131,11 @@ async def streaming_graph(
             )
         )
         # The express lane: the fetcher parses and merges inline and hands
-        # finished bundles straight to the emitter (see actors.fetcher).
+        # finished bundles straight to the emitter (see actors.upstream_fetcher).
         express = batch_send.clone() if config.express_lane else None
         await nursery.start(
             start(
-                fetcher,
+                upstream_fetcher,
                 admit_receive,
                 fetch_send,
                 express,

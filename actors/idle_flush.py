@@ -9,7 +9,7 @@ text back longer than ``idle_flush_ms``.
 
 The timers are the batcher role's wherever its synchronous core runs: the
 delta batcher actor arms them for the runs it holds, and each request task of
-the fetcher's express lane arms them for its own (``actors.fetcher``). The
+the fetcher's express lane arms them for its own (``actors.upstream_fetcher``). The
 alarm task runs in the batcher actor's nursery.
 
 Why no lock keeps runs in order: every producer of ``batch.out`` takes what it

@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -67,18 +66,30 @@ from orpipe.engine.tools import Tool
 __all__ = ["tool_executor"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Shared:
-    """What every round uses: limits, breakers, counters, the persister."""
+class _ToolLimits:
+    """What every round shares: the engine-wide limits, the breakers, counters, the persister."""
 
-    config: EngineConfig
-    counters: ActorCounters
-    persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None
-    barrier: PersistBarrier
-    calls: trio.CapacityLimiter
-    threads: trio.CapacityLimiter
-    breakers: Breaker[tuple[str, str]]
-    runaways: RunawayThreads
+    def __init__(
+        self,
+        config: EngineConfig,
+        counters: ActorCounters,
+        persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None,
+        barrier: PersistBarrier,
+    ) -> None:
+        self.config = config
+        self.counters = counters
+        self.persist = persist
+        self.barrier = barrier
+        self.calls = trio.CapacityLimiter(config.max_parallel_tools_global)
+        self.threads = trio.CapacityLimiter(config.tool_thread_limit)
+        self.breakers: Breaker[tuple[str, str]] = Breaker(
+            threshold=config.tool_breaker_failures,
+            window_s=config.tool_breaker_window_s,
+            cooldown_s=config.tool_breaker_cooldown_s,
+            clock=trio.current_time,
+        )
+        self.runaways = RunawayThreads(config.tool_runaway_limit)
+        self.runaways.on_change = self.refresh_levels
 
     def refresh_levels(self) -> None:
         self.counters.level("calls_running", int(self.calls.borrowed_tokens))
@@ -97,22 +108,7 @@ async def tool_executor(
     persist_barrier: PersistBarrier | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    shared = _Shared(
-        config=config,
-        counters=counters,
-        persist=persist,
-        barrier=persist_barrier or PersistBarrier(),
-        calls=trio.CapacityLimiter(config.max_parallel_tools_global),
-        threads=trio.CapacityLimiter(config.tool_thread_limit),
-        breakers=Breaker(
-            threshold=config.tool_breaker_failures,
-            window_s=config.tool_breaker_window_s,
-            cooldown_s=config.tool_breaker_cooldown_s,
-            clock=trio.current_time,
-        ),
-        runaways=RunawayThreads(config.tool_runaway_limit),
-    )
-    shared.runaways.on_change = shared.refresh_levels
+    shared = _ToolLimits(config, counters, persist, persist_barrier or PersistBarrier())
     if report_breaker is not None:
         # Breaker states are computed at sampling time (half-open depends on the clock).
         report_breaker("tools", shared.breakers.statistics)
@@ -153,7 +149,7 @@ async def tool_executor(
 class _Round:
     """One request's tool round: run its calls, store and report the outputs, mail the fetcher."""
 
-    def __init__(self, handle: RequestHandle, tool_round: ToolRound, shared: _Shared) -> None:
+    def __init__(self, handle: RequestHandle, tool_round: ToolRound, shared: _ToolLimits) -> None:
         self.handle = handle
         self.round = tool_round
         self.shared = shared

@@ -1,4 +1,5 @@
-"""The fetcher actor: the upstream HTTP streams of each admitted request.
+"""The upstream fetcher (``upstream_fetcher``; "the fetcher" in the engine's notes and
+statistics): the upstream HTTP streams of each admitted request.
 
 Owns: a nursery with one task per admitted request, the send end of the
 shared ``fetch.out`` channel and, with the express lane, a send end of
@@ -103,7 +104,7 @@ from orpipe.engine.ports import EnginePorts, UpstreamResponse
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
 
-__all__ = ["fetcher"]
+__all__ = ["upstream_fetcher"]
 
 M = TypeVar("M")
 
@@ -111,8 +112,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _Shared:
-    """What every request task of the fetcher uses."""
+class _FetchLanes:
+    """What every request task of the fetcher uses: its lanes downstream, settings, counters."""
 
     outbox: trio.MemorySendChannel[FetchOut]
     #: The express lane: finished bundles, in order, straight to the emitter.
@@ -129,7 +130,7 @@ class _Shared:
     batch_counters: ActorCounters
 
 
-async def fetcher(
+async def upstream_fetcher(
     inbox: trio.MemoryReceiveChannel[RequestHandle],
     outbox: trio.MemorySendChannel[FetchOut],
     express: trio.MemorySendChannel[tuple[BatchOut, ...]] | None = None,
@@ -142,7 +143,7 @@ async def fetcher(
     flushes: IdleFlushes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    shared = _Shared(
+    shared = _FetchLanes(
         outbox=outbox,
         express=express,
         config=config,
@@ -202,7 +203,7 @@ async def _drain_after_done(chunks: AsyncGenerator[bytes, None]) -> None:
 class _RequestFetch:
     """One request's upstream turns; ``next_seq`` events of this turn were forwarded so far."""
 
-    def __init__(self, handle: RequestHandle, shared: _Shared) -> None:
+    def __init__(self, handle: RequestHandle, shared: _FetchLanes) -> None:
         self.handle = handle
         self.shared = shared
         self.next_seq = 0

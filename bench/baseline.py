@@ -18,7 +18,8 @@ import httpx
 import msgspec
 
 from orpipe.adapters.openrouter.pool import ShardedClients
-from orpipe.bench.measure import Outcome, Phase, RequestRecord, drive
+from orpipe.bench.measure import Phase, drive
+from orpipe.bench.meter import Outcome, RequestRecord
 from orpipe.bench.scenarios import BenchScenario
 
 __all__ = ["read_stream", "run_baseline"]
@@ -32,6 +33,9 @@ class _Counter:
 
     def __init__(self) -> None:
         self.events = 0
+
+    def add(self) -> None:
+        self.events += 1
 
 
 async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> None:
@@ -53,34 +57,21 @@ async def run_baseline(phase: Phase, scenario: BenchScenario, base_url: str) -> 
         headers={"Accept": "text/event-stream", "Accept-Encoding": "identity"},
         timeout=httpx.Timeout(10.0, read=300.0),
     ) as clients:
-        await drive(phase, partial(_one_stream, clients, body, counter))
-
-
-async def _one_stream(
-    clients: ShardedClients, body: dict[str, Any], counter: _Counter, record: RequestRecord
-) -> tuple[Outcome, str]:
-    def counted() -> None:
-        counter.events += 1
-
-    def first_text() -> None:
-        if record.ttft is None:
-            record.first_token()
-
-    return await read_stream(clients, body, on_event=counted, on_text=first_text)
+        await drive(phase, partial(read_stream, clients, body, on_event=counter.add))
 
 
 async def read_stream(
     clients: ShardedClients,
     body: Mapping[str, Any],
+    record: RequestRecord,
     *,
     on_event: Callable[[], None],
-    on_text: Callable[[], None],
 ) -> tuple[Outcome, str]:
     """One bare streaming request: split SSE, decode every event; no other work.
 
     Runs under trio or asyncio alike (httpx picks its backend), so the Open
     WebUI bench uses the same yardstick. ``on_event`` is called per decoded
-    event, ``on_text`` per text delta.
+    event; the first text delta marks ``record``'s first token.
     """
     decode = _decode
     completed = False
@@ -103,7 +94,7 @@ async def read_stream(
                     on_event()
                     kind = event["type"]
                     if kind == _TEXT_DELTA:
-                        on_text()
+                        record.mark_first()
                     elif kind == _COMPLETED:
                         completed = True
     except (httpx.HTTPError, msgspec.DecodeError, KeyError) as exc:

@@ -34,13 +34,20 @@ from orpipe.bench.argtypes import (
 )
 from orpipe.bench.grid import Grid, parse_regimes, phase_names, resolve_grid
 from orpipe.bench.lab_scenario import builtin_names
-from orpipe.bench.report import format_grid_table, format_table, goal_line, pace_notes, tools_lines
-from orpipe.bench.runner import RunOptions, RunOutcome, default_out_dir, run_bench
+from orpipe.bench.report import (
+    RunOutcome,
+    format_grid_table,
+    format_table,
+    goal_line,
+    pace_notes,
+    tools_lines,
+)
+from orpipe.bench.runner import GridOutcome, RunOptions, default_out_dir, run_bench
 from orpipe.bench.scenarios import SCENARIOS, BenchScenario
 from orpipe.engine import ConfigError, EngineConfig
 
 if TYPE_CHECKING:
-    from orpipe.bench.owui_run import OwuiOptions, OwuiOutcome
+    from orpipe.bench.owui_run import OwuiOptions
 
 __all__ = ["main"]
 
@@ -278,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(outcome, options)
 
 
-def _report(outcome: RunOutcome, options: RunOptions) -> int:
+def _report(outcome: GridOutcome, options: RunOptions) -> int:
     rows = outcome.rows
     if any(row["reps"] for row in rows):
         print(f"scenario {options.scenario.name}: {_shape(options)}")
@@ -323,7 +330,7 @@ def _main_owui(prog: str, args: argparse.Namespace) -> int:
     return _report_owui(outcome, options)
 
 
-def _report_owui(outcome: OwuiOutcome, options: OwuiOptions) -> int:
+def _report_owui(outcome: RunOutcome, options: OwuiOptions) -> int:
     from orpipe.bench.owui_report import format_owui_report, owui_shape  # noqa: PLC0415
 
     document = outcome.document

@@ -24,7 +24,8 @@ from functools import partial
 from orpipe.actors import open_engine
 from orpipe.adapters import OpenRouterHttpTransport
 from orpipe.bench.fake_tools import FakeTools, LatencyModel
-from orpipe.bench.measure import Outcome, Phase, RequestRecord, drive
+from orpipe.bench.measure import Phase, drive
+from orpipe.bench.meter import Outcome, RequestRecord
 from orpipe.bench.scenarios import BenchScenario
 from orpipe.engine import (
     AdmissionRejected,
@@ -132,8 +133,8 @@ async def _one_request(
         while events := await stream.receive_batch():
             outbound.events += len(events)
             outbound.batches += 1
-            if record.ttft is None and any(isinstance(e, TextDelta) for e in events):
-                record.first_token()
+            if record.first is None and any(isinstance(e, TextDelta) for e in events):
+                record.mark_first()
     ending = stream.ending
     if isinstance(ending, Completed):
         return "completed", ""

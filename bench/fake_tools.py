@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from orpipe.bench.measure import Latency
+from orpipe.bench.meter import Latency
 from orpipe.engine.tools import Tool
 
 __all__ = ["FakeTools", "LatencyModel"]

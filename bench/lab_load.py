@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orpipe.bench.lab_scenario import KINDS, LabScenario
-from orpipe.bench.measure import Latency
+from orpipe.bench.meter import Latency
 
 __all__ = ["Arrival", "Recorder", "capacity_rps", "plan_arrivals"]
 

@@ -1,20 +1,29 @@
-"""The mock OpenRouter as a child process, for the length of a bench run.
+"""The mock OpenRouter as a child process, for the length of a bench run, from any caller.
 
-Owns starting ``python -m bench.mock_openrouter --port 0``, waiting for its
-readiness line, and stopping it on every way out (normal end, error,
-Ctrl-C). A separate process, so the bench's CPU figures (``process_time``)
-count the client only.
+Owns starting ``python -m bench.mock_openrouter --port 0`` (with the
+``--variant`` pacings a run asks for), waiting (bounded) for its readiness
+line, reading its counters, and stopping it on every way out (normal end,
+error, Ctrl-C). A separate process, so the bench's CPU figures
+(``process_time``) count the client only.
+
+The launcher, ``MockChild``, is plain blocking code; the two ways to hold it
+differ only in who waits: ``running_mock_child`` for callers with no loop
+running (the Open WebUI bench starts the mock before and between its asyncio
+loops), ``running_mock`` for trio runs, which wait in a worker thread. On
+cancellation the trio side still stops the mock (shielded) before it returns.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +31,14 @@ from typing import IO, Any
 import httpx
 import trio
 
-__all__ = ["BenchError", "MockProcess", "fetch_mock_stats", "running_mock"]
+__all__ = [
+    "BenchError",
+    "MockChild",
+    "MockProcess",
+    "mock_stats",
+    "running_mock",
+    "running_mock_child",
+]
 
 _READY = re.compile(rb"mock-openrouter listening on (http://\S+)")
 _READY_LIMIT = 8192
@@ -56,70 +72,118 @@ class MockProcess:
         return self.base_url.rsplit("/api/v1", 1)[0] + "/mock/stats"
 
 
-@asynccontextmanager
-async def running_mock(
-    *, log_path: Path | None = None, ready_timeout_s: float = 20.0
-) -> AsyncIterator[MockProcess]:
-    """Start the mock, yield once it listens, and always stop it afterwards."""
-    # The repo on the path, so the child finds ``bench`` even without an install.
-    path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    log: IO[bytes] | None = log_path.open("wb") if log_path is not None else None
-    try:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"],
+class MockChild:
+    """Start the mock and stop it, with blocking calls; ``stop`` is safe to call always."""
+
+    def __init__(
+        self,
+        *,
+        variants: Mapping[str, Mapping[str, str]] | None = None,
+        log_path: Path | None = None,
+        ready_timeout_s: float = 20.0,
+    ) -> None:
+        self._argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
+        for name, params in (variants or {}).items():
+            pairs = "&".join(f"{key}={value}" for key, value in params.items())
+            self._argv += ["--variant", f"{name}={pairs}"]
+        self._log_path = log_path
+        self._ready_timeout_s = ready_timeout_s
+        self._log: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MockProcess:
+        """Start the child and return once it listens; ``BenchError`` if it does not."""
+        # The repo on the path, so the child finds ``bench`` even without an install.
+        path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
+        if self._log_path is not None:
+            self._log = self._log_path.open("wb")
+        self._process = subprocess.Popen(
+            self._argv,
             stdout=subprocess.PIPE,
-            stderr=log,
-            env=env,
+            stderr=self._log,
+            env={**os.environ, "PYTHONPATH": path},
             cwd=str(_REPO),
             # Own session: a Ctrl-C in the terminal reaches the bench only, which
-            # then measures what it has and stops the mock itself, in order.
+            # keeps what it measured and then stops the mock itself.
             start_new_session=True,
         )
-        try:
-            base_url = await _await_ready(process, ready_timeout_s, log_path)
-            yield MockProcess(base_url=base_url, pid=process.pid)
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(process)
-    finally:
-        if log is not None:
-            log.close()
+        return MockProcess(base_url=self._await_ready(self._process), pid=self._process.pid)
 
-
-async def _await_ready(process: trio.Process, timeout_s: float, log_path: Path | None) -> str:
-    assert process.stdout is not None
-    seen = b""
-    with trio.move_on_after(timeout_s):
+    def _await_ready(self, process: subprocess.Popen[bytes]) -> str:
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        deadline = time.monotonic() + self._ready_timeout_s
+        seen = b""
         while b"\n" not in seen and len(seen) < _READY_LIMIT:
-            chunk = await process.stdout.receive_some(1024)
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                break
+            chunk = os.read(fd, 1024)
             if not chunk:
                 break
             seen += chunk
-    # Nothing else is printed on stdout; closing our end keeps no pipe to drain.
-    await process.stdout.aclose()
-    match = _READY.search(seen)
-    if match is None:
-        where = f" (its log: {log_path})" if log_path is not None else ""
-        raise BenchError(f"the mock OpenRouter did not report ready within {timeout_s:g} s{where}")
-    return match.group(1).decode()
+        # Nothing else is printed on stdout; closing our end keeps no pipe to drain.
+        process.stdout.close()
+        match = _READY.search(seen)
+        if match is None:
+            where = f" (its log: {self._log_path})" if self._log_path is not None else ""
+            raise BenchError(
+                "the mock OpenRouter did not report ready within "
+                f"{self._ready_timeout_s:g} s{where}"
+            )
+        return match.group(1).decode()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(_STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process is not None and process.stdout is not None:
+            process.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
-async def _stop(process: trio.Process) -> None:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(_STOP_GRACE_S):
-            await process.wait()
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+@contextmanager
+def running_mock_child(
+    *, log_path: Path | None = None, ready_timeout_s: float = 20.0
+) -> Iterator[MockProcess]:
+    """Start the mock, yield once it listens, and always stop it afterwards. Blocking."""
+    child = MockChild(log_path=log_path, ready_timeout_s=ready_timeout_s)
+    try:
+        yield child.start()
+    finally:
+        child.stop()
 
 
-async def fetch_mock_stats(mock: MockProcess) -> dict[str, Any]:
-    """The mock's counters (``GET /mock/stats``), without the per-stream table."""
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        response = await client.get(mock.stats_url)
+@asynccontextmanager
+async def running_mock(
+    *,
+    variants: Mapping[str, Mapping[str, str]] | None = None,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 20.0,
+) -> AsyncIterator[MockProcess]:
+    """The same under trio: start and stop wait in a worker thread, off the loop."""
+    child = MockChild(variants=variants, log_path=log_path, ready_timeout_s=ready_timeout_s)
+    try:
+        yield await trio.to_thread.run_sync(child.start)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(child.stop)
+
+
+def mock_stats(mock: MockProcess) -> dict[str, Any] | str:
+    """The mock's counters without the per-stream table; informative, so never raises. Blocking."""
+    try:
+        response = httpx.get(mock.stats_url, timeout=5.0)
         response.raise_for_status()
         stats: dict[str, Any] = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return f"unavailable: {type(exc).__name__}"
     stats.pop("active_stream_events", None)
     return stats

@@ -10,15 +10,15 @@ uses it means running it on an asyncio loop. Owns:
   (every bridge and HTTP client of the loop closed, async generators shut
   down, the executor joined); Ctrl-C cancels the phase, which keeps what it
   measured;
-* the closed loop: ``concurrency`` chat tasks, each starting a new chat when
-  its last one ended, for the warm-up and the counted window, then a bounded
-  drain; a sampler that reads RSS in a worker thread; the progress line;
+* the closed loop on asyncio: ``concurrency`` tasks of ``bench.meter``'s
+  worker, for the warm-up and the counted window, then a bounded drain; a
+  sampler that reads RSS in a worker thread; the meter's progress line;
 * the two clients: ``Pipe.pipe()`` of the real Function (``owui_pipe.Pipe``)
   called with Open WebUI's reserved arguments (a body with messages,
   ``__user__``, ``__metadata__``, an ``__event_emitter__`` that only counts
   event types) and its generator read to the end; and the baseline, bare
   httpx streaming on the same loop with a minimal SSE split and a JSON decode
-  per event.
+  per event (``bench.baseline.read_stream``, the trio bench's own yardstick).
 
 What is measured and how is ``bench.owui_measure``; this module only calls it.
 """
@@ -30,8 +30,7 @@ import contextlib
 import importlib.metadata
 import itertools
 import signal
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,27 +39,33 @@ from typing import Any, Literal
 import httpx
 
 from orpipe.adapters import owui_pipe
-from orpipe.adapters.bridge.trio_bridge import TransportFactory
+from orpipe.adapters.bridge import TransportFactory
 from orpipe.adapters.openrouter.pool import ShardedClients
 from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
 from orpipe.adapters.openwebui.models import close_registries
 from orpipe.adapters.openwebui.runtime import runtime_for_loop
 from orpipe.adapters.openwebui.turn import PipeError, TurnContext
 from orpipe.bench.baseline import read_stream
-from orpipe.bench.measure import Outcome, stderr_is_tty
-from orpipe.bench.owui_measure import ChatMeter, ChatRecord
+from orpipe.bench.meter import (
+    LoopCalls,
+    OneRequest,
+    Outcome,
+    RequestRecord,
+    run_worker,
+    show_progress,
+    stderr_is_tty,
+)
+from orpipe.bench.owui_measure import ChatMeter
 from orpipe.engine import EngineConfig, UpstreamTransport
 
 __all__ = ["PhaseKind", "PhaseSpec", "loop_name", "new_loop", "run_phase"]
 
 PhaseKind = Literal["baseline", "guest", "thread"]
 
-#: Pause after a failed or refused chat, so a dead upstream is not hammered in a hot loop.
-_RETRY_PAUSE_S = 0.01
 #: How long chats still open when the window closes may take to finish.
 _DRAIN_S = 30.0
 _SAMPLE_EVERY_S = 0.25
-_PROGRESS_EVERY_S = 0.5
+_ASYNCIO_CALLS = LoopCalls(sleep=asyncio.sleep, to_thread=asyncio.to_thread)
 _SYSTEM_PROMPT = "You are terse."
 _USER_PROMPT = "Say something for the bench."
 
@@ -140,17 +145,18 @@ async def _drive_phase(spec: PhaseSpec, meter: ChatMeter) -> None:
 
 # -- the closed loop ------------------------------------------------------------------
 
-OneChat = Callable[[ChatRecord], Awaitable[tuple[Outcome, str]]]
 
-
-async def _drive(meter: ChatMeter, one_chat: OneChat) -> None:
+async def _drive(meter: ChatMeter, one_chat: OneRequest) -> None:
     """Warm up, count for ``duration_s``, drain (bounded), then stop every task."""
     meter.sample(await asyncio.to_thread(meter.probe))
     helpers = [asyncio.create_task(_sample_rss(meter), name="bench rss")]
     if stderr_is_tty():
-        helpers.append(asyncio.create_task(_progress(meter), name="bench progress"))
+        progress = show_progress(meter, _ASYNCIO_CALLS)
+        helpers.append(asyncio.create_task(progress, name="bench progress"))
     workers = [
-        asyncio.create_task(_worker(meter, one_chat), name=f"bench {meter.name} {index}")
+        asyncio.create_task(
+            run_worker(meter, one_chat, _ASYNCIO_CALLS), name=f"bench {meter.name} {index}"
+        )
         for index in range(meter.concurrency)
     ]
     try:
@@ -169,59 +175,17 @@ async def _drive(meter: ChatMeter, one_chat: OneChat) -> None:
             raise outcome
 
 
-async def _worker(meter: ChatMeter, one_chat: OneChat) -> None:
-    while meter.accepting:
-        record = meter.begin()
-        outcome: Outcome | None = None
-        detail = "cut off after the drain time"
-        try:
-            outcome, detail = await one_chat(record)
-        finally:
-            meter.end(record, outcome, detail)
-        if outcome != "completed":
-            await asyncio.sleep(_RETRY_PAUSE_S)
-
-
 async def _sample_rss(meter: ChatMeter) -> None:
     while True:
         await asyncio.sleep(_SAMPLE_EVERY_S)
         meter.sample(await asyncio.to_thread(meter.probe))
 
 
-def _write_stderr(text: str) -> None:
-    sys.stderr.write(text)
-    sys.stderr.flush()
-
-
-async def _progress(meter: ChatMeter) -> None:
-    """Rewrite one status line twice a second; the write runs in a thread, off the loop."""
-    total_s = meter.warmup_s + meter.duration_s
-    last_at, last_chunks = meter.elapsed_s, meter.chunks
-    try:
-        while True:
-            await asyncio.sleep(_PROGRESS_EVERY_S)
-            now, chunks = meter.elapsed_s, meter.chunks
-            rate = (chunks - last_chunks) / max(now - last_at, 1e-9)
-            last_at, last_chunks = now, chunks
-            stage = "warm-up" if now < meter.warmup_s else "counting"
-            if not meter.accepting:
-                stage = "draining"
-            rss = meter.rss_series[-1][2] if meter.rss_series else 0.0
-            line = (
-                f"\r[{meter.name:<8}] {min(now, total_s):5.1f}/{total_s:g} s {stage:<8} "
-                f"chats {meter.finished:>7}  chunks/s {rate:>9,.0f}  RSS {rss:6.1f} MiB"
-            )
-            await asyncio.to_thread(_write_stderr, line)
-    finally:
-        with contextlib.suppress(BaseException):
-            await asyncio.to_thread(_write_stderr, "\r" + " " * 90 + "\r")
-
-
 # -- the pipe, as Open WebUI calls it -----------------------------------------------------
 
 
 @asynccontextmanager
-async def _pipe_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[OneChat]:
+async def _pipe_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[OneRequest]:
     """A fresh ``Pipe`` with the phase's valves; on the way out, the loop's engine closed."""
     pipe = owui_pipe.Pipe()
     pipe.valves = pipe.Valves(**spec.valves)
@@ -247,11 +211,11 @@ class _PipeChats:
     meter: ChatMeter
     numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
-    async def __call__(self, record: ChatRecord) -> tuple[Outcome, str]:
+    async def __call__(self, record: RequestRecord) -> tuple[Outcome, str]:
         return await _pipe_chat(self, record)
 
 
-async def _pipe_chat(chats: _PipeChats, record: ChatRecord) -> tuple[Outcome, str]:
+async def _pipe_chat(chats: _PipeChats, record: RequestRecord) -> tuple[Outcome, str]:
     pipe, model, meter = chats.pipe, chats.model, chats.meter
     number = next(chats.numbers)
     user_id = f"bench-user-{number % meter.concurrency}"
@@ -309,9 +273,8 @@ async def _pipe_chat(chats: _PipeChats, record: ChatRecord) -> tuple[Outcome, st
     try:
         async with contextlib.aclosing(result) as chunks:
             async for chunk in chunks:
-                if record.ttfc is None:
-                    record.first_chunk()
-                meter.chunks += 1
+                record.mark_first()
+                meter.count_chunk()
                 if "error" in chunk:
                     error = _short(str(chunk["error"]))
     except Exception as exc:
@@ -373,7 +336,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 
 @asynccontextmanager
-async def _baseline_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[OneChat]:
+async def _baseline_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[OneRequest]:
     """httpx clients laid out as the engine's transport lays them out (adapters.openrouter.pool)."""
     body = {
         "model": f"mock/{spec.model_scenario}",
@@ -395,17 +358,4 @@ async def _baseline_client(spec: PhaseSpec, meter: ChatMeter) -> AsyncIterator[O
         )
     )
     async with clients:
-        yield partial(_baseline_chat, clients, body, meter)
-
-
-async def _baseline_chat(
-    clients: ShardedClients, body: Mapping[str, Any], meter: ChatMeter, record: ChatRecord
-) -> tuple[Outcome, str]:
-    def counted() -> None:
-        meter.chunks += 1
-
-    def first_text() -> None:
-        if record.ttfc is None:
-            record.first_chunk()
-
-    return await read_stream(clients, body, on_event=counted, on_text=first_text)
+        yield partial(read_stream, clients, body, on_event=meter.count_chunk)

@@ -1,19 +1,16 @@
 """Measuring one phase of the Open WebUI bench: its window, chats, chunks, CPU, latency, RSS.
 
-Owns ``ChatMeter`` (the counted window, outcome counts, HDR latencies, chunk
-and CPU deltas, the resident-memory series and its slope), the probes it
+Owns ``ChatMeter`` (a ``bench.meter.Meter`` counting the pipe's chunks, plus
+the resident-memory series and its slope), the probes it
 reads (``read_rss_mib``, the mock's CPU), and ``phase_ratios`` (every
 figure of a pipe phase over the same figure of the baseline measured in the
 same run, and guest over thread). Plain synchronous code with no event loop
 of its own: ``bench.owui_load`` drives it from asyncio and reads the probes
 in a worker thread, so file reads never run on the loop.
 
-The window follows ``bench.measure``: it opens after the warm-up and closes
-after the duration; chunks, finished chats and CPU are deltas across it;
-outcome counts and latencies cover the chats *started* inside it, each
-followed to its end. Time is ``time.perf_counter()`` (the same clock on any
-loop); CPU is ``time.process_time()`` of this process, so the thread
-bridge's trio thread counts as much as the loop thread does.
+The window is the meter's (``bench.meter``); CPU is ``time.process_time()``
+of this process, so the thread bridge's trio thread counts as much as the
+loop thread does.
 
 Memory is the process's resident set (``/proc/self/statm``), sampled with
 the number of chats finished so far. ``slope`` is the least-squares fit of
@@ -26,18 +23,16 @@ from __future__ import annotations
 
 import collections
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from orpipe.bench.measure import Latency, Outcome
+from orpipe.bench.meter import Meter, Window
 
 __all__ = [
     "RATIO_PAIRS",
     "ChatMeter",
-    "ChatRecord",
     "Probe",
     "phase_ratios",
     "ratio_directions",
@@ -48,7 +43,6 @@ __all__ = [
 _MIB = 1024.0 * 1024.0
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STATM = Path("/proc/self/statm")
-_COUNT_KEYS = ("submitted", "completed", "failed", "rejected", "unfinished")
 
 #: (numerator phase, denominator phase) of every ratio reported.
 RATIO_PAIRS: tuple[tuple[str, str], ...] = (
@@ -75,30 +69,8 @@ class Probe:
     mock_cpu_s: float | None
 
 
-@dataclass(slots=True)
-class ChatRecord:
-    """One chat as the meter sees it; the client marks its first chunk."""
-
-    started: float
-    measured: bool
-    ttfc: float | None = None
-
-    def first_chunk(self) -> None:
-        if self.ttfc is None:
-            self.ttfc = time.perf_counter() - self.started
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    at: float
-    cpu_s: float
-    chunks: int
-    finished: int
-    mock_cpu_s: float | None
-
-
-class ChatMeter:
-    """One phase (baseline, guest or thread): its window, counts, latencies, CPU, RSS."""
+class ChatMeter(Meter):
+    """One phase (baseline, guest or thread): the meter, counting chunks, plus RSS."""
 
     def __init__(
         self,
@@ -111,36 +83,33 @@ class ChatMeter:
         duration_s: float,
         mock_cpu_now: Callable[[], float | None] = lambda: None,
     ) -> None:
-        self.name = name
+        super().__init__(name, concurrency=concurrency, warmup_s=warmup_s, duration_s=duration_s)
         self.client = client
         self.chunk_unit = chunk_unit
-        self.concurrency = concurrency
-        self.warmup_s = warmup_s
-        self.duration_s = duration_s
         self.mock_cpu_now = mock_cpu_now
-        self.started_at = time.perf_counter()
-        self.accepting = True
         #: Chunks the client has received so far (all of them, warm-up included).
         self.chunks = 0
-        #: Chats that completed so far (all of them), the x axis of the RSS series.
-        self.finished = 0
-        self.warmup_chats = 0
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.details: collections.Counter[str] = collections.Counter()
         #: Event types the pipe sent to ``__event_emitter__`` (counts only).
         self.emitted: collections.Counter[str] = collections.Counter()
-        self.ttfc = Latency()
-        self.chat = Latency()
         #: (seconds since the phase started, chats finished so far, RSS MiB)
         self.rss_series: list[tuple[float, int, float]] = []
         self.rss_start_mib: float | None = None
         self.rss_after_warmup_mib: float | None = None
         self.rss_end_mib: float | None = None
         self.rss_after_close_mib: float | None = None
-        self.extra: dict[str, Any] = {}
-        self._window_open = False
-        self._opened: _Mark | None = None
-        self._closed: _Mark | None = None
+
+    def units_now(self) -> int:
+        return self.chunks
+
+    def count_chunk(self) -> None:
+        self.chunks += 1
+
+    def progress_text(self, elapsed_s: float, stage: str, units_per_s: float) -> str:
+        rss = self.rss_series[-1][2] if self.rss_series else 0.0
+        return (
+            f"[{self.name:<8}] {elapsed_s:5.1f}/{self.total_s:g} s {stage} "
+            f"chats {self.finished:>7}  chunks/s {units_per_s:>9,.0f}  RSS {rss:6.1f} MiB"
+        )
 
     # -- probes (blocking: call them from a worker thread when a loop runs) ------
 
@@ -151,85 +120,32 @@ class ChatMeter:
         if probe.rss_mib is not None:
             self.rss_series.append((self.elapsed_s, self.finished, probe.rss_mib))
 
-    @property
-    def elapsed_s(self) -> float:
-        return time.perf_counter() - self.started_at
-
     # -- the counted window ----------------------------------------------------
 
     def open_window(self, probe: Probe) -> None:
         self.sample(probe)
         self.rss_after_warmup_mib = probe.rss_mib
-        self._opened = self._mark(probe)
-        self._window_open = True
+        self._open(probe.mock_cpu_s)
 
     def close_window(self, probe: Probe | None = None) -> None:
         """Idempotent; without a probe (cancelled, Ctrl-C) the last RSS sample stands in."""
-        if self._window_open and self._closed is None:
-            if probe is not None:
-                self.sample(probe)
-            self._closed = self._mark(probe)
+        if self.window_open and probe is not None:
+            self.sample(probe)
+        if self._close(probe.mock_cpu_s if probe is not None else None):
             self.rss_end_mib = (
                 probe.rss_mib
                 if probe is not None and probe.rss_mib is not None
                 else (self.rss_series[-1][2] if self.rss_series else None)
             )
-        self._window_open = False
-        self.accepting = False
-
-    def _mark(self, probe: Probe | None) -> _Mark:
-        return _Mark(
-            at=time.perf_counter(),
-            cpu_s=time.process_time(),
-            chunks=self.chunks,
-            finished=self.finished,
-            mock_cpu_s=probe.mock_cpu_s if probe is not None else None,
-        )
-
-    @property
-    def window_open(self) -> bool:
-        return self._window_open
-
-    # -- chats -------------------------------------------------------------------
-
-    def begin(self) -> ChatRecord:
-        measured = self._window_open
-        if measured:
-            self.counts["submitted"] += 1
-        else:
-            self.warmup_chats += 1
-        return ChatRecord(started=time.perf_counter(), measured=measured)
-
-    def end(self, record: ChatRecord, outcome: Outcome | None, detail: str) -> None:
-        """``outcome`` None: the chat was cut off at the end of the drain."""
-        if outcome == "completed":
-            self.finished += 1
-        if not record.measured:
-            return
-        self.counts[outcome or "unfinished"] += 1
-        if detail:
-            self.details[detail] += 1
-        if outcome == "completed":
-            self.chat.record(time.perf_counter() - record.started)
-            if record.ttfc is not None:
-                self.ttfc.record(record.ttfc)
 
     # -- results -----------------------------------------------------------------
 
     def result(self) -> dict[str, Any]:
-        window_s = cpu_s = 0.0
-        chunks = finished = 0
-        mock_cpu_s: float | None = None
-        window: tuple[float, float] | None = None
-        if self._opened is not None and self._closed is not None:
-            window_s = self._closed.at - self._opened.at
-            cpu_s = self._closed.cpu_s - self._opened.cpu_s
-            chunks = self._closed.chunks - self._opened.chunks
-            finished = self._closed.finished - self._opened.finished
-            window = (self._opened.at - self.started_at, self._closed.at - self.started_at)
-            if self._opened.mock_cpu_s is not None and self._closed.mock_cpu_s is not None:
-                mock_cpu_s = self._closed.mock_cpu_s - self._opened.mock_cpu_s
-        counts = {key: self.counts[key] for key in _COUNT_KEYS}
+        window = self.window()
+        chunks = window.units if window is not None else 0
+        finished = window.finished if window is not None else 0
+        cpu = self.cpu_figures(window)
+        cpu_s = cpu["cpu_s"]
         slope, used = _window_slope(self.rss_series, window)
         return {
             "phase": self.name,
@@ -237,25 +153,23 @@ class ChatMeter:
             "concurrency": self.concurrency,
             "warmup_s": self.warmup_s,
             "duration_s": self.duration_s,
-            "window_s": window_s,
-            "chats": counts,
+            "window_s": cpu["window_s"],
+            "chats": self.outcome_counts(),
             "outcome_details": dict(self.details),
-            "warmup_chats": self.warmup_chats,
+            "warmup_chats": self.warmup_count,
             "chats_finished_in_window": finished,
-            "chats_per_s": finished / window_s if window_s > 0 else 0.0,
+            "chats_per_s": window.per_s(finished) if window is not None else 0.0,
             "chunk_unit": self.chunk_unit,
             "chunks": chunks,
-            "chunks_per_s": chunks / window_s if window_s > 0 else 0.0,
+            "chunks_per_s": window.per_s(chunks) if window is not None else 0.0,
             "chunks_per_chat": chunks / finished if finished else None,
             "cpu_s": cpu_s,
             "cpu_us_per_chunk": cpu_s * 1e6 / chunks if chunks else None,
             "cpu_us_per_chat": cpu_s * 1e6 / finished if finished else None,
-            "cpu_share_of_one_core": cpu_s / window_s if window_s > 0 else 0.0,
-            "mock_cpu_share_of_one_core": (
-                mock_cpu_s / window_s if mock_cpu_s is not None and window_s > 0 else None
-            ),
-            "ttfc_ms": self.ttfc.summary(),
-            "chat_ms": self.chat.summary(),
+            "cpu_share_of_one_core": cpu["cpu_share_of_one_core"],
+            "mock_cpu_share_of_one_core": cpu["mock_cpu_share_of_one_core"],
+            "ttfc_ms": self.first.summary(),
+            "chat_ms": self.whole.summary(),
             "rss_mib": {
                 "start": self.rss_start_mib,
                 "after_warmup": self.rss_after_warmup_mib,
@@ -280,11 +194,11 @@ class ChatMeter:
 
 
 def _window_slope(
-    series: Sequence[tuple[float, int, float]], window: tuple[float, float] | None
+    series: Sequence[tuple[float, int, float]], window: Window | None
 ) -> tuple[float | None, int]:
     if window is None:
         return None, 0
-    start, end = window
+    start, end = window.start_s, window.end_s
     half = start + (end - start) / 2
     points = [(float(n), rss) for t, n, rss in series if half <= t <= end + 1e-6]
     return slope_per_1000(points), len(points)

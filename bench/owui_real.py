@@ -40,16 +40,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,6 +55,7 @@ from typing import Any
 import trio
 
 from orpipe.bench.argtypes import non_negative_float, positive_float, positive_int
+from orpipe.bench.mock_process import running_mock
 from orpipe.bench.mock_scenarios import parse_variant, plan
 from orpipe.bench.owui_real_driver import CellSpec, ChatDriver
 from orpipe.bench.owui_real_proc import sample_tree
@@ -78,7 +76,6 @@ from orpipe.bench.runner import default_out_dir
 __all__ = ["CellPlan", "RealOptions", "main", "per_worker", "plan_cells", "render", "variant_name"]
 
 _REPO = Path(__file__).resolve().parents[1]
-_READY = re.compile(rb"mock-openrouter listening on (http://\S+)")
 MODES = ("socket", "http")
 _IDLE_S = 5.0
 #: Before each group of cells: a pause for the last cell's stragglers, then every server's
@@ -209,46 +206,6 @@ def install_tree(venv: Path, tree: Path) -> None:
     subprocess.run([*pip, str(tree)], check=True)
 
 
-@asynccontextmanager
-async def _running_mock(
-    variants: dict[str, dict[str, str]], log_path: Path
-) -> AsyncIterator[tuple[str, int]]:
-    """The mock OpenRouter in its own process, with one variant per pacing."""
-    argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
-    for name, params in variants.items():
-        argv += ["--variant", f"{name}=" + "&".join(f"{k}={v}" for k, v in params.items())]
-    path = os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))
-    with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            env={**os.environ, "PYTHONPATH": path},
-            cwd=str(_REPO),
-            start_new_session=True,
-        )
-        try:
-            assert process.stdout is not None
-            seen = b""
-            with trio.move_on_after(20):
-                while b"\n" not in seen and (chunk := await process.stdout.receive_some(1024)):
-                    seen += chunk
-            match = _READY.search(seen)
-            if match is None:
-                raise SetupError(f"the mock did not start (its log: {log_path})")
-            yield match.group(1).decode(), process.pid
-        finally:
-            with trio.CancelScope(shield=True):
-                process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(5):
-                    await process.wait()
-                if process.poll() is None:
-                    process.kill()
-                    await process.wait()
-                if process.stdout is not None:
-                    await process.stdout.aclose()
-
-
 async def _run(run: _Run) -> None:
     options, document = run.options, run.document
     work = options.out_dir
@@ -263,7 +220,8 @@ async def _run(run: _Run) -> None:
     }
     pipes = [PIPES_BY_NAME[name] for name in options.pipes]
     users = max(*options.levels, _WARMUP_LEVEL)
-    async with _running_mock(variants, work / "mock.log") as (mock_base, mock_pid):
+    async with running_mock(variants=variants, log_path=work / "mock.log") as mock:
+        mock_base = mock.base_url
         say(f"mock OpenRouter at {mock_base} (variants: {', '.join(upstream.values())})")
         document["mock"] = {"base_url": mock_base, "variants": variants}
         async with running_servers(options.venv, pipes, work, say=say) as servers:
@@ -292,7 +250,7 @@ async def _run(run: _Run) -> None:
                 final = sample_tree(server.pid)
                 entry = document["servers"].setdefault(name, {})
                 entry.update(rss_end_mib=final.rss_mib, cpu_total_s=final.cpu_s)
-        document["mock"]["cpu_total_s"] = sample_tree(mock_pid).cpu_s
+        document["mock"]["cpu_total_s"] = sample_tree(mock.pid).cpu_s
 
 
 def _plan(delay_ms: float, tokens: int) -> Any:

@@ -7,7 +7,7 @@ Owns the order of an ``owui`` run and its ways out, and what it is given:
   (``EngineConfig``), handed to the pipe through its ``ENGINE_OVERRIDES``
   valve, the way an administrator would. The valves the bench itself sets
   (``BASE_URL``, ``API_KEY``, ``ENGINE_BRIDGE``) cannot be overridden.
-* ``run_owui`` starts the mock as a child process (``bench.mock_child``),
+* ``run_owui`` starts the mock as a child process (``bench.mock_process``),
   then runs the phases in order, each on its own fresh loop
   (``bench.owui_load.run_phase``): ``baseline`` (bare httpx on asyncio),
   ``guest`` (the pipe, ``ENGINE_BRIDGE=guest``), ``thread`` (the pipe,
@@ -40,15 +40,14 @@ from typing import Any
 import pydantic
 
 from orpipe.adapters.openwebui.valves import ValveError, Valves
-from orpipe.bench.mock_child import mock_stats, running_mock_child
-from orpipe.bench.mock_process import MockProcess
+from orpipe.bench.mock_process import MockProcess, mock_stats, running_mock_child
 from orpipe.bench.owui_load import PhaseKind, PhaseSpec, loop_name, run_phase
 from orpipe.bench.owui_measure import ChatMeter, phase_ratios, ratio_directions, read_rss_mib
-from orpipe.bench.report import machine_info, utc_now, write_results
+from orpipe.bench.report import RunOutcome, machine_info, utc_now, write_results
 from orpipe.bench.scenarios import BenchScenario
 from orpipe.engine import EngineConfig
 
-__all__ = ["PHASES", "OwuiOptions", "OwuiOutcome", "owui_options", "run_owui"]
+__all__ = ["PHASES", "OwuiOptions", "owui_options", "run_owui"]
 
 PHASES: tuple[PhaseKind, ...] = ("baseline", "guest", "thread")
 #: The mock is started without a key; the pipe still sends one.
@@ -80,20 +79,6 @@ class OwuiOptions:
     #: Valves of the Function from ``--set`` (upper-case names), as text.
     valves: Mapping[str, str] = field(default_factory=dict)
     out_dir: Path
-
-
-@dataclass(slots=True, kw_only=True)
-class OwuiOutcome:
-    """What a run produced: the JSON document and where it was written."""
-
-    document: dict[str, Any]
-    results_path: Path | None = None
-    #: Why the run stopped early, if it did (also in the document as text).
-    error: Exception | None = None
-
-    @property
-    def interrupted(self) -> bool:
-        return bool(self.document.get("interrupted"))
 
 
 def owui_options(
@@ -145,10 +130,10 @@ def _phase_valves(options: OwuiOptions, base_url: str, kind: PhaseKind) -> dict[
     }
 
 
-def run_owui(options: OwuiOptions) -> OwuiOutcome:
+def run_owui(options: OwuiOptions) -> RunOutcome:
     """Run the phases and write ``results.json``; errors are returned, not raised. Blocking."""
     document = _new_document(options)
-    outcome = OwuiOutcome(document=document)
+    outcome = RunOutcome(document=document)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     try:
         with (

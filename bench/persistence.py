@@ -43,7 +43,7 @@ from orpipe.adapters.store.codec import ArtifactCodec
 from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
 from orpipe.adapters.store.rows import CodecStore, RowStore
 from orpipe.adapters.store.sql import SqlRowStore
-from orpipe.bench.measure import Latency
+from orpipe.bench.meter import Latency
 from orpipe.bench.mock_openrouter import serve_mock
 from orpipe.engine import ChatRequest, EngineConfig, EnginePorts, OutputItem
 from orpipe.engine.artifacts import Artifact, ArtifactContext

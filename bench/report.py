@@ -1,8 +1,9 @@
 """Presenting a run: the grid table, the phase table, and ``results.json``.
 
-Owns the shape of the report only. The grid table has one line per row of
-the grid (``bench.grid``), from the row summaries ``bench.row_summary``
-makes; the phase table shows every figure of each phase of a run of one
+Owns the shape of the report, and of what every run hands back
+(``RunOutcome``: its document, where it was written, why it stopped). The
+grid table has one line per row of the grid (``bench.grid``), from the row
+summaries ``bench.row_summary`` makes; the phase table shows every figure of each phase of a run of one
 row measured once (``tools`` by default). Every figure comes from
 ``Phase.result()`` dictionaries assembled by ``bench.runner``.
 """
@@ -16,6 +17,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import trio
 from orpipe.bench.row_summary import CPU_RATIO_GOAL
 
 __all__ = [
+    "RunOutcome",
     "format_grid_table",
     "format_table",
     "goal_line",
@@ -208,6 +211,20 @@ def tools_lines(phases: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+@dataclass(slots=True, kw_only=True)
+class RunOutcome:
+    """What a run produced: the JSON document and where it was written."""
+
+    document: dict[str, Any]
+    results_path: Path | None = None
+    #: Why the run stopped early, if it did (also in the document as text).
+    error: Exception | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.document.get("interrupted"))
 
 
 def write_results(directory: Path, document: Mapping[str, Any]) -> Path:

@@ -23,20 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from orpipe.bench.baseline import run_baseline
 from orpipe.bench.engine_client import run_engine_phase
 from orpipe.bench.grid import Grid, Row, Step, estimated_seconds, phase_names, plan_steps
 from orpipe.bench.measure import Phase
-from orpipe.bench.mock_process import MockProcess, fetch_mock_stats, running_mock
-from orpipe.bench.report import machine_info, utc_now, write_results
+from orpipe.bench.mock_process import MockProcess, mock_stats, running_mock
+from orpipe.bench.report import RunOutcome, machine_info, utc_now, write_results
 from orpipe.bench.row_summary import CPU_RATIO_GOAL, cpu_ratio, summarize_row
 from orpipe.bench.scenarios import BenchScenario
 from orpipe.engine import EngineConfig
 
-__all__ = ["RunOptions", "RunOutcome", "default_out_dir", "run_bench"]
+__all__ = ["GridOutcome", "RunOptions", "default_out_dir", "run_bench"]
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 
@@ -62,17 +61,8 @@ class RunOptions:
 
 
 @dataclass(slots=True, kw_only=True)
-class RunOutcome:
-    """What a run produced: the JSON document and where it was written."""
-
-    document: dict[str, Any]
-    results_path: Path | None = None
-    #: Why the run stopped early, if it did (also in the document as text).
-    error: Exception | None = None
-
-    @property
-    def interrupted(self) -> bool:
-        return bool(self.document.get("interrupted"))
+class GridOutcome(RunOutcome):
+    """A grid run's outcome, with its rows and (for one row measured once) its phases."""
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -92,10 +82,10 @@ def default_out_dir(scenario: str) -> Path:
     return RESULTS_ROOT / f"{scenario}-{stamp}"
 
 
-async def run_bench(options: RunOptions) -> RunOutcome:
+async def run_bench(options: RunOptions) -> GridOutcome:
     """Run every step of the grid and write ``results.json``; errors are returned, not raised."""
     document = _new_document(options)
-    outcome = RunOutcome(document=document)
+    outcome = GridOutcome(document=document)
     options.out_dir.mkdir(parents=True, exist_ok=True)
     error: Exception | None = None
     try:
@@ -152,7 +142,7 @@ async def _run_grid(options: RunOptions, document: dict[str, Any]) -> None:
                 done += 1
                 options.say(_progress_line(f"[{done}/{total}]", step, options.grid.reps, name, rep))
             rep["cpu_ratio"] = cpu_ratio(rep["phases"])
-        document["mock"]["stats_at_end"] = await _mock_stats(mock)
+        document["mock"]["stats_at_end"] = await trio.to_thread.run_sync(mock_stats, mock)
 
 
 async def _run_phase(
@@ -224,13 +214,6 @@ def _summarize(document: dict[str, Any]) -> None:
         row["summary"] = summarize_row(row["reps"], row["offered_events_per_s"])
         verdicts[row["summary"]["verdict"]] += 1
     document["verdicts"] = verdicts
-
-
-async def _mock_stats(mock: MockProcess) -> dict[str, Any] | str:
-    try:
-        return await fetch_mock_stats(mock)
-    except httpx.HTTPError as exc:  # informative only: never fail a run over it
-        return f"unavailable: {type(exc).__name__}"
 
 
 def _new_document(options: RunOptions) -> dict[str, Any]:

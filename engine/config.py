@@ -73,7 +73,7 @@ class EngineConfig:
     # --- pipeline buffers -------------------------------------------------
     #: The fetcher decodes each request's events itself and hands them, in
     #: order, straight to the delta batcher, instead of through the parser
-    #: pool and the reorderer (two hops less per event; see actors.fetcher).
+    #: pool and the reorderer (two hops less per event; see actors.upstream_fetcher).
     express_lane: bool = True
     parser_workers: int = field(default=4, metadata=_range(1, 64))
     #: fetcher → parser pool (the original's STREAMING_CHUNK_QUEUE_MAXSIZE).

@@ -12,9 +12,9 @@ Lifecycle::
                   └─ services, each under ``supervise`` (restart with backoff)
 
 * Start: the graph starts its actors downstream-first with ``nursery.start``
-  and reports the admission ``Intake``; only then does ``open_engine_with_graph`` yield.
+  and reports its ``AdmissionDoor``; only then does ``open_engine_with_graph`` yield.
 * Normal shutdown (leaving the ``async with``, or ``Engine.aclose``): the
-  intake closes (waiting requests end with ``EngineClosed``), each actor's
+  admission door closes (waiting requests end with ``EngineClosed``), each actor's
   ``async for`` ends and closes its outbox, down to the emitter; after
   ``shutdown_grace_s`` whatever still runs is cancelled.
 * A crash that is a bug cancels everything and leaves ``open_engine`` as one
@@ -50,8 +50,8 @@ from orpipe.engine.statistics import (
 
 __all__ = [
     "ActorGraph",
+    "AdmissionDoor",
     "Engine",
-    "Intake",
     "ServiceSpec",
     "Wiring",
     "open_engine_with_graph",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-class Intake(Protocol):
+class AdmissionDoor(Protocol):
     """The admission actor's synchronous front door (implemented in ``actors``)."""
 
     def submit(self, handle: RequestHandle) -> None:
@@ -93,10 +93,10 @@ class Wiring:
 
 
 class ActorGraph(Protocol):
-    """Runs the pipeline until its intake is closed and every actor has drained."""
+    """Runs the pipeline until its admission door is closed and every actor has drained."""
 
     async def __call__(
-        self, wiring: Wiring, *, task_status: trio.TaskStatus[Intake] = ...
+        self, wiring: Wiring, *, task_status: trio.TaskStatus[AdmissionDoor] = ...
     ) -> None: ...
 
 
@@ -127,7 +127,7 @@ class Engine:
         self._breakers: dict[str, Callable[[], Mapping[str, int]]] = {}
         self._restarts: collections.Counter[str] = collections.Counter()
         self._endings: collections.Counter[str] = collections.Counter()
-        self._intake: Intake | None = None
+        self._door: AdmissionDoor | None = None
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._pipeline_done = trio.Event()
@@ -143,7 +143,7 @@ class Engine:
         ``EngineClosed`` during shutdown. The returned stream yields the
         request's events and ends with exactly one ``Ending``.
         """
-        if self._closing or self._intake is None:
+        if self._closing or self._door is None:
             raise EngineClosed()
         if request.request_id in self._requests:
             raise UsageError(f"request id {request.request_id!r} is already in use")
@@ -154,7 +154,7 @@ class Engine:
             channels=self._channels,
             on_finished=self._request_finished,
         )
-        self._intake.submit(handle)
+        self._door.submit(handle)
         self._requests[handle.request_id] = handle
         return ResponseStream(handle, self.cancel)
 
@@ -164,7 +164,7 @@ class Engine:
         if handle is None:
             return False
         handle.cancel(reason)
-        if self._intake is not None and self._intake.withdraw(request_id) is not None:
+        if self._door is not None and self._door.withdraw(request_id) is not None:
             # Still waiting: no phase runs that could end it, so it ends here.
             handle.outbox.finish(Cancelled(request_id=request_id, reason=reason))
         return True
@@ -172,10 +172,10 @@ class Engine:
     def statistics(self) -> EngineStatistics:
         """A snapshot of every buffer, counter and window (cheap; sample freely)."""
         handles = list(self._requests.values())
-        assert self._intake is not None, "statistics() is available inside open_engine"
+        assert self._door is not None, "statistics() is available inside open_engine"
         return EngineStatistics(
             channels=self._channels.statistics(),
-            admission=self._intake.statistics(),
+            admission=self._door.statistics(),
             flow=FlowStats(
                 open_requests=len(handles),
                 credits_in_flight=sum(h.window.in_flight for h in handles),
@@ -198,8 +198,8 @@ class Engine:
         """Graceful shutdown: finish in-flight work within the grace, then stop."""
         if not self._closing:
             self._closing = True
-            if self._intake is not None:
-                for handle in self._intake.close():
+            if self._door is not None:
+                for handle in self._door.close():
                     handle.outbox.fail(_closed("before it started"))
         with trio.move_on_after(self.config.shutdown_grace_s):
             await self._pipeline_done.wait()
@@ -214,8 +214,8 @@ class Engine:
     def _request_finished(self, handle: RequestHandle, ending: Ending) -> None:
         self._requests.pop(handle.request_id, None)
         self._endings[type(ending).__name__.lower()] += 1
-        if handle.admitted_at is not None and self._intake is not None:
-            self._intake.release(handle)
+        if handle.admitted_at is not None and self._door is not None:
+            self._door.release(handle)
 
     async def _run_graph(
         self, graph: ActorGraph, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -230,9 +230,9 @@ class Engine:
             persist_barrier=self.persist_barrier,
         )
         async with trio.open_nursery() as graph_nursery:
-            self._intake = await graph_nursery.start(graph, wiring)
+            self._door = await graph_nursery.start(graph, wiring)
             task_status.started()
-        # The graph returns when every actor has drained after intake closed.
+        # The graph returns when every actor has drained after the admission door closed.
         self._pipeline_done.set()
 
     def _fail_open_requests(self) -> None:

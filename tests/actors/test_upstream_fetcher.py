@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from orpipe.actors.fetcher import fetcher
 from orpipe.actors.retry_policy import RetryPolicy
+from orpipe.actors.upstream_fetcher import upstream_fetcher
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import (
     RequestDeadlineExceeded,
@@ -100,7 +100,7 @@ async def fetcher_rig(
     counters = ActorCounters()
     ports = EnginePorts(transport=transport, rng=random.Random(SEED))
     actor = functools.partial(
-        fetcher, in_receive, out_send, config=cfg, ports=ports, counters=counters
+        upstream_fetcher, in_receive, out_send, config=cfg, ports=ports, counters=counters
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor, name="fetcher-actor")
@@ -588,7 +588,7 @@ async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockCloc
     in_send, in_receive = trio.open_memory_channel[RequestHandle](0)
     out_send, out_receive = trio.open_memory_channel[FetchOut](100)
     actor = functools.partial(
-        fetcher,
+        upstream_fetcher,
         in_receive,
         out_send,
         config=cfg,
