@@ -19,7 +19,8 @@ import httpx
 import pytest
 import trio
 
-from orpipe.bench.mock_openrouter import SUMMARY_TEXT_CHARS, MockServer, serve_mock, summarize_input
+from orpipe.bench.mock_openrouter import MockServer, serve_mock
+from orpipe.bench.mock_requests import SUMMARY_TEXT_CHARS, summarize_input
 from orpipe.bench.mock_scenarios import CATALOGUE, join_surrogates, plan
 
 REPO = Path(__file__).resolve().parents[2]
