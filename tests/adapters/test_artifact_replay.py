@@ -25,12 +25,8 @@ from orpipe.adapters.openwebui.artifact_replay import (
     turn_indices,
 )
 from orpipe.adapters.openwebui.models import ModelInfo
-from orpipe.adapters.openwebui.request import (
-    MappedRequest,
-    RequestSettings,
-    _assistant_id,
-    build_request,
-)
+from orpipe.adapters.openwebui.request import MappedRequest, RequestSettings, build_request
+from orpipe.adapters.openwebui.request.messages import assistant_id as _assistant_id
 from orpipe.engine.artifacts import Artifact, find_markers, marker_line
 from orpipe.engine.errors import UsageError
 from orpipe.engine.messages import thaw_json
