@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.adapters.bridge import EngineBridge
 from orpipe.adapters.openwebui.artifact_replay import ReplayPlan, referenced_ids, select_orphans
 from orpipe.adapters.openwebui.branch_references import (
     BranchMessage,
@@ -63,8 +63,6 @@ _T = TypeVar("_T")
 
 #: The longest a turn waits for the persister before loading history.
 _SETTLE_S = 2.0
-
-Bridge = GuestModeBridge | ThreadBridge
 
 DEGRADED_NOTICE = (
     "History storage is degraded: earlier reasoning and tool results could not be loaded "
@@ -131,7 +129,7 @@ async def read_branch(chat_id: str, message_id: str) -> list[BranchMessage] | No
 
 
 async def load_replay_plan(
-    bridge: Bridge,
+    bridge: EngineBridge,
     messages: Sequence[object],
     context: ArtifactContext,
     *,
@@ -194,7 +192,7 @@ def _answered(branch: Sequence[BranchMessage]) -> bool:
 
 
 async def _load_branch(
-    bridge: Bridge,
+    bridge: EngineBridge,
     messages: Sequence[object],
     context: ArtifactContext,
     branch: Sequence[BranchMessage],
@@ -231,7 +229,7 @@ async def _load_branch(
 
 
 async def _from_store(
-    bridge: Bridge, chat_id: str, load: Callable[[ArtifactStore], Awaitable[_T]]
+    bridge: EngineBridge, chat_id: str, load: Callable[[ArtifactStore], Awaitable[_T]]
 ) -> tuple[_T | None, bool]:
     """Run ``load`` next to the store: (its result, None if nothing is stored; failed)."""
     try:
@@ -241,7 +239,7 @@ async def _from_store(
         return None, True
 
 
-async def _settle(bridge: Bridge) -> bool:
+async def _settle(bridge: EngineBridge) -> bool:
     """Give the persister a moment to write what it holds (bounded).
 
     The previous answer's references reach the browser as soon as the
@@ -258,7 +256,7 @@ async def _settle(bridge: Bridge) -> bool:
         return False
 
 
-async def forget_replayed(bridge: Bridge, chat_id: str, artifact_ids: Sequence[str]) -> None:
+async def forget_replayed(bridge: EngineBridge, chat_id: str, artifact_ids: Sequence[str]) -> None:
     """Delete reasoning that was replayed (retention ``next_reply``); failures are logged."""
     if not artifact_ids:
         return

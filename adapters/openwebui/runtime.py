@@ -31,9 +31,10 @@ import logging
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from orpipe.adapters.bridge.trio_bridge import (
+from orpipe.adapters.bridge import (
+    BridgeMode,
+    EngineBridge,
     GuestModeBridge,
     StoreFactory,
     ThreadBridge,
@@ -46,12 +47,9 @@ from orpipe.adapters.openwebui.user_breaker import UserBreaker
 from orpipe.engine import EngineConfig
 from orpipe.engine.logs import LogSettings, setup_logging
 
-__all__ = ["BridgeKind", "BridgeTarget", "PipeRuntime", "runtime_for_loop"]
+__all__ = ["BridgeTarget", "PipeRuntime", "runtime_for_loop"]
 
 log = logging.getLogger("orpipe.owui")
-
-BridgeKind = Literal["guest", "thread"]
-Bridge = GuestModeBridge | ThreadBridge
 
 #: How often a retired bridge looks whether its last stream has ended (each
 #: is bounded by its own request deadline, so the wait is bounded too).
@@ -67,7 +65,7 @@ class BridgeTarget:
 
     config: EngineConfig
     api_key: str
-    kind: BridgeKind = "thread"
+    kind: BridgeMode = "thread"
     window_batches: int = 8
     #: Tests inject faults here; None means the real OpenRouter transport.
     transport_factory: TransportFactory | None = None
@@ -96,13 +94,13 @@ class PipeRuntime:
         #: Per user: history loads that failed; while open, DB work is skipped.
         self.db_breaker = UserBreaker()
         self._told_degraded: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._bridge: Bridge | None = None
-        self._kind: BridgeKind | None = None
+        self._bridge: EngineBridge | None = None
+        self._kind: BridgeMode | None = None
         self._window = 0
         self._fingerprint: tuple[object, ...] | None = None
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
-        self._retired: list[Bridge] = []
+        self._retired: list[EngineBridge] = []
         self._closed = False
         self._sentinel: AsyncGenerator[None, None] | None = None
         self._downloader: Downloader | None = None
@@ -112,7 +110,7 @@ class PipeRuntime:
         self._files_key: tuple[str, str, str] | None = None
 
     @property
-    def current_bridge(self) -> Bridge | None:
+    def current_bridge(self) -> EngineBridge | None:
         return self._bridge
 
     def tell_degraded_once(self, user_id: str) -> bool:
@@ -175,7 +173,7 @@ class PipeRuntime:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
-    async def bridge(self, target: BridgeTarget) -> Bridge:
+    async def bridge(self, target: BridgeTarget) -> EngineBridge:
         """The bridge for these settings, started, reconfigured or replaced as needed."""
         async with self._lock:
             if self._closed:
@@ -200,8 +198,8 @@ class PipeRuntime:
             await bridge.start()
             return bridge
 
-    def _new_bridge(self, target: BridgeTarget) -> Bridge:
-        cls: type[Bridge] = GuestModeBridge if target.kind == "guest" else ThreadBridge
+    def _new_bridge(self, target: BridgeTarget) -> EngineBridge:
+        cls = GuestModeBridge if target.kind == "guest" else ThreadBridge
         bridge = cls(
             target.config,
             target.api_key,
@@ -212,7 +210,7 @@ class PipeRuntime:
         self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
         return bridge
 
-    def _retire(self, bridge: Bridge) -> None:
+    def _retire(self, bridge: EngineBridge) -> None:
         """Close ``bridge`` once the streams it handed out have ended."""
 
         async def retire() -> None:

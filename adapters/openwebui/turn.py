@@ -38,7 +38,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequen
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orpipe.adapters.bridge.trio_bridge import BridgedStream, StoreFactory, TransportFactory
+from orpipe.adapters.bridge import (
+    BridgedStream,
+    EngineBridge,
+    StoreFactory,
+    TransportFactory,
+)
 from orpipe.adapters.openwebui.downloader import DownloadLimits
 from orpipe.adapters.openwebui.events import AnswerRenderer, SafeEmitter, log_source_event
 from orpipe.adapters.openwebui.files import Owner, StoredFileError
@@ -478,7 +483,7 @@ async def _history(
     ctx: TurnContext,
     context: ArtifactContext,
     *,
-    bridge: Any,
+    bridge: EngineBridge,
     runtime: PipeRuntime,
     emitter: SafeEmitter,
 ) -> tuple[ArtifactContext | None, Loaded]:
@@ -523,7 +528,7 @@ class _Submitted:
     """A request in the engine, and what to do once it has ended well."""
 
     stream: BridgedStream
-    bridge: Any
+    bridge: EngineBridge
     context: ArtifactContext | None
     #: Replayed reasoning to delete after a successful reply (retention next_reply).
     forget: tuple[str, ...]

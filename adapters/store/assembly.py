@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 
-from orpipe.adapters.bridge.trio_bridge import StoreFactory
+from orpipe.adapters.bridge.protocol import StoreFactory
 from orpipe.adapters.openwebui.valves import Valves
 from orpipe.adapters.store.codec import ArtifactCodec
 from orpipe.adapters.store.redis_writebehind import RedisWriteBehind

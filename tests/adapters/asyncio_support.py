@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.adapters.bridge import GuestModeBridge, ThreadBridge
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.ports import ArtifactStore
 from tests.engine.support import API_KEY

@@ -7,7 +7,7 @@ import socket
 import trio
 
 from orpipe.adapters import OpenRouterHttpTransport
-from orpipe.adapters.bridge.trio_bridge import GuestModeBridge, ThreadBridge
+from orpipe.adapters.bridge import GuestModeBridge, ThreadBridge
 from orpipe.adapters.openrouter.pool import CONNECTIONS_PER_CLIENT, ShardedClients
 from orpipe.engine import (
     Completed,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from orpipe.adapters.bridge.trio_bridge import BridgedStream, GuestModeBridge, ThreadBridge
+from orpipe.adapters.bridge import BridgedStream, GuestModeBridge, ThreadBridge
 from orpipe.bench.mock_scenarios import plan
 from orpipe.engine import (
     AdmissionRejected,
@@ -43,7 +43,8 @@ from tests.adapters.asyncio_support import (
 )
 from tests.engine.support import API_KEY, metadata, request
 
-Bridge = GuestModeBridge | ThreadBridge
+#: Either implementation: the tests also check what only one has (``last_outcome``, ``thread``).
+TestedBridge = GuestModeBridge | ThreadBridge
 
 
 @pytest.fixture(params=sorted(BRIDGES))
@@ -51,7 +52,7 @@ def bridge_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def make_bridge(kind: str, mock: Mock, **kwargs: Any) -> Bridge:
+def make_bridge(kind: str, mock: Mock, **kwargs: Any) -> TestedBridge:
     window = kwargs.pop("window_batches", 8)
     factory = kwargs.pop("transport_factory", None)
     config = EngineConfig(base_url=mock.base_url, shutdown_grace_s=1.0, **kwargs)
@@ -59,7 +60,7 @@ def make_bridge(kind: str, mock: Mock, **kwargs: Any) -> Bridge:
 
 
 @asynccontextmanager
-async def bridged(kind: str, mock: Mock, **kwargs: Any) -> AsyncIterator[Bridge]:
+async def bridged(kind: str, mock: Mock, **kwargs: Any) -> AsyncIterator[TestedBridge]:
     bridge = make_bridge(kind, mock, **kwargs)
     try:
         yield bridge
@@ -68,7 +69,7 @@ async def bridged(kind: str, mock: Mock, **kwargs: Any) -> AsyncIterator[Bridge]
     assert_ended(bridge)
 
 
-def assert_ended(bridge: Bridge) -> None:
+def assert_ended(bridge: TestedBridge) -> None:
     """No trio run left: guest — the done callback fired cleanly; thread — joined."""
     assert not bridge.running
     if isinstance(bridge, GuestModeBridge):
@@ -146,7 +147,7 @@ def test_a_full_engine_rejects_in_asyncio(mock: Mock, bridge_kind: str, loop_kin
     run_on(loop_kind, scenario)
 
 
-async def open_requests_are(bridge: Bridge, n: int) -> bool:
+async def open_requests_are(bridge: TestedBridge, n: int) -> bool:
     return (await bridge.statistics()).flow.open_requests == n
 
 
@@ -438,7 +439,7 @@ def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight
 def test_statistics_show_the_asyncio_side_queues(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
-    from orpipe.adapters.bridge.trio_bridge import BRIDGE_CHANNEL  # noqa: PLC0415
+    from orpipe.adapters.bridge import BRIDGE_CHANNEL  # noqa: PLC0415
 
     window = 2
 

@@ -1,0 +1,215 @@
+"""The asyncio API both bridges share (``EngineBridge``); subclasses only say how trio runs.
+
+``BridgeCore`` keeps what the next engine generation is opened from (config,
+key or transport, store) and the current ``TrioRun``; every method is
+asyncio-flavoured and crosses into trio once. ``GuestModeBridge``
+(``guest.py``) and ``ThreadBridge`` (``thread.py``) implement ``_launch``.
+
+Close: ``aclose()`` stops the trio run and waits until it has ended; answers
+still open get their ending first (see ``run.py``). A crashed engine is
+reported to every later ``submit`` until someone calls ``start()`` again.
+If the loop is closed without ``aclose()``, what is left depends on how trio
+runs (see the subclasses); tests and short-lived scripts must call it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
+from orpipe.adapters.bridge.generation import EngineSetup
+from orpipe.adapters.bridge.protocol import BRIDGE_CHANNEL, StoreFactory, TransportFactory
+from orpipe.adapters.bridge.run import TrioRun
+from orpipe.adapters.bridge.stream import BridgedStream
+from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
+from orpipe.engine import (
+    ChatRequest,
+    EngineClosed,
+    EngineConfig,
+    EngineStatistics,
+    UpstreamTransport,
+    UsageError,
+)
+from orpipe.engine.ports import ArtifactStore
+
+__all__ = ["BridgeCore"]
+
+T = TypeVar("T")
+
+
+class BridgeCore(abc.ABC):
+    """The asyncio API shared by both bridges; subclasses say how trio runs."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        api_key: str,
+        *,
+        window_batches: int = 8,
+        transport_factory: TransportFactory | None = None,
+        store_factory: StoreFactory | None = None,
+    ) -> None:
+        if window_batches < 1:
+            raise UsageError(f"window_batches must be at least 1, not {window_batches}")
+        self.window_batches = window_batches
+        self._setup = EngineSetup(
+            config, transport_factory or _http_transport(api_key), store_factory
+        )
+        self._run: TrioRun | None = None
+
+    @property
+    def config(self) -> EngineConfig:
+        """The config new requests get (the last one given to ``reconfigure``)."""
+        return self._setup.config
+
+    @property
+    def running(self) -> bool:
+        """True while a trio run of this bridge exists (started and not yet ended)."""
+        return self._run is not None and not self._run.done.done()
+
+    @property
+    def open_streams(self) -> int:
+        """Requests handed to asyncio whose ending has not been read (on the loop)."""
+        return len(self._run.open_streams) if self._run is not None else 0
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        run = self._run
+        if run is not None and not run.done.done():
+            if run.loop is not loop:
+                raise UsageError(
+                    "this bridge already runs on another event loop; use one bridge per loop"
+                )
+            await asyncio.shield(run.ready)
+            return
+        run = TrioRun(loop, self._setup, self.window_batches)
+        self._run = run
+        self._launch(run)
+        await asyncio.shield(run.ready)
+
+    async def submit(self, request: ChatRequest) -> BridgedStream:
+        run = self._run
+        if run is not None and run.done.done() and run.crash is not None:
+            # Report the crash until someone decides to start() again.
+            raise run.closed_error()
+        await self.start()
+        assert self._run is not None
+        return await self._run.submit(request)
+
+    async def statistics(self) -> EngineStatistics:
+        run = self._started_run()
+
+        def in_trio() -> EngineStatistics:
+            engine = run.engine
+            if engine is None:
+                raise run.closed_error()
+            return engine.statistics()
+
+        stats = await run.call_in_trio(in_trio)
+        # The asyncio side's per-request queues are a buffer like any other.
+        channels = {**stats.channels, BRIDGE_CHANNEL: run.bridge_statistics()}
+        actors = {
+            **stats.actors,
+            "bridge": {
+                "handoffs_to_loop": run.handoffs_to_loop,
+                "handoffs_to_trio": run.handoffs_to_trio,
+            },
+        }
+        return dataclasses.replace(stats, channels=channels, actors=actors)
+
+    async def reconfigure(
+        self,
+        config: EngineConfig,
+        *,
+        api_key: str | None = None,
+        transport_factory: TransportFactory | None = None,
+        store_factory: StoreFactory | None = None,
+    ) -> None:
+        """Use a new config (and key, transport, store) for new requests, dropping none in flight.
+
+        Not running: the next start uses it. Running: a new engine generation
+        starts in the same trio run and takes new requests; the previous one
+        closes once its last request has ended.
+        """
+        if transport_factory is None and api_key is not None:
+            transport_factory = _http_transport(api_key)
+        setup = EngineSetup(
+            config, transport_factory or self._setup.transport_factory, store_factory
+        )
+        self._setup = setup
+        run = self._run
+        if run is None or run.done.done():
+            return
+        await asyncio.shield(run.ready)
+        await run.call_async_in_trio(lambda: run.start_generation(setup))
+
+    async def wait_persisted(self, timeout_s: float) -> bool:
+        """``Engine.wait_persisted`` of the current engine, in one crossing.
+
+        Raises ``EngineClosed`` when the engine is not running (as ``statistics``).
+        """
+        run = self._started_run()
+
+        async def in_trio() -> bool:
+            generation = run.current
+            if generation is None:
+                raise run.closed_error()
+            return await generation.engine.wait_persisted(timeout_s)
+
+        return await run.call_async_in_trio(in_trio)
+
+    async def call_store(self, fn: Callable[[ArtifactStore], Awaitable[T]]) -> T | None:
+        """``await fn(store)`` inside the trio run with the current engine's
+        artifact store; None when that engine stores no artifacts."""
+        await self.start()
+        run = self._run
+        assert run is not None
+
+        async def in_trio() -> T | None:
+            store = run.current.store if run.current is not None else None
+            return None if store is None else await fn(store)
+
+        return await run.call_async_in_trio(in_trio)
+
+    async def aclose(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        if run.loop is not asyncio.get_running_loop():
+            raise UsageError("aclose() must be awaited on the loop the bridge was started on")
+        # If it never started, ``done`` is (or will be) set all the same.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(run.ready)
+        run.request_stop()
+        await asyncio.shield(run.done)
+        await self._after_done()
+
+    def _started_run(self) -> TrioRun:
+        """The run whose engine started; ``EngineClosed`` when there is none."""
+        run = self._run
+        if run is None or not run.ready.done() or run.ready.exception() is not None:
+            raise EngineClosed("The engine is not running; submit a request to start it.")
+        return run
+
+    @abc.abstractmethod
+    def _launch(self, run: TrioRun) -> None:
+        """Start ``run.main`` in trio; ``run.finished`` must be called on the loop at its end."""
+
+    @abc.abstractmethod
+    async def _after_done(self) -> None:
+        """What is left to do once the trio run has reported that it ended."""
+
+
+def _http_transport(api_key: str) -> TransportFactory:
+    """The real transport's factory. A closure, not ``functools.partial``: a
+    partial's repr would print the key."""
+
+    def open_transport(config: EngineConfig) -> AbstractAsyncContextManager[UpstreamTransport]:
+        return OpenRouterHttpTransport(config, api_key=api_key)
+
+    return open_transport

@@ -1,0 +1,119 @@
+"""One engine generation inside the bridge's trio run: transport, store and engine.
+
+``reconfigure`` starts a new generation in the same trio run and sends new
+requests to it; the previous one takes no new work and leaves once its last
+pump has ended (each is bounded by its deadline), so a change of settings
+never drops an answer in flight.
+
+Trio-flavoured. A generation runs as a task of the run's engine nursery from
+``open`` until it is told to leave: ``retire()`` (leave after the last pump)
+or ``close_now()`` (the run is stopping: leave at once, which closes the
+engine gracefully and gives every open request an ending; the store closes
+after the engine, so the persister flushes into it on the way out). A crash
+is handed to the run, never raised into the nursery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from orpipe.actors import open_engine
+from orpipe.adapters.bridge.protocol import StoreFactory, TransportFactory
+from orpipe.engine import Engine, EngineConfig, EngineCrashed, EnginePorts
+from orpipe.engine.ports import ArtifactStore
+
+if TYPE_CHECKING:
+    from orpipe.adapters.bridge.run import TrioRun
+    from orpipe.adapters.bridge.stream import Pump
+
+__all__ = ["EngineSetup", "Generation"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSetup:
+    """What one generation is opened from: the engine's config, its transport, its store."""
+
+    config: EngineConfig
+    transport_factory: TransportFactory
+    #: None: artifacts are not stored.
+    store_factory: StoreFactory | None = None
+
+
+@contextlib.asynccontextmanager
+async def _no_store() -> AsyncIterator[None]:
+    yield None
+
+
+class Generation:
+    """One engine and its upstream transport (and artifact store), inside a run."""
+
+    def __init__(self, run: TrioRun, setup: EngineSetup) -> None:
+        self.run = run
+        self.setup = setup
+        #: The artifact store this generation's engine writes to (None: not stored).
+        self.store: ArtifactStore | None = None
+        self._engine: Engine | None = None
+        self._pumps: set[Pump] = set()
+        self._retiring = False
+        self._leave = trio.Event()
+
+    @property
+    def config(self) -> EngineConfig:
+        return self.setup.config
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise self.run.closed_error()
+        return self._engine
+
+    def cancel(self, request_id: str, reason: str) -> None:
+        """Cancel the request if this generation's engine has it (a no-op otherwise)."""
+        if self._engine is not None:
+            self._engine.cancel(request_id, reason)
+
+    def pump_started(self, pump: Pump) -> None:
+        self._pumps.add(pump)
+
+    def pump_ended(self, pump: Pump) -> None:
+        self._pumps.discard(pump)
+        if self._retiring and not self._pumps:
+            self._leave.set()
+
+    def retire(self) -> None:
+        self._retiring = True
+        if not self._pumps:
+            self._leave.set()
+
+    def close_now(self) -> None:
+        self._leave.set()
+
+    async def open(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        setup = self.setup
+        started = False
+        try:
+            store_cm = setup.store_factory() if setup.store_factory else _no_store()
+            # The store outlives the engine: the persister flushes into it on exit.
+            async with (
+                setup.transport_factory(self.config) as transport,
+                store_cm as store,
+                open_engine(
+                    self.config, EnginePorts(transport=transport, artifacts=store)
+                ) as engine,
+            ):
+                self.store = store
+                self._engine = engine
+                started = True
+                task_status.started()
+                await self._leave.wait()
+        except EngineCrashed as exc:
+            if not started:
+                raise  # to whoever is starting this generation
+            self.run.crashed(exc)
+        finally:
+            self.run.generations.discard(self)
