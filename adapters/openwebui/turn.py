@@ -82,7 +82,7 @@ from orpipe.adapters.openwebui.valves import (
     Valves,
     effective_settings,
 )
-from orpipe.adapters.store.assembly import store_factory_for
+from orpipe.adapters.openwebui.valves.engine_settings import store_factory_for
 from orpipe.engine import (
     AdmissionRejected,
     Cancelled,

@@ -1,0 +1,659 @@
+"""The admin form: ``Valves``, the Function's system settings as Open WebUI shows them.
+
+The original pipe's names and defaults where the engine still has the knob;
+upper bounds are the engine's own limits, so a value the form accepts is one
+``engine_config()`` accepts. Secret valves are stored encrypted
+(``stored_secrets``) and read in plain text only through ``api_key()``,
+``artifact_key()`` and ``artifact_database_url()``. How Open WebUI 0.12.4
+validates, stores and draws this form is in docs/open-webui-valves.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any, get_args
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orpipe.adapters.bridge import BridgeMode
+from orpipe.adapters.openwebui.mcp_config import McpConfigError, parse_mcp_servers
+from orpipe.adapters.openwebui.valves.choices import (
+    STREAMING_PRESETS,
+    ImageSelection,
+    LogLevel,
+    ReasoningEffort,
+    Retention,
+    StreamingLimits,
+    StreamingProfile,
+    SummaryMode,
+    ToolMode,
+    blank_to_none,
+    clamp_idle_flush,
+    lower,
+    upper,
+)
+from orpipe.adapters.openwebui.valves.engine_settings import engine_config_for
+from orpipe.adapters.openwebui.valves.env_defaults import (
+    default_api_key,
+    default_base_url,
+    default_bridge,
+    default_log_level,
+    default_storage_email,
+    default_storage_name,
+    default_storage_role,
+    schema_default,
+)
+from orpipe.adapters.openwebui.valves.stored_secrets import (
+    ENCRYPTED_PREFIX,
+    decrypt_secret,
+    encrypt_secret,
+)
+from orpipe.engine.config import EngineConfig
+
+__all__ = ["Valves"]
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
+    """``parse_mcp_servers``, once per distinct valve text.
+
+    Open WebUI builds ``Valves`` (and so runs the validator) for every
+    request, and the value may be up to 1 MB of JSON. Errors are not cached
+    (``lru_cache`` keeps only returned values); callers outside this module
+    get deep copies (``Valves.mcp_servers``).
+    """
+    return parse_mcp_servers(text)
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for part in text.split(","):
+        if part.strip():
+            seen.setdefault(part.strip(), None)
+    return tuple(seen)
+
+
+class Valves(BaseModel):
+    """The pipe's system settings, as Open WebUI's admin form shows them.
+
+    Upper bounds that the original lacked (the three HTTP timeouts and the
+    queue deadline) are the engine's own limits, so a value the form accepts
+    is one ``engine_config`` accepts.
+    """
+
+    model_config = ConfigDict(
+        # Open WebUI logs a failed form with str(exc): never print the input.
+        hide_input_in_errors=True,
+        # Setting API_KEY on an instance encrypts it too.
+        validate_assignment=True,
+        # Keys stored by an older version of this Function must not break loading.
+        extra="ignore",
+    )
+
+    # --- connection ------------------------------------------------------
+    BASE_URL: str = Field(
+        default_factory=default_base_url,
+        description=(
+            "OpenRouter API address (http:// or https://); models are listed from "
+            "<BASE_URL>/models and chats sent to <BASE_URL>/responses. "
+            "Default: env OPENROUTER_API_BASE_URL, else https://openrouter.ai/api/v1."
+        ),
+        json_schema_extra=schema_default(default_base_url),
+    )
+    API_KEY: str = Field(
+        default_factory=default_api_key,
+        repr=False,
+        description=(
+            "OpenRouter API key. Stored encrypted with WEBUI_SECRET_KEY when that is set. "
+            "Default: env OPENROUTER_API_KEY."
+        ),
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    HTTP_CONNECT_TIMEOUT_SECONDS: int = Field(
+        default=10, ge=1, le=600, description="Seconds to wait for a connection to OpenRouter."
+    )
+    HTTP_TOTAL_TIMEOUT_SECONDS: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description="Seconds one attempt may take in total; empty means no total limit.",
+    )
+    HTTP_SOCK_READ_SECONDS: int = Field(
+        default=300,
+        ge=1,
+        le=3600,
+        description="A reply that sends nothing for this many seconds is stopped.",
+    )
+
+    # --- models and reasoning -----------------------------------------------
+    MODEL_ID: str = Field(
+        default="auto",
+        description="Comma-separated OpenRouter model ids to offer; 'auto' offers every model.",
+    )
+    MODEL_CATALOG_REFRESH_SECONDS: int = Field(
+        default=3600, ge=60, description="How often, in seconds, the model list is re-read."
+    )
+    ENABLE_REASONING: bool = Field(default=True, description="Ask models that can reason to do so.")
+    REASONING_EFFORT: ReasoningEffort = Field(
+        default="medium", description="How much reasoning to ask for."
+    )
+    REASONING_SUMMARY_MODE: SummaryMode = Field(
+        default="auto",
+        description="How the reasoning summary is requested; 'disabled' asks for none.",
+    )
+    ENABLE_WEB_SEARCH_TOOL: bool = Field(
+        default=True,
+        description=(
+            "New meaning: use OpenRouter's web plugin when the chat turns web search on. "
+            "It is never attached by default (the original attached it to every request "
+            "of web-search-priced models)."
+        ),
+    )
+    WEB_SEARCH_FORCE_MODELS: str = Field(
+        default="",
+        description="Comma-separated model ids that always get the web plugin.",
+    )
+    WEB_SEARCH_MAX_RESULTS: int | None = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Search results the web plugin adds (1-10); empty leaves it to OpenRouter.",
+    )
+    USE_MODEL_MAX_OUTPUT_TOKENS: bool = Field(
+        default=False,
+        description="Ask for the model's full output limit from the catalogue (max_output_tokens).",
+    )
+
+    # --- reporting ------------------------------------------------------------
+    SHOW_FINAL_USAGE_STATUS: bool = Field(
+        default=True,
+        description="Show a final status with time, tokens and cost when an answer ends.",
+    )
+    LOG_LEVEL: LogLevel = Field(
+        default_factory=default_log_level,
+        description="Lowest level the pipe logs. Default: env GLOBAL_LOG_LEVEL, else INFO.",
+        json_schema_extra=schema_default(default_log_level),
+    )
+    SESSION_LOG_MAX_LINES: int = Field(
+        default=2000,
+        ge=100,
+        le=100_000,
+        description=(
+            "Log lines kept per request; a failed answer carries them as a source so an "
+            "administrator can read what happened."
+        ),
+    )
+
+    # --- admission and limits ---------------------------------------------------
+    MAX_CONCURRENT_REQUESTS: int = Field(
+        default=200, ge=1, le=2000, description="Chats sent to OpenRouter at the same time."
+    )
+    REQUEST_QUEUE_MAXSIZE: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description=(
+            "Chats that may wait for a free slot; beyond that a chat is told the server is "
+            "busy (the original's fixed queue of 500, now a setting)."
+        ),
+    )
+    REQUEST_QUEUE_DEADLINE_MS: int | None = Field(
+        default=None,
+        ge=1,
+        le=3_600_000,
+        description="A chat that waited this many ms for a slot is turned away; empty: never.",
+    )
+    BUSY_RETRY_AFTER_SECONDS: int = Field(
+        default=5, ge=0, le=3600, description="Seconds a turned-away chat is told to wait."
+    )
+    REQUEST_DEADLINE_SECONDS: int = Field(
+        default=1800, ge=1, le=86400, description="Longest time one chat request may run."
+    )
+    UPSTREAM_RETRY_ATTEMPTS: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries of a failed request before any answer text arrived.",
+    )
+    RETRY_AFTER_CAP_SECONDS: int = Field(
+        default=30,
+        ge=0,
+        le=600,
+        description="Longest Retry-After wait; a longer one ends the chat with 'retry in N s'.",
+    )
+
+    # --- streaming ---------------------------------------------------------------
+    SSE_WORKERS_PER_REQUEST: int = Field(
+        default=4, ge=1, le=8, description="Workers that decode the event stream."
+    )
+    STREAMING_CHUNK_QUEUE_MAXSIZE: int = Field(
+        default=100,
+        ge=10,
+        le=5000,
+        description="Raw stream chunks buffered before decoding.",
+    )
+    STREAMING_EVENT_QUEUE_MAXSIZE: int = Field(
+        default=100, ge=10, le=5000, description="Decoded stream events buffered."
+    )
+    STREAMING_UPDATE_PROFILE: StreamingProfile | None = Field(
+        default=None,
+        description=(
+            "Preset for how often the answer text is updated: quick (10 chars / 100 ms), "
+            "normal (20 / 250), slow (80 / 600). When set it replaces the two values below."
+        ),
+        # A top-level enum makes the 0.12.4 form draw a select for this optional field.
+        json_schema_extra={"enum": list(get_args(StreamingProfile))},
+    )
+    STREAMING_UPDATE_CHAR_LIMIT: int = Field(
+        default=20, ge=10, le=500, description="Send answer text in pieces of this many characters."
+    )
+    STREAMING_IDLE_FLUSH_MS: int = Field(
+        default=250,
+        ge=0,
+        le=2000,
+        description="Send waiting text after this many ms of quiet (0: off; else at least 50).",
+    )
+
+    # --- breaker and bridge ------------------------------------------------------
+    BREAKER_MAX_FAILURES: int = Field(
+        default=5, ge=1, le=50, description="Failures within the window that pause a user's chats."
+    )
+    BREAKER_WINDOW_SECONDS: int = Field(
+        default=60, ge=5, le=900, description="Seconds over which those failures are counted."
+    )
+    ENGINE_BRIDGE: BridgeMode = Field(
+        default_factory=default_bridge,
+        description=(
+            "How the engine runs inside Open WebUI: thread (in its own thread) or guest "
+            "(on Open WebUI's event loop). Default: env ORPIPE_BRIDGE, else thread."
+        ),
+        json_schema_extra=schema_default(default_bridge),
+    )
+    BRIDGE_WINDOW_BATCHES: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description=(
+            "Batches one reply may have waiting for Open WebUI before its download pauses."
+        ),
+    )
+    # --- artifacts (reasoning items, tool calls) ---------------------------------------
+    PERSIST_REASONING_TOKENS: Retention = Field(
+        default="next_reply",
+        description=(
+            "Keep reasoning items for the next turn: disabled (never stored), next_reply "
+            "(deleted after the next successful reply) or conversation (kept until cleanup)."
+        ),
+    )
+    PERSIST_TOOL_RESULTS: bool = Field(
+        default=True, description="Keep tool calls and their outputs for later turns."
+    )
+    ARTIFACT_DATABASE_URL: str = Field(
+        default="",
+        description=(
+            "Where artifacts are stored (SQLAlchemy URL: sqlite:///path or "
+            "postgresql+psycopg://...). Empty: Open WebUI's DATABASE_URL, else a SQLite file "
+            "in DATA_DIR."
+        ),
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    ARTIFACT_ENCRYPTION_KEY: str = Field(
+        default="",
+        repr=False,
+        description=(
+            "Encrypts stored artifacts (at least 16 characters). Changing it starts a new, "
+            "empty store; old artifacts become unreadable. Empty: stored unencrypted."
+        ),
+        json_schema_extra={"input": {"type": "password"}},
+    )
+    ENCRYPT_ALL: bool = Field(
+        default=False,
+        description="With a key: encrypt every artifact; off: only reasoning items.",
+    )
+    ENABLE_LZ4_COMPRESSION: bool = Field(
+        default=True, description="Compress stored artifacts with LZ4 when that is smaller."
+    )
+    MIN_COMPRESS_BYTES: int = Field(
+        default=0, ge=0, le=16 * 1024 * 1024, description="Do not compress smaller payloads."
+    )
+    TOOL_OUTPUT_RETENTION_TURNS: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description=(
+            "Tool outputs of the last N turns are replayed in full; older ones longer than "
+            "800 characters are cut. 0: never cut."
+        ),
+    )
+    ARTIFACT_CLEANUP_DAYS: int = Field(
+        default=90, ge=1, le=365, description="Delete stored artifacts older than this."
+    )
+    ARTIFACT_CLEANUP_INTERVAL_HOURS: float = Field(
+        default=1.0, ge=0.5, le=24, description="How often old artifacts are deleted."
+    )
+    # --- attachments ------------------------------------------------------------------
+    MAX_INPUT_IMAGES_PER_REQUEST: int = Field(
+        default=5, ge=1, le=20, description="Images sent with one message (the first ones)."
+    )
+    BASE64_MAX_SIZE_MB: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description="Largest inline attachment (an image, file or recording sent as base64).",
+    )
+    IMAGE_INPUT_SELECTION: ImageSelection = Field(
+        default="user_then_assistant",
+        description=(
+            "user_turn_only: only images the user attached to the newest message. "
+            "user_then_assistant: when there are none, the images the last answer showed."
+        ),
+    )
+
+    VIDEO_MAX_SIZE_MB: int = Field(
+        default=100, ge=1, le=1000, description="Largest video sent inline (a data: URL)."
+    )
+    REMOTE_FILE_MAX_SIZE_MB: int = Field(
+        default=50,
+        ge=1,
+        le=500,
+        description=(
+            "Largest remote file downloaded. Inside Open WebUI with RAG on, its own "
+            "file size limit applies when that is smaller (or when this is left at 50)."
+        ),
+    )
+    REMOTE_DOWNLOAD_MAX_RETRIES: int = Field(
+        default=3, ge=0, le=10, description="Retries of a failed download (network, 429, 5xx)."
+    )
+    REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS: int = Field(
+        default=5, ge=1, le=60, description="First wait before a retry; it doubles each time."
+    )
+    REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS: int = Field(
+        default=45,
+        ge=5,
+        le=300,
+        description="Time budget of one download, retries and waits included.",
+    )
+    REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS: int = Field(
+        default=10,
+        ge=0,
+        le=120,
+        description=(
+            "Longest Retry-After honoured; a server asking for more ends the download "
+            "instead of holding the answer."
+        ),
+    )
+    REMOTE_DOWNLOAD_TIMEOUT_SECONDS: int = Field(
+        default=10, ge=1, le=60, description="Connect and read timeout of one download attempt."
+    )
+    REMOTE_DOWNLOAD_MAX_REDIRECTS: int = Field(
+        default=3, ge=0, le=10, description="Redirects followed, each one vetted (0 = refused)."
+    )
+    REMOTE_DOWNLOADS_PER_REQUEST: int = Field(
+        default=3, ge=1, le=16, description="Downloads at once for one request."
+    )
+    REMOTE_DOWNLOADS_GLOBAL: int = Field(
+        default=8, ge=1, le=64, description="Downloads at once in this Open WebUI process."
+    )
+    ALLOW_INSECURE_HTTP_HOSTS: str = Field(
+        default="",
+        description=(
+            "Comma-separated host names that may be fetched over plain "
+            "http; every other download must be https."
+        ),
+    )
+    SAVE_REMOTE_FILE_URLS: bool = Field(
+        default=True,
+        description="Keep a copy of linked files and images in Open WebUI's storage.",
+    )
+    SAVE_FILE_DATA_CONTENT: bool = Field(
+        default=True,
+        description="Keep a copy of inline (base64) files and images in Open WebUI's storage.",
+    )
+    FALLBACK_STORAGE_EMAIL: str = Field(
+        default_factory=default_storage_email,
+        json_schema_extra=schema_default(default_storage_email),
+        description="Owner of stored files when a request has no user (API automations).",
+    )
+    FALLBACK_STORAGE_NAME: str = Field(
+        default_factory=default_storage_name,
+        json_schema_extra=schema_default(default_storage_name),
+        description="Display name of that owner.",
+    )
+    FALLBACK_STORAGE_ROLE: str = Field(
+        default_factory=default_storage_role,
+        json_schema_extra=schema_default(default_storage_role),
+        description=(
+            "Role the owner is created with. 'pending' cannot use Open WebUI; admin is refused."
+        ),
+    )
+
+    # --- tools ------------------------------------------------------------------------
+    TOOL_EXECUTION_MODE: ToolMode = Field(
+        default="engine",
+        description=(
+            "engine: the pipe runs the model's tool calls itself, with its limits, timeouts "
+            "and breakers. open-webui: the calls go back to Open WebUI, which runs them with "
+            "its own permissions and shows them in its UI, then calls the pipe again."
+        ),
+    )
+    ENABLE_STRICT_TOOL_CALLING: bool = Field(
+        default=True,
+        description="Send tool schemas in strict form (every property listed, none extra).",
+    )
+    MAX_FUNCTION_CALL_LOOPS: int = Field(
+        default=10, ge=1, le=1000, description="Model turns per answer when tools are called."
+    )
+    MAX_PARALLEL_TOOLS_GLOBAL: int = Field(
+        default=200, ge=1, le=2000, description="Tool calls running at once in this process."
+    )
+    MAX_PARALLEL_TOOLS_PER_REQUEST: int = Field(
+        default=5, ge=1, le=50, description="Tool calls running at once for one answer."
+    )
+    TOOL_BATCH_CAP: int = Field(
+        default=4, ge=1, le=32, description="Calls to one tool that may run as one batch."
+    )
+    TOOL_TIMEOUT_SECONDS: int = Field(
+        default=60, ge=1, le=600, description="Time limit of one tool call."
+    )
+    TOOL_BATCH_TIMEOUT_SECONDS: int = Field(
+        default=120,
+        ge=1,
+        le=7200,
+        description="Time limit of a batch (at least TOOL_TIMEOUT_SECONDS).",
+    )
+    TOOL_IDLE_TIMEOUT_SECONDS: int | None = Field(
+        default=None,
+        ge=1,
+        le=7200,
+        description="Stop the calls of a round when none finished for this long; empty: never.",
+    )
+    REMOTE_MCP_SERVERS_JSON: str | None = Field(
+        default=None,
+        # Its headers hold bearer tokens: kept out of repr() like API_KEY.
+        repr=False,
+        description=(
+            "Remote MCP servers for the model, as a JSON object or list: server_label, "
+            "server_url (http, https, ws, wss), require_approval, allowed_tools, headers."
+        ),
+    )
+
+    DB_BATCH_SIZE: int = Field(
+        default=10, ge=5, le=20, description="Artifacts written per database commit."
+    )
+    ARTIFACT_DB_THREADS: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Worker threads for artifact database calls (the event loop never blocks).",
+    )
+    ENABLE_REDIS_CACHE: bool = Field(
+        default=True,
+        description=(
+            "Queue artifact writes in Redis (write-behind) when REDIS_URL is set for "
+            "Open WebUI's multi-worker setup."
+        ),
+    )
+    REDIS_CACHE_TTL_SECONDS: int = Field(
+        default=600, ge=60, le=3600, description="How long Redis keeps artifacts for replays."
+    )
+    REDIS_PENDING_WARN_THRESHOLD: int = Field(
+        default=100, ge=1, le=10_000, description="Warn when this many writes wait in Redis."
+    )
+    REDIS_FLUSH_FAILURE_LIMIT: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Failed flushes in a row before writes go straight to the database.",
+    )
+    ENGINE_OVERRIDES: str = Field(
+        default="",
+        description=(
+            "Advanced: any other engine setting, as name=value pairs separated by commas, "
+            "e.g. 'request_window_events=512, shutdown_grace_s=10' (the names of "
+            "engine.EngineConfig). Applied after the valves above; a wrong name or value "
+            "is reported with the allowed ones."
+        ),
+    )
+
+    # --- validators ----------------------------------------------------------------
+
+    @field_validator("BASE_URL")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        url = value.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(
+                "must be an http:// or https:// URL, e.g. https://openrouter.ai/api/v1"
+            )
+        return url
+
+    @field_validator("API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL")
+    @classmethod
+    def _encrypt_api_key(cls, value: str) -> str:
+        return encrypt_secret(value.strip())
+
+    @field_validator("ARTIFACT_ENCRYPTION_KEY", mode="before")
+    @classmethod
+    def _key_long_enough(cls, value: object) -> object:
+        # Before encryption: a stored (encrypted) value was checked when it was saved.
+        if isinstance(value, str) and not value.startswith(ENCRYPTED_PREFIX):
+            plain = value.strip()
+            if plain and len(plain) < 16:
+                raise ValueError("must be at least 16 characters; use a long random passphrase")
+        return value
+
+    @field_validator(
+        "HTTP_TOTAL_TIMEOUT_SECONDS",
+        "WEB_SEARCH_MAX_RESULTS",
+        "REQUEST_QUEUE_DEADLINE_MS",
+        "TOOL_IDLE_TIMEOUT_SECONDS",
+        "REMOTE_MCP_SERVERS_JSON",
+        mode="before",
+    )
+    @classmethod
+    def _optional_number(cls, value: object) -> object:
+        return blank_to_none(value)
+
+    @field_validator("STREAMING_UPDATE_PROFILE", mode="before")
+    @classmethod
+    def _optional_profile(cls, value: object) -> object:
+        return lower(blank_to_none(value))
+
+    @field_validator(
+        "REASONING_EFFORT",
+        "REASONING_SUMMARY_MODE",
+        "ENGINE_BRIDGE",
+        "TOOL_EXECUTION_MODE",
+        "IMAGE_INPUT_SELECTION",
+        mode="before",
+    )
+    @classmethod
+    def _choice_any_case(cls, value: object) -> object:
+        return lower(value)
+
+    @field_validator("REMOTE_MCP_SERVERS_JSON")
+    @classmethod
+    def _mcp_servers_usable(cls, value: str | None) -> str | None:
+        try:
+            _parsed_mcp_servers(value)
+        except McpConfigError as exc:
+            # The message already starts with the valve's name; the form adds it again.
+            problem = exc.message.removeprefix("REMOTE_MCP_SERVERS_JSON: ")
+            raise ValueError(f"is unusable: {problem}") from None
+        return value
+
+    @field_validator("FALLBACK_STORAGE_ROLE", mode="before")
+    @classmethod
+    def _storage_role_usable(cls, value: object) -> object:
+        role = lower(value)
+        if isinstance(role, str) and role.strip() in {"admin", "owner", "system"}:
+            # An account created by a pipe must never be able to administer Open WebUI.
+            raise ValueError(
+                f"is {role.strip()!r}; an automatically created owner may not be an "
+                "administrator. Use 'pending' (the default) or 'user'."
+            )
+        return role.strip() if isinstance(role, str) else role
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return upper(value)
+
+    # --- derived values -------------------------------------------------------------
+
+    def artifact_key(self) -> str:
+        """ARTIFACT_ENCRYPTION_KEY in plain text ("" = artifacts are not encrypted)."""
+        return decrypt_secret(self.ARTIFACT_ENCRYPTION_KEY, valve="ARTIFACT_ENCRYPTION_KEY")
+
+    def artifact_database_url(self) -> str:
+        """ARTIFACT_DATABASE_URL in plain text ("" = the default)."""
+        return decrypt_secret(self.ARTIFACT_DATABASE_URL, valve="ARTIFACT_DATABASE_URL")
+
+    def api_key(self) -> str:
+        """The OpenRouter key in plain text ("" when unset); ``ValveError`` if unreadable."""
+        return decrypt_secret(self.API_KEY.strip()).strip()
+
+    def model_ids(self) -> tuple[str, ...]:
+        """The model ids to offer, in order; ``()`` means every model.
+
+        "auto" anywhere in the list, or an empty list, asks for every model.
+        """
+        ids = _comma_list(self.MODEL_ID)
+        if any(model.lower() == "auto" for model in ids):
+            return ()
+        return ids
+
+    def mcp_servers(self) -> tuple[dict[str, Any], ...]:
+        """REMOTE_MCP_SERVERS_JSON as ``mcp`` tool entries (checked when it was saved).
+
+        Fresh copies every call: a caller may add to an entry without
+        changing what the next request gets.
+        """
+        return copy.deepcopy(_parsed_mcp_servers(self.REMOTE_MCP_SERVERS_JSON))
+
+    def insecure_http_hosts(self) -> frozenset[str]:
+        """ALLOW_INSECURE_HTTP_HOSTS, lower-cased: hosts that may be fetched over http."""
+        return frozenset(host.lower() for host in _comma_list(self.ALLOW_INSECURE_HTTP_HOSTS))
+
+    def web_search_force_models(self) -> frozenset[str]:
+        """Model ids that always get the web plugin."""
+        return frozenset(_comma_list(self.WEB_SEARCH_FORCE_MODELS))
+
+    def streaming_limits(self) -> StreamingLimits:
+        """The system's text batching: the profile if set, else the two explicit values."""
+        if self.STREAMING_UPDATE_PROFILE is not None:
+            return STREAMING_PRESETS[self.STREAMING_UPDATE_PROFILE]
+        return StreamingLimits(
+            self.STREAMING_UPDATE_CHAR_LIMIT, clamp_idle_flush(self.STREAMING_IDLE_FLUSH_MS)
+        )
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's configuration from these valves (``engine_settings.engine_config_for``).
+
+        A value the engine refuses raises ``ValveError`` naming the valve and
+        what it allows.
+        """
+        return engine_config_for(self)
