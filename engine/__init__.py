@@ -4,26 +4,10 @@ Trio only; no I/O library is imported here. The actors live in ``actors``
 and the outside world in ``adapters``.
 """
 
+from orpipe.engine import errors
 from orpipe.engine.channels import ChannelRegistry, ChannelStats
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.errors import (
-    AdmissionRejected,
-    ConfigError,
-    EngineClosed,
-    EngineCrashed,
-    EngineError,
-    RequestDeadlineExceeded,
-    RequestShed,
-    UpstreamConnectError,
-    UpstreamError,
-    UpstreamHTTPError,
-    UpstreamNotAStream,
-    UpstreamProtocolError,
-    UpstreamRateLimited,
-    UpstreamResponseFailed,
-    UpstreamTimeout,
-    UsageError,
-)
+from orpipe.engine.errors import *  # noqa: F403  (the error tree is public; named once, in errors.__all__)
 from orpipe.engine.messages import (
     Cancelled,
     ChatRequest,
@@ -46,20 +30,15 @@ from orpipe.engine.statistics import EngineStatistics
 from orpipe.engine.supervisor import Engine, ServiceSpec, supervise
 
 __all__ = [
-    "AdmissionRejected",
     "Cancelled",
     "ChannelRegistry",
     "ChannelStats",
     "ChatRequest",
     "Citation",
     "Completed",
-    "ConfigError",
     "Ending",
     "Engine",
-    "EngineClosed",
     "EngineConfig",
-    "EngineCrashed",
-    "EngineError",
     "EnginePorts",
     "EngineStatistics",
     "Failed",
@@ -68,23 +47,13 @@ __all__ = [
     "OutboundEvent",
     "OutputItem",
     "ReasoningDelta",
-    "RequestDeadlineExceeded",
-    "RequestShed",
     "ResponseStream",
     "ServiceSpec",
     "Status",
     "TextDelta",
-    "UpstreamConnectError",
-    "UpstreamError",
-    "UpstreamHTTPError",
-    "UpstreamNotAStream",
-    "UpstreamProtocolError",
-    "UpstreamRateLimited",
     "UpstreamResponse",
-    "UpstreamResponseFailed",
-    "UpstreamTimeout",
     "UpstreamTransport",
     "Usage",
-    "UsageError",
     "supervise",
 ]
+__all__ += errors.__all__

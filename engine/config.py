@@ -28,6 +28,11 @@ def _range(low: float, high: float, *, optional: bool = False) -> dict[str, Any]
     return {"range": (low, high), "optional": optional}
 
 
+def _buffer(default: int) -> int:
+    """A buffer's size in entries (a channel's in messages; 0 = a rendezvous): up to 100,000."""
+    return field(default=default, metadata=_range(0, 100_000))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
     """Every knob of the engine, with the original system's defaults.
@@ -59,7 +64,7 @@ class EngineConfig:
     # --- admission --------------------------------------------------------
     max_concurrent_requests: int = field(default=200, metadata=_range(1, 10_000))
     #: The waiting room in front of the concurrency limit.
-    queue_maxsize: int = field(default=500, metadata=_range(0, 100_000))
+    queue_maxsize: int = _buffer(500)
     #: Shed a request that waited longer than this (CoDel-style); None = never.
     queue_deadline_ms: float | None = field(
         default=None, metadata=_range(1, 3_600_000, optional=True)
@@ -77,15 +82,15 @@ class EngineConfig:
     express_lane: bool = True
     parser_workers: int = field(default=4, metadata=_range(1, 64))
     #: fetcher → parser pool (the original's STREAMING_CHUNK_QUEUE_MAXSIZE).
-    chunk_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    chunk_buffer_size: int = _buffer(100)
     #: parser pool → reorderer (the original's STREAMING_EVENT_QUEUE_MAXSIZE).
-    event_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    event_buffer_size: int = _buffer(100)
     #: reorderer → delta batcher.
-    ordered_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    ordered_buffer_size: int = _buffer(100)
     #: delta batcher → emitter.
-    batched_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    batched_buffer_size: int = _buffer(100)
     #: admission → fetcher hand-off.
-    admitted_buffer_size: int = field(default=0, metadata=_range(0, 100_000))
+    admitted_buffer_size: int = _buffer(0)
     #: Upstream events one request may have in flight between its fetcher and
     #: its consumer. It bounds that request's reorder window and outbound
     #: buffer; a consumer that stops reading stops its fetcher here.
@@ -101,7 +106,7 @@ class EngineConfig:
 
     # --- artifact persistence ---------------------------------------------
     #: emitter → persister (bundles of artifacts).
-    persist_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    persist_buffer_size: int = _buffer(100)
     #: Artifacts per store write (one commit); the original's DB_BATCH_SIZE.
     persist_batch_size: int = field(default=10, metadata=_range(1, 10_000))
     #: Artifacts the persister may hold while the store is down; past it, it
@@ -118,7 +123,7 @@ class EngineConfig:
     # --- tools (the tool executor and the function-calling loop) ---------
     #: emitter → tool executor: rounds of calls waiting to start. Its intake
     #: only spawns, so this never holds more than the requests in a tool round.
-    tool_intake_buffer_size: int = field(default=100, metadata=_range(0, 100_000))
+    tool_intake_buffer_size: int = _buffer(100)
     #: Upstream turns per request, the first included (MAX_FUNCTION_CALL_LOOPS).
     max_function_call_loops: int = field(default=10, metadata=_range(1, 1000))
     #: Tool calls running at once, engine-wide and per request.
