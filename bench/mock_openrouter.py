@@ -32,6 +32,13 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from orpipe.bench.mock_catalogue import (
+    CATALOGUE,
+    parse_variant,
+    resolve_scenario,
+    variant_models,
+    variant_of,
+)
 from orpipe.bench.mock_chat import ChatStreamRun, chat_completion
 from orpipe.bench.mock_requests import (
     MockStats,
@@ -42,7 +49,6 @@ from orpipe.bench.mock_requests import (
 )
 from orpipe.bench.mock_responses import Job
 from orpipe.bench.mock_scenarios import (
-    CATALOGUE,
     CHAT_SCENARIOS,
     PARAM_PREFIX,
     ParamError,
@@ -50,11 +56,7 @@ from orpipe.bench.mock_scenarios import (
     ScenarioPlan,
     error_envelope,
     parse_params,
-    parse_variant,
     plan,
-    resolve_scenario,
-    variant_models,
-    variant_of,
 )
 from orpipe.bench.mock_sse import Dropped, Message, Send, SseWriter, StreamRun
 

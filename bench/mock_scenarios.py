@@ -6,11 +6,10 @@ This module owns *what* the mock sends:
 - the ``mock.*`` request parameters, their defaults and their validation (``parse_params``);
 - the generated answer / reasoning text, citations, function calls and usage (``plan``);
 - the pre-stream HTTP error envelopes (contract 1.11);
-- the ``/api/v1/models`` catalogue (contract 1.12);
-- bench variants: named parameter sets served as models ``mock/<scenario>:<name>``
-  (``parse_variant``, ``variant_of``, ``variant_models``), for clients that can only
-  choose a model (Open WebUI's own OpenAI connection);
 - which scenarios ``/api/v1/chat/completions`` serves (``CHAT_SCENARIOS``).
+
+The words come from ``bench.mock_text``; the catalogue and the bench variants
+(models that name a scenario and parameters) are ``bench.mock_catalogue``'s.
 
 ``bench.mock_openrouter`` only turns a ``ScenarioPlan`` into bytes on the wire and paces them,
 so a test can call ``plan()`` with the same inputs and know exactly what the server sent.
@@ -21,12 +20,20 @@ from __future__ import annotations
 import base64
 import json
 import math
-import re
 import struct
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from orpipe.bench.mock_text import (
+    ASCII_WORDS,
+    REASONING_WORDS,
+    oversize_text,
+    split_astral,
+    splitmix,
+    words,
+)
 
 # --------------------------------------------------------------------------------------------
 # Scenario names
@@ -85,6 +92,13 @@ _TERMINALS: Final[Mapping[str, Terminal]] = {
 _TRUNCATING: Final[frozenset[str]] = frozenset({"drop", "failed", "error-event", "response-error"})
 #: Scenarios that inject one bad event after ``mock.bad_at`` deltas.
 BAD_EVENT_SCENARIOS: Final[frozenset[str]] = frozenset({"malformed", "invalid-utf8", "oversized"})
+
+
+#: Scenarios ``/api/v1/chat/completions`` serves: the answer's text deltas (and reasoning
+#: deltas as ``delta.reasoning``); ``incomplete`` ends with ``finish_reason: "length"``.
+CHAT_SCENARIOS: Final[frozenset[str]] = frozenset(
+    {"text", "reasoning", "annotations", "incomplete"}
+)
 
 
 class ScenarioError(ValueError):
@@ -257,96 +271,6 @@ class Knobs:
 
 
 # --------------------------------------------------------------------------------------------
-# Deterministic text
-# --------------------------------------------------------------------------------------------
-
-_MASK64: Final = (1 << 64) - 1
-
-_ASCII_WORDS: Final = (
-    "the", "stream", "of", "tokens", "arrives", "in", "order", "and", "each", "delta",
-    "carries", "a", "small", "piece", "answer", "while", "client", "joins", "them", "into",
-    "text", "that", "user", "reads", "on", "screen", "without", "gaps", "or", "errors",
-)  # fmt: skip
-
-# Multi-byte and tricky graphemes: 2-, 3- and 4-byte UTF-8, a combining accent (e + U+0301),
-# astral emoji (surrogate pairs in JSON), a ZWJ family and a flag (several code points each).
-TRICKY_WORDS: Final = (
-    "naïve",
-    "日本語",
-    "cafe\u0301",
-    "😀",
-    "Ελληνικά",
-    "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466",
-    "déjà-vu",
-    "Привет",
-    "\U0001f1ef\U0001f1f5",
-    "𝄞clef",
-)
-
-_REASONING_WORDS: Final = (
-    "first", "consider", "what", "the", "user", "asked", "then", "check", "facts", "and",
-    "plan", "a", "short", "reply", "step", "by", "so", "it", "is", "clear",
-)  # fmt: skip
-
-
-def _splitmix(seed: int, stream: int) -> Iterator[int]:
-    """SplitMix64: a tiny PRNG that gives the same numbers on every Python version."""
-    state = (seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03) & _MASK64
-    while True:
-        state = (state + 0x9E3779B97F4A7C15) & _MASK64
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-        yield z ^ (z >> 31)
-
-
-def _words(count: int, seed: int, stream: int, vocab: Sequence[str]) -> tuple[str, ...]:
-    """``count`` tokens of "word ", every third one a tricky word (so all kinds appear)."""
-    rng = _splitmix(seed, stream)
-    out: list[str] = []
-    for i in range(count):
-        if i % 3 == 2:
-            word = TRICKY_WORDS[(seed + i // 3) % len(TRICKY_WORDS)]
-        else:
-            word = vocab[next(rng) % len(vocab)]
-        out.append(word + " ")
-    return tuple(out)
-
-
-def split_astral(deltas: Sequence[str]) -> tuple[str, ...]:
-    """Cut every delta after the high surrogate of each astral character.
-
-    The result holds lone surrogates (``"\\ud83d"`` ends one piece, ``"\\ude00"`` starts the
-    next), which is how some upstreams split UTF-16 text; it can only be written as JSON
-    ``\\uXXXX`` escapes. ``"".join(result)`` re-encoded with ``surrogatepass`` gives the input.
-    """
-    out: list[str] = []
-    for delta in deltas:
-        piece: list[str] = []
-        for ch in delta:
-            code = ord(ch)
-            if code <= 0xFFFF:
-                piece.append(ch)
-                continue
-            code -= 0x10000
-            piece.append(chr(0xD800 + (code >> 10)))
-            out.append("".join(piece))
-            piece = [chr(0xDC00 + (code & 0x3FF))]
-        out.append("".join(piece))
-    return tuple(out)
-
-
-def join_surrogates(text: str) -> str:
-    """Undo ``split_astral`` on a concatenation (pairs lone surrogates back up)."""
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
-
-
-def _oversize_text(size: int) -> str:
-    unit = "oversized-delta "
-    return (unit * (size // len(unit) + 1))[:size]
-
-
-# --------------------------------------------------------------------------------------------
 # HTTP errors (contract 1.11)
 # --------------------------------------------------------------------------------------------
 
@@ -506,7 +430,7 @@ def _images(count: int, seed: int) -> tuple[str, ...]:
     """
     out = []
     for n in range(count):
-        shade = next(_splitmix(seed, 100 + n)) & 0xFF
+        shade = next(splitmix(seed, 100 + n)) & 0xFF
         raw = b"".join(b"\x00" + bytes([shade]) * 8 for _ in range(8))  # filter 0, 8 grey pixels
         ihdr = struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0)
         png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw))
@@ -557,7 +481,7 @@ def plan(
 
     reasoning: tuple[str, ...] = ()
     if scenario == "reasoning":
-        reasoning = _words(knobs.reasoning_tokens, knobs.seed, 1, _REASONING_WORDS)
+        reasoning = words(knobs.reasoning_tokens, knobs.seed, 1, REASONING_WORDS)
 
     calls: tuple[FunctionCall, ...] = ()
     if scenario == "tools":
@@ -567,7 +491,7 @@ def plan(
 
     deltas: tuple[str, ...] = ()
     if not calls:
-        deltas = _words(knobs.tokens, knobs.seed, 0, _ASCII_WORDS)
+        deltas = words(knobs.tokens, knobs.seed, 0, ASCII_WORDS)
         if scenario == "drop":
             deltas = deltas[: knobs.drop_after]
         elif scenario in _TRUNCATING:
@@ -605,255 +529,6 @@ def plan(
         terminal=_TERMINALS.get(scenario, "completed"),
         fault_at=fault_at,
         stall_before_in_progress=scenario == "stall" and knobs.stall_after == 0,
-        oversize_delta=_oversize_text(knobs.oversize_bytes) if scenario == "oversized" else "",
+        oversize_delta=oversize_text(knobs.oversize_bytes) if scenario == "oversized" else "",
         http_error=http_error_for(scenario, knobs) if scenario in HTTP_ERROR_SCENARIOS else None,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Model catalogue (contract 1.12) and scenario resolution
-# --------------------------------------------------------------------------------------------
-
-_CREATED: Final = 1_722_902_400  # a fixed unix time keeps the catalogue deterministic
-
-
-def _model(
-    model_id: str,
-    name: str,
-    *,
-    context: int,
-    max_out: int,
-    prompt: str,
-    completion: str,
-    inputs: Sequence[str] = ("text",),
-    params: Sequence[str] = (),
-    reasoning: Mapping[str, Any] | None = None,
-    extra_pricing: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    base = ["max_tokens", "temperature", "top_p", "stop", "seed", "response_format"]
-    return {
-        "id": model_id,
-        "canonical_slug": model_id.split(":", maxsplit=1)[0],
-        "hugging_face_id": None,
-        "name": name,
-        "created": _CREATED,
-        "description": f"{name} (mock catalogue entry).",
-        "context_length": context,
-        "architecture": {
-            "modality": ("text+image->text" if "image" in inputs else "text->text"),
-            "input_modalities": list(inputs),
-            "output_modalities": ["text"],
-            "tokenizer": "Other",
-            "instruct_type": None,
-        },
-        "pricing": {
-            "prompt": prompt,
-            "completion": completion,
-            "request": "0",
-            "image": "0",
-            "web_search": "0",
-            "internal_reasoning": "0",
-            "input_cache_read": "0",
-            **(extra_pricing or {}),
-        },
-        "top_provider": {
-            "context_length": context,
-            "max_completion_tokens": max_out,
-            "is_moderated": model_id.startswith("openai/"),
-        },
-        "per_request_limits": None,
-        "supported_parameters": base + list(params),
-        "default_parameters": {"temperature": None, "top_p": None, "frequency_penalty": None},
-        "supported_voices": None,
-        "links": {"details": f"/api/v1/models/{model_id.split(':', maxsplit=1)[0]}/endpoints"},
-        "reasoning": reasoning,
-        "expiration_date": None,
-        "knowledge_cutoff": "2024-06-01",
-    }
-
-
-_TOOLS: Final = ("tools", "tool_choice", "parallel_tool_calls")
-_REASONS: Final = ("reasoning", "include_reasoning", "reasoning_effort")
-_EFFORTS: Final = ["low", "medium", "high"]
-
-
-def _reasoning_info(*, mandatory: bool) -> dict[str, Any]:
-    return {
-        "mandatory": mandatory,
-        "supported_efforts": _EFFORTS,
-        "default_effort": "medium",
-        "default_enabled": mandatory,
-        "supports_max_tokens": True,
-    }
-
-
-def _build_catalogue() -> tuple[dict[str, Any], ...]:
-    vision = ("text", "image", "file")
-    gpt4o = {
-        "context": 128_000,
-        "max_out": 16_384,
-        "prompt": "0.0000025",
-        "completion": "0.00001",
-        "inputs": vision,
-        "params": _TOOLS,
-        "extra_pricing": {"input_cache_read": "0.00000125"},
-    }
-    r1 = {
-        "context": 163_840,
-        "max_out": 32_768,
-        "params": _REASONS,
-        "reasoning": _reasoning_info(mandatory=True),
-    }
-    return (
-        _model("openai/gpt-4o", "OpenAI: GPT-4o", **gpt4o),  # type: ignore[arg-type]
-        _model(
-            "openai/gpt-4o-2024-08-06", "OpenAI: GPT-4o (2024-08-06)", **gpt4o  # type: ignore[arg-type]
-        ),
-        _model(
-            "openai/gpt-4o-mini", "OpenAI: GPT-4o-mini", context=128_000, max_out=16_384,
-            prompt="0.00000015", completion="0.0000006", inputs=vision, params=_TOOLS,
-        ),
-        _model(
-            "openai/o4-mini", "OpenAI: o4 Mini", context=200_000, max_out=100_000,
-            prompt="0.0000011", completion="0.0000044", inputs=vision,
-            params=(*_TOOLS, *_REASONS), reasoning=_reasoning_info(mandatory=True),
-        ),
-        _model(
-            "anthropic/claude-sonnet-4", "Anthropic: Claude Sonnet 4", context=200_000,
-            max_out=64_000, prompt="0.000003", completion="0.000015", inputs=vision,
-            params=(*_TOOLS, *_REASONS), reasoning=_reasoning_info(mandatory=False),
-            extra_pricing={"input_cache_read": "0.0000003", "input_cache_write": "0.00000375"},
-        ),
-        _model(
-            "google/gemini-2.5-flash", "Google: Gemini 2.5 Flash", context=1_048_576,
-            max_out=65_535, prompt="0.0000003", completion="0.0000025",
-            inputs=("text", "image", "file", "audio", "video"), params=(*_TOOLS, *_REASONS),
-            reasoning=_reasoning_info(mandatory=False),
-        ),
-        _model(
-            "deepseek/deepseek-r1", "DeepSeek: R1", prompt="0.0000004",
-            completion="0.000002", **r1,  # type: ignore[arg-type]
-        ),
-        _model(
-            "deepseek/deepseek-r1:free", "DeepSeek: R1 (free)", prompt="0",
-            completion="0", **r1,  # type: ignore[arg-type]
-        ),
-        _model(
-            "meta-llama/llama-3.1-8b-instruct", "Meta: Llama 3.1 8B Instruct",
-            context=131_072, max_out=8_192, prompt="0.00000002", completion="0.00000005",
-        ),
-        _model(
-            "mistralai/mistral-small-3.2-24b-instruct", "Mistral: Mistral Small 3.2 24B",
-            context=131_072, max_out=131_072, prompt="0.00000005", completion="0.0000001",
-            params=_TOOLS,
-        ),
-        _model(
-            "perplexity/sonar", "Perplexity: Sonar", context=127_072, max_out=8_000,
-            prompt="0.000001", completion="0.000001", params=("web_search_options",),
-            extra_pricing={"web_search": "0.005", "request": "0.005"},
-        ),
-    )  # fmt: skip
-
-
-def _scenario_models() -> tuple[dict[str, Any], ...]:
-    """One ``mock/<scenario>`` entry per streaming scenario, so a client that picks
-    models from the catalogue (the Open WebUI pipe) can ask for any scenario."""
-    entries = []
-    for name in sorted(STREAM_SCENARIOS):
-        thinking = name == "reasoning"
-        # The image model takes every modality too, like the image-generating Geminis.
-        inputs = ("text", "image", "file", "audio", "video") if name == "images" else ("text",)
-        entries.append(
-            _model(
-                f"mock/{name}", f"Mock: {name}", context=32_000, max_out=4_096,
-                prompt="0.000001", completion="0.000002", inputs=inputs,
-                params=(*_TOOLS, *(_REASONS if thinking else ())),
-                reasoning=_reasoning_info(mandatory=False) if thinking else None,
-            )
-        )  # fmt: skip
-    return tuple(entries)
-
-
-CATALOGUE: Final[tuple[dict[str, Any], ...]] = _build_catalogue() + _scenario_models()
-_BY_ID: Final[Mapping[str, Mapping[str, Any]]] = {m["id"]: m for m in CATALOGUE}
-
-
-def resolve_scenario(model: object, header: str | None) -> str:
-    """Pick the scenario: header ``X-Mock-Scenario`` > ``mock/<scenario>`` model > catalogue.
-
-    Catalogue models that support reasoning get ``reasoning``; every other model (including
-    ids the catalogue does not know) gets ``text``. Raises ``ScenarioError``.
-    """
-    if header:
-        name = header.strip()
-        if name not in SCENARIOS:
-            raise ScenarioError(f"unknown mock scenario {name!r} in X-Mock-Scenario")
-        return name
-    if isinstance(model, str) and model.startswith("mock/"):
-        name = model[len("mock/") :].split(":")[0]
-        if name not in SCENARIOS:
-            raise ScenarioError(f"unknown mock scenario {name!r} in model {model!r}")
-        return name
-    entry = _BY_ID.get(model) if isinstance(model, str) else None
-    if entry is not None and "reasoning" in entry["supported_parameters"]:
-        return "reasoning"
-    return "text"
-
-
-# --------------------------------------------------------------------------------------------
-# Bench variants: parameter sets a client picks by model id
-# --------------------------------------------------------------------------------------------
-
-#: A variant's name: what follows ``mock/<scenario>:`` in a model id.
-VARIANT_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,40}")
-
-#: Scenarios ``/api/v1/chat/completions`` serves: the answer's text deltas (and reasoning
-#: deltas as ``delta.reasoning``); ``incomplete`` ends with ``finish_reason: "length"``.
-CHAT_SCENARIOS: Final[frozenset[str]] = frozenset(
-    {"text", "reasoning", "annotations", "incomplete"}
-)
-
-
-def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
-    """``"d20=tokens=200&tps=50"`` -> ``("d20", {"tokens": "200", "tps": "50"})``.
-
-    The parameters are ``mock.*`` names without the prefix, checked like a request's
-    (``ParamError``); a bad name or shape is a ``ValueError``.
-    """
-    name, sep, query = spec.partition("=")
-    name = name.strip()
-    if not sep or not VARIANT_NAME.fullmatch(name):
-        raise ValueError(
-            f"a variant is NAME=PARAM=VALUE&PARAM=VALUE with NAME of letters, digits, - or _; "
-            f"got {spec!r}"
-        )
-    params: dict[str, str] = {}
-    for pair in filter(None, query.split("&")):
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"variant {name!r}: expected PARAM=VALUE, got {pair!r}")
-        params[key.strip().removeprefix(PARAM_PREFIX)] = value.strip()
-    parse_params({PARAM_PREFIX + key: value for key, value in params.items()})
-    return name, params
-
-
-def variant_of(model: object) -> str | None:
-    """The variant a model id names (``mock/text:d20`` -> ``"d20"``), or None."""
-    if not isinstance(model, str) or not model.startswith("mock/"):
-        return None
-    _, sep, name = model.partition(":")
-    return name if sep and VARIANT_NAME.fullmatch(name) else None
-
-
-def variant_models(names: Sequence[str], scenario: str = "text") -> tuple[dict[str, Any], ...]:
-    """Catalogue entries ``mock/<scenario>:<name>``, each a copy of ``mock/<scenario>``."""
-    base = _BY_ID[f"mock/{scenario}"]
-    return tuple(
-        {
-            **base,
-            "id": f"mock/{scenario}:{name}",
-            "name": f"Mock: {scenario} ({name})",
-            "canonical_slug": f"mock/{scenario}",
-        }
-        for name in names
     )

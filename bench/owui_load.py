@@ -42,7 +42,7 @@ from orpipe.adapters import owui_pipe
 from orpipe.adapters.bridge import TransportFactory
 from orpipe.adapters.openrouter.pool import ShardedClients
 from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
-from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.model_registry import close_registries
 from orpipe.adapters.openwebui.runtime import runtime_for_loop
 from orpipe.adapters.openwebui.turn import PipeError, TurnContext
 from orpipe.bench.baseline import read_stream

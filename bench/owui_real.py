@@ -55,8 +55,9 @@ from typing import Any
 import trio
 
 from orpipe.bench.argtypes import non_negative_float, positive_float, positive_int
+from orpipe.bench.mock_catalogue import parse_variant
 from orpipe.bench.mock_process import running_mock
-from orpipe.bench.mock_scenarios import parse_variant, plan
+from orpipe.bench.mock_scenarios import plan
 from orpipe.bench.owui_real_driver import CellSpec, ChatDriver
 from orpipe.bench.owui_real_proc import sample_tree
 from orpipe.bench.owui_real_report import format_memory, format_tables, pacing_label, summarize

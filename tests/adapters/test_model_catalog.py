@@ -37,7 +37,7 @@ from orpipe.adapters.openwebui.models import (
     registry_for,
     sub_id_for,
 )
-from orpipe.bench.mock_scenarios import CATALOGUE
+from orpipe.bench.mock_catalogue import CATALOGUE
 from orpipe.engine.errors import ConfigError, EngineError
 from tests.adapters.asyncio_support import Mock, mock_process, run_on, wait_until
 

@@ -19,9 +19,11 @@ import httpx
 import pytest
 import trio
 
+from orpipe.bench.mock_catalogue import CATALOGUE
 from orpipe.bench.mock_openrouter import MockServer, serve_mock
 from orpipe.bench.mock_requests import SUMMARY_TEXT_CHARS, summarize_input
-from orpipe.bench.mock_scenarios import CATALOGUE, join_surrogates, plan
+from orpipe.bench.mock_scenarios import plan
+from orpipe.bench.mock_text import join_surrogates
 
 REPO = Path(__file__).resolve().parents[2]
 DONE = "[DONE]"

@@ -19,7 +19,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from orpipe.bench.mock_scenarios import parse_variant, variant_of
+from orpipe.bench.mock_catalogue import parse_variant, variant_of
 from orpipe.bench.owui_real import RealOptions, per_worker, plan_cells, variant_name, variant_params
 from orpipe.bench.owui_real_driver import Chat, browser_body, on_socket_event, output_text
 from orpipe.bench.owui_real_proc import machine_busy_s, parse_proc_stat, parse_stat, sample_tree
