@@ -58,6 +58,12 @@ _RETIRE_POLL_S = 0.05
 #: Users remembered as already told that history storage is degraded.
 _TOLD_MAX = 10_000
 
+#: Engine knobs every Open WebUI request sets for itself: the turn puts the user's
+#: effective text batching on ``ChatRequest.update_char_limit`` and ``idle_flush_ms``,
+#: so the engine never reads these from its config here, and changing the streaming
+#: valves is no reason to start a new engine generation.
+_PER_REQUEST_KNOBS = frozenset({"update_char_limit", "idle_flush_ms"})
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BridgeTarget:
@@ -76,10 +82,16 @@ class BridgeTarget:
     store_key: object = None
 
     def fingerprint(self) -> tuple[object, ...]:
-        """Equal fingerprints need no change. The key enters only as a keyed hash."""
+        """Equal fingerprints need no new engine generation. The knobs each request
+        carries itself are left out; the key enters only as a keyed hash."""
+        engine_knobs = tuple(
+            (name, value)
+            for name, value in self.config.as_dict().items()
+            if name not in _PER_REQUEST_KNOBS
+        )
         key = hashlib.blake2b(self.api_key.encode(), key=b"orpipe-bridge", digest_size=16)
         store = self.store_key if self.store_key is not None else self.store_factory
-        return (self.config, key.hexdigest(), self.transport_factory, store)
+        return (engine_knobs, key.hexdigest(), self.transport_factory, store)
 
     def __repr__(self) -> str:  # never print the key
         return f"BridgeTarget(kind={self.kind!r}, base_url={self.config.base_url!r})"
