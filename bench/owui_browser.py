@@ -19,15 +19,14 @@ the mock carried the first turn's reasoning item (``/mock/requests``). A screens
 each chat, and one of the reasoning answer while it streams, go to the run's log
 directory.
 
-The pure helpers (``copy_problem``, ``thinking_indicators``, ``status_history_problems``,
-``unexpected_toasts``, ``replay_problem``, ...) decide the checks from what was seen; the
-browser code only gathers it. Every check reports what it saw, pass or fail.
+The checks are decided from what was seen by the pure helpers of
+``bench.owui_browser_checks``; the page's scripts are ``bench.owui_browser_js``; this
+module only drives the browser and gathers. Every check reports what it saw, pass or fail.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,382 +37,37 @@ import httpx
 import trio
 
 from orpipe.bench.headless_chromium import DevToolsPage, open_chromium
+from orpipe.bench.owui_browser_checks import (
+    BrowserChat,
+    Check,
+    answer_problem,
+    copy_problem,
+    find_chat_request,
+    normalize_ws,
+    replay_problem,
+    short,
+    status_history_problems,
+    stored_status_entries,
+    thinking_indicators,
+    unexpected_toasts,
+)
+from orpipe.bench.owui_browser_js import (
+    CENTRE_JS,
+    INIT_SCRIPT,
+    SAMPLE_JS,
+    STATUS_JS,
+    STORED_JS,
+    VISIBLE_JS,
+    button_with_text,
+    in_message,
+)
 
-__all__ = [
-    "COPY_TOAST",
-    "BrowserChat",
-    "Check",
-    "answer_problem",
-    "copy_problem",
-    "error_text",
-    "find_chat_request",
-    "replay_problem",
-    "run_browser_checks",
-    "status_history_problems",
-    "stored_status_entries",
-    "thinking_indicators",
-    "unexpected_toasts",
-]
+__all__ = ["BrowserStepError", "run_browser_checks"]
 
-#: The toast Open WebUI raises when its Copy button worked (caused by the check itself).
-COPY_TOAST: Final = "Copying to clipboard was successful!"
 #: How long one answer may take to finish (seconds).
 ANSWER_DEADLINE_S: Final = 120.0
 #: How often the page is sampled while an answer streams (seconds).
 SAMPLE_EVERY_S: Final = 0.1
-
-# --------------------------------------------------------------------------------------------
-# Pure helpers: what was seen -> a verdict with the evidence
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Check:
-    """One verdict: ``what`` says what was checked and what was seen."""
-
-    ok: bool
-    what: str
-
-
-@dataclass(frozen=True)
-class BrowserChat:
-    """One chat to run: a label (file names, messages), the model id, how many turns."""
-
-    label: str
-    model: str
-    turns: int
-    reasoning: bool = False
-
-
-def normalize_ws(text: str) -> str:
-    """Runs of whitespace as one space, no leading or trailing whitespace."""
-    return " ".join(text.split())
-
-
-def short(text: str, limit: int = 80) -> str:
-    """``repr`` of ``text`` cut to about ``limit`` characters (middle elided)."""
-    if len(text) <= limit:
-        return repr(text)
-    half = limit // 2
-    return repr(text[:half]) + f"…({len(text) - 2 * half} chars)…" + repr(text[-half:])
-
-
-def copy_problem(copied: Sequence[str], visible: str) -> str | None:
-    """None when exactly one text was copied and it equals the visible answer (whitespace
-    runs compared as one space, as the browser lays text out); else what differs."""
-    if not copied:
-        return "the Copy click put nothing on the clipboard"
-    if len(copied) > 1:
-        return f"the Copy click copied {len(copied)} times: {[short(c, 40) for c in copied]}"
-    got, want = normalize_ws(copied[0]), normalize_ws(visible)
-    if not want:
-        return f"the answer shows no text, yet {short(copied[0])} was copied"
-    if got == want:
-        return None
-    common = 0
-    for a, b in zip(got, want, strict=False):
-        if a != b:
-            break
-        common += 1
-    if got.startswith(want):
-        return (
-            f"the copy has {len(got) - len(want)} characters more than the visible answer, "
-            f"at its end: {short(got[common:], 120)}"
-        )
-    if want.startswith(got):
-        return f"the copy lacks the visible answer's end: {short(want[common:], 120)}"
-    return (
-        f"copy and visible answer differ after {common} characters: the copy continues "
-        f"{short(got[common:], 60)}, the page shows {short(want[common:], 60)}"
-    )
-
-
-_THINKING = re.compile(r"think", re.IGNORECASE)
-
-
-def thinking_indicators(sample: Mapping[str, Any]) -> list[str]:
-    """The thinking indicators in one sample of an answer: each reasoning block, and the
-    status line when it says Thinking."""
-    found = [f"reasoning block {text!r}" for text in sample.get("reasoning") or []]
-    status = sample.get("status")
-    if isinstance(status, str) and _THINKING.search(status):
-        found.append(f"status line {status!r}")
-    return found
-
-
-def status_history_problems(entries: Sequence[str]) -> list[str]:
-    """Blank entries (by position, 1-based) and entries shown more than once."""
-    problems = [
-        f"entry {i} of {len(entries)} is blank" for i, e in enumerate(entries, 1) if not e.strip()
-    ]
-    counts: dict[str, int] = {}
-    for entry in entries:
-        key = normalize_ws(entry)
-        if key:
-            counts[key] = counts.get(key, 0) + 1
-    problems += [f"{text!r} appears {n} times" for text, n in counts.items() if n > 1]
-    return problems
-
-
-def stored_status_entries(history: object) -> list[str] | None:
-    """The descriptions of a stored ``statusHistory``'s entries that are not hidden (None
-    when there is no list to read)."""
-    if not isinstance(history, list):
-        return None
-    return [
-        str(entry.get("description") or "")
-        for entry in history
-        if isinstance(entry, Mapping) and entry.get("hidden") is not True
-    ]
-
-
-def unexpected_toasts(toasts: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Every toast except the Copy button's own, as ``type: text``."""
-    out = []
-    for toast in toasts:
-        text = normalize_ws(str(toast.get("text") or ""))
-        if text == COPY_TOAST:
-            continue
-        out.append(f"{toast.get('type') or 'toast'}: {text or '(no text)'}")
-    return out
-
-
-def last_user_text(record: Mapping[str, Any]) -> str | None:
-    """The text of the last user message a request to the mock carried."""
-    users = [
-        item
-        for item in record.get("input") or []
-        if item.get("role") == "user" and item.get("type", "message") == "message"
-    ]
-    return str(users[-1].get("text") or "") if users else None
-
-
-def find_chat_request(log: Sequence[Mapping[str, Any]], message: str) -> Mapping[str, Any] | None:
-    """The newest request whose last user message is ``message`` (title and follow-up
-    tasks quote the chat inside a longer prompt, so they do not match)."""
-    want = normalize_ws(message)
-    for record in list(log)[::-1]:
-        text = last_user_text(record)
-        if text is not None and normalize_ws(text) == want:
-            return record
-    return None
-
-
-def replay_problem(log: Sequence[Mapping[str, Any]], first: str, second: str) -> tuple[bool, str]:
-    """Whether the request for ``second`` replayed the reasoning the mock sent in answer
-    to ``first`` (same item id, or the same encrypted content), with what was seen."""
-    turn1 = find_chat_request(log, first)
-    turn2 = find_chat_request(log, second)
-    if turn1 is None or turn2 is None:
-        missing = "first" if turn1 is None else "second"
-        seen = [last_user_text(r) for r in log[-6:]]
-        return False, f"no request to the mock for the {missing} turn; last user texts: {seen}"
-    sent = [o["id"] for o in turn1.get("output") or [] if o.get("type") == "reasoning"]
-    if not sent:
-        return False, f"the mock sent no reasoning item in turn 1 ({turn1.get('scenario')})"
-    items = turn2.get("input") or []
-    replayed = [i for i in items if i.get("type") == "reasoning"]
-    kinds = [str(i.get("type")) + (f"/{i['role']}" if i.get("role") else "") for i in items]
-    for rs_id in sent:
-        for item in replayed:
-            encrypted = str(item.get("encrypted_content") or "")
-            if item.get("id") == rs_id or encrypted.startswith(f"gAAAAmock-{rs_id}-"):
-                return True, (
-                    f"turn 2's request replayed turn 1's reasoning item {rs_id} "
-                    f"(encrypted_content {encrypted[:40]!r}; input items {kinds})"
-                )
-    got = [(i.get("id"), str(i.get("encrypted_content") or "")[:40]) for i in replayed]
-    return False, (
-        f"turn 2's request did not replay turn 1's reasoning {sent}: its reasoning items "
-        f"{got or 'none'}; its input items {kinds}"
-    )
-
-
-def error_text(error: object) -> str:
-    """An Open WebUI message ``error`` as the text it shows ("" for none)."""
-    if not error:
-        return ""
-    if isinstance(error, Mapping):
-        for key in ("content", "message", "detail"):
-            if isinstance(error.get(key), str):
-                return str(error[key])
-        inner = error.get("error")
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        return json.dumps(error)
-    return str(error) if error is not True else "error (legacy: the text is the content)"
-
-
-def answer_problem(visible: str, stored: Mapping[str, Any]) -> str | None:
-    """None when the answer shows text and Open WebUI stored no error for it."""
-    if stored.get("problem"):
-        return f"could not read the stored message: {stored['problem']}"
-    error = error_text(stored.get("error"))
-    if error:
-        return f"Open WebUI shows an error instead of an answer: {error!r}"
-    if not normalize_ws(visible):
-        return f"the answer shows no text (stored content {short(str(stored.get('content')))})"
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Page scripts
-# --------------------------------------------------------------------------------------------
-
-#: Runs before the page's scripts in every document: records toasts and clipboard writes.
-INIT_SCRIPT: Final = r"""
-(() => {
-  if (window !== window.top || window.__orpipe) return;
-  const state = (window.__orpipe = { toasts: [], copied: [], errors: [] });
-  const seen = new WeakMap();
-  const scan = () => {
-    for (const el of document.querySelectorAll('[data-sonner-toast]')) {
-      let i = seen.get(el);
-      if (i === undefined) {
-        i = state.toasts.length;
-        seen.set(el, i);
-        state.toasts.push({ type: el.getAttribute('data-type') || '', text: '', at: Date.now() });
-      }
-      const text = (el.innerText || el.textContent || '').trim();
-      if (text) state.toasts[i].text = text;
-    }
-  };
-  new MutationObserver(scan).observe(document, {
-    childList: true, subtree: true, characterData: true, attributes: true,
-    attributeFilter: ['data-type'],
-  });
-  const record = async (text) => { state.copied.push(String(text)); };
-  try {
-    Object.defineProperty(Clipboard.prototype, 'writeText', {
-      configurable: true, value: function (text) { return record(text); },
-    });
-    Object.defineProperty(Clipboard.prototype, 'write', {
-      configurable: true,
-      value: async function (items) {
-        for (const item of items) {
-          if (item.types.includes('text/plain')) {
-            await record(await (await item.getType('text/plain')).text());
-          }
-        }
-      },
-    });
-  } catch (e) { state.errors.push('clipboard: ' + e); }
-})();
-"""
-
-#: The newest assistant message: id, whether it is done (its Copy button exists), its
-#: reasoning blocks' labels, its status line, how much text it shows.
-_SAMPLE_JS: Final = r"""
-(() => {
-  const all = [...document.querySelectorAll('div[id^="message-"]')].filter(
-    (el) => /^message-[0-9a-f-]+$/i.test(el.id) && el.querySelector('.chat-assistant'));
-  const el = all.at(-1);
-  if (!el) return { count: 0 };
-  const box = el.querySelector('#response-content-container');
-  const reasoning = box ? [...box.querySelectorAll('button[aria-expanded]')]
-    .map((b) => b.innerText.trim()).filter((t) => /^(Thinking|Thought)/.test(t)) : [];
-  const toggle = el.querySelector('button[aria-label="Toggle status history"]');
-  return {
-    count: all.length,
-    id: el.id.slice('message-'.length),
-    done: !!el.querySelector('button.copy-response-button'),
-    reasoning,
-    status: toggle ? toggle.innerText.trim() : null,
-    chars: box ? box.innerText.length : 0,
-  };
-})()
-"""
-
-#: The answer's visible text: the content container's rendered text without the reasoning
-#: block (and any other collapsible header), which the Copy button leaves out by design.
-_VISIBLE_JS: Final = r"""
-((id) => {
-  const el = document.getElementById('message-' + id);
-  const box = el && el.querySelector('#response-content-container');
-  if (!box) return null;
-  const hidden = [];
-  for (const b of box.querySelectorAll('button[aria-expanded]')) {
-    const root = b.parentElement;
-    if (root && root !== box && root.style.display !== 'none') {
-      hidden.push([root, root.style.display]);
-      root.style.display = 'none';
-    }
-  }
-  const text = box.innerText;
-  for (const [node, display] of hidden) node.style.display = display;
-  return text;
-})(%s)
-"""
-
-#: Centre of an element (scrolled into view) for a real mouse click; null while it is
-#: absent, has no size or is covered there by another element (an overlay, a toast).
-_CENTRE_JS: Final = r"""
-((find) => {
-  const el = find();
-  if (!el) return null;
-  el.scrollIntoView({ block: 'center', inline: 'center' });
-  const r = el.getBoundingClientRect();
-  if (r.width === 0 || r.height === 0) return null;
-  const x = r.left + r.width / 2, y = r.top + r.height / 2;
-  const hit = document.elementFromPoint(x, y);
-  if (!hit || !(el === hit || el.contains(hit))) return null;
-  return { x: Math.round(x), y: Math.round(y) };
-})(() => %s)
-"""
-
-#: The status history of a message: whether it is expanded, the line shown, every entry.
-_STATUS_JS: Final = r"""
-((id) => {
-  const el = document.getElementById('message-' + id);
-  const toggle = el && el.querySelector('button[aria-label="Toggle status history"]');
-  if (!toggle) return null;
-  const root = toggle.parentElement;
-  const entries = [...root.querySelectorAll('.status-description')]
-    .filter((d) => !toggle.contains(d)).map((d) => d.innerText.trim());
-  return {
-    expanded: toggle.getAttribute('aria-expanded') === 'true',
-    line: toggle.innerText.trim(),
-    entries,
-  };
-})(%s)
-"""
-
-
-#: The message as Open WebUI stored it (content, error, status history), fetched by the page
-#: with its own token; ``{"problem": ...}`` when it cannot be had.
-_STORED_JS: Final = r"""
-(async (id) => {
-  const chat = location.pathname.match(/^\/c\/([^/]+)/);
-  if (!chat) return { problem: 'no chat id in the address ' + location.pathname };
-  const r = await fetch('/api/v1/chats/' + chat[1], {
-    headers: { Authorization: 'Bearer ' + localStorage.token },
-  });
-  if (!r.ok) return { problem: 'GET /api/v1/chats/' + chat[1] + ': HTTP ' + r.status };
-  const body = await r.json();
-  const m = body?.chat?.history?.messages?.[id];
-  if (!m) return { problem: 'message ' + id + ' is not in the stored chat' };
-  return {
-    content: m.content ?? '',
-    error: m.error ?? null,
-    statusHistory: m.statusHistory ?? null,
-    done: m.done ?? null,
-  };
-})(%s)
-"""
-
-
-def _button_with_text(text: str) -> str:
-    return (
-        "[...document.querySelectorAll('button')].find("
-        f"(b) => b.innerText.trim() === {json.dumps(text)})"
-    )
-
-
-def _in_message(message_id: str, selector: str) -> str:
-    return (
-        f"document.getElementById({json.dumps('message-' + message_id)})"
-        f"?.querySelector({json.dumps(selector)})"
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,7 +104,7 @@ class _Page:
         with trio.move_on_after(timeout_s):
             previous = None
             while True:
-                centre = await self.page.evaluate(_CENTRE_JS % find)
+                centre = await self.page.evaluate(CENTRE_JS % find)
                 if centre and centre == previous:
                     await self.page.click(float(centre["x"]), float(centre["y"]))
                     return
@@ -495,7 +149,7 @@ async def _sign_in(p: _Page, owui: str, email: str, password: str) -> None:
 
 async def _dismiss_changelog(p: _Page) -> None:
     """Open WebUI greets an admin with its changelog once; close it like a person would."""
-    find = _button_with_text("Okay, Let's Go!")
+    find = button_with_text("Okay, Let's Go!")
     if not await p.poll(f"!!({find})", 2):
         return
     for _ in range(3):
@@ -538,7 +192,7 @@ async def _watch_answer(
     sample: Any = None
     with trio.move_on_after(ANSWER_DEADLINE_S) as scope:
         while True:
-            sample = await p.page.evaluate(_SAMPLE_JS)
+            sample = await p.page.evaluate(SAMPLE_JS)
             if isinstance(sample, dict) and sample.get("count", 0) >= turn:
                 seen.samples += 1
                 seen.message_id = str(sample["id"])
@@ -560,7 +214,7 @@ async def _watch_answer(
         while sample != previous:
             previous = sample
             await trio.sleep(0.7)
-            sample = await p.page.evaluate(_SAMPLE_JS)
+            sample = await p.page.evaluate(SAMPLE_JS)
             if isinstance(sample, dict):
                 note(sample)
     seen.final = sample if isinstance(sample, dict) else {}
@@ -569,10 +223,10 @@ async def _watch_answer(
 
 async def _check_copy(p: _Page, message_id: str, name: str = "the answer") -> Check:
     before = len((await p.state()).get("copied") or [])
-    await p.click(_in_message(message_id, "button.copy-response-button"), "the Copy button")
+    await p.click(in_message(message_id, "button.copy-response-button"), "the Copy button")
     await p.poll(f"(window.__orpipe?.copied.length ?? 0) > {before}", 3)
     copied = ((await p.state()).get("copied") or [])[before:]
-    visible = await p.page.evaluate_or_raise(_VISIBLE_JS % json.dumps(message_id))
+    visible = await p.page.evaluate_or_raise(VISIBLE_JS % json.dumps(message_id))
     problem = copy_problem(copied, str(visible or ""))
     if problem is None:
         return Check(True, f"{name}: Copy copied exactly the visible text ({len(copied[0])} chars)")
@@ -582,16 +236,16 @@ async def _check_copy(p: _Page, message_id: str, name: str = "the answer") -> Ch
 async def _check_status_history(
     p: _Page, message_id: str, stored: Mapping[str, Any], name: str = "the answer"
 ) -> tuple[Check, str | None]:
-    status = await p.page.evaluate_or_raise(_STATUS_JS % json.dumps(message_id))
+    status = await p.page.evaluate_or_raise(STATUS_JS % json.dumps(message_id))
     if status is None:
         return Check(True, f"{name} shows no status line (no history to check)"), None
     if not status["expanded"]:
-        find = _in_message(message_id, 'button[aria-label="Toggle status history"]')
+        find = in_message(message_id, 'button[aria-label="Toggle status history"]')
         await p.click(find, "the status line")
         await p.wait_for(
             f"{find}?.getAttribute('aria-expanded') === 'true'", "the status history to open", 5
         )
-        status = await p.page.evaluate_or_raise(_STATUS_JS % json.dumps(message_id))
+        status = await p.page.evaluate_or_raise(STATUS_JS % json.dumps(message_id))
     line = str(status["line"])
     entries: list[str] = status["entries"] or [line]
     problems = status_history_problems(entries)
@@ -641,9 +295,9 @@ async def _run_turn(step: _Step, chat: BrowserChat, turn: int, message: str) -> 
     shots = str(step.out_dir / f"{chat.label}-turn{turn}")
     answer = await _watch_answer(p, turn, shots, step.say)
     name = f"{chat.label} answer {turn}"
-    visible = str(await p.page.evaluate_or_raise(_VISIBLE_JS % json.dumps(answer.message_id)))
+    visible = str(await p.page.evaluate_or_raise(VISIBLE_JS % json.dumps(answer.message_id)))
     stored = await p.page.evaluate_or_raise(
-        _STORED_JS % json.dumps(answer.message_id), await_promise=True
+        STORED_JS % json.dumps(answer.message_id), await_promise=True
     )
     problem = answer_problem(visible, stored)
     step.report(

@@ -19,14 +19,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from orpipe.bench.headless_chromium import open_chromium
-from orpipe.bench.owui_browser import (
-    _SAMPLE_JS,
-    _STORED_JS,
+from orpipe.bench.owui_browser import _check_copy, _check_status_history, _Page
+from orpipe.bench.owui_browser_checks import (
     COPY_TOAST,
-    INIT_SCRIPT,
-    _check_copy,
-    _check_status_history,
-    _Page,
     answer_problem,
     copy_problem,
     error_text,
@@ -39,6 +34,7 @@ from orpipe.bench.owui_browser import (
     thinking_indicators,
     unexpected_toasts,
 )
+from orpipe.bench.owui_browser_js import INIT_SCRIPT, SAMPLE_JS, STORED_JS
 
 ANSWER = "screen the naïve into arrives 日本語 and the café"
 
@@ -309,7 +305,7 @@ async def test_page_scripts_see_what_open_webui_shows(
         p = _Page(page)
         await p.wait_for("!!document.querySelector('.copy-response-button')", "the page", 30)
 
-        sample = await page.evaluate_or_raise(_SAMPLE_JS)
+        sample = await page.evaluate_or_raise(SAMPLE_JS)
         assert sample["count"] == 1 and sample["id"] == MESSAGE_ID and sample["done"]
         assert sample["reasoning"] == ["Thought for 2 seconds"]
         assert sample["status"] == STATUS
@@ -332,7 +328,7 @@ async def test_page_scripts_see_what_open_webui_shows(
         )
 
         stored = await page.evaluate_or_raise(
-            _STORED_JS % json.dumps(MESSAGE_ID), await_promise=True
+            STORED_JS % json.dumps(MESSAGE_ID), await_promise=True
         )
         assert answer_problem("screen", stored) is None
         check, line = await _check_status_history(p, MESSAGE_ID, stored)
