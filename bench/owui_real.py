@@ -6,7 +6,8 @@ Open WebUI virtualenv ``make owui-smoke`` creates (``--venv``, default
 
 What one run does, each step printed as it happens:
 
-1. puts this project into Open WebUI's virtualenv as a wheel would be, so the orpipe
+1. puts this project into Open WebUI's virtualenv as a wheel would be
+   (``bench.owui_real_install``), so the orpipe
    Function runs the code measured: the working tree, or with ``--ref REF`` the tree of a
    commit (``git archive``), which keeps a baseline clean of edits in progress; the
    Function's source comes from the same tree. ``--no-install`` keeps what is installed
@@ -44,7 +45,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,6 +59,7 @@ from orpipe.bench.mock_catalogue import parse_variant
 from orpipe.bench.mock_process import running_mock
 from orpipe.bench.mock_scenarios import plan
 from orpipe.bench.owui_real_driver import CellSpec, ChatDriver
+from orpipe.bench.owui_real_install import REPO, code_state, install_measured
 from orpipe.bench.owui_real_proc import sample_tree
 from orpipe.bench.owui_real_report import format_memory, format_tables, pacing_label, summarize
 from orpipe.bench.owui_real_servers import (
@@ -70,13 +71,11 @@ from orpipe.bench.owui_real_servers import (
     running_servers,
     set_up,
 )
-from orpipe.bench.owui_smoke import OWUI_VERSION
 from orpipe.bench.report import machine_info, utc_now, write_results
 from orpipe.bench.runner import default_out_dir
 
 __all__ = ["CellPlan", "RealOptions", "main", "per_worker", "plan_cells", "render", "variant_name"]
 
-_REPO = Path(__file__).resolve().parents[1]
 MODES = ("socket", "http")
 _IDLE_S = 5.0
 #: Before each group of cells: a pause for the last cell's stragglers, then every server's
@@ -168,43 +167,10 @@ class _Run:
     document: dict[str, Any]
     expect: dict[float, str]
     #: Where the orpipe Function's source is read from (the measured tree).
-    orpipe_root: Path = _REPO
+    orpipe_root: Path = REPO
     #: Temporary directories removed when the run ends.
     cleanup: list[Path] = field(default_factory=list)
     servers: dict[str, Server] = field(default_factory=dict)
-
-
-def export_tree(ref: str, into: Path) -> str:
-    """``git archive`` of ``ref`` unpacked into ``into``; returns the commit it names."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"],
-        cwd=_REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", commit], cwd=_REPO, capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return commit
-
-
-def install_tree(venv: Path, tree: Path) -> None:
-    """This project from ``tree`` into Open WebUI's virtualenv, as ``make owui-smoke`` does
-    (a wheel, its dependencies resolved against Open WebUI's pins)."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import importlib.metadata as m; print(m.version('open-webui'))"]
-    found = subprocess.run(probe, capture_output=True, text=True, check=False).stdout.strip()
-    if found != OWUI_VERSION:
-        raise SetupError(
-            f"{venv} has no Open WebUI {OWUI_VERSION} (found {found or 'none'}); "
-            "`make owui-smoke` creates it"
-        )
-    pip = [str(python), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--force-reinstall", "--no-deps", str(tree)], check=True)
-    subprocess.run([*pip, str(tree)], check=True)
 
 
 async def _run(run: _Run) -> None:
@@ -411,46 +377,6 @@ def render(document: Mapping[str, Any]) -> str:
     return tables + "\n" + format_memory(document["servers"], document["cells"], pipes, titles)
 
 
-def _install(run: _Run) -> None:
-    options = run.options
-    code = run.document["code"]
-    if options.ref is not None:
-        # Outside the repository: a copy under bench/ would be type-checked as part of it.
-        tree = Path(tempfile.mkdtemp(prefix="orpipe-owui-real-tree-"))
-        run.cleanup.append(tree)
-        commit = export_tree(options.ref, tree)
-        run.orpipe_root = tree
-        code.update(measured=f"{options.ref} = {commit}", uncommitted=[])
-        say(f"measuring {options.ref} ({commit[:12]}), exported to {tree}")
-    else:
-        tree = _REPO
-        code["measured"] = "working tree"
-        if code["uncommitted"]:
-            say(
-                f"note: measuring a working tree with {len(code['uncommitted'])} uncommitted "
-                "file(s) under engine/, actors/, adapters/ (--ref HEAD measures the commit)"
-            )
-    if options.install:
-        say(
-            f"installing {'the export' if options.ref else 'this working tree'} into "
-            f"{options.venv} (--no-install skips this)"
-        )
-        install_tree(options.venv, tree)
-    else:
-        code["installed"] = "left as it was (--no-install)"
-
-
-def _code_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        result = subprocess.run(
-            ["git", *args], cwd=_REPO, capture_output=True, text=True, check=False
-        )
-        return result.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "engine", "actors", "adapters")
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted": dirty.splitlines()}
-
-
 def _new_document(options: RealOptions) -> dict[str, Any]:
     return {
         "bench": "owui-real",
@@ -458,7 +384,7 @@ def _new_document(options: RealOptions) -> dict[str, Any]:
             **{k: v for k, v in asdict(options).items() if k not in {"venv", "out_dir"}},
             "venv": str(options.venv),
         },
-        "code": _code_state(),
+        "code": code_state(),
         "machine": machine_info(),
         "started_at": utc_now(),
         "finished_at": None,
@@ -499,8 +425,15 @@ def run_real(options: RealOptions) -> tuple[dict[str, Any], Exception | None]:
 def _install_and_run(run: _Run) -> tuple[dict[str, Any], Exception | None]:
     document = run.document
     error: Exception | None = None
+    options = run.options
     try:
-        _install(run)
+        run.orpipe_root = install_measured(
+            ref=options.ref,
+            venv=options.venv if options.install else None,
+            code=document["code"],
+            cleanup=run.cleanup,
+            say=say,
+        )
     except (SetupError, subprocess.CalledProcessError) as exc:
         document["error"] = f"{type(exc).__name__}: {exc}"
         document["finished_at"] = utc_now()
@@ -555,6 +488,31 @@ def _names(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+#: The numeric options: flag, type, the ``RealOptions`` field it sets, help.
+_NUMBERS: tuple[tuple[str, Callable[[str], float], str, str], ...] = (
+    ("--tokens", positive_int, "tokens", "tokens per answer (200)"),
+    (
+        "--chats-per-worker",
+        positive_int,
+        "chats_per_worker",
+        "chats each concurrent user runs per cell (2)",
+    ),
+    (
+        "--min-chats",
+        positive_int,
+        "min_chats",
+        "at least this many chats per cell, at low concurrency (8)",
+    ),
+    ("--chat-timeout", positive_float, "chat_timeout_s", "seconds one chat may take (300)"),
+    (
+        "--max-minutes",
+        positive_float,
+        "max_minutes",
+        "start no new cell after this many minutes (90)",
+    ),
+)
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     defaults = RealOptions(out_dir=Path("."))
     parser = argparse.ArgumentParser(
@@ -574,33 +532,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="columns (orpipe,orpipe_guest,builtin,bare,floor)",
     )
     parser.add_argument("--modes", type=_names(MODES), default=defaults.modes, help="socket,http")
-    parser.add_argument(
-        "--tokens", type=positive_int, default=defaults.tokens, help="tokens per answer (200)"
-    )
-    parser.add_argument(
-        "--chats-per-worker",
-        type=positive_int,
-        default=defaults.chats_per_worker,
-        help="chats each concurrent user runs per cell (2)",
-    )
-    parser.add_argument(
-        "--min-chats",
-        type=positive_int,
-        default=defaults.min_chats,
-        help="at least this many chats per cell, at low concurrency (8)",
-    )
-    parser.add_argument(
-        "--chat-timeout",
-        type=positive_float,
-        default=defaults.chat_timeout_s,
-        help="seconds one chat may take (300)",
-    )
-    parser.add_argument(
-        "--max-minutes",
-        type=positive_float,
-        default=defaults.max_minutes,
-        help="start no new cell after this many minutes (90)",
-    )
+    for flag, kind, name, help_text in _NUMBERS:
+        parser.add_argument(flag, type=kind, default=getattr(defaults, name), help=help_text)
     parser.add_argument("--venv", type=Path, default=defaults.venv, help="Open WebUI's virtualenv")
     parser.add_argument(
         "--ref",
@@ -639,7 +572,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m bench owui-re
         ref=args.ref,
         out_dir=args.out if args.out is not None else default_out_dir("owui-real"),
     )
-    if _REPO in options.venv.parents:
+    if REPO in options.venv.parents:
         parser.error("the Open WebUI virtualenv must live outside the repository")
     cells = plan_cells(options)
     say(
