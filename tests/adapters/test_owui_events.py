@@ -14,21 +14,12 @@ from typing import Any
 
 import pytest
 
-from orpipe.adapters.openwebui.events import (
-    STOPPED,
-    WAITING,
-    AnswerRenderer,
-    Output,
-    SafeEmitter,
-    StatusHistory,
-    UsageTotals,
-    busy_error_chunk,
-    closed_text,
-    error_chunk,
-    format_final_status,
-    source_event,
-    strip_openai_utm,
-)
+from orpipe.adapters.openwebui.answer_renderer import AnswerRenderer, Output
+from orpipe.adapters.openwebui.completion_chunks import busy_error_chunk, error_chunk
+from orpipe.adapters.openwebui.events import source_event, strip_openai_utm
+from orpipe.adapters.openwebui.final_status import UsageTotals, format_final_status
+from orpipe.adapters.openwebui.safe_emitter import SafeEmitter
+from orpipe.adapters.openwebui.statuses import STOPPED, WAITING, StatusHistory, closed_text
 from orpipe.engine.errors import UpstreamHTTPError
 from orpipe.engine.messages import (
     Cancelled,
@@ -1099,7 +1090,7 @@ def test_statuses_from_the_renderer_are_closed_when_the_stream_stops_early(
 def test_a_hung_emitter_is_given_up_and_the_answer_goes_on(
     loop_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orpipe.adapters.openwebui import events as owui_events  # noqa: PLC0415
+    from orpipe.adapters.openwebui import safe_emitter as owui_events  # noqa: PLC0415
 
     monkeypatch.setattr(owui_events, "EMIT_TIMEOUT_S", 0.05)
     delivered: list[dict[str, Any]] = []
