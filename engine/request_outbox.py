@@ -60,7 +60,7 @@ class RequestOutbox:
         if not credits:
             self._held.extend(events)
             return 0
-        batch = (*self.take_held(), *events)
+        batch = (*self.take_held(), *events) if self._held else tuple(events)
         if batch:
             self._put(OutboundBatch(events=batch, credits=credits))
         else:
