@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from orpipe.adapters.bridge import BridgedStream, GuestModeBridge, ThreadBridge
+from orpipe.adapters.bridge import BRIDGE_CHANNEL, BridgedStream, GuestModeBridge, ThreadBridge
 from orpipe.bench.mock_scenarios import plan
 from orpipe.engine import (
     AdmissionRejected,
@@ -67,6 +67,11 @@ async def bridged(kind: str, mock: Mock, **kwargs: Any) -> AsyncIterator[TestedB
     finally:
         await bridge.aclose()
     assert_ended(bridge)
+
+
+def small_batches(kind: str, mock: Mock, window: int) -> AbstractAsyncContextManager[TestedBridge]:
+    """A bridge of ``window`` batches whose engine sends many small ones (one per character)."""
+    return bridged(kind, mock, window_batches=window, update_char_limit=1, request_window_events=4)
 
 
 def assert_ended(bridge: TestedBridge) -> None:
@@ -213,9 +218,7 @@ def test_a_slow_consumer_keeps_at_most_the_window_queued(
 
     async def scenario() -> None:
         # A small engine window keeps each batch small, so there are many.
-        async with bridged(
-            bridge_kind, mock, window_batches=window, update_char_limit=1, request_window_events=4
-        ) as bridge:
+        async with small_batches(bridge_kind, mock, window) as bridge:
             req = request("text", tokens=300, seed=2, events_per_write=5)
             stream = await bridge.submit(req)
 
@@ -252,9 +255,7 @@ def test_credits_go_back_to_trio_half_a_window_at_a_time(
     window = 8
 
     async def scenario() -> None:
-        async with bridged(
-            bridge_kind, mock, window_batches=window, update_char_limit=1, request_window_events=4
-        ) as bridge:
+        async with small_batches(bridge_kind, mock, window) as bridge:
             await bridge.start()
             before = (await bridge.statistics()).actors["bridge"]
             req = request("text", tokens=300, seed=2, events_per_write=5)
@@ -439,14 +440,10 @@ def test_reconfigure_sends_new_requests_to_a_new_engine_and_drops_none_in_flight
 def test_statistics_show_the_asyncio_side_queues(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
-    from orpipe.adapters.bridge import BRIDGE_CHANNEL  # noqa: PLC0415
-
     window = 2
 
     async def scenario() -> None:
-        async with bridged(
-            bridge_kind, mock, window_batches=window, update_char_limit=1, request_window_events=4
-        ) as bridge:
+        async with small_batches(bridge_kind, mock, window) as bridge:
             stream = await bridge.submit(request("text", tokens=200, seed=9))
 
             async def pump_blocked() -> bool:
