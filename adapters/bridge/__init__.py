@@ -3,7 +3,7 @@
 Callers type against ``EngineBridge`` (``protocol.py``); the runtime picks an
 implementation by ``BridgeMode``: ``GuestModeBridge`` (``guest.py``, trio on
 the loop's thread) or ``ThreadBridge`` (``thread.py``, trio in a thread of its
-own). Both share ``core.py`` (the asyncio API), ``run.py`` (the trio run and
+own). Both share ``core.py`` (the asyncio API), ``trio_run.py`` (the trio run and
 the crossings), ``generation.py`` (one engine with its transport and store)
 and ``stream.py`` (one answer's hand-off, bounded by credits). The other way
 round, ``loop_calls.run_on_loop`` lets trio await a coroutine on the loop

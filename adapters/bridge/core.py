@@ -6,7 +6,7 @@ asyncio-flavoured and crosses into trio once. ``GuestModeBridge``
 (``guest.py``) and ``ThreadBridge`` (``thread.py``) implement ``_launch``.
 
 Close: ``aclose()`` stops the trio run and waits until it has ended; answers
-still open get their ending first (see ``run.py``). A crashed engine is
+still open get their ending first (see ``trio_run.py``). A crashed engine is
 reported to every later ``submit`` until someone calls ``start()`` again.
 If the loop is closed without ``aclose()``, what is left depends on how trio
 runs (see the subclasses); tests and short-lived scripts must call it.
@@ -24,8 +24,8 @@ from typing import TypeVar
 
 from orpipe.adapters.bridge.generation import EngineSetup
 from orpipe.adapters.bridge.protocol import BRIDGE_CHANNEL, StoreFactory, TransportFactory
-from orpipe.adapters.bridge.run import TrioRun
 from orpipe.adapters.bridge.stream import BridgedStream
+from orpipe.adapters.bridge.trio_run import TrioRun
 from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
 from orpipe.engine import (
     ChatRequest,

@@ -28,8 +28,8 @@ from orpipe.engine import Engine, EngineConfig, EngineCrashed, EnginePorts
 from orpipe.engine.ports import ArtifactStore
 
 if TYPE_CHECKING:
-    from orpipe.adapters.bridge.run import TrioRun
     from orpipe.adapters.bridge.stream import Pump
+    from orpipe.adapters.bridge.trio_run import TrioRun
 
 __all__ = ["EngineSetup", "Generation"]
 

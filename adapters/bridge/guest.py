@@ -19,7 +19,7 @@ import outcome
 import trio
 
 from orpipe.adapters.bridge.core import BridgeCore
-from orpipe.adapters.bridge.run import TrioRun
+from orpipe.adapters.bridge.trio_run import TrioRun
 from orpipe.engine import UsageError
 
 __all__ = ["GuestModeBridge"]

@@ -39,7 +39,7 @@ from orpipe.engine import (
 
 if TYPE_CHECKING:
     from orpipe.adapters.bridge.generation import Generation
-    from orpipe.adapters.bridge.run import TrioRun
+    from orpipe.adapters.bridge.trio_run import TrioRun
 
 __all__ = ["BridgedStream", "Pump"]
 
