@@ -29,9 +29,17 @@ One setup (``setup_logging``) for the whole process:
   its base64 forms, and long base64 blobs (inline attachments) never reach
   a sink.
 
-Standard-library records of this project's adapters (``logging.getLogger
-("adapters...")``) are routed into the same setup, so they share the context,
-the levels, the ring and the redaction.
+**Names.** Every record this project writes is named ``orpipe.<area>``, so
+an operator keeps or drops a part of it with one prefix. The engine and the
+actors log through ``logger``: a record is named after its module
+(``orpipe.actors.fetcher``). The adapters log through the standard library,
+under the name of the area they serve, not their module, so a filter
+survives modules being split or moved: ``orpipe.owui`` (everything on Open
+WebUI's side: ``adapters/openwebui/`` and the Function), ``orpipe.catalogue``
+(the model catalogue), ``orpipe.persistence`` (``adapters/store/``) and
+``orpipe.bridge`` (``adapters/bridge/``). Standard-library records under
+``orpipe`` are routed into the same setup, so they share the context, the
+levels, the ring and the redaction.
 """
 
 from __future__ import annotations
@@ -389,9 +397,8 @@ class _ToLoguru(logging.Handler):
         ).opt(exception=record.exc_info).log(level, record.getMessage())
 
 
-#: The standard-library loggers of this project's adapters (module names, and the
-#: older "orpipe.*" names some of them log under).
-_ROUTED = ("adapters", "orpipe")
+#: The standard-library logger above every adapter's (see "Names" above).
+_ROUTED = "orpipe"
 
 
 def stop_logging() -> None:
@@ -399,18 +406,16 @@ def stop_logging() -> None:
     logging back to the host: for tests, and for a host that shuts the engine down."""
     logger.complete()
     logger.remove()
-    for name in _ROUTED:
-        routed = logging.getLogger(name)
-        for handler in [h for h in routed.handlers if isinstance(h, _ToLoguru)]:
-            routed.removeHandler(handler)
-        routed.setLevel(logging.NOTSET)
-        routed.propagate = True
+    routed = logging.getLogger(_ROUTED)
+    for handler in [h for h in routed.handlers if isinstance(h, _ToLoguru)]:
+        routed.removeHandler(handler)
+    routed.setLevel(logging.NOTSET)
+    routed.propagate = True
 
 
 def _route_adapter_logging() -> None:
-    for name in _ROUTED:
-        routed = logging.getLogger(name)
-        if not any(isinstance(h, _ToLoguru) for h in routed.handlers):
-            routed.addHandler(_ToLoguru())
-        routed.setLevel(logging.DEBUG)  # the level is decided per record, in loguru
-        routed.propagate = False  # a host that also forwards stdlib logging would log twice
+    routed = logging.getLogger(_ROUTED)
+    if not any(isinstance(h, _ToLoguru) for h in routed.handlers):
+        routed.addHandler(_ToLoguru())
+    routed.setLevel(logging.DEBUG)  # the level is decided per record, in loguru
+    routed.propagate = False  # a host that also forwards stdlib logging would log twice

@@ -30,7 +30,7 @@ __all__ = ["LoopGone", "run_on_loop"]
 
 T = TypeVar("T")
 
-log = logging.getLogger("orpipe.loop_calls")
+log = logging.getLogger("orpipe.bridge")
 
 #: How long a cancelled call waits for its asyncio task to acknowledge.
 _CANCEL_GRACE_S = 5.0

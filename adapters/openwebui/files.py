@@ -54,7 +54,7 @@ __all__ = [
     "internal_file_id",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("orpipe.owui")
 
 #: Open WebUI's own file URLs, relative or absolute: ``/api/v1/files/<id>[/content]``.
 _INTERNAL = re.compile(

@@ -33,7 +33,7 @@ from orpipe.engine.messages import OutboundEvent, OutputItem, TextDelta
 
 __all__ = ["GeneratedImages"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("orpipe.owui")
 
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 

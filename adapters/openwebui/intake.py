@@ -63,7 +63,7 @@ __all__ = [
     "is_youtube",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("orpipe.owui")
 
 JsonDict = dict[str, Any]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import io
 import logging
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -119,7 +121,7 @@ def test_a_second_setup_replaces_the_sinks_instead_of_adding_more(console: Strea
 
 def test_the_adapters_standard_logging_joins_the_same_setup(console: Stream) -> None:
     with request_context("req-std", user_id="u-1"):
-        logging.getLogger("adapters.example").warning("stored %d files", 3)
+        logging.getLogger("orpipe.adapters.example").warning("stored %d files", 3)
     text = written(console)
     assert "adapters.example" in text and "stored 3 files" in text and "req=req-std" in text
     assert request_logs().lines("req-std")[0].endswith("stored 3 files")
@@ -128,6 +130,34 @@ def test_the_adapters_standard_logging_joins_the_same_setup(console: Stream) -> 
     assert not [
         h for h in logging.getLogger("adapters").handlers if type(h).__name__ == "_ToLoguru"
     ]
+    assert logging.getLogger("orpipe").propagate
+    assert not [h for h in logging.getLogger("orpipe").handlers if type(h).__name__ == "_ToLoguru"]
+
+
+#: The standard-library logger names the project may use (engine/logs.py, "Names").
+AREA_LOGGERS = {"orpipe", "orpipe.owui", "orpipe.catalogue", "orpipe.persistence", "orpipe.bridge"}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_standard_library_logger_is_named_after_its_area() -> None:
+    """``logging.getLogger`` takes one of the area names, written out: never ``__name__``,
+    whose module paths change whenever a module moves, and never a name outside ``orpipe``."""
+    found: dict[str, str] = {}
+    for folder in ("engine", "actors", "adapters", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "engine" / "logs.py":
+                continue  # it routes the loggers; it writes no records through them
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "getLogger"
+                ):
+                    where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                    (arg,) = node.args
+                    found[where] = arg.value if isinstance(arg, ast.Constant) else ast.unparse(arg)
+    assert found, "no logger found: the scan is looking in the wrong place"
+    assert {where: name for where, name in found.items() if name not in AREA_LOGGERS} == {}
 
 
 # -- redaction ----------------------------------------------------------------------------
