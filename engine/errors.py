@@ -101,6 +101,7 @@ class RequestDeadlineExceeded(EngineError):
     """The engine-side deadline of one request expired."""
 
     def __init__(self, deadline_s: float) -> None:
+        self.deadline_s = deadline_s
         super().__init__(
             f"The request ran longer than the engine allows ({_seconds(deadline_s)}) "
             "and was stopped; ask for a shorter answer or raise request_deadline_s."
