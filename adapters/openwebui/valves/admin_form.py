@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,10 +29,7 @@ from orpipe.adapters.openwebui.valves.choices import (
     StreamingProfile,
     SummaryMode,
     ToolMode,
-    blank_to_none,
     clamp_idle_flush,
-    lower,
-    upper,
 )
 from orpipe.adapters.openwebui.valves.engine_settings import engine_config_for
 from orpipe.adapters.openwebui.valves.env_defaults import (
@@ -43,7 +40,14 @@ from orpipe.adapters.openwebui.valves.env_defaults import (
     default_storage_email,
     default_storage_name,
     default_storage_role,
-    schema_default,
+)
+from orpipe.adapters.openwebui.valves.fields import (
+    ANY_CASE,
+    BLANK_IS_UNSET,
+    UPPER_CASE,
+    bounded,
+    from_environment,
+    lower,
 )
 from orpipe.adapters.openwebui.valves.stored_secrets import (
     ENCRYPTED_PREFIX,
@@ -93,14 +97,13 @@ class Valves(BaseModel):
     )
 
     # --- connection ------------------------------------------------------
-    BASE_URL: str = Field(
-        default_factory=default_base_url,
-        description=(
+    BASE_URL: str = from_environment(
+        default_base_url,
+        (
             "OpenRouter API address (http:// or https://); models are listed from "
             "<BASE_URL>/models and chats sent to <BASE_URL>/responses. "
             "Default: env OPENROUTER_API_BASE_URL, else https://openrouter.ai/api/v1."
         ),
-        json_schema_extra=schema_default(default_base_url),
     )
     API_KEY: str = Field(
         default_factory=default_api_key,
@@ -111,40 +114,33 @@ class Valves(BaseModel):
         ),
         json_schema_extra={"input": {"type": "password"}},
     )
-    HTTP_CONNECT_TIMEOUT_SECONDS: int = Field(
-        default=10, ge=1, le=600, description="Seconds to wait for a connection to OpenRouter."
+    HTTP_CONNECT_TIMEOUT_SECONDS: int = bounded(
+        10, (1, 600), "Seconds to wait for a connection to OpenRouter."
     )
-    HTTP_TOTAL_TIMEOUT_SECONDS: int | None = Field(
-        default=None,
-        ge=1,
-        le=86400,
-        description="Seconds one attempt may take in total; empty means no total limit.",
+    HTTP_TOTAL_TIMEOUT_SECONDS: Annotated[int | None, BLANK_IS_UNSET] = bounded(
+        None, (1, 86400), "Seconds one attempt may take in total; empty means no total limit."
     )
-    HTTP_SOCK_READ_SECONDS: int = Field(
-        default=300,
-        ge=1,
-        le=3600,
-        description="A reply that sends nothing for this many seconds is stopped.",
+    HTTP_SOCK_READ_SECONDS: int = bounded(
+        300, (1, 3600), "A reply that sends nothing for this many seconds is stopped."
     )
 
     # --- models and reasoning -----------------------------------------------
     MODEL_ID: str = Field(
-        default="auto",
+        "auto",
         description="Comma-separated OpenRouter model ids to offer; 'auto' offers every model.",
     )
     MODEL_CATALOG_REFRESH_SECONDS: int = Field(
         default=3600, ge=60, description="How often, in seconds, the model list is re-read."
     )
-    ENABLE_REASONING: bool = Field(default=True, description="Ask models that can reason to do so.")
-    REASONING_EFFORT: ReasoningEffort = Field(
-        default="medium", description="How much reasoning to ask for."
+    ENABLE_REASONING: bool = Field(True, description="Ask models that can reason to do so.")
+    REASONING_EFFORT: Annotated[ReasoningEffort, ANY_CASE] = Field(
+        "medium", description="How much reasoning to ask for."
     )
-    REASONING_SUMMARY_MODE: SummaryMode = Field(
-        default="auto",
-        description="How the reasoning summary is requested; 'disabled' asks for none.",
+    REASONING_SUMMARY_MODE: Annotated[SummaryMode, ANY_CASE] = Field(
+        "auto", description="How the reasoning summary is requested; 'disabled' asks for none."
     )
     ENABLE_WEB_SEARCH_TOOL: bool = Field(
-        default=True,
+        True,
         description=(
             "New meaning: use OpenRouter's web plugin when the chat turns web search on. "
             "It is never attached by default (the original attached it to every request "
@@ -152,92 +148,69 @@ class Valves(BaseModel):
         ),
     )
     WEB_SEARCH_FORCE_MODELS: str = Field(
-        default="",
-        description="Comma-separated model ids that always get the web plugin.",
+        "", description="Comma-separated model ids that always get the web plugin."
     )
-    WEB_SEARCH_MAX_RESULTS: int | None = Field(
-        default=3,
-        ge=1,
-        le=10,
-        description="Search results the web plugin adds (1-10); empty leaves it to OpenRouter.",
+    WEB_SEARCH_MAX_RESULTS: Annotated[int | None, BLANK_IS_UNSET] = bounded(
+        3, (1, 10), "Search results the web plugin adds (1-10); empty leaves it to OpenRouter."
     )
     USE_MODEL_MAX_OUTPUT_TOKENS: bool = Field(
-        default=False,
+        False,
         description="Ask for the model's full output limit from the catalogue (max_output_tokens).",
     )
 
     # --- reporting ------------------------------------------------------------
     SHOW_FINAL_USAGE_STATUS: bool = Field(
-        default=True,
-        description="Show a final status with time, tokens and cost when an answer ends.",
+        True, description="Show a final status with time, tokens and cost when an answer ends."
     )
-    LOG_LEVEL: LogLevel = Field(
-        default_factory=default_log_level,
-        description="Lowest level the pipe logs. Default: env GLOBAL_LOG_LEVEL, else INFO.",
-        json_schema_extra=schema_default(default_log_level),
+    LOG_LEVEL: Annotated[LogLevel, UPPER_CASE] = from_environment(
+        default_log_level, "Lowest level the pipe logs. Default: env GLOBAL_LOG_LEVEL, else INFO."
     )
-    SESSION_LOG_MAX_LINES: int = Field(
-        default=2000,
-        ge=100,
-        le=100_000,
-        description=(
+    SESSION_LOG_MAX_LINES: int = bounded(
+        2000,
+        (100, 100_000),
+        (
             "Log lines kept per request; a failed answer carries them as a source so an "
             "administrator can read what happened."
         ),
     )
 
     # --- admission and limits ---------------------------------------------------
-    MAX_CONCURRENT_REQUESTS: int = Field(
-        default=200, ge=1, le=2000, description="Chats sent to OpenRouter at the same time."
+    MAX_CONCURRENT_REQUESTS: int = bounded(
+        200, (1, 2000), "Chats sent to OpenRouter at the same time."
     )
-    REQUEST_QUEUE_MAXSIZE: int = Field(
-        default=500,
-        ge=0,
-        le=100_000,
-        description=(
+    REQUEST_QUEUE_MAXSIZE: int = bounded(
+        500,
+        (0, 100_000),
+        (
             "Chats that may wait for a free slot; beyond that a chat is told the server is "
             "busy (the original's fixed queue of 500, now a setting)."
         ),
     )
-    REQUEST_QUEUE_DEADLINE_MS: int | None = Field(
-        default=None,
-        ge=1,
-        le=3_600_000,
-        description="A chat that waited this many ms for a slot is turned away; empty: never.",
+    REQUEST_QUEUE_DEADLINE_MS: Annotated[int | None, BLANK_IS_UNSET] = bounded(
+        None,
+        (1, 3_600_000),
+        "A chat that waited this many ms for a slot is turned away; empty: never.",
     )
-    BUSY_RETRY_AFTER_SECONDS: int = Field(
-        default=5, ge=0, le=3600, description="Seconds a turned-away chat is told to wait."
+    BUSY_RETRY_AFTER_SECONDS: int = bounded(
+        5, (0, 3600), "Seconds a turned-away chat is told to wait."
     )
-    REQUEST_DEADLINE_SECONDS: int = Field(
-        default=1800, ge=1, le=86400, description="Longest time one chat request may run."
+    REQUEST_DEADLINE_SECONDS: int = bounded(
+        1800, (1, 86400), "Longest time one chat request may run."
     )
-    UPSTREAM_RETRY_ATTEMPTS: int = Field(
-        default=3,
-        ge=0,
-        le=10,
-        description="Retries of a failed request before any answer text arrived.",
+    UPSTREAM_RETRY_ATTEMPTS: int = bounded(
+        3, (0, 10), "Retries of a failed request before any answer text arrived."
     )
-    RETRY_AFTER_CAP_SECONDS: int = Field(
-        default=30,
-        ge=0,
-        le=600,
-        description="Longest Retry-After wait; a longer one ends the chat with 'retry in N s'.",
+    RETRY_AFTER_CAP_SECONDS: int = bounded(
+        30, (0, 600), "Longest Retry-After wait; a longer one ends the chat with 'retry in N s'."
     )
 
     # --- streaming ---------------------------------------------------------------
-    SSE_WORKERS_PER_REQUEST: int = Field(
-        default=4, ge=1, le=8, description="Workers that decode the event stream."
+    SSE_WORKERS_PER_REQUEST: int = bounded(4, (1, 8), "Workers that decode the event stream.")
+    STREAMING_CHUNK_QUEUE_MAXSIZE: int = bounded(
+        100, (10, 5000), "Raw stream chunks buffered before decoding."
     )
-    STREAMING_CHUNK_QUEUE_MAXSIZE: int = Field(
-        default=100,
-        ge=10,
-        le=5000,
-        description="Raw stream chunks buffered before decoding.",
-    )
-    STREAMING_EVENT_QUEUE_MAXSIZE: int = Field(
-        default=100, ge=10, le=5000, description="Decoded stream events buffered."
-    )
-    STREAMING_UPDATE_PROFILE: StreamingProfile | None = Field(
+    STREAMING_EVENT_QUEUE_MAXSIZE: int = bounded(100, (10, 5000), "Decoded stream events buffered.")
+    STREAMING_UPDATE_PROFILE: Annotated[StreamingProfile | None, ANY_CASE, BLANK_IS_UNSET] = Field(
         default=None,
         description=(
             "Preset for how often the answer text is updated: quick (10 chars / 100 ms), "
@@ -246,49 +219,42 @@ class Valves(BaseModel):
         # A top-level enum makes the 0.12.4 form draw a select for this optional field.
         json_schema_extra={"enum": list(get_args(StreamingProfile))},
     )
-    STREAMING_UPDATE_CHAR_LIMIT: int = Field(
-        default=20, ge=10, le=500, description="Send answer text in pieces of this many characters."
+    STREAMING_UPDATE_CHAR_LIMIT: int = bounded(
+        20, (10, 500), "Send answer text in pieces of this many characters."
     )
-    STREAMING_IDLE_FLUSH_MS: int = Field(
-        default=250,
-        ge=0,
-        le=2000,
-        description="Send waiting text after this many ms of quiet (0: off; else at least 50).",
+    STREAMING_IDLE_FLUSH_MS: int = bounded(
+        250, (0, 2000), "Send waiting text after this many ms of quiet (0: off; else at least 50)."
     )
 
     # --- breaker and bridge ------------------------------------------------------
-    BREAKER_MAX_FAILURES: int = Field(
-        default=5, ge=1, le=50, description="Failures within the window that pause a user's chats."
+    BREAKER_MAX_FAILURES: int = bounded(
+        5, (1, 50), "Failures within the window that pause a user's chats."
     )
-    BREAKER_WINDOW_SECONDS: int = Field(
-        default=60, ge=5, le=900, description="Seconds over which those failures are counted."
+    BREAKER_WINDOW_SECONDS: int = bounded(
+        60, (5, 900), "Seconds over which those failures are counted."
     )
-    ENGINE_BRIDGE: BridgeMode = Field(
-        default_factory=default_bridge,
-        description=(
+    ENGINE_BRIDGE: Annotated[BridgeMode, ANY_CASE] = from_environment(
+        default_bridge,
+        (
             "How the engine runs inside Open WebUI: thread (in its own thread) or guest "
             "(on Open WebUI's event loop). Default: env ORPIPE_BRIDGE, else thread."
         ),
-        json_schema_extra=schema_default(default_bridge),
     )
-    BRIDGE_WINDOW_BATCHES: int = Field(
-        default=8,
-        ge=1,
-        le=1024,
-        description=(
-            "Batches one reply may have waiting for Open WebUI before its download pauses."
-        ),
+    BRIDGE_WINDOW_BATCHES: int = bounded(
+        8,
+        (1, 1024),
+        "Batches one reply may have waiting for Open WebUI before its download pauses.",
     )
     # --- artifacts (reasoning items, tool calls) ---------------------------------------
     PERSIST_REASONING_TOKENS: Retention = Field(
-        default="next_reply",
+        "next_reply",
         description=(
             "Keep reasoning items for the next turn: disabled (never stored), next_reply "
             "(deleted after the next successful reply) or conversation (kept until cleanup)."
         ),
     )
     PERSIST_TOOL_RESULTS: bool = Field(
-        default=True, description="Keep tool calls and their outputs for later turns."
+        True, description="Keep tool calls and their outputs for later turns."
     )
     ARTIFACT_DATABASE_URL: str = Field(
         default="",
@@ -309,129 +275,102 @@ class Valves(BaseModel):
         json_schema_extra={"input": {"type": "password"}},
     )
     ENCRYPT_ALL: bool = Field(
-        default=False,
-        description="With a key: encrypt every artifact; off: only reasoning items.",
+        False, description="With a key: encrypt every artifact; off: only reasoning items."
     )
     ENABLE_LZ4_COMPRESSION: bool = Field(
-        default=True, description="Compress stored artifacts with LZ4 when that is smaller."
+        True, description="Compress stored artifacts with LZ4 when that is smaller."
     )
-    MIN_COMPRESS_BYTES: int = Field(
-        default=0, ge=0, le=16 * 1024 * 1024, description="Do not compress smaller payloads."
-    )
-    TOOL_OUTPUT_RETENTION_TURNS: int = Field(
-        default=10,
-        ge=0,
-        le=10_000,
-        description=(
+    MIN_COMPRESS_BYTES: int = bounded(0, (0, 16 * 1024 * 1024), "Do not compress smaller payloads.")
+    TOOL_OUTPUT_RETENTION_TURNS: int = bounded(
+        10,
+        (0, 10_000),
+        (
             "Tool outputs of the last N turns are replayed in full; older ones longer than "
             "800 characters are cut. 0: never cut."
         ),
     )
-    ARTIFACT_CLEANUP_DAYS: int = Field(
-        default=90, ge=1, le=365, description="Delete stored artifacts older than this."
-    )
-    ARTIFACT_CLEANUP_INTERVAL_HOURS: float = Field(
-        default=1.0, ge=0.5, le=24, description="How often old artifacts are deleted."
+    ARTIFACT_CLEANUP_DAYS: int = bounded(90, (1, 365), "Delete stored artifacts older than this.")
+    ARTIFACT_CLEANUP_INTERVAL_HOURS: float = bounded(
+        1.0, (0.5, 24), "How often old artifacts are deleted."
     )
     # --- attachments ------------------------------------------------------------------
-    MAX_INPUT_IMAGES_PER_REQUEST: int = Field(
-        default=5, ge=1, le=20, description="Images sent with one message (the first ones)."
+    MAX_INPUT_IMAGES_PER_REQUEST: int = bounded(
+        5, (1, 20), "Images sent with one message (the first ones)."
     )
-    BASE64_MAX_SIZE_MB: int = Field(
-        default=50,
-        ge=1,
-        le=500,
-        description="Largest inline attachment (an image, file or recording sent as base64).",
+    BASE64_MAX_SIZE_MB: int = bounded(
+        50, (1, 500), "Largest inline attachment (an image, file or recording sent as base64)."
     )
-    IMAGE_INPUT_SELECTION: ImageSelection = Field(
-        default="user_then_assistant",
+    IMAGE_INPUT_SELECTION: Annotated[ImageSelection, ANY_CASE] = Field(
+        "user_then_assistant",
         description=(
             "user_turn_only: only images the user attached to the newest message. "
             "user_then_assistant: when there are none, the images the last answer showed."
         ),
     )
 
-    VIDEO_MAX_SIZE_MB: int = Field(
-        default=100, ge=1, le=1000, description="Largest video sent inline (a data: URL)."
-    )
-    REMOTE_FILE_MAX_SIZE_MB: int = Field(
-        default=50,
-        ge=1,
-        le=500,
-        description=(
+    VIDEO_MAX_SIZE_MB: int = bounded(100, (1, 1000), "Largest video sent inline (a data: URL).")
+    REMOTE_FILE_MAX_SIZE_MB: int = bounded(
+        50,
+        (1, 500),
+        (
             "Largest remote file downloaded. Inside Open WebUI with RAG on, its own "
             "file size limit applies when that is smaller (or when this is left at 50)."
         ),
     )
-    REMOTE_DOWNLOAD_MAX_RETRIES: int = Field(
-        default=3, ge=0, le=10, description="Retries of a failed download (network, 429, 5xx)."
+    REMOTE_DOWNLOAD_MAX_RETRIES: int = bounded(
+        3, (0, 10), "Retries of a failed download (network, 429, 5xx)."
     )
-    REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS: int = Field(
-        default=5, ge=1, le=60, description="First wait before a retry; it doubles each time."
+    REMOTE_DOWNLOAD_INITIAL_RETRY_DELAY_SECONDS: int = bounded(
+        5, (1, 60), "First wait before a retry; it doubles each time."
     )
-    REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS: int = Field(
-        default=45,
-        ge=5,
-        le=300,
-        description="Time budget of one download, retries and waits included.",
+    REMOTE_DOWNLOAD_MAX_RETRY_TIME_SECONDS: int = bounded(
+        45, (5, 300), "Time budget of one download, retries and waits included."
     )
-    REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS: int = Field(
-        default=10,
-        ge=0,
-        le=120,
-        description=(
+    REMOTE_DOWNLOAD_RETRY_AFTER_CAP_SECONDS: int = bounded(
+        10,
+        (0, 120),
+        (
             "Longest Retry-After honoured; a server asking for more ends the download "
             "instead of holding the answer."
         ),
     )
-    REMOTE_DOWNLOAD_TIMEOUT_SECONDS: int = Field(
-        default=10, ge=1, le=60, description="Connect and read timeout of one download attempt."
+    REMOTE_DOWNLOAD_TIMEOUT_SECONDS: int = bounded(
+        10, (1, 60), "Connect and read timeout of one download attempt."
     )
-    REMOTE_DOWNLOAD_MAX_REDIRECTS: int = Field(
-        default=3, ge=0, le=10, description="Redirects followed, each one vetted (0 = refused)."
+    REMOTE_DOWNLOAD_MAX_REDIRECTS: int = bounded(
+        3, (0, 10), "Redirects followed, each one vetted (0 = refused)."
     )
-    REMOTE_DOWNLOADS_PER_REQUEST: int = Field(
-        default=3, ge=1, le=16, description="Downloads at once for one request."
-    )
-    REMOTE_DOWNLOADS_GLOBAL: int = Field(
-        default=8, ge=1, le=64, description="Downloads at once in this Open WebUI process."
+    REMOTE_DOWNLOADS_PER_REQUEST: int = bounded(3, (1, 16), "Downloads at once for one request.")
+    REMOTE_DOWNLOADS_GLOBAL: int = bounded(
+        8, (1, 64), "Downloads at once in this Open WebUI process."
     )
     ALLOW_INSECURE_HTTP_HOSTS: str = Field(
-        default="",
+        "",
         description=(
             "Comma-separated host names that may be fetched over plain "
             "http; every other download must be https."
         ),
     )
     SAVE_REMOTE_FILE_URLS: bool = Field(
-        default=True,
-        description="Keep a copy of linked files and images in Open WebUI's storage.",
+        True, description="Keep a copy of linked files and images in Open WebUI's storage."
     )
     SAVE_FILE_DATA_CONTENT: bool = Field(
-        default=True,
-        description="Keep a copy of inline (base64) files and images in Open WebUI's storage.",
+        True, description="Keep a copy of inline (base64) files and images in Open WebUI's storage."
     )
-    FALLBACK_STORAGE_EMAIL: str = Field(
-        default_factory=default_storage_email,
-        json_schema_extra=schema_default(default_storage_email),
-        description="Owner of stored files when a request has no user (API automations).",
+    FALLBACK_STORAGE_EMAIL: str = from_environment(
+        default_storage_email, "Owner of stored files when a request has no user (API automations)."
     )
-    FALLBACK_STORAGE_NAME: str = Field(
-        default_factory=default_storage_name,
-        json_schema_extra=schema_default(default_storage_name),
-        description="Display name of that owner.",
+    FALLBACK_STORAGE_NAME: str = from_environment(
+        default_storage_name, "Display name of that owner."
     )
-    FALLBACK_STORAGE_ROLE: str = Field(
-        default_factory=default_storage_role,
-        json_schema_extra=schema_default(default_storage_role),
-        description=(
-            "Role the owner is created with. 'pending' cannot use Open WebUI; admin is refused."
-        ),
+    FALLBACK_STORAGE_ROLE: str = from_environment(
+        default_storage_role,
+        "Role the owner is created with. 'pending' cannot use Open WebUI; admin is refused.",
     )
 
     # --- tools ------------------------------------------------------------------------
-    TOOL_EXECUTION_MODE: ToolMode = Field(
-        default="engine",
+    TOOL_EXECUTION_MODE: Annotated[ToolMode, ANY_CASE] = Field(
+        "engine",
         description=(
             "engine: the pipe runs the model's tool calls itself, with its limits, timeouts "
             "and breakers. open-webui: the calls go back to Open WebUI, which runs them with "
@@ -439,37 +378,26 @@ class Valves(BaseModel):
         ),
     )
     ENABLE_STRICT_TOOL_CALLING: bool = Field(
-        default=True,
-        description="Send tool schemas in strict form (every property listed, none extra).",
+        True, description="Send tool schemas in strict form (every property listed, none extra)."
     )
-    MAX_FUNCTION_CALL_LOOPS: int = Field(
-        default=10, ge=1, le=1000, description="Model turns per answer when tools are called."
+    MAX_FUNCTION_CALL_LOOPS: int = bounded(
+        10, (1, 1000), "Model turns per answer when tools are called."
     )
-    MAX_PARALLEL_TOOLS_GLOBAL: int = Field(
-        default=200, ge=1, le=2000, description="Tool calls running at once in this process."
+    MAX_PARALLEL_TOOLS_GLOBAL: int = bounded(
+        200, (1, 2000), "Tool calls running at once in this process."
     )
-    MAX_PARALLEL_TOOLS_PER_REQUEST: int = Field(
-        default=5, ge=1, le=50, description="Tool calls running at once for one answer."
+    MAX_PARALLEL_TOOLS_PER_REQUEST: int = bounded(
+        5, (1, 50), "Tool calls running at once for one answer."
     )
-    TOOL_BATCH_CAP: int = Field(
-        default=4, ge=1, le=32, description="Calls to one tool that may run as one batch."
+    TOOL_BATCH_CAP: int = bounded(4, (1, 32), "Calls to one tool that may run as one batch.")
+    TOOL_TIMEOUT_SECONDS: int = bounded(60, (1, 600), "Time limit of one tool call.")
+    TOOL_BATCH_TIMEOUT_SECONDS: int = bounded(
+        120, (1, 7200), "Time limit of a batch (at least TOOL_TIMEOUT_SECONDS)."
     )
-    TOOL_TIMEOUT_SECONDS: int = Field(
-        default=60, ge=1, le=600, description="Time limit of one tool call."
+    TOOL_IDLE_TIMEOUT_SECONDS: Annotated[int | None, BLANK_IS_UNSET] = bounded(
+        None, (1, 7200), "Stop the calls of a round when none finished for this long; empty: never."
     )
-    TOOL_BATCH_TIMEOUT_SECONDS: int = Field(
-        default=120,
-        ge=1,
-        le=7200,
-        description="Time limit of a batch (at least TOOL_TIMEOUT_SECONDS).",
-    )
-    TOOL_IDLE_TIMEOUT_SECONDS: int | None = Field(
-        default=None,
-        ge=1,
-        le=7200,
-        description="Stop the calls of a round when none finished for this long; empty: never.",
-    )
-    REMOTE_MCP_SERVERS_JSON: str | None = Field(
+    REMOTE_MCP_SERVERS_JSON: Annotated[str | None, BLANK_IS_UNSET] = Field(
         default=None,
         # Its headers hold bearer tokens: kept out of repr() like API_KEY.
         repr=False,
@@ -479,36 +407,28 @@ class Valves(BaseModel):
         ),
     )
 
-    DB_BATCH_SIZE: int = Field(
-        default=10, ge=5, le=20, description="Artifacts written per database commit."
-    )
-    ARTIFACT_DB_THREADS: int = Field(
-        default=4,
-        ge=1,
-        le=64,
-        description="Worker threads for artifact database calls (the event loop never blocks).",
+    DB_BATCH_SIZE: int = bounded(10, (5, 20), "Artifacts written per database commit.")
+    ARTIFACT_DB_THREADS: int = bounded(
+        4, (1, 64), "Worker threads for artifact database calls (the event loop never blocks)."
     )
     ENABLE_REDIS_CACHE: bool = Field(
-        default=True,
+        True,
         description=(
             "Queue artifact writes in Redis (write-behind) when REDIS_URL is set for "
             "Open WebUI's multi-worker setup."
         ),
     )
-    REDIS_CACHE_TTL_SECONDS: int = Field(
-        default=600, ge=60, le=3600, description="How long Redis keeps artifacts for replays."
+    REDIS_CACHE_TTL_SECONDS: int = bounded(
+        600, (60, 3600), "How long Redis keeps artifacts for replays."
     )
-    REDIS_PENDING_WARN_THRESHOLD: int = Field(
-        default=100, ge=1, le=10_000, description="Warn when this many writes wait in Redis."
+    REDIS_PENDING_WARN_THRESHOLD: int = bounded(
+        100, (1, 10_000), "Warn when this many writes wait in Redis."
     )
-    REDIS_FLUSH_FAILURE_LIMIT: int = Field(
-        default=5,
-        ge=1,
-        le=50,
-        description="Failed flushes in a row before writes go straight to the database.",
+    REDIS_FLUSH_FAILURE_LIMIT: int = bounded(
+        5, (1, 50), "Failed flushes in a row before writes go straight to the database."
     )
     ENGINE_OVERRIDES: str = Field(
-        default="",
+        "",
         description=(
             "Advanced: any other engine setting, as name=value pairs separated by commas, "
             "e.g. 'request_window_events=512, shutdown_grace_s=10' (the names of "
@@ -545,35 +465,6 @@ class Valves(BaseModel):
                 raise ValueError("must be at least 16 characters; use a long random passphrase")
         return value
 
-    @field_validator(
-        "HTTP_TOTAL_TIMEOUT_SECONDS",
-        "WEB_SEARCH_MAX_RESULTS",
-        "REQUEST_QUEUE_DEADLINE_MS",
-        "TOOL_IDLE_TIMEOUT_SECONDS",
-        "REMOTE_MCP_SERVERS_JSON",
-        mode="before",
-    )
-    @classmethod
-    def _optional_number(cls, value: object) -> object:
-        return blank_to_none(value)
-
-    @field_validator("STREAMING_UPDATE_PROFILE", mode="before")
-    @classmethod
-    def _optional_profile(cls, value: object) -> object:
-        return lower(blank_to_none(value))
-
-    @field_validator(
-        "REASONING_EFFORT",
-        "REASONING_SUMMARY_MODE",
-        "ENGINE_BRIDGE",
-        "TOOL_EXECUTION_MODE",
-        "IMAGE_INPUT_SELECTION",
-        mode="before",
-    )
-    @classmethod
-    def _choice_any_case(cls, value: object) -> object:
-        return lower(value)
-
     @field_validator("REMOTE_MCP_SERVERS_JSON")
     @classmethod
     def _mcp_servers_usable(cls, value: str | None) -> str | None:
@@ -596,11 +487,6 @@ class Valves(BaseModel):
                 "administrator. Use 'pending' (the default) or 'user'."
             )
         return role.strip() if isinstance(role, str) else role
-
-    @field_validator("LOG_LEVEL", mode="before")
-    @classmethod
-    def _level_any_case(cls, value: object) -> object:
-        return upper(value)
 
     # --- derived values -------------------------------------------------------------
 

@@ -1,8 +1,6 @@
-"""The values valves take: the choice types, "inherit", the streaming presets, form text.
+"""The values valves take: the choice types, "inherit" and the streaming presets.
 
-Both forms (``admin_form``, ``user_form``) and the mappings read these. The
-normalisers turn what Open WebUI's form submits (text in any case, "" for an
-emptied box) into the values the fields declare.
+Both forms (``admin_form``, ``user_form``) and the mappings read these.
 """
 
 from __future__ import annotations
@@ -23,10 +21,7 @@ __all__ = [
     "StreamingProfile",
     "SummaryMode",
     "ToolMode",
-    "blank_to_none",
     "clamp_idle_flush",
-    "lower",
-    "upper",
 ]
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -62,18 +57,3 @@ def clamp_idle_flush(ms: int) -> int:
     """As the original: 0 switches the timer off; anything else stays between
     50 ms (a timer per few characters costs more than it saves) and 2 s."""
     return 0 if ms <= 0 else min(max(ms, 50), 2000)
-
-
-def blank_to_none(value: object) -> object:
-    """The form submits an emptied text box as "": for an optional valve that means unset."""
-    if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
-        return None
-    return value
-
-
-def lower(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def upper(value: object) -> object:
-    return value.strip().upper() if isinstance(value, str) else value

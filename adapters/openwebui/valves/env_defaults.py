@@ -1,16 +1,14 @@
 """Valve defaults read from the environment Open WebUI runs in.
 
-Each is a ``default_factory`` (read when a form is built, so the API key taken
-from the environment never appears in the form's schema); ``schema_default``
-shows the others in the form, whose 0.12.4 version starts a "Custom" value
-from the schema's default.
+Each is a ``default_factory``: read when a form is built, so a test or a late
+environment is honoured, and the API key taken from the environment never
+appears in the form's schema (``fields.from_environment`` shows the others).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, cast, get_args
+from typing import cast, get_args
 
 from orpipe.adapters.bridge import BridgeMode
 from orpipe.adapters.openwebui.valves.choices import LogLevel
@@ -23,7 +21,6 @@ __all__ = [
     "default_storage_email",
     "default_storage_name",
     "default_storage_role",
-    "schema_default",
 ]
 
 
@@ -58,12 +55,3 @@ def default_bridge() -> BridgeMode:
     # at paced load, where users are, it cost Open WebUI 2-14 % less CPU per token than
     # guest mode, whose every wait for I/O is two thread switches and a loop callback.
     return "guest" if os.environ.get("ORPIPE_BRIDGE", "").strip().lower() == "guest" else "thread"
-
-
-def schema_default(factory: Callable[[], str]) -> Callable[[dict[str, Any]], None]:
-    """Show an env-derived default in the form (a ``default_factory`` has none in the schema)."""
-
-    def add(schema: dict[str, Any]) -> None:
-        schema["default"] = factory()
-
-    return add

@@ -8,9 +8,9 @@ inventory §A.2). ``effective.effective_settings`` applies it to the system valv
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from orpipe.adapters.openwebui.valves.choices import (
     INHERIT,
@@ -20,9 +20,8 @@ from orpipe.adapters.openwebui.valves.choices import (
     Retention,
     StreamingProfile,
     SummaryMode,
-    lower,
-    upper,
 )
+from orpipe.adapters.openwebui.valves.fields import ANY_CASE, inherits, lower, upper
 
 __all__ = ["OnOff", "UserValves"]
 
@@ -60,11 +59,6 @@ _check_char_limit = _inherit_or_whole_number(10, 500)
 _check_idle_flush = _inherit_or_whole_number(0, 2000)
 
 
-def _inherits(description: str) -> Any:  # Any, as pydantic types Field
-    """A user field that defers to the system setting until the user picks a value."""
-    return Field(default=INHERIT, description=description)
-
-
 class UserValves(BaseModel):
     """One user's overrides; every field defaults to "inherit" (the system value).
 
@@ -81,29 +75,29 @@ class UserValves(BaseModel):
 
     # One flat Literal per choice field: a union of two Literals becomes a JSON
     # schema ``anyOf``, which the 0.12.4 form draws as a text box, not a select.
-    LOG_LEVEL: Literal[Inherit, LogLevel] = _inherits(
+    LOG_LEVEL: Literal[Inherit, LogLevel] = inherits(
         "Lowest level logged for your chats; inherit: the system's."
     )
-    SHOW_FINAL_USAGE_STATUS: OnOff = _inherits("Show time, tokens and cost when an answer ends.")
-    ENABLE_REASONING: OnOff = _inherits("Ask models that can reason to do so.")
-    REASONING_EFFORT: Literal[Inherit, ReasoningEffort] = _inherits(
+    SHOW_FINAL_USAGE_STATUS: OnOff = inherits("Show time, tokens and cost when an answer ends.")
+    ENABLE_REASONING: OnOff = inherits("Ask models that can reason to do so.")
+    REASONING_EFFORT: Annotated[Literal[Inherit, ReasoningEffort], ANY_CASE] = inherits(
         "How much reasoning to ask for."
     )
-    REASONING_SUMMARY_MODE: Literal[Inherit, SummaryMode] = _inherits(
+    REASONING_SUMMARY_MODE: Annotated[Literal[Inherit, SummaryMode], ANY_CASE] = inherits(
         "How the reasoning summary is requested."
     )
-    STREAMING_UPDATE_PROFILE: Literal[Inherit, StreamingProfile] = _inherits(
+    STREAMING_UPDATE_PROFILE: Annotated[Literal[Inherit, StreamingProfile], ANY_CASE] = inherits(
         "How often the answer text updates: quick (10 chars / 100 ms), normal (20 / 250), "
         "slow (80 / 600)."
     )
-    PERSIST_REASONING_TOKENS: Literal[Inherit, Retention] = _inherits(
+    PERSIST_REASONING_TOKENS: Annotated[Literal[Inherit, Retention], ANY_CASE] = inherits(
         "Keep reasoning for the next turn of your chats."
     )
-    PERSIST_TOOL_RESULTS: OnOff = _inherits("Keep tool calls and outputs for later turns.")
-    STREAMING_UPDATE_CHAR_LIMIT: Inherit | int = _inherits(
+    PERSIST_TOOL_RESULTS: OnOff = inherits("Keep tool calls and outputs for later turns.")
+    STREAMING_UPDATE_CHAR_LIMIT: Inherit | int = inherits(
         "'inherit' or 10-500: send answer text in pieces of this many characters."
     )
-    STREAMING_IDLE_FLUSH_MS: Inherit | int = _inherits(
+    STREAMING_IDLE_FLUSH_MS: Inherit | int = inherits(
         "'inherit' or 0-2000: send waiting text after this many ms of quiet "
         "(0: off; else at least 50)."
     )
@@ -128,17 +122,6 @@ class UserValves(BaseModel):
         if word in _FALSE_WORDS:
             return "off"
         return word
-
-    @field_validator(
-        "REASONING_EFFORT",
-        "REASONING_SUMMARY_MODE",
-        "STREAMING_UPDATE_PROFILE",
-        "PERSIST_REASONING_TOKENS",
-        mode="before",
-    )
-    @classmethod
-    def _choice(cls, value: object) -> object:
-        return lower(value)
 
     @field_validator("STREAMING_UPDATE_CHAR_LIMIT", mode="before")
     @classmethod
