@@ -42,7 +42,7 @@ from orpipe.adapters.bridge import (
 )
 from orpipe.adapters.openwebui.downloader import Downloader, DownloadLimits
 from orpipe.adapters.openwebui.files import OwuiFiles
-from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.model_registry import close_registries
 from orpipe.adapters.openwebui.user_breaker import UserBreaker
 from orpipe.engine import EngineConfig
 from orpipe.engine.logs import LogSettings, setup_logging

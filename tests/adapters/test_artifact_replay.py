@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.artifact_replay import (
     ReplayPlan,
     ReplayReport,
@@ -24,7 +25,6 @@ from orpipe.adapters.openwebui.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
-from orpipe.adapters.openwebui.models import ModelInfo
 from orpipe.adapters.openwebui.request import MappedRequest, RequestSettings, build_request
 from orpipe.adapters.openwebui.request.messages import assistant_id as _assistant_id
 from orpipe.engine.artifacts import Artifact, find_markers, marker_line

@@ -23,19 +23,21 @@ from typing import Any
 import httpx
 import pytest
 
-from orpipe.adapters.openwebui import models as model_catalog
-from orpipe.adapters.openwebui.models import (
+from orpipe.adapters.openrouter.catalogue import (
     Catalogue,
-    CatalogueAuthError,
     CatalogueError,
-    CatalogueUnreachable,
-    ModelCatalogRegistry,
     ModelInfo,
     RefreshSchedule,
-    close_registries,
     parse_catalogue,
-    registry_for,
     sub_id_for,
+)
+from orpipe.adapters.openwebui import model_registry as model_catalog
+from orpipe.adapters.openwebui.model_registry import (
+    CatalogueAuthError,
+    CatalogueUnreachable,
+    ModelCatalogRegistry,
+    close_registries,
+    registry_for,
 )
 from orpipe.bench.mock_catalogue import CATALOGUE
 from orpipe.engine.errors import ConfigError, EngineError

@@ -23,7 +23,7 @@ import pytest
 
 from orpipe.adapters import owui_pipe
 from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
-from orpipe.adapters.openwebui.models import close_registries
+from orpipe.adapters.openwebui.model_registry import close_registries
 from orpipe.adapters.openwebui.runtime import runtime_for_loop
 from orpipe.adapters.openwebui.turn import PipeError
 from orpipe.bench.mock_scenarios import plan

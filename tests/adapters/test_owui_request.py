@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.request import (
     MappedRequest,
     RequestMappingError,

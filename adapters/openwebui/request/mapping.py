@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.artifact_replay import ReplayPlan, ReplayReport, pair_function_calls
 from orpipe.adapters.openwebui.image_selection import select_images
-from orpipe.adapters.openwebui.models import ModelInfo
 from orpipe.adapters.openwebui.request.messages import Replay, map_messages
 from orpipe.adapters.openwebui.request.options import body_options
 from orpipe.adapters.openwebui.request.passthrough_tools import body_tools

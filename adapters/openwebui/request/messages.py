@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.artifact_replay import (
     ReplayPlan,
     ReplayReport,
@@ -33,7 +34,6 @@ from orpipe.adapters.openwebui.artifact_replay import (
     split_at_markers,
     turn_indices,
 )
-from orpipe.adapters.openwebui.models import ModelInfo
 from orpipe.adapters.openwebui.request.parts import user_parts
 from orpipe.adapters.openwebui.request.passthrough_tools import tool_call_items, tool_result
 from orpipe.adapters.openwebui.request.tally import (

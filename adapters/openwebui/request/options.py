@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.request.settings import RequestSettings
 from orpipe.adapters.openwebui.request.tally import (
     JsonDict,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.data_urls import AttachmentError, check_base64, check_data_url
-from orpipe.adapters.openwebui.models import ModelInfo
 from orpipe.adapters.openwebui.request.tally import (
     JsonDict,
     RequestMappingError,

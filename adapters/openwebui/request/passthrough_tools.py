@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from orpipe.adapters.openwebui.models import ModelInfo
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.request.tally import JsonDict, Tally
 from orpipe.adapters.openwebui.request.text import part_text
 from orpipe.adapters.openwebui.tool_specs import ToolDeclarations, declare_tools

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from orpipe.adapters.openrouter.catalogue import ModelInfo
 from orpipe.adapters.openwebui.data_urls import AttachmentError, check_data_url
-from orpipe.adapters.openwebui.models import ModelInfo
 from orpipe.engine.errors import EngineError
 
 __all__ = [
