@@ -26,16 +26,16 @@ _SEPARATOR = " · "
 class UsageTotals:
     """Token counts and cost summed over every ``Usage`` of a request (tool rounds)."""
 
-    input_tokens: int = 0
-    output_tokens: int = 0
-    #: As upstream counted it; input plus output for a usage that left it out.
-    total_tokens: int = 0
-    #: The part of ``input_tokens`` read from the provider's prompt cache.
-    cached_tokens: int = 0
-    #: The part of ``output_tokens`` spent reasoning.
-    reasoning_tokens: int = 0
     #: In US dollars; None until a usage with a cost arrives.
     cost: float | None = None
+    input_tokens: int = 0
+    #: The part of ``input_tokens`` read from the provider's prompt cache.
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    #: The part of ``output_tokens`` spent reasoning.
+    reasoning_tokens: int = 0
+    #: As upstream counted it; input plus output for a usage that left it out.
+    total_tokens: int = 0
 
     def plus(self, usage: Usage) -> UsageTotals:
         cost = self.cost

@@ -32,6 +32,8 @@ from typing import Any
 
 import msgspec
 
+from orpipe.adapters.openwebui.tool_specs import unique_name
+
 __all__ = ["MAX_MCP_JSON_BYTES", "McpConfigError", "parse_mcp_servers"]
 
 MAX_MCP_JSON_BYTES = 1024 * 1024
@@ -72,7 +74,7 @@ def parse_mcp_servers(text: str | None) -> tuple[dict[str, Any], ...]:
     out = []
     for position, server in enumerate(servers, start=1):
         entry = _server(server, position)
-        entry["server_label"] = _unique(entry["server_label"], labels)
+        entry["server_label"] = unique_name(entry["server_label"], labels)
         labels.add(entry["server_label"])
         out.append(entry)
     return tuple(out)
@@ -152,15 +154,3 @@ def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return kinds.get(type(value), type(value).__name__)
-
-
-def _unique(label: str, taken: set[str]) -> str:
-    if label not in taken:
-        return label
-    n = 2
-    while True:
-        suffix = f"_{n}"
-        candidate = label[: 64 - len(suffix)] + suffix
-        if candidate not in taken:
-            return candidate
-        n += 1

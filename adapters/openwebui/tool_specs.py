@@ -59,7 +59,7 @@ import msgspec
 
 from orpipe.adapters.openwebui.tools import DeclaredTool
 
-__all__ = ["ToolDeclarations", "declare_tools", "function_spec", "strict_schema"]
+__all__ = ["ToolDeclarations", "declare_tools", "function_spec", "strict_schema", "unique_name"]
 
 log = logging.getLogger("orpipe.owui")
 
@@ -133,7 +133,7 @@ def declare_tools(
     renamed: dict[str, str] = {}
     declared: list[DeclaredTool] = []
     for c in sorted(candidates, key=lambda c: (c.clean, c.original)):
-        final = c.clean if c.clean == c.original else _unique(c.clean, taken)
+        final = c.clean if c.clean == c.original else unique_name(c.clean, taken)
         taken.add(final)
         if final != c.original:
             renamed[final] = c.original
@@ -228,7 +228,9 @@ def _has_free_form_object(schema: object, *, root: bool = False) -> bool:
     return any(_has_free_form_object(child) for child in children)
 
 
-def _unique(name: str, taken: set[str]) -> str:
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or else ``name_2``, ``name_3``, … (cut to stay within 64 characters):
+    the first not in ``taken``. Tool names and MCP server labels share the limit."""
     if name not in taken:
         return name
     n = 2
