@@ -23,7 +23,12 @@ from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from orpipe.adapters.bridge.generation import EngineSetup
-from orpipe.adapters.bridge.protocol import BRIDGE_CHANNEL, StoreFactory, TransportFactory
+from orpipe.adapters.bridge.protocol import (
+    BRIDGE_CHANNEL,
+    EngineBridge,
+    StoreFactory,
+    TransportFactory,
+)
 from orpipe.adapters.bridge.stream import BridgedStream
 from orpipe.adapters.bridge.trio_run import TrioRun
 from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
@@ -42,8 +47,8 @@ __all__ = ["BridgeCore"]
 T = TypeVar("T")
 
 
-class BridgeCore(abc.ABC):
-    """The asyncio API shared by both bridges; subclasses say how trio runs."""
+class BridgeCore(EngineBridge, abc.ABC):
+    """``EngineBridge`` for both bridges; subclasses say how trio runs (``_launch``)."""
 
     def __init__(
         self,
