@@ -36,13 +36,14 @@ from orpipe.bench.grid import Grid, parse_regimes, phase_names, resolve_grid
 from orpipe.bench.lab_scenario import builtin_names
 from orpipe.bench.report import (
     RunOutcome,
+    default_out_dir,
     format_grid_table,
     format_table,
     goal_line,
     pace_notes,
     tools_lines,
 )
-from orpipe.bench.runner import GridOutcome, RunOptions, default_out_dir, run_bench
+from orpipe.bench.runner import GridOutcome, RunOptions, run_bench
 from orpipe.bench.scenarios import SCENARIOS, BenchScenario
 from orpipe.engine import ConfigError, EngineConfig
 

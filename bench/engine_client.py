@@ -1,7 +1,8 @@
 """The engine phase: the same offered load, through ``actors.open_engine``.
 
-Owns building the engine (config with the ``--set`` overrides, the real
-``OpenRouterHttpTransport``), the per-request consumer (``receive_batch``
+Owns building an engine against the mock (``open_mock_engine``: the config
+with the ``--set`` overrides, the real ``OpenRouterHttpTransport``; the lab
+and the telemetry demo open theirs the same way), the per-request consumer (``receive_batch``
 until ``()``), and the engine-side figures kept with the phase: the final
 ``engine.statistics().as_dict()`` and client-side outbound counts.
 
@@ -18,7 +19,8 @@ per-request or the global slot limit, and the tools' own latency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from functools import partial
 
 from orpipe.actors import open_engine
@@ -37,12 +39,13 @@ from orpipe.engine import (
     Failed,
     TextDelta,
 )
+from orpipe.engine.ports import ArtifactStore
 from orpipe.engine.tools import toolbox
 
-__all__ = ["run_engine_phase"]
+__all__ = ["MOCK_API_KEY", "open_mock_engine", "run_engine_phase"]
 
 #: The mock is started without a key; the transport still sends this header.
-_DUMMY_API_KEY = "sk-bench-dummy"
+MOCK_API_KEY = "sk-bench-dummy"
 _INPUT = ({"role": "user", "content": "bench"},)
 
 
@@ -66,10 +69,7 @@ async def run_engine_phase(phase: Phase, scenario: BenchScenario, config: Engine
         )
         fake = FakeTools(latency)
     phase.event_source = "engine: parser pool events decoded (excluding [DONE])"
-    async with (
-        OpenRouterHttpTransport(config, api_key=_DUMMY_API_KEY) as transport,
-        open_engine(config, EnginePorts(transport=transport)) as engine,
-    ):
+    async with open_mock_engine(config) as engine:
         phase.events_now = partial(_parser_events, engine)
         if fake is not None:
             phase.event_source = "tool calls completed (events/s = tool throughput)"
@@ -85,6 +85,18 @@ async def run_engine_phase(phase: Phase, scenario: BenchScenario, config: Engine
             phase.extra["outbound"] = {"events": outbound.events, "batches": outbound.batches}
             if fake is not None:
                 phase.extra["tools"] = _tool_figures(fake, statistics["actors"].get("tools", {}))
+
+
+@asynccontextmanager
+async def open_mock_engine(
+    config: EngineConfig, *, artifacts: ArtifactStore | None = None
+) -> AsyncIterator[Engine]:
+    """An engine on the real HTTP transport, talking to the mock at ``config.base_url``."""
+    async with (
+        OpenRouterHttpTransport(config, api_key=MOCK_API_KEY) as transport,
+        open_engine(config, EnginePorts(transport=transport, artifacts=artifacts)) as engine,
+    ):
+        yield engine
 
 
 def _tool_figures(fake: FakeTools, counters: Mapping[str, int]) -> dict[str, object]:

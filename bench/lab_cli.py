@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from orpipe.bench.lab_run import LabOptions, LabOutcome, default_out_dir, run_lab
+from orpipe.bench.lab_run import LabOptions, LabOutcome, run_lab
 from orpipe.bench.lab_scenario import (
     LabScenario,
     ScenarioFileError,
@@ -27,6 +27,7 @@ from orpipe.bench.lab_scenario import (
     find_scenario,
     load_scenario,
 )
+from orpipe.bench.report import default_out_dir
 from orpipe.engine import ConfigError, EngineConfig
 from orpipe.engine.logs import LogSettings, setup_logging
 

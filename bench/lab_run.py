@@ -22,21 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import math
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from orpipe.actors import open_engine
-from orpipe.adapters import OpenRouterHttpTransport
 from orpipe.bench.fake_tools import FakeTools, LatencyModel
 from orpipe.bench.lab_load import (
     Arrival,
@@ -50,8 +47,9 @@ from orpipe.bench.lab_scenario import LabScenario
 
 if TYPE_CHECKING:
     from orpipe.bench.chaos import Chaos
+from orpipe.bench.engine_client import open_mock_engine
 from orpipe.bench.mock_process import running_mock
-from orpipe.bench.report import machine_info, utc_now
+from orpipe.bench.report import RunOutcome, machine_info, utc_now
 from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
@@ -59,7 +57,6 @@ from orpipe.engine import (
     Completed,
     Engine,
     EngineConfig,
-    EnginePorts,
     Failed,
     TextDelta,
 )
@@ -69,8 +66,6 @@ from orpipe.engine.tools import toolbox
 
 __all__ = ["LabOptions", "LabOutcome", "run_lab"]
 
-RESULTS_ROOT = Path(__file__).resolve().parent / "results"
-_DUMMY_API_KEY = "sk-bench-dummy"
 _IMAGE = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -91,19 +86,10 @@ class LabOptions:
 
 
 @dataclass(slots=True, kw_only=True)
-class LabOutcome:
-    document: dict[str, Any]
-    results_path: Path
-    files: dict[str, Path]
+class LabOutcome(RunOutcome):
+    """The run's document, and every file written (results, plots, report)."""
 
-    @property
-    def interrupted(self) -> bool:
-        return bool(self.document.get("interrupted"))
-
-
-def default_out_dir(name: str) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RESULTS_ROOT / f"{name}-{stamp}"
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 async def run_lab(options: LabOptions) -> LabOutcome:
@@ -188,10 +174,7 @@ class _Run:
                 store, self.chaos = await stack.enter_async_context(
                     chaos_store(self.scenario.chaos)
                 )
-            async with (
-                OpenRouterHttpTransport(config, api_key=_DUMMY_API_KEY) as transport,
-                open_engine(config, EnginePorts(transport=transport, artifacts=store)) as engine,
-            ):
+            async with open_mock_engine(config, artifacts=store) as engine:
                 cpu_start = time.process_time()
                 try:
                     await self._load(engine)

@@ -71,8 +71,7 @@ from orpipe.bench.owui_real_servers import (
     running_servers,
     set_up,
 )
-from orpipe.bench.report import machine_info, utc_now, write_results
-from orpipe.bench.runner import default_out_dir
+from orpipe.bench.report import default_out_dir, machine_info, utc_now, write_results
 
 __all__ = ["CellPlan", "RealOptions", "main", "per_worker", "plan_cells", "render", "variant_name"]
 

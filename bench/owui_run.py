@@ -40,6 +40,7 @@ from typing import Any
 import pydantic
 
 from orpipe.adapters.openwebui.valves import ValveError, Valves
+from orpipe.bench.engine_client import MOCK_API_KEY
 from orpipe.bench.mock_process import MockProcess, mock_stats, running_mock_child
 from orpipe.bench.owui_load import PhaseKind, PhaseSpec, loop_name, run_phase
 from orpipe.bench.owui_measure import ChatMeter, phase_ratios, ratio_directions, read_rss_mib
@@ -50,8 +51,6 @@ from orpipe.engine import EngineConfig
 __all__ = ["PHASES", "OwuiOptions", "owui_options", "run_owui"]
 
 PHASES: tuple[PhaseKind, ...] = ("baseline", "guest", "thread")
-#: The mock is started without a key; the pipe still sends one.
-_DUMMY_API_KEY = "sk-bench-dummy"
 _BENCH_VALVES = frozenset({"BASE_URL", "API_KEY", "ENGINE_BRIDGE"})
 _CLIENTS: Mapping[PhaseKind, tuple[str, str]] = {
     "baseline": (
@@ -125,7 +124,7 @@ def _phase_valves(options: OwuiOptions, base_url: str, kind: PhaseKind) -> dict[
         "ENABLE_REDIS_CACHE": False,
         **options.valves,
         "BASE_URL": base_url,
-        "API_KEY": _DUMMY_API_KEY,
+        "API_KEY": MOCK_API_KEY,
         "ENGINE_BRIDGE": kind if kind != "baseline" else "guest",
     }
 

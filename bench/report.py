@@ -1,10 +1,11 @@
 """Presenting a run: the grid table, the phase table, and ``results.json``.
 
-Owns the shape of the report, and of what every run hands back
-(``RunOutcome``: its document, where it was written, why it stopped). The
-grid table has one line per row of the grid (``bench.grid``), from the row
-summaries ``bench.row_summary`` makes; the phase table shows every figure of each phase of a run of one
-row measured once (``tools`` by default). Every figure comes from
+Owns the shape of the report, and what every run shares: where it writes
+(``default_out_dir``) and what it hands back (``RunOutcome``: its document,
+where it was written, why it stopped). The grid table has one line per row
+of the grid (``bench.grid``), from the row summaries ``bench.row_summary``
+makes; the phase table shows every figure of each phase of a run of one row
+measured once (``tools`` by default). Every figure comes from
 ``Phase.result()`` dictionaries assembled by ``bench.runner``.
 """
 
@@ -28,6 +29,7 @@ from orpipe.bench.row_summary import CPU_RATIO_GOAL
 
 __all__ = [
     "RunOutcome",
+    "default_out_dir",
     "format_grid_table",
     "format_table",
     "goal_line",
@@ -211,6 +213,15 @@ def tools_lines(phases: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 def _share(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
+
+
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+
+def default_out_dir(name: str) -> Path:
+    """``bench/results/<name>-<UTC time>``: where a run writes when ``--out`` is not given."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return RESULTS_ROOT / f"{name}-{stamp}"
 
 
 @dataclass(slots=True, kw_only=True)

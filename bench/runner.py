@@ -14,7 +14,6 @@ marked ``"interrupted": true``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import gc
 import signal
 import sys
@@ -35,9 +34,7 @@ from orpipe.bench.row_summary import CPU_RATIO_GOAL, cpu_ratio, summarize_row
 from orpipe.bench.scenarios import BenchScenario
 from orpipe.engine import EngineConfig
 
-__all__ = ["GridOutcome", "RunOptions", "default_out_dir", "run_bench"]
-
-RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+__all__ = ["GridOutcome", "RunOptions", "run_bench"]
 
 
 def _to_stderr(line: str) -> None:
@@ -75,11 +72,6 @@ class GridOutcome(RunOutcome):
         if len(rows) != 1 or len(rows[0]["reps"]) != 1:
             return []
         return list(rows[0]["reps"][0]["phases"].values())
-
-
-def default_out_dir(scenario: str) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return RESULTS_ROOT / f"{scenario}-{stamp}"
 
 
 async def run_bench(options: RunOptions) -> GridOutcome:

@@ -34,15 +34,14 @@ from pathlib import Path
 
 import trio
 
-from orpipe.actors import open_engine
 from orpipe.actors.telemetry import TelemetryHub, telemetry_sampler
 from orpipe.actors.telemetry_core import BreakerSources, TelemetrySettings
-from orpipe.adapters import OpenRouterHttpTransport
 from orpipe.adapters.telemetry.server import (
     TelemetryEndpoints,
     TelemetryServerSettings,
     serve_telemetry,
 )
+from orpipe.bench.engine_client import open_mock_engine
 from orpipe.bench.headless_chromium import ChromiumMissing, open_chromium
 from orpipe.bench.mock_openrouter import MockServer, serve_mock
 from orpipe.engine import (
@@ -50,7 +49,6 @@ from orpipe.engine import (
     ChatRequest,
     Engine,
     EngineConfig,
-    EnginePorts,
     ResponseStream,
 )
 
@@ -59,7 +57,6 @@ __all__ = ["DASHBOARD_DIR", "TelemetryRun", "main", "open_telemetry"]
 #: The static dashboard (index.html, dashboard.js, dashboard.css).
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 #: The mock takes any key; the transport still sends one.
-_DUMMY_API_KEY = "sk-bench-dummy"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,8 +175,7 @@ async def _run(args: argparse.Namespace) -> None:
             queue_maxsize=args.queue_maxsize,
         )
         async with (
-            OpenRouterHttpTransport(config, api_key=_DUMMY_API_KEY) as transport,
-            open_engine(config, EnginePorts(transport=transport)) as engine,
+            open_mock_engine(config) as engine,
             open_telemetry(engine, settings, server) as run,
         ):
             print(f"dashboard:  {run.endpoints.http_url}/", flush=True)
