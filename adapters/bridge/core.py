@@ -74,12 +74,10 @@ class BridgeCore(EngineBridge, abc.ABC):
 
     @property
     def running(self) -> bool:
-        """True while a trio run of this bridge exists (started and not yet ended)."""
         return self._run is not None and not self._run.done.done()
 
     @property
     def open_streams(self) -> int:
-        """Requests handed to asyncio whose ending has not been read (on the loop)."""
         return len(self._run.open_streams) if self._run is not None else 0
 
     async def start(self) -> None:
@@ -135,12 +133,8 @@ class BridgeCore(EngineBridge, abc.ABC):
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
     ) -> None:
-        """Use a new config (and key, transport, store) for new requests, dropping none in flight.
-
-        Not running: the next start uses it. Running: a new engine generation
-        starts in the same trio run and takes new requests; the previous one
-        closes once its last request has ended.
-        """
+        """A key and no transport: OpenRouter with that key; neither: the transport stays.
+        A bridge that is not running opens its next run with the new setup."""
         if transport_factory is None and api_key is not None:
             transport_factory = _http_transport(api_key)
         setup = EngineSetup(
@@ -154,10 +148,6 @@ class BridgeCore(EngineBridge, abc.ABC):
         await run.call_async_in_trio(lambda: run.start_generation(setup))
 
     async def wait_persisted(self, timeout_s: float) -> bool:
-        """``Engine.wait_persisted`` of the current engine, in one crossing.
-
-        Raises ``EngineClosed`` when the engine is not running (as ``statistics``).
-        """
         run = self._started_run()
 
         async def in_trio() -> bool:
@@ -169,8 +159,6 @@ class BridgeCore(EngineBridge, abc.ABC):
         return await run.call_async_in_trio(in_trio)
 
     async def call_store(self, fn: Callable[[ArtifactStore], Awaitable[T]]) -> T | None:
-        """``await fn(store)`` inside the trio run with the current engine's
-        artifact store; None when that engine stores no artifacts."""
         await self.start()
         run = self._run
         assert run is not None
