@@ -18,6 +18,8 @@ import binascii
 import re
 from dataclasses import dataclass
 
+from orpipe.adapters.openwebui.refusal import Refusal
+
 __all__ = [
     "AttachmentError",
     "DataUrl",
@@ -35,12 +37,8 @@ _BASE64_CHARS = re.compile(rb"^[A-Za-z0-9+/]*={0,2}$")
 _URLSAFE_TABLE = bytes.maketrans(b"-_", b"+/")
 
 
-class AttachmentError(ValueError):
+class AttachmentError(Refusal, ValueError):
     """An attachment that cannot be used; ``reason`` is for the person who sent it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

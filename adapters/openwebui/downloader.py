@@ -41,6 +41,7 @@ import httpx
 
 from orpipe.adapters.openrouter.http_errors import HttpFailure, translate_httpx_errors
 from orpipe.adapters.openwebui.data_urls import readable_size
+from orpipe.adapters.openwebui.refusal import Refusal
 from orpipe.adapters.openwebui.ssrf_guard import (
     AsyncioResolver,
     Resolver,
@@ -57,12 +58,8 @@ _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-class DownloadError(Exception):
+class DownloadError(Refusal):
     """A download that did not happen; ``reason`` says why, for the person who asked."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,6 +45,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+from orpipe.adapters.openwebui.refusal import Refusal
+
 __all__ = [
     "FileStoreUnavailable",
     "Owner",
@@ -64,12 +66,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _PRIVILEGED = frozenset({"admin", "owner", "system"})
 
 
-class StoredFileError(Exception):
+class StoredFileError(Refusal):
     """A stored file that cannot be used; ``reason`` is for the person who asked."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class FileStoreUnavailable(StoredFileError):

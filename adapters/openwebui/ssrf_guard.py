@@ -68,6 +68,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from orpipe.adapters.openwebui.refusal import Refusal
 from orpipe.adapters.openwebui.special_addresses import (
     IPV4_COMPATIBLE,
     IPV4_MULTICAST,
@@ -137,12 +138,8 @@ _VERDICTS = {
 }
 
 
-class UnsafeUrl(Exception):
+class UnsafeUrl(Refusal):
     """The URL may not be fetched; ``reason`` says why and what to do instead."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
