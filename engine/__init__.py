@@ -57,3 +57,4 @@ __all__ = [
     "supervise",
 ]
 __all__ += errors.__all__
+__all__.sort()  # one alphabetical list, as every package keeps it
