@@ -6,6 +6,7 @@
 * ``engine_settings`` -- the valves as ``EngineConfig`` and ``StoreSettings``;
 * ``stored_secrets`` -- secret valves at rest (``encrypt_secret``, ``decrypt_secret``);
 * ``errors`` -- ``ValveError`` and readable lines for a rejected form;
+* ``fields`` -- how a field is declared (``bounded``, ``from_environment``, ...);
 * ``choices``, ``env_defaults`` -- the values fields take, and defaults from the environment.
 
 How Open WebUI 0.12.4 validates, stores and draws these forms, and why the
