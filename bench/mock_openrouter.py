@@ -242,24 +242,14 @@ class MockApp:
         except (ScenarioError, ParamError) as exc:
             await _send_json(send, 400, error_envelope(400, str(exc)))
             return
-        stats = self.stats
-        stats.requests_total += 1
-        stats.requests_by_scenario[scenario] = stats.requests_by_scenario.get(scenario, 0) + 1
-        stats.count_input_parts(request)
-        if p.http_error is not None and self._should_fail(p):
-            stats.record_request(scenario, request, None)
-            err = p.http_error
-            await _send_json(send, err.status, err.body, err.headers)
-            return
-        if p.http_error is not None:
-            # Past its failures the request behaves like `text` with the same parameters.
-            p = plan("text", metadata)
-        job = Job(plan=p, n=next(self._ids), request=request)
-        stats.record_request(scenario, request, job)
-        if request.get("stream") is True:
-            await self._stream(job, receive, send, StreamRun)
-        else:
-            await _send_json(send, 200, job.final_response(), [("X-Generation-Id", job.gen_id)])
+        self.stats.count_input_parts(request)
+        served = await self._attempt(p, scenario, metadata, request, send)
+        if served is not None:
+            streamed = request.get("stream") is True
+            job = self._job(served, scenario, request)
+            await self._answer(
+                job, streamed, receive, send, runner=StreamRun, whole=Job.final_response
+            )
 
     async def _chat_completions(
         self, headers: Mapping[str, str], receive: Receive, send: Send
@@ -290,28 +280,65 @@ class MockApp:
         except (ScenarioError, ParamError) as exc:
             await _send_json(send, 400, error_envelope(400, str(exc)))
             return
+        summary = {"model": model, "input": messages}
+        served = await self._attempt(p, scenario, metadata, summary, send)
+        if served is None:
+            return
+        if served.scenario not in CHAT_SCENARIOS:
+            names = ", ".join(sorted(CHAT_SCENARIOS))
+            problem = f"scenario {served.scenario!r} is not served on /chat/completions ({names})"
+            await _send_json(send, 400, error_envelope(400, problem))
+            return
+        streamed = request.get("stream") is True
+        job = self._job(served, scenario, summary)
+        await self._answer(
+            job, streamed, receive, send, runner=ChatStreamRun, whole=chat_completion
+        )
+
+    async def _attempt(
+        self,
+        p: ScenarioPlan,
+        scenario: str,
+        metadata: Mapping[str, Any],
+        request: Mapping[str, Any],
+        send: Send,
+    ) -> ScenarioPlan | None:
+        """Count the request; None if it got its planned HTTP error, else the plan to serve.
+
+        Past its failures a request behaves like ``text`` with the same parameters.
+        """
         stats = self.stats
         stats.requests_total += 1
         stats.requests_by_scenario[scenario] = stats.requests_by_scenario.get(scenario, 0) + 1
-        summary = {"model": model, "input": messages}
-        if p.http_error is not None and self._should_fail(p):
-            stats.record_request(scenario, summary, None)
+        if p.http_error is None:
+            return p
+        if self._should_fail(p):
+            stats.record_request(scenario, request, None)
             err = p.http_error
             await _send_json(send, err.status, err.body, err.headers)
-            return
-        if p.http_error is not None:
-            p = plan("text", metadata)
-        if p.scenario not in CHAT_SCENARIOS:
-            served = ", ".join(sorted(CHAT_SCENARIOS))
-            problem = f"scenario {p.scenario!r} is not served on /chat/completions ({served})"
-            await _send_json(send, 400, error_envelope(400, problem))
-            return
-        job = Job(plan=p, n=next(self._ids), request=summary)
-        stats.record_request(scenario, summary, job)
-        if request.get("stream") is True:
-            await self._stream(job, receive, send, ChatStreamRun)
+            return None
+        return plan("text", metadata)
+
+    def _job(self, p: ScenarioPlan, scenario: str, request: Mapping[str, Any]) -> Job:
+        job = Job(plan=p, n=next(self._ids), request=request)
+        self.stats.record_request(scenario, request, job)
+        return job
+
+    async def _answer(
+        self,
+        job: Job,
+        streamed: bool,
+        receive: Receive,
+        send: Send,
+        *,
+        runner: Callable[[Job, SseWriter], StreamRun | ChatStreamRun],
+        whole: Callable[[Job], dict[str, Any]],
+    ) -> None:
+        """The answer as a stream written by ``runner``, or as one JSON body, ``whole(job)``."""
+        if streamed:
+            await self._stream(job, receive, send, runner)
         else:
-            await _send_json(send, 200, chat_completion(job), [("X-Generation-Id", job.gen_id)])
+            await _send_json(send, 200, whole(job), [("X-Generation-Id", job.gen_id)])
 
     @staticmethod
     def _parse_request(body: bytes) -> tuple[dict[str, Any] | None, str]:

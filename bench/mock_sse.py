@@ -178,6 +178,13 @@ class StreamRun:
     async def _pace(self) -> None:
         await self._pacer.tick()
 
+    async def _added(self, index: int, item: dict[str, Any]) -> None:
+        await self.w.event("response.output_item.added", output_index=index, item=item)
+
+    async def _done(self, index: int, item: dict[str, Any]) -> dict[str, Any]:
+        await self.w.event("response.output_item.done", output_index=index, item=item)
+        return item
+
     async def _stall(self) -> None:
         # Nothing at all on the wire (no keep-alives) until the stall ends or the client leaves.
         await self.w.flush()
@@ -213,11 +220,7 @@ class StreamRun:
     async def _reasoning(self, index: int) -> dict[str, Any]:
         p, w = self.plan, self.w
         item_id = self.job.item_id("rs")
-        await w.event(
-            "response.output_item.added",
-            output_index=index,
-            item=reasoning_item(item_id, p, done=False),
-        )
+        await self._added(index, reasoning_item(item_id, p, done=False))
         ids: dict[str, Any] = {"item_id": item_id, "output_index": index}
         if p.reasoning_style == "text":
             for delta in p.reasoning_deltas:
@@ -246,15 +249,12 @@ class StreamRun:
             await w.event(
                 "response.reasoning_summary_part.done", **ids, summary_index=0, part=done_part
             )
-        item = reasoning_item(item_id, p, done=True)
-        await w.event("response.output_item.done", output_index=index, item=item)
-        return item
+        return await self._done(index, reasoning_item(item_id, p, done=True))
 
     async def _image(self, index: int, i: int, image: str) -> dict[str, Any]:
         w = self.w
         item_id = self.job.item_id("ig", i)
-        added = image_item(item_id, image, done=False)
-        await w.event("response.output_item.added", output_index=index, item=added)
+        await self._added(index, image_item(item_id, image, done=False))
         for stage in ("in_progress", "generating"):
             await self._pace()
             await w.event(
@@ -263,15 +263,12 @@ class StreamRun:
         await w.event(
             "response.image_generation_call.completed", item_id=item_id, output_index=index
         )
-        item = image_item(item_id, image, done=True)
-        await w.event("response.output_item.done", output_index=index, item=item)
-        return item
+        return await self._done(index, image_item(item_id, image, done=True))
 
     async def _function_call(self, index: int, i: int, call: FunctionCall) -> dict[str, Any]:
         w = self.w
         item_id = self.job.item_id("fc", i)
-        added = call_item(item_id, call, done=False)
-        await w.event("response.output_item.added", output_index=index, item=added)
+        await self._added(index, call_item(item_id, call, done=False))
         for chunk in arg_chunks(call[2]):
             await self._pace()
             await w.event(
@@ -287,20 +284,14 @@ class StreamRun:
             name=call[1],
             arguments=call[2],
         )
-        item = call_item(item_id, call, done=True)
-        await w.event("response.output_item.done", output_index=index, item=item)
-        return item
+        return await self._done(index, call_item(item_id, call, done=True))
 
     async def _message(self, index: int, output: list[dict[str, Any]]) -> bool:
         """Stream the message item; False if the stream ended inside it (fault)."""
         p, w = self.plan, self.w
         item_id = self.job.item_id("msg")
         ids: dict[str, Any] = {"output_index": index, "item_id": item_id, "content_index": 0}
-        await w.event(
-            "response.output_item.added",
-            output_index=index,
-            item=message_item(item_id, "in_progress", None, []),
-        )
+        await self._added(index, message_item(item_id, "in_progress", None, []))
         await w.event("response.content_part.added", **ids, part=output_text_part("", []))
         handmade = p.split_surrogates
         for k, delta in enumerate(p.wire_deltas):
@@ -325,9 +316,7 @@ class StreamRun:
         part = output_text_part(p.text, annotations)
         await w.event("response.content_part.done", **ids, part=part)
         status = "incomplete" if p.terminal == "incomplete" else "completed"
-        item = message_item(item_id, status, p.text, annotations)
-        await w.event("response.output_item.done", output_index=index, item=item)
-        output.append(item)
+        output.append(await self._done(index, message_item(item_id, status, p.text, annotations)))
         return True
 
     async def _fault(self, index: int, item_id: str, output: list[dict[str, Any]]) -> bool:
