@@ -153,24 +153,22 @@ class _Pass:
     stored: list[str] = field(default_factory=list)
 
 
+@dataclass(eq=False, kw_only=True)
 class Intake:
     """Prepares one request's attachments (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        limits: IntakeLimits,
-        fetcher: UrlFetcher,
-        store: FileStore | None,
-        owner: Owner | None,
-        resolver: Resolver | None = None,
-    ) -> None:
-        self._limits = limits
-        self._fetcher = fetcher
-        self._store = store
-        self._owner = owner
-        self._resolver = resolver or AsyncioResolver()
-        self._slots = asyncio.Semaphore(limits.per_request)
+    limits: IntakeLimits
+    fetcher: UrlFetcher
+    #: Open WebUI's files; None where there are none (the bench, API calls in tests).
+    store: FileStore | None
+    #: Whose files may be read, and who owns the copies stored; None for no user.
+    owner: Owner | None
+    resolver: Resolver = field(default_factory=AsyncioResolver)
+    #: Downloads and storage reads of this request in flight (``limits.per_request``).
+    _slots: asyncio.Semaphore = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.limits.per_request)
 
     async def prepare(self, items: Sequence[Mapping[str, Any]]) -> IntakeResult:
         newest = _newest_user_index(items)
@@ -217,7 +215,7 @@ class Intake:
 
     async def _image(self, part: JsonDict, fresh: bool, run: _Pass) -> JsonDict | None:
         url: str = part["image_url"]
-        limit = self._limits.inline_max_bytes
+        limit = self.limits.inline_max_bytes
         try:
             if (file_id := internal_file_id(url)) is not None:
                 part["image_url"] = await _data_url(await self._read(file_id, limit))
@@ -228,10 +226,10 @@ class Intake:
                 if not got.media_type.startswith("image/"):
                     raise AttachmentError(f"the link is a {got.media_type} file, not an image")
                 part["image_url"] = await _data_url_of(got.body, got.media_type)
-                if self._limits.save_remote_file_urls:
+                if self.limits.save_remote_file_urls:
                     await self._keep(got.body, got.media_type, _url_name(url, "image"), run)
             elif url[:5].lower() == "data:":
-                if fresh and self._limits.save_file_data_content:
+                if fresh and self.limits.save_file_data_content:
                     await self._keep_data_url(url, "image", run)
             else:
                 raise AttachmentError("its address is neither a web link nor inline data")
@@ -242,7 +240,7 @@ class Intake:
     async def _file(self, part: JsonDict, fresh: bool, run: _Pass) -> JsonDict | None:
         name = part.get("filename") if isinstance(part.get("filename"), str) else None
         label = f"The file {name!r}" if name else "A file"
-        limit = self._limits.inline_max_bytes
+        limit = self.limits.inline_max_bytes
         try:
             for key in ("file_url", "file_data"):
                 value = part.get(key)
@@ -265,16 +263,16 @@ class Intake:
                     await _data_url_of(got.body, got.media_type),
                     name or _url_name(data, "file"),
                 )
-                if self._limits.save_file_data_content:
+                if self.limits.save_file_data_content:
                     await self._keep(got.body, got.media_type, part["filename"], run)
             elif isinstance(data, str) and data[:5].lower() == "data:":
-                if fresh and self._limits.save_file_data_content:
+                if fresh and self.limits.save_file_data_content:
                     await self._keep_data_url(data, name or "file", run)
             elif (
                 isinstance(url, str)
                 and _is_http(url)
                 and fresh
-                and self._limits.save_remote_file_urls
+                and self.limits.save_remote_file_urls
             ):
                 got = await self._download(url, limit)
                 _inline_file(
@@ -292,7 +290,7 @@ class Intake:
         try:
             if (file_id := internal_file_id(url)) is not None:
                 part["video_url"] = await _data_url(
-                    await self._read(file_id, self._limits.video_max_bytes)
+                    await self._read(file_id, self.limits.video_max_bytes)
                 )
             elif is_youtube(url) or url[:5].lower() == "data:":
                 pass  # YouTube is what providers take; inline data was checked by the mapping
@@ -300,9 +298,9 @@ class Intake:
                 # Never downloaded, but the provider fetches it on our behalf: no private targets.
                 await vet(
                     url,
-                    resolver=self._resolver,
-                    allow_http_hosts=self._limits.allow_http_hosts,
-                    allow_loopback=self._limits.allow_loopback,
+                    resolver=self.resolver,
+                    allow_http_hosts=self.limits.allow_http_hosts,
+                    allow_loopback=self.limits.allow_loopback,
                 )
             else:
                 raise AttachmentError("its address is neither a web link nor inline data")
@@ -317,14 +315,14 @@ class Intake:
     # -- I/O ------------------------------------------------------------------------
 
     async def _read(self, file_id: str, limit: int) -> StoredFile:
-        if self._store is None or self._owner is None:
+        if self.store is None or self.owner is None:
             raise StoredFileError("Open WebUI's file store is not available to this pipe")
         async with self._slots:
-            return await self._store.read(file_id, reader=self._owner, limit_bytes=limit)
+            return await self.store.read(file_id, reader=self.owner, limit_bytes=limit)
 
     async def _download(self, url: str, limit: int) -> Downloaded:
-        limit = min(limit, self._limits.remote_max_bytes)
-        got = await self._fetcher.fetch(url, request_slots=self._slots, max_bytes=limit)
+        limit = min(limit, self.limits.remote_max_bytes)
+        got = await self.fetcher.fetch(url, request_slots=self._slots, max_bytes=limit)
         if len(got.body) > limit:
             raise AttachmentError(
                 f"it is {len(got.body) / 1048576:.1f} MB, over the {limit / 1048576:g} MB "
@@ -335,18 +333,18 @@ class Intake:
     async def _keep_data_url(self, url: str, name: str, run: _Pass) -> None:
         # Decoding megabytes is CPU work: off the loop, like every other blocking step.
         parsed = await asyncio.to_thread(
-            parse_data_url, url, limit_bytes=self._limits.inline_max_bytes, what=name
+            parse_data_url, url, limit_bytes=self.limits.inline_max_bytes, what=name
         )
         await self._keep(parsed.data, parsed.media_type, name, run)
 
     async def _keep(self, data: bytes, media_type: str, name: str, run: _Pass) -> None:
         """A copy into Open WebUI's files; a failure is logged, never a lost attachment."""
-        if self._store is None or self._owner is None:
+        if self.store is None or self.owner is None:
             return
         try:
             async with self._slots:
-                file_id = await self._store.save(
-                    data, media_type=media_type, filename=name, owner=self._owner
+                file_id = await self.store.save(
+                    data, media_type=media_type, filename=name, owner=self.owner
                 )
         except StoredFileError as exc:
             log.warning("a copy of %s was not stored: %s", name, exc.reason)
