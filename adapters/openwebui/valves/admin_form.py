@@ -126,21 +126,22 @@ class Valves(BaseModel):
 
     # --- models and reasoning -----------------------------------------------
     MODEL_ID: str = Field(
-        "auto",
+        default="auto",
         description="Comma-separated OpenRouter model ids to offer; 'auto' offers every model.",
     )
     MODEL_CATALOG_REFRESH_SECONDS: int = Field(
         default=3600, ge=60, description="How often, in seconds, the model list is re-read."
     )
-    ENABLE_REASONING: bool = Field(True, description="Ask models that can reason to do so.")
+    ENABLE_REASONING: bool = Field(default=True, description="Ask models that can reason to do so.")
     REASONING_EFFORT: Annotated[ReasoningEffort, ANY_CASE] = Field(
-        "medium", description="How much reasoning to ask for."
+        default="medium", description="How much reasoning to ask for."
     )
     REASONING_SUMMARY_MODE: Annotated[SummaryMode, ANY_CASE] = Field(
-        "auto", description="How the reasoning summary is requested; 'disabled' asks for none."
+        default="auto",
+        description="How the reasoning summary is requested; 'disabled' asks for none.",
     )
     ENABLE_WEB_SEARCH_TOOL: bool = Field(
-        True,
+        default=True,
         description=(
             "New meaning: use OpenRouter's web plugin when the chat turns web search on. "
             "It is never attached by default (the original attached it to every request "
@@ -148,19 +149,20 @@ class Valves(BaseModel):
         ),
     )
     WEB_SEARCH_FORCE_MODELS: str = Field(
-        "", description="Comma-separated model ids that always get the web plugin."
+        default="", description="Comma-separated model ids that always get the web plugin."
     )
     WEB_SEARCH_MAX_RESULTS: Annotated[int | None, BLANK_IS_UNSET] = bounded(
         3, (1, 10), "Search results the web plugin adds (1-10); empty leaves it to OpenRouter."
     )
     USE_MODEL_MAX_OUTPUT_TOKENS: bool = Field(
-        False,
+        default=False,
         description="Ask for the model's full output limit from the catalogue (max_output_tokens).",
     )
 
     # --- reporting ------------------------------------------------------------
     SHOW_FINAL_USAGE_STATUS: bool = Field(
-        True, description="Show a final status with time, tokens and cost when an answer ends."
+        default=True,
+        description="Show a final status with time, tokens and cost when an answer ends.",
     )
     LOG_LEVEL: Annotated[LogLevel, UPPER_CASE] = from_environment(
         default_log_level, "Lowest level the pipe logs. Default: env GLOBAL_LOG_LEVEL, else INFO."
@@ -247,14 +249,14 @@ class Valves(BaseModel):
     )
     # --- artifacts (reasoning items, tool calls) ---------------------------------------
     PERSIST_REASONING_TOKENS: Retention = Field(
-        "next_reply",
+        default="next_reply",
         description=(
             "Keep reasoning items for the next turn: disabled (never stored), next_reply "
             "(deleted after the next successful reply) or conversation (kept until cleanup)."
         ),
     )
     PERSIST_TOOL_RESULTS: bool = Field(
-        True, description="Keep tool calls and their outputs for later turns."
+        default=True, description="Keep tool calls and their outputs for later turns."
     )
     ARTIFACT_DATABASE_URL: str = Field(
         default="",
@@ -275,10 +277,10 @@ class Valves(BaseModel):
         json_schema_extra={"input": {"type": "password"}},
     )
     ENCRYPT_ALL: bool = Field(
-        False, description="With a key: encrypt every artifact; off: only reasoning items."
+        default=False, description="With a key: encrypt every artifact; off: only reasoning items."
     )
     ENABLE_LZ4_COMPRESSION: bool = Field(
-        True, description="Compress stored artifacts with LZ4 when that is smaller."
+        default=True, description="Compress stored artifacts with LZ4 when that is smaller."
     )
     MIN_COMPRESS_BYTES: int = bounded(0, (0, 16 * 1024 * 1024), "Do not compress smaller payloads.")
     TOOL_OUTPUT_RETENTION_TURNS: int = bounded(
@@ -301,7 +303,7 @@ class Valves(BaseModel):
         50, (1, 500), "Largest inline attachment (an image, file or recording sent as base64)."
     )
     IMAGE_INPUT_SELECTION: Annotated[ImageSelection, ANY_CASE] = Field(
-        "user_then_assistant",
+        default="user_then_assistant",
         description=(
             "user_turn_only: only images the user attached to the newest message. "
             "user_then_assistant: when there are none, the images the last answer showed."
@@ -345,17 +347,18 @@ class Valves(BaseModel):
         8, (1, 64), "Downloads at once in this Open WebUI process."
     )
     ALLOW_INSECURE_HTTP_HOSTS: str = Field(
-        "",
+        default="",
         description=(
             "Comma-separated host names that may be fetched over plain "
             "http; every other download must be https."
         ),
     )
     SAVE_REMOTE_FILE_URLS: bool = Field(
-        True, description="Keep a copy of linked files and images in Open WebUI's storage."
+        default=True, description="Keep a copy of linked files and images in Open WebUI's storage."
     )
     SAVE_FILE_DATA_CONTENT: bool = Field(
-        True, description="Keep a copy of inline (base64) files and images in Open WebUI's storage."
+        default=True,
+        description="Keep a copy of inline (base64) files and images in Open WebUI's storage.",
     )
     FALLBACK_STORAGE_EMAIL: str = from_environment(
         default_storage_email, "Owner of stored files when a request has no user (API automations)."
@@ -370,7 +373,7 @@ class Valves(BaseModel):
 
     # --- tools ------------------------------------------------------------------------
     TOOL_EXECUTION_MODE: Annotated[ToolMode, ANY_CASE] = Field(
-        "engine",
+        default="engine",
         description=(
             "engine: the pipe runs the model's tool calls itself, with its limits, timeouts "
             "and breakers. open-webui: the calls go back to Open WebUI, which runs them with "
@@ -378,7 +381,8 @@ class Valves(BaseModel):
         ),
     )
     ENABLE_STRICT_TOOL_CALLING: bool = Field(
-        True, description="Send tool schemas in strict form (every property listed, none extra)."
+        default=True,
+        description="Send tool schemas in strict form (every property listed, none extra).",
     )
     MAX_FUNCTION_CALL_LOOPS: int = bounded(
         10, (1, 1000), "Model turns per answer when tools are called."
@@ -412,7 +416,7 @@ class Valves(BaseModel):
         4, (1, 64), "Worker threads for artifact database calls (the event loop never blocks)."
     )
     ENABLE_REDIS_CACHE: bool = Field(
-        True,
+        default=True,
         description=(
             "Queue artifact writes in Redis (write-behind) when REDIS_URL is set for "
             "Open WebUI's multi-worker setup."
@@ -428,7 +432,7 @@ class Valves(BaseModel):
         5, (1, 50), "Failed flushes in a row before writes go straight to the database."
     )
     ENGINE_OVERRIDES: str = Field(
-        "",
+        default="",
         description=(
             "Advanced: any other engine setting, as name=value pairs separated by commas, "
             "e.g. 'request_window_events=512, shutdown_grace_s=10' (the names of "
