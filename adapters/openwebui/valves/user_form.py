@@ -7,10 +7,9 @@ inventory §A.2). ``effective.effective_settings`` applies it to the system valv
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from orpipe.adapters.openwebui.valves.choices import (
     INHERIT,
@@ -30,8 +29,8 @@ _TRUE_WORDS = frozenset({"on", "true", "yes", "1"})
 _FALSE_WORDS = frozenset({"off", "false", "no", "0"})
 
 
-def _inherit_or_whole_number(low: int, high: int) -> Callable[[object], object]:
-    """A validator for a number valve that may also say "inherit".
+def _inherit_or_whole_number(low: int, high: int) -> BeforeValidator:
+    """Reads a number valve that may also say "inherit".
 
     The type is ``Literal["inherit"] | int``: the 0.12.4 form draws it as a
     text box (no top-level type or enum) and submits the text, so "40" and
@@ -52,11 +51,30 @@ def _inherit_or_whole_number(low: int, high: int) -> Callable[[object], object]:
             raise ValueError(problem)
         return value
 
-    return check
+    return BeforeValidator(check)
 
 
-_check_char_limit = _inherit_or_whole_number(10, 500)
-_check_idle_flush = _inherit_or_whole_number(0, 2000)
+def _on_off_word(value: object) -> object:
+    # Booleans (and their words) are what the original stored for these fields.
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    word = lower(value)
+    if word in _TRUE_WORDS:
+        return "on"
+    if word in _FALSE_WORDS:
+        return "off"
+    return word
+
+
+def _level_or_inherit(value: object) -> object:
+    upper_case = upper(value)
+    return INHERIT if upper_case == "INHERIT" else upper_case
+
+
+_ON_OFF = BeforeValidator(_on_off_word)
+_LEVEL_OR_INHERIT = BeforeValidator(_level_or_inherit)
+_CHAR_LIMIT = _inherit_or_whole_number(10, 500)
+_IDLE_FLUSH = _inherit_or_whole_number(0, 2000)
 
 
 class UserValves(BaseModel):
@@ -75,11 +93,13 @@ class UserValves(BaseModel):
 
     # One flat Literal per choice field: a union of two Literals becomes a JSON
     # schema ``anyOf``, which the 0.12.4 form draws as a text box, not a select.
-    LOG_LEVEL: Literal[Inherit, LogLevel] = inherits(
+    LOG_LEVEL: Annotated[Literal[Inherit, LogLevel], _LEVEL_OR_INHERIT] = inherits(
         "Lowest level logged for your chats; inherit: the system's."
     )
-    SHOW_FINAL_USAGE_STATUS: OnOff = inherits("Show time, tokens and cost when an answer ends.")
-    ENABLE_REASONING: OnOff = inherits("Ask models that can reason to do so.")
+    SHOW_FINAL_USAGE_STATUS: Annotated[OnOff, _ON_OFF] = inherits(
+        "Show time, tokens and cost when an answer ends."
+    )
+    ENABLE_REASONING: Annotated[OnOff, _ON_OFF] = inherits("Ask models that can reason to do so.")
     REASONING_EFFORT: Annotated[Literal[Inherit, ReasoningEffort], ANY_CASE] = inherits(
         "How much reasoning to ask for."
     )
@@ -93,42 +113,13 @@ class UserValves(BaseModel):
     PERSIST_REASONING_TOKENS: Annotated[Literal[Inherit, Retention], ANY_CASE] = inherits(
         "Keep reasoning for the next turn of your chats."
     )
-    PERSIST_TOOL_RESULTS: OnOff = inherits("Keep tool calls and outputs for later turns.")
-    STREAMING_UPDATE_CHAR_LIMIT: Inherit | int = inherits(
+    PERSIST_TOOL_RESULTS: Annotated[OnOff, _ON_OFF] = inherits(
+        "Keep tool calls and outputs for later turns."
+    )
+    STREAMING_UPDATE_CHAR_LIMIT: Annotated[Inherit | int, _CHAR_LIMIT] = inherits(
         "'inherit' or 10-500: send answer text in pieces of this many characters."
     )
-    STREAMING_IDLE_FLUSH_MS: Inherit | int = inherits(
+    STREAMING_IDLE_FLUSH_MS: Annotated[Inherit | int, _IDLE_FLUSH] = inherits(
         "'inherit' or 0-2000: send waiting text after this many ms of quiet "
         "(0: off; else at least 50)."
     )
-
-    @field_validator("LOG_LEVEL", mode="before")
-    @classmethod
-    def _level(cls, value: object) -> object:
-        upper_case = upper(value)
-        return INHERIT if upper_case == "INHERIT" else upper_case
-
-    @field_validator(
-        "SHOW_FINAL_USAGE_STATUS", "ENABLE_REASONING", "PERSIST_TOOL_RESULTS", mode="before"
-    )
-    @classmethod
-    def _on_off(cls, value: object) -> object:
-        # Booleans (and their words) are what the original stored for these fields.
-        if isinstance(value, bool):
-            return "on" if value else "off"
-        word = lower(value)
-        if word in _TRUE_WORDS:
-            return "on"
-        if word in _FALSE_WORDS:
-            return "off"
-        return word
-
-    @field_validator("STREAMING_UPDATE_CHAR_LIMIT", mode="before")
-    @classmethod
-    def _char_limit(cls, value: object) -> object:
-        return _check_char_limit(value)
-
-    @field_validator("STREAMING_IDLE_FLUSH_MS", mode="before")
-    @classmethod
-    def _idle_flush(cls, value: object) -> object:
-        return _check_idle_flush(value)
