@@ -22,12 +22,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import trio
 
 from orpipe.bench.argtypes import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OneLineParser,
     non_negative_float,
+    parse_overrides,
     positive_float,
     positive_int,
     positive_int_list,
@@ -52,19 +58,10 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors are one line (argparse prints usage + message)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m bench", description="orpipe load bench (loopback only)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m bench", description="orpipe load bench (loopback only)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = commands.add_parser(
         "run", help="run a scenario: baseline and engine phases for each row of its grid"
     )
@@ -170,20 +167,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"--set expects NAME=VALUE, got {item!r}")
-        if name.strip() == "base_url":
-            raise ValueError(
-                "--set base_url is not allowed: the bench points the engine at its mock"
-            )
-        overrides[name.strip()] = value
-    return overrides
-
-
 def _scenario(args: argparse.Namespace) -> BenchScenario:
     scenario: BenchScenario = SCENARIOS[args.scenario]
     changes = {
@@ -213,7 +196,7 @@ def _grid(args: argparse.Namespace) -> Grid:
 
 def _options(args: argparse.Namespace) -> RunOptions:
     """Validated options, or ``ValueError``/``ConfigError`` with a one-line reason."""
-    overrides = _parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     config = EngineConfig().with_overrides(overrides)
     scenario = _scenario(args)
     grid = _grid(args)
@@ -235,7 +218,7 @@ def _owui_options(args: argparse.Namespace) -> OwuiOptions:
 
     scenario = _scenario(args)
     out_dir = args.out if args.out is not None else default_out_dir(scenario.name)
-    return owui_options(scenario, _parse_overrides(args.overrides), out_dir)
+    return owui_options(scenario, parse_overrides(args.overrides), out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,13 +283,7 @@ def _report(outcome: GridOutcome, options: RunOptions) -> int:
         print(goal_line(rows))
         for line in pace_notes(rows):
             print(line)
-    status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
-    name = options.scenario.name
-    print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)
-    if outcome.error is not None:
-        print(f"bench: error: {_one_line(outcome.error)}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+    return _exit_status(outcome, options.scenario.name)
 
 
 def _main_owui(prog: str, args: argparse.Namespace) -> int:
@@ -338,8 +315,12 @@ def _report_owui(outcome: RunOutcome, options: OwuiOptions) -> int:
     if document["phases"]:
         print(f"scenario {options.scenario.name}: {owui_shape(document)}")
         print(format_owui_report(document))
+    return _exit_status(outcome, options.scenario.name)
+
+
+def _exit_status(outcome: RunOutcome, name: str) -> int:
+    """Say how the run ended and where its results are; the exit code that goes with it."""
     status = "interrupted" if outcome.interrupted else "failed" if outcome.error else "done"
-    name = options.scenario.name
     print(f"bench {name} {status}; results: {outcome.results_path}", file=sys.stderr)
     if outcome.error is not None:
         print(f"bench: error: {_one_line(outcome.error)}", file=sys.stderr)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from orpipe.bench.argtypes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, parse_overrides
 from orpipe.bench.lab_run import LabOptions, LabOutcome, run_lab
 from orpipe.bench.lab_scenario import (
     LabScenario,
@@ -33,8 +34,6 @@ from orpipe.engine.logs import LogSettings, setup_logging
 
 __all__ = ["format_summary", "main_lab"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
 
 def main_lab(prog: str, args: argparse.Namespace) -> int:
     # The engine's and the adapters' records through the engine's queued, redacted sink
@@ -43,11 +42,11 @@ def main_lab(prog: str, args: argparse.Namespace) -> int:
     try:
         scenario = _scenario(args.scenario)
         if args.command == "compare":
-            sides = {side: _overrides(getattr(args, side), f"--{side}") for side in ("a", "b")}
+            sides = {side: parse_overrides(getattr(args, side), f"--{side}") for side in ("a", "b")}
             for overrides in sides.values():
                 _config(scenario, overrides)  # refuse a bad override before running anything
         else:
-            overrides = _overrides(args.overrides, "--set")
+            overrides = parse_overrides(args.overrides)
             _config(scenario, overrides)
     except (ScenarioFileError, ConfigError, ValueError) as exc:
         print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -122,20 +121,6 @@ def _scenario(name: str) -> LabScenario:
             "a closed-loop one (see --help), or the path of a .toml file"
         )
     return load_scenario(path)
-
-
-def _overrides(items: Sequence[str], flag: str) -> dict[str, str]:
-    overrides: dict[str, str] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"{flag} expects NAME=VALUE, got {item!r}")
-        if name.strip() == "base_url":
-            raise ValueError(
-                f"{flag} base_url is not allowed: the bench points the engine at its mock"
-            )
-        overrides[name.strip()] = value
-    return overrides
 
 
 def _config(scenario: LabScenario, overrides: Mapping[str, str]) -> EngineConfig:
