@@ -223,7 +223,8 @@ async def _submit(
         log.debug("dropped unsupported body fields: %s", ", ".join(plan.dropped))
     for warning in plan.warnings:
         log.warning("replay: %s", warning)
-    request, intake_notes = plan.request, ()
+    request = plan.request
+    intake_notes: tuple[str, ...] = ()
     if plan.needs_intake:
         prepared = await prepare_attachments(valves, ctx, runtime, emitter, request.input)
         # The one rebuild a turn can need: the input with its files and links prepared.

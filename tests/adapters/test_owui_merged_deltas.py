@@ -1,8 +1,8 @@
-"""Adjacent deltas reach Open WebUI as one chunk (adapters.openwebui.turn.merged_deltas)."""
+"""Adjacent deltas reach Open WebUI as one chunk (openwebui.answer_stream.merged_deltas)."""
 
 from __future__ import annotations
 
-from orpipe.adapters.openwebui.turn import merged_deltas
+from orpipe.adapters.openwebui.answer_stream import merged_deltas
 from orpipe.engine import Completed, ReasoningDelta, TextDelta
 
 
