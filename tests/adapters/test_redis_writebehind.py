@@ -19,7 +19,8 @@ import pytest
 import redis
 import trio
 
-from orpipe.adapters.store.redis_writebehind import GROUP, RedisWriteBehind
+from orpipe.adapters.store.redis_layout import GROUP
+from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
 from orpipe.adapters.store.rows import RowStore, StoredRow
 from orpipe.adapters.store.sql import SqlRowStore
 from orpipe.engine.artifacts import new_artifact_id
