@@ -23,6 +23,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from orpipe.adapters.openwebui.data_urls import AttachmentError, decode_base64, parse_data_url
@@ -38,22 +39,19 @@ log = logging.getLogger("orpipe.owui")
 _FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
+@dataclass(eq=False, kw_only=True)
 class GeneratedImages:
     """Per answer: stores the images it generates (see the module docstring)."""
 
-    def __init__(
-        self,
-        *,
-        store: FileStore | None,
-        user: Mapping[str, Any] | None,
-        fetcher: UrlFetcher | None,
-        max_bytes: int,
-    ) -> None:
-        self._store = store
-        self._user = user
-        self._fetcher = fetcher
-        self._max_bytes = max_bytes
-        self.stored: list[str] = []
+    #: Open WebUI's files; None where there are none (then each image says so).
+    store: FileStore | None
+    #: The chat's user, who owns the stored images; None for the fallback owner.
+    user: Mapping[str, Any] | None
+    #: For an image upstream hands over as a link; None where nothing may be fetched.
+    fetcher: UrlFetcher | None
+    max_bytes: int
+    #: Ids of the files stored so far, in the answer's order.
+    stored: list[str] = field(default_factory=list, init=False)
 
     async def shown(self, event: OutboundEvent) -> OutboundEvent:
         """``event``, or for a generated image the Markdown that shows it."""
@@ -67,11 +65,11 @@ class GeneratedImages:
             return ""  # a call that produced nothing (failed upstream): nothing to show
         try:
             data, media_type = await self._bytes(result.strip(), item.get("output_format"))
-            if self._store is None:
+            if self.store is None:
                 raise StoredFileError("Open WebUI's file store is not available to this pipe")
-            owner = await self._store.owner_for(self._user)
+            owner = await self.store.owner_for(self.user)
             extension = media_type.rsplit("/", 1)[-1].replace("jpeg", "jpg")
-            file_id = await self._store.save(
+            file_id = await self.store.save(
                 data,
                 media_type=media_type,
                 filename=f"generated-image-{uuid.uuid4().hex[:12]}.{extension}",
@@ -88,18 +86,16 @@ class GeneratedImages:
         if result[:5].lower() == "data:":
             # Decoding is CPU work on megabytes: a worker thread, not the event loop.
             parsed = await asyncio.to_thread(
-                parse_data_url, result, limit_bytes=self._max_bytes, what=what
+                parse_data_url, result, limit_bytes=self.max_bytes, what=what
             )
             return parsed.data, parsed.media_type
         if result[:8].lower().startswith(("https://", "http://")):
-            if self._fetcher is None:
+            if self.fetcher is None:
                 raise AttachmentError("its link cannot be fetched here")
-            got = await self._fetcher.fetch(result, max_bytes=self._max_bytes)
-            if len(got.body) > self._max_bytes:
-                raise AttachmentError(f"it is larger than {self._max_bytes / 1048576:g} MB")
+            got = await self.fetcher.fetch(result, max_bytes=self.max_bytes)
+            if len(got.body) > self.max_bytes:
+                raise AttachmentError(f"it is larger than {self.max_bytes / 1048576:g} MB")
             return got.body, got.media_type
         media_type = _FORMATS.get(str(output_format or "png").lower(), "image/png")
-        data = await asyncio.to_thread(
-            decode_base64, result, limit_bytes=self._max_bytes, what=what
-        )
+        data = await asyncio.to_thread(decode_base64, result, limit_bytes=self.max_bytes, what=what)
         return data, media_type
