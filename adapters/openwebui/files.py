@@ -1,17 +1,8 @@
 """Open WebUI's file store, as the intake pass and generated images need it.
 
-``OwuiFiles`` reads and writes files the way Open WebUI 0.12.4's own upload
-route does (``routers/files.py`` ``upload_file_handler``, read from the
-installed source), on Open WebUI's asyncio loop:
-
-* the database side is async (``Files.insert_new_file``,
-  ``Files.get_file_by_id``, ``Users.get_user_by_email`` …, 0.9+);
-* ``Storage.upload_file`` / ``Storage.get_file`` are blocking (local disk,
-  S3, GCS or Azure), so they run in worker threads, like Open WebUI runs
-  them; reading a stored file's bytes does too;
-* a stored file is named ``<id>_<name>``, tagged with the owner and file id,
-  and its row carries ``meta{name, content_type, size, file_hash}``; it is
-  served at ``/api/v1/files/<id>/content``.
+``OwuiFiles`` reads and writes files the way Open WebUI's own upload route
+does, on Open WebUI's asyncio loop, with its blocking storage calls in worker
+threads (what the route does: docs/open-webui-notes.md, "The file store").
 
 Who may read a stored file: its owner, an admin, or a user Open WebUI's own
 access check (``Files.check_access_by_user_id``) lets read. A chat cannot

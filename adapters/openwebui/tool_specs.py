@@ -11,10 +11,9 @@ instead:
 * Only for models whose catalogue entry supports tools: OpenRouter answers
   404 "No endpoints found that support tool use" otherwise (seed §K.1 #58),
   so the tools are left out with a note instead.
-* A tool's name is its ``__tools__`` key: Open WebUI has already resolved
-  its own clashes there (it prefixes the tool id), and in pass-through mode
-  it looks the model's calls up by that key. The spec's ``name`` is used
-  only when the key is not usable text.
+* A tool's name is its ``__tools__`` key, the name Open WebUI knows it by
+  (docs/open-webui-notes.md, "Tool calls run by the engine"). The spec's
+  ``name`` is used only when the key is not usable text.
 * Names must match ``^[a-zA-Z0-9_-]{1,64}$``: other characters become ``_``
   and long names are cut. A name that needed no change always keeps it;
   changed names that then clash are taken in order of (cleaned name, key) —
@@ -22,11 +21,9 @@ instead:
   … — so the result does not depend on the order of ``__tools__``. Every
   change is logged and listed in ``renamed`` (announced name → key), which
   pass-through mode needs to give Open WebUI its own names back.
-* Open WebUI's built-in tools (entry ``type`` ``"builtin"``: ``ask_user``,
-  ``update_memory``, ``replace_note_content``, …) are offered the way Open
-  WebUI 0.12.4 offers them itself (``utils/middleware.py`` sends each
-  ``spec`` as it is, never with ``strict``): their schema unchanged,
-  without ``strict``. Several take lists of free-form objects.
+* Open WebUI's built-in tools (entry ``type`` ``"builtin"``) are offered
+  the way Open WebUI offers them itself: their schema unchanged, without
+  ``strict``.
 * With ``ENABLE_STRICT_TOOL_CALLING`` the parameters schema of every other
   tool is made strict (``strict_schema``) and the tool is announced with
   ``strict: true`` — unless the schema has a free-form object

@@ -1,25 +1,14 @@
 """Open WebUI's tools as engine tools: each call runs on Open WebUI's loop, through the bridge.
 
-``__tools__`` (contract §2.5.1) maps a function name to an entry with an async
-``callable`` (called with the model's arguments as keywords), its ``spec``,
-a ``type`` and, for direct tool servers, ``direct: True`` (those run in the
-user's browser through ``__event_call__``). ``engine_tools`` wraps each
-declared entry in an ``engine.tools.Tool`` whose trio-side function awaits
-the Open WebUI call on its own loop (``adapters.bridge.loop_calls.run_on_loop``),
-so the engine's timeouts, limits, breakers and cancellation apply to it like
-to any tool.
-
-What the wrapper does with a call, as Open WebUI 0.12.4 does in
-``utils/middleware.py`` (``chat_completion_tools_handler`` and
-``process_tool_result``):
-
-* arguments not named in the tool's schema are dropped (except for MCP
-  tools); with strict schemas the model sends ``null`` for an optional
-  argument it leaves out, so a ``null`` for an argument the original schema
-  did not require is dropped too, and the function's own default applies;
-* a result that is an ``HTMLResponse`` (or ``(HTMLResponse, context)``)
-  becomes its context, or its text, or a line saying the embedded UI is
-  shown; ``(result, headers)`` from external tools becomes ``result``.
+``engine_tools`` wraps each declared ``__tools__`` entry in an
+``engine.tools.Tool`` whose trio-side function awaits the Open WebUI call on
+its own loop (``adapters.bridge.loop_calls.run_on_loop``), so the engine's
+timeouts, limits, breakers and cancellation apply to it like to any tool;
+direct tool-server entries run in the user's browser through
+``__event_call__``. The wrapper treats arguments and results as Open WebUI's
+middleware does (docs/open-webui-notes.md, "Tool calls run by the engine"),
+and with strict schemas also drops a ``null`` for an argument the original
+schema did not require, so the function's own default applies.
 
 Owns nothing long-lived: the wrappers hold the loop, the entry and, for
 direct tools, the event caller, for one request.
