@@ -1,9 +1,9 @@
 """The durable artifact table: SQLAlchemy 2 Core on a synchronous engine, driven from trio.
 
 This module owns the table (``orpipe_artifacts_<namespace>``), its creation,
-the row operations of ``adapters.store.rows.RowStore``, the SQLite and
-PostgreSQL connection set-up, and the translation of every SQLAlchemy / DBAPI
-exception into ``engine.errors`` types. It never sees a payload in clear: rows
+the row operations of ``adapters.store.rows.RowStore``, the worker threads
+they run in, and the translation of every SQLAlchemy / DBAPI exception into
+``engine.errors`` types. It never sees a payload in clear: rows
 arrive encoded by ``adapters.store.codec``.
 
 trio-flavoured: ``open``, ``aclose``, ``async with``, ``write_rows``,
@@ -14,19 +14,8 @@ a ``CapacityLimiter(4)`` of its own, named ``"sql"`` in ``limiter_name``), so
 the event loop never blocks on the database and at most that many threads
 (and pooled connections) are busy at once.
 
-Backends (no others: ``ON CONFLICT DO NOTHING`` is what makes writes idempotent):
-
-* SQLite, ``sqlite:///<path>`` (the embedded default; the directory is
-  created). Each new connection gets ``PRAGMA busy_timeout`` and WAL mode
-  (readers never wait for the writer). Transactions are a single statement
-  or a short batch, and "database is locked" is retried a few times with
-  backoff before it becomes ``StoreUnavailable``. ``sqlite://`` (in memory)
-  works through one shared connection, serialised.
-* PostgreSQL, ``postgresql+psycopg://...`` (``postgresql://`` and other
-  PostgreSQL drivers are switched to psycopg 3). Connections are checked
-  before use (a restarted server costs one round trip, not an error) and get
-  TCP keep-alives and a TCP user timeout, so a silent network cannot hold a
-  thread for longer than about half a minute; options in the URL win.
+Backends: SQLite (the embedded default) and PostgreSQL, no others; what
+differs between them is in ``adapters.store.sql_backends``.
 
 Writes: rows are sorted by id and inserted with ``INSERT ... ON CONFLICT
 (artifact_id) DO NOTHING RETURNING artifact_id`` (SQLite 3.35 or later),
@@ -76,19 +65,25 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import trio
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
-from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orpipe.adapters.store.rows import StoredRow
+from orpipe.adapters.store.sql_backends import (
+    already_exists,
+    create_engine,
+    insert_ignoring_duplicates,
+    is_connection_problem,
+    is_locked,
+    is_memory,
+    normalise_url,
+    table_missing,
+)
 from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 
@@ -177,7 +172,7 @@ class SqlRowStore(AsyncResource):
             raise ConfigError(
                 "connect_timeout_s", connect_timeout_s, "a positive number of seconds"
             )
-        self._url = _normalise_url(url)
+        self._url = normalise_url(url)
         self._password = self._url.password or None
         self.backend = self._url.get_backend_name()
         self.namespace = namespace
@@ -186,12 +181,10 @@ class SqlRowStore(AsyncResource):
         self.limiter = limiter if limiter is not None else trio.CapacityLimiter(DEFAULT_SQL_THREADS)
         self.limiter_name = SQL_LIMITER_NAME
         self.table = artifact_table(namespace)
-        self._insert = _insert_construct(self.backend, self.table)
-        self._memory = self.backend == "sqlite" and _is_memory(self._url)
+        self._insert = insert_ignoring_duplicates(self.backend, self.table)
+        memory = self.backend == "sqlite" and is_memory(self._url)
         # One shared in-memory connection must not interleave two threads' transactions.
-        self._serial: AbstractContextManager[Any] = (
-            threading.Lock() if self._memory else nullcontext()
-        )
+        self._serial: AbstractContextManager[Any] = threading.Lock() if memory else nullcontext()
         self._engine: Engine | None = None
         self._counts = dict.fromkeys(
             ("rows_written", "duplicates_skipped", "batches", "failures", "locked_retries"), 0
@@ -227,7 +220,13 @@ class SqlRowStore(AsyncResource):
         if self._engine is not None:
             raise UsageError("SqlRowStore is already open")
         try:
-            self._engine = await trio.to_thread.run_sync(self._create_engine, limiter=self.limiter)
+            connect = partial(
+                create_engine,
+                self._url,
+                connect_timeout_s=self.connect_timeout_s,
+                pool_size=_pool_size(self.limiter),
+            )
+            self._engine = await trio.to_thread.run_sync(connect, limiter=self.limiter)
         except OSError as exc:  # the SQLite directory cannot be created
             raise StoreUnavailable(self._unreachable(exc)) from exc
         except sa_exc.SQLAlchemyError as exc:  # e.g. an option in the URL the driver rejects
@@ -247,30 +246,6 @@ class SqlRowStore(AsyncResource):
             # Not this store's limiter: its tokens may all be held by abandoned reads.
             await trio.to_thread.run_sync(engine.dispose, abandon_on_cancel=True)
 
-    def _create_engine(self) -> Engine:
-        if self.backend == "sqlite":
-            return self._sqlite_engine()
-        return sa.create_engine(
-            self._url,
-            connect_args=_pg_connect_args(self._url, self.connect_timeout_s),
-            pool_pre_ping=True,
-            pool_size=_pool_size(self.limiter),
-            max_overflow=2,
-            pool_timeout=self.connect_timeout_s,
-            hide_parameters=True,
-        )
-
-    def _sqlite_engine(self) -> Engine:
-        extra: dict[str, Any] = {}
-        if self._memory:
-            extra = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-        elif self._url.database and not self._url.database.startswith("file:"):
-            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(self._url, hide_parameters=True, **extra)
-        busy_ms = int(self.connect_timeout_s * 1000)
-        sa.event.listen(engine, "connect", partial(_sqlite_on_connect, busy_ms, not self._memory))
-        return engine
-
     # -- schema ------------------------------------------------------------------
 
     async def _ensure_schema(self) -> None:
@@ -285,7 +260,7 @@ class SqlRowStore(AsyncResource):
             except sa_exc.DBAPIError as exc:
                 # Another process won a race that IF NOT EXISTS did not cover: fine
                 # if what it created is complete; otherwise try again.
-                if not _already_exists(exc) or attempt == _SCHEMA_ATTEMPTS:
+                if not already_exists(exc) or attempt == _SCHEMA_ATTEMPTS:
                     raise
                 with engine.connect() as conn:
                     if self._schema_present(conn):
@@ -425,12 +400,12 @@ class SqlRowStore(AsyncResource):
                     abandon_on_cancel=not write,
                 )
             except sa_exc.SQLAlchemyError as exc:
-                if not recreated and _table_missing(exc):
+                if not recreated and table_missing(exc):
                     recreated = True
                     log.warning("artifact table %s is missing; creating it again", self.table.name)
                     await self._ensure_schema()
                     continue
-                wait = next(waits, None) if _is_locked(exc) else None
+                wait = next(waits, None) if is_locked(exc) else None
                 if wait is None:
                     self._counts["failures"] += 1
                     raise self._translate(exc) from exc
@@ -444,7 +419,7 @@ class SqlRowStore(AsyncResource):
     # -- errors --------------------------------------------------------------------
 
     def _translate(self, exc: sa_exc.SQLAlchemyError) -> PersistenceError:
-        if _is_connection_problem(exc):
+        if is_connection_problem(exc):
             return StoreUnavailable(self._unreachable(exc))
         what = "refused the operation" if isinstance(exc, sa_exc.DBAPIError) else "cannot be used"
         return PersistenceError(
@@ -453,7 +428,7 @@ class SqlRowStore(AsyncResource):
         )
 
     def _unreachable(self, exc: BaseException) -> str:
-        what = "busy" if _is_locked(exc) else "unreachable"
+        what = "busy" if is_locked(exc) else "unreachable"
         return (
             f"The artifact database is {what} ({self._detail(exc)}); "
             "artifacts are kept and retried."
@@ -479,66 +454,9 @@ class SqlRowStore(AsyncResource):
 # -- helpers ------------------------------------------------------------------------
 
 
-def _normalise_url(raw: str) -> URL:
-    """The URL with the synchronous driver this store uses; ConfigError (URL not shown) if bad."""
-    try:
-        url = sa.make_url(raw)
-    except (sa_exc.ArgumentError, ValueError):
-        raise ConfigError(
-            "ARTIFACT_DATABASE_URL", "(not shown)", "a sqlite:///<path> or postgresql://... URL"
-        ) from None
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return url.set(drivername="sqlite")  # e.g. sqlite+aiosqlite from Open WebUI
-    if backend in {"postgresql", "postgres"}:
-        return url.set(drivername="postgresql+psycopg")
-    raise ConfigError(
-        "ARTIFACT_DATABASE_URL", f"{backend}://...", "a SQLite or PostgreSQL database URL"
-    )
-
-
-def _is_memory(url: URL) -> bool:
-    database = url.database or ""
-    return database in {"", ":memory:"} or "mode=memory" in database
-
-
 def _pool_size(limiter: trio.CapacityLimiter) -> int:
     tokens = limiter.total_tokens
     return max(1, min(32, int(tokens) if tokens != float("inf") else 32))
-
-
-def _pg_connect_args(url: URL, connect_timeout_s: float) -> dict[str, Any]:
-    """libpq socket options (see the module doc); those set in the URL are kept."""
-    wanted: dict[str, Any] = {
-        "connect_timeout": max(2, round(connect_timeout_s)),  # libpq: whole seconds, ≥ 2
-        "keepalives": 1,
-        "keepalives_idle": 10,
-        "keepalives_interval": 5,
-        "keepalives_count": 3,
-        "tcp_user_timeout": 30_000,  # ms of unacknowledged data before the socket gives up
-    }
-    return {key: value for key, value in wanted.items() if key not in url.query}
-
-
-def _sqlite_on_connect(busy_ms: int, wal: bool, dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        # Busy timeout first: switching to WAL itself needs a lock another process may hold.
-        cursor.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
-        if wal:
-            cursor.execute("PRAGMA journal_mode = WAL")
-    finally:
-        cursor.close()
-
-
-def _insert_construct(backend: str, table: sa.Table) -> Any:
-    """``INSERT ... ON CONFLICT (artifact_id) DO NOTHING RETURNING artifact_id`` for the backend."""
-    insert = pg_dialect.insert if backend == "postgresql" else sqlite_dialect.insert
-    return (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=[table.c.artifact_id])
-        .returning(table.c.artifact_id)
-    )
 
 
 def _params(row: StoredRow) -> dict[str, Any]:
@@ -576,37 +494,3 @@ def _row_id(row: StoredRow) -> str:
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _driver_text(exc: BaseException) -> str:
-    inner = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig else exc
-    return str(inner).lower()
-
-
-def _is_connection_problem(exc: sa_exc.SQLAlchemyError) -> bool:
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(
-        exc,
-        sa_exc.OperationalError
-        | sa_exc.InterfaceError
-        | sa_exc.TimeoutError
-        | sa_exc.DisconnectionError,
-    )
-
-
-def _is_locked(exc: BaseException) -> bool:
-    if not isinstance(exc, sa_exc.OperationalError):
-        return False
-    text = _driver_text(exc)
-    return "database is locked" in text or "database table is locked" in text
-
-
-def _table_missing(exc: sa_exc.SQLAlchemyError) -> bool:
-    text = _driver_text(exc)
-    return "no such table" in text or ("relation" in text and "does not exist" in text)
-
-
-def _already_exists(exc: sa_exc.DBAPIError) -> bool:
-    text = _driver_text(exc)
-    return "already exists" in text or "duplicate key" in text

@@ -28,6 +28,7 @@ from orpipe.adapters.store import sql as sql_store
 from orpipe.adapters.store.codec import ArtifactCodec
 from orpipe.adapters.store.rows import CodecStore, StoredRow
 from orpipe.adapters.store.sql import SqlRowStore, artifact_table
+from orpipe.adapters.store.sql_backends import pg_connect_args
 from orpipe.engine.artifacts import Artifact, new_artifact_id
 from orpipe.engine.errors import ConfigError, PersistenceError, StoreUnavailable, UsageError
 from tests.adapters import pg_support
@@ -593,7 +594,7 @@ def test_unsupported_or_unparsable_urls_are_config_errors_without_the_password()
 def test_postgres_urls_use_psycopg_and_keep_their_own_options() -> None:
     store = SqlRowStore("postgres://u:pw@h:5433/db?connect_timeout=7", namespace="ns")
     assert store.url_for_display == "postgresql+psycopg://u:***@h:5433/db?connect_timeout=7"
-    args = sql_store._pg_connect_args(store._url, 10)
+    args = pg_connect_args(store._url, 10)
     assert "connect_timeout" not in args
     assert args["tcp_user_timeout"] == 30_000
 
