@@ -193,18 +193,11 @@ class RedisWriteBehind(AsyncResource):
 
     def statistics(self) -> WriteBehindStatistics:
         """Mode, the last seen queue length (``pending``), counters of rows, limiter use."""
-        store, flusher = self._counts, self._flusher.counts
         return WriteBehindStatistics(
             mode=self.mode,
             pending=self._pending,
-            queued_total=store["queued_total"],
-            flushed_total=flusher["flushed_total"],
-            fallbacks_total=store["fallbacks_total"],
-            direct_total=store["direct_total"],
-            flush_failures_consecutive=flusher["flush_failures_consecutive"],
-            flush_failures_total=flusher["flush_failures_total"],
-            claims_total=flusher["claims_total"],
-            dead_lettered_total=flusher["dead_lettered_total"],
+            **self._counts,
+            **self._flusher.counts,
             limiter_borrowed=self.limiter.borrowed_tokens,
             limiter_total=self.limiter.total_tokens,
         )
