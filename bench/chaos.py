@@ -45,8 +45,8 @@ class Chaos:
     sql: SqlRowStore
     times: Mapping[str, float]
     events: list[dict[str, Any]] = field(default_factory=list)
-    redis_down: bool = False
-    pg_paused: bool = False
+    #: Events that would undo what the schedule left hurt (``settle`` runs them).
+    pending: set[str] = field(default_factory=set)
 
     async def run(self, now: Callable[[], float], t0: float, time_scale: float) -> None:
         steps = sorted((at * time_scale, name) for name, at in self.times.items())
@@ -56,25 +56,24 @@ class Chaos:
             self.events.append({"t_s": round(now(), 3), "event": name.removesuffix("_s")})
 
     async def _do(self, name: str) -> None:
-        if name == "redis_kill_s":
-            await trio.to_thread.run_sync(self.redis.kill)
-            self.redis_down = True
-        elif name == "redis_restart_s":
-            await trio.to_thread.run_sync(self.redis.start)
-            self.redis_down = False
-        elif name == "postgres_pause_s":
-            await trio.to_thread.run_sync(self.pg.pause)
-            self.pg_paused = True
-        elif name == "postgres_resume_s":
-            await trio.to_thread.run_sync(self.pg.resume)
-            self.pg_paused = False
+        """Run one scheduled event; what it leaves hurt is undone by ``settle``."""
+        actions: Mapping[str, tuple[Callable[[], None], str | None]] = {
+            "redis_kill_s": (self.redis.kill, "redis_restart_s"),
+            "redis_restart_s": (self.redis.start, None),
+            "postgres_pause_s": (self.pg.pause, "postgres_resume_s"),
+            "postgres_resume_s": (self.pg.resume, None),
+        }
+        action, remedy = actions[name]
+        await trio.to_thread.run_sync(action)
+        # The remedy of the opposite event is no longer pending once it ran.
+        self.pending.discard(name)
+        if remedy is not None:
+            self.pending.add(remedy)
 
     async def settle(self, engine: Engine) -> dict[str, Any]:
         """Services back up; wait for the persister and the queue to drain (bounded)."""
-        if self.pg_paused:
-            await self._do("postgres_resume_s")
-        if self.redis_down:
-            await self._do("redis_restart_s")
+        for remedy in sorted(self.pending):  # sorted: PostgreSQL resumes before Redis restarts
+            await self._do(remedy)
         drained = False
         with trio.move_on_after(_SETTLE_S):
             while True:

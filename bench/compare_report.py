@@ -47,7 +47,6 @@ __all__ = [
     "format_compare",
     "format_ratio",
     "peak_occupancy",
-    "render_compare_html",
     "write_compare_html",
 ]
 
@@ -184,20 +183,6 @@ def write_compare_html(
     out_dir: Path,
 ) -> Path:
     """Write ``out_dir/compare.html``: both runs side by side, plots from ``out_dir/{a,b}``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / COMPARE_NAME
-    path.write_text(render_compare_html(doc_a, doc_b, label_a, label_b, out_dir), "utf-8")
-    return path
-
-
-def render_compare_html(
-    doc_a: Mapping[str, Any],
-    doc_b: Mapping[str, Any],
-    label_a: str,
-    label_b: str,
-    out_dir: Path,
-) -> str:
-    """The comparison page as one string (``write_compare_html`` without the file)."""
     name = scenario_name(doc_a)
     name_b = scenario_name(doc_b)
     mismatch = (
@@ -224,7 +209,10 @@ def render_compare_html(
         _goals_side_by_side(doc_a, doc_b, label_a, label_b),
         _plots_side_by_side(out_dir, label_a, label_b),
     ]
-    return render_page(f"orpipe bench compare: {name}", parts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / COMPARE_NAME
+    path.write_text(render_page(f"orpipe bench compare: {name}", parts), "utf-8")
+    return path
 
 
 def _config_diff_html(

@@ -38,7 +38,6 @@ from orpipe.bench.report_checks import (
 __all__ = [
     "MISSING",
     "REPORT_NAME",
-    "consistency_problems",
     "esc",
     "format_count",
     "format_ms",

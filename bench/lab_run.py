@@ -23,11 +23,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from orpipe.bench.fake_tools import FakeTools, LatencyModel
+from orpipe.bench.lab_goals import goals
 from orpipe.bench.lab_load import (
     Arrival,
     Recorder,
@@ -438,121 +437,3 @@ def _rss_mb() -> float:
     with open("/proc/self/statm", encoding="ascii") as statm:
         pages = int(statm.read().split()[1])
     return pages * _PAGE / 1_048_576
-
-
-# -- goals ---------------------------------------------------------------------------------
-
-
-GoalCheck = Callable[[Mapping[str, Any], Recorder], list[dict[str, Any]]]
-
-
-def goals(document: Mapping[str, Any], recorder: Recorder) -> list[dict[str, Any]]:
-    """The issue's goals that this scenario can measure, each with its figure."""
-    names = [p["name"] for p in document["phases"]]
-    out: list[dict[str, Any]] = []
-    if "calibrate" in names and "burst" in names:
-        out += _overload_goals(document, recorder, names)
-    if "short" in names and "long" in names:
-        out += _memory_goals(document, names)
-    if "chaos" in document:
-        out += _chaos_goals(document["chaos"])
-    return out
-
-
-def _chaos_goals(chaos: Mapping[str, Any]) -> list[dict[str, Any]]:
-    accepted, rows = chaos["artifacts_accepted"], chaos.get("rows_in_sql")
-    missing = None if rows is None else accepted - rows
-    return [
-        _goal(
-            "no artifact lost through Redis killed and PostgreSQL paused",
-            "every accepted artifact in SQL, none reported lost",
-            f"{accepted} accepted, {rows} in SQL, {chaos['artifacts_lost']} reported lost",
-            None if missing is None else float(missing + chaos["artifacts_lost"]),
-            lambda lost: lost == 0,
-        )
-    ]
-
-
-def _overload_goals(
-    document: Mapping[str, Any], recorder: Recorder, names: list[str]
-) -> list[dict[str, Any]]:
-    summary = document["summary"]
-    calibrate, burst = names.index("calibrate"), names.index("burst")
-    phase = document["phases"][burst]
-    burst_s = phase["end_s"] - phase["start_s"]
-    burst_goodput = recorder.phase_goodput.get(burst, 0) / burst_s if burst_s else 0.0
-    peak = summary["peak_goodput_rps"] or 0.0
-    rejection_p99 = summary["rejection_ms"]["p99"]
-    unloaded = recorder.phase_ttft.get(calibrate)
-    loaded = recorder.phase_ttft.get(burst)
-    u99 = unloaded.percentile_ms(99) if unloaded else None
-    l99 = loaded.percentile_ms(99) if loaded else None
-    return [
-        _goal(
-            "goodput at 4x capacity",
-            "at least 95% of the run's peak",
-            f"{burst_goodput:.1f} req/s vs peak {peak:.1f} req/s",
-            burst_goodput / peak if peak else None,
-            lambda ratio: ratio >= 0.95,
-            ratio_text="{:.0%} of peak",
-        ),
-        _goal(
-            "rejection latency p99",
-            "at most 5 ms",
-            "-" if rejection_p99 is None else f"{rejection_p99:.2f} ms",
-            rejection_p99,
-            lambda ms: ms <= 5.0,
-        ),
-        _goal(
-            "admitted TTFT p99 under overload",
-            "at most 2x the unloaded p99",
-            "-" if u99 is None or l99 is None else f"{l99:.1f} ms vs unloaded {u99:.1f} ms",
-            None if u99 is None or l99 is None or u99 == 0 else l99 / u99,
-            lambda ratio: ratio <= 2.0,
-            ratio_text="{:.2f}x",
-        ),
-    ]
-
-
-def _memory_goals(document: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
-    rss = document["process"]["rss_mb"]
-    t_s = document["timeline"]["t_s"]
-    peaks = []
-    for name in ("short", "long"):
-        index = names.index(name)
-        phase = document["phases"][index]
-        # The last phase's streams go on into the drain: their memory counts there too.
-        end = math.inf if index == len(names) - 1 else phase["end_s"]
-        inside = [m for t, m in zip(t_s, rss, strict=False) if phase["start_s"] <= t < end]
-        peaks.append(max(inside) if inside else None)
-    short, long = peaks
-    ratio = None if short is None or long is None or short == 0 else long / short
-    return [
-        _goal(
-            "slow consumer: memory flat from 1,000- to 100,000-event streams",
-            "peak RSS within 10%",
-            "-" if ratio is None else f"{long:.1f} MB vs {short:.1f} MB",
-            ratio,
-            lambda r: r <= 1.10,
-            ratio_text="{:.2f}x",
-        )
-    ]
-
-
-def _goal(
-    name: str,
-    goal: str,
-    measured: str,
-    value: float | None,
-    met: Callable[[float], bool],
-    *,
-    ratio_text: str | None = None,
-) -> dict[str, Any]:
-    if value is not None and ratio_text is not None:
-        measured = f"{measured} ({ratio_text.format(value)})"
-    return {
-        "name": name,
-        "goal": goal,
-        "measured": measured,
-        "met": None if value is None else met(value),
-    }

@@ -36,6 +36,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 __all__ = [
@@ -274,12 +275,9 @@ def format_tables(
         out.append(f"### {_MODE_TITLES.get(mode, mode)}")
         out.append("")
         spread = " [lowest..highest]" if reps > 1 else ""
-        out += _table(
+        table = partial(_table, pipes=pipes, titles=titles, rows=rows, cells=cells)
+        out += table(
             f"Open WebUI CPU µs per token, median of {reps} rep(s){spread} (x built-in)",
-            pipes=pipes,
-            titles=titles,
-            rows=rows,
-            cells=cells,
             render=lambda cell, baseline: _cpu_cell(cell, baseline) + _failed(cell) + _busy(cell),
         )
         if any(_busy(s) for s in mine):
@@ -289,28 +287,16 @@ def format_tables(
                 "",
             ]
         if any(s.cpu_above_idle_us is not None for s in mine):
-            out += _table(
+            out += table(
                 "Open WebUI CPU µs per token above its idle CPU, median (x built-in)",
-                pipes=pipes,
-                titles=titles,
-                rows=rows,
-                cells=cells,
                 render=_above_idle_cell,
             )
-        out += _table(
+        out += table(
             "TTFT p50/p99 ms · end to end p50/p99 s",
-            pipes=pipes,
-            titles=titles,
-            rows=rows,
-            cells=cells,
             render=lambda cell, _baseline: _latency_cell(cell),
         )
-        out += _table(
+        out += table(
             "tokens/s · chunks per answer · RSS growth KiB per chat",
-            pipes=pipes,
-            titles=titles,
-            rows=rows,
-            cells=cells,
             render=lambda cell, _baseline: _flow_cell(cell),
         )
     return "\n".join(out).rstrip() + "\n"
