@@ -23,7 +23,7 @@ import re
 import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.errors import ConfigError, EngineError
@@ -190,7 +190,7 @@ def parse_catalogue(payload: object) -> Catalogue:
             'OpenRouter\'s model list is not shaped like {"data": [...]}; check that BASE_URL '
             "points at OpenRouter's API (https://openrouter.ai/api/v1)."
         )
-    entries: dict[str, Mapping[str, Any]] = {}
+    entries: dict[str, Mapping[str, object]] = {}
     skipped = 0
     for entry in payload["data"]:
         oid = _entry_id(entry)
@@ -222,7 +222,7 @@ def _entry_id(entry: object) -> str | None:
     return oid
 
 
-def _model_info(oid: str, sub_id: str, entry: Mapping[str, Any]) -> ModelInfo:
+def _model_info(oid: str, sub_id: str, entry: Mapping[str, object]) -> ModelInfo:
     architecture = _mapping(entry.get("architecture"))
     top_provider = _mapping(entry.get("top_provider"))
     name = entry.get("name")
@@ -239,7 +239,7 @@ def _model_info(oid: str, sub_id: str, entry: Mapping[str, Any]) -> ModelInfo:
     )
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
+def _mapping(value: object) -> Mapping[str, object]:
     return value if isinstance(value, Mapping) else {}
 
 

@@ -32,6 +32,9 @@ SQL commit runs under shield plus timeout, so a cancelled flusher does not
 throw away a finished flush; cancelled anywhere else, its entries stay
 pending and are flushed again later by this or another consumer
 (idempotent). Redis calls are never abandoned (``redis_link``).
+
+How consumer groups behave (claims, pending entries, a vanished group) is
+in ``docs/redis-notes.md``.
 """
 
 from __future__ import annotations

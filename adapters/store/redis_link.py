@@ -19,6 +19,8 @@ an abandoned enqueue or ack would leave the caller not knowing whether its
 transaction was applied, a thread would still use a pooled connection while
 ``close`` closes the pool, and the limiter would no longer bound the
 threads really talking to Redis.
+
+Notes on redis-py under trio (RESP2 replies, timeouts): ``docs/redis-notes.md``.
 """
 
 from __future__ import annotations

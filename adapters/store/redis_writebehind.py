@@ -25,13 +25,9 @@ Read path: ``fetch_rows`` reads the cache first and SQL for the rest (then
 caches it); ``list_ids`` adds the ids still queued to SQL's.
 
 Durability: a queued row survives a Redis crash only as far as Redis
-persists it. With ``appendonly yes`` and ``appendfsync always`` an
-acknowledged ``XADD`` and the group's pending list survive ``kill -9``:
-after the restart the flusher re-reads its pending entries and flushes them
-(at worst a second time: idempotent). ``everysec`` can lose the last second;
-no persistence at all loses the whole queue on a crash. ``open`` checks the
-server's settings where ``CONFIG`` is allowed and warns; a vanished queue is
-detected (the consumer group is gone) and reported as possible loss.
+persists it (``appendonly yes``); ``open`` checks the server's settings where
+``CONFIG`` is allowed and warns. What Redis keeps, and when, is in
+``docs/redis-notes.md``.
 
 trio-flavoured: ``open``, ``aclose``, ``async with``, ``ping``, the
 ``RowStore`` methods and ``run_flusher`` are async; ``statistics`` is plain.

@@ -184,7 +184,7 @@ class SqlRowStore(AsyncResource):
         self._insert = insert_ignoring_duplicates(self.backend, self.table)
         memory = self.backend == "sqlite" and is_memory(self._url)
         # One shared in-memory connection must not interleave two threads' transactions.
-        self._serial: AbstractContextManager[Any] = threading.Lock() if memory else nullcontext()
+        self._serial: AbstractContextManager[object] = threading.Lock() if memory else nullcontext()
         self._engine: Engine | None = None
         self._counts = dict.fromkeys(
             ("rows_written", "duplicates_skipped", "batches", "failures", "locked_retries"), 0

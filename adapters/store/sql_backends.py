@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.dml import ReturningInsert
 
 from orpipe.engine.errors import ConfigError
 
@@ -101,9 +102,9 @@ def is_memory(url: URL) -> bool:
     return database in {"", ":memory:"} or "mode=memory" in database
 
 
-def pg_connect_args(url: URL, connect_timeout_s: float) -> dict[str, Any]:
+def pg_connect_args(url: URL, connect_timeout_s: float) -> dict[str, int]:
     """libpq socket options (see the module doc); those set in the URL are kept."""
-    wanted: dict[str, Any] = {
+    wanted: dict[str, int] = {
         "connect_timeout": max(2, round(connect_timeout_s)),  # libpq: whole seconds, ≥ 2
         "keepalives": 1,
         "keepalives_idle": 10,
@@ -125,7 +126,7 @@ def _sqlite_on_connect(busy_ms: int, wal: bool, dbapi_connection: Any, _record: 
         cursor.close()
 
 
-def insert_ignoring_duplicates(backend: str, table: sa.Table) -> Any:
+def insert_ignoring_duplicates(backend: str, table: sa.Table) -> ReturningInsert[tuple[str]]:
     """``INSERT ... ON CONFLICT (artifact_id) DO NOTHING RETURNING artifact_id`` for the backend."""
     insert = pg_dialect.insert if backend == "postgresql" else sqlite_dialect.insert
     return (
