@@ -80,7 +80,7 @@ class ChatStreamRun:
         self._created = int(time.time())
         # Lone surrogates (split_surrogates) can only be written as JSON escapes.
         self._dumps: Callable[[object], bytes] = (
-            (lambda obj: json.dumps(obj).encode()) if job.plan.split_surrogates else _encode
+            (lambda obj: json.dumps(obj).encode()) if job.plan.knobs.split_surrogates else _encode
         )
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> bytes:
@@ -108,7 +108,7 @@ class ChatStreamRun:
 
     async def run(self) -> None:
         p, w = self.plan, self.w
-        if p.keepalive:
+        if p.knobs.keepalive:
             await w.comment()
         for delta in p.reasoning_deltas:
             await self._pacer.tick()

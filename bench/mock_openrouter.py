@@ -381,7 +381,7 @@ class MockApp:
             ("x-generation-id", job.gen_id),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": _raw_headers(headers)})
-        writer = SseWriter(send, stats, job.resp_id, job.plan.events_per_write)
+        writer = SseWriter(send, stats, job.resp_id, job.plan.knobs.events_per_write)
         stats.streams_active += 1
         stats.active_stream_events[job.resp_id] = 0
         finished = False

@@ -372,31 +372,6 @@ class ScenarioPlan:
     oversize_delta: str
     http_error: HttpError | None
 
-    # Shortcuts to the knobs most callers want (derived, not stored twice).
-    @property
-    def tokens(self) -> int:
-        return self.knobs.tokens
-
-    @property
-    def tps(self) -> float:
-        return self.knobs.tps
-
-    @property
-    def events_per_write(self) -> int:
-        return self.knobs.events_per_write
-
-    @property
-    def seed(self) -> int:
-        return self.knobs.seed
-
-    @property
-    def keepalive(self) -> bool:
-        return self.knobs.keepalive
-
-    @property
-    def split_surrogates(self) -> bool:
-        return self.knobs.split_surrogates
-
 
 def _citations(count: int) -> tuple[tuple[str, str], ...]:
     cites = [

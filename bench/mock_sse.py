@@ -150,13 +150,13 @@ class Pacer:
         self._ticks = 0  # deltas paced so far (reasoning + text)
 
     async def tick(self) -> None:
-        tps = self._plan.tps
+        tps = self._plan.knobs.tps
         if tps <= 0:
             self._ticks += 1
             return
         deadline = self._t0 + self._ticks / tps
         self._ticks += 1
-        if not self._plan.keepalive:
+        if not self._plan.knobs.keepalive:
             await trio.sleep_until(deadline)
             return
         # Long gaps get a keep-alive comment every KEEPALIVE_GAP seconds, as OpenRouter does.
@@ -192,7 +192,7 @@ class StreamRun:
 
     async def run(self) -> None:
         p, job, w = self.plan, self.job, self.w
-        if p.keepalive:
+        if p.knobs.keepalive:
             await w.comment()
         await w.event("response.created", response=job.response("in_progress", []))
         if p.stall_before_in_progress:
@@ -293,7 +293,7 @@ class StreamRun:
         ids: dict[str, Any] = {"output_index": index, "item_id": item_id, "content_index": 0}
         await self._added(index, message_item(item_id, "in_progress", None, []))
         await w.event("response.content_part.added", **ids, part=output_text_part("", []))
-        handmade = p.split_surrogates
+        handmade = p.knobs.split_surrogates
         for k, delta in enumerate(p.wire_deltas):
             if k == p.fault_at and not await self._fault(index, item_id, output):
                 return False

@@ -29,7 +29,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -356,11 +356,15 @@ async def _http_answer(
             await _read_sse(response, chat, parts)
 
 
-async def _read_sse(response: httpx.Response, chat: Chat, parts: list[str]) -> None:
+async def _data_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """The payload of every ``data:`` line of an SSE body, ``[DONE]`` included."""
     async for line in response.aiter_lines():
-        if not line.startswith("data:"):
-            continue
-        data = line[5:].strip()
+        if line.startswith("data:"):
+            yield line[5:].strip()
+
+
+async def _read_sse(response: httpx.Response, chat: Chat, parts: list[str]) -> None:
+    async for data in _data_lines(response):
         if data == "[DONE]":
             break
         chunk = json.loads(data)
