@@ -147,15 +147,9 @@ async def load_replay_plan(
             plan=ReplayPlan(tool_output_retention_turns=retention_turns, chat_id=chat_id),
             messages=tuple(with_branch_references(messages, branch, {})),
         )
-    writes_failing = await _settle(bridge)
     if branch is not None:
         return await _load_branch(
-            bridge,
-            messages,
-            context,
-            branch,
-            retention_turns=retention_turns,
-            writes_failing=writes_failing,
+            bridge, messages, context, branch, retention_turns=retention_turns
         )
     referenced = referenced_ids(messages)
 
@@ -168,10 +162,10 @@ async def load_replay_plan(
         candidates = await store.fetch(chat_id, later) if later else {}
         return found, [a for a in candidates.values() if a.message_id != context.message_id]
 
-    result, failed = await _from_store(bridge, chat_id, load)
-    if failed or result is None:  # None: this pipe stores no artifacts
-        return Loaded(plan=None, degraded=failed, writes_failing=writes_failing and failed)
-    found, candidates = result
+    fetched = await _after_barrier(bridge, chat_id, load)
+    if isinstance(fetched, Loaded):
+        return fetched
+    (found, candidates), writes_failing = fetched
     orphans: tuple[Artifact, ...] = ()
     if candidates:
         previous = max(candidates, key=lambda a: a.artifact_id).message_id
@@ -198,7 +192,6 @@ async def _load_branch(
     branch: Sequence[BranchMessage],
     *,
     retention_turns: int,
-    writes_failing: bool,
 ) -> Loaded:
     """The artifacts of the branch's earlier answers, by message id, plus any the text names."""
     chat_id = context.chat_id
@@ -210,9 +203,10 @@ async def _load_branch(
         wanted = list(dict.fromkeys([*ids, *referenced]))
         return await store.fetch(chat_id, wanted) if wanted else {}
 
-    found, failed = await _from_store(bridge, chat_id, load)
-    if failed or found is None:  # None: this pipe stores no artifacts
-        return Loaded(plan=None, degraded=failed, writes_failing=writes_failing and failed)
+    fetched = await _after_barrier(bridge, chat_id, load)
+    if isinstance(fetched, Loaded):
+        return fetched
+    found, writes_failing = fetched
     on_branch = set(answers)
     by_message: dict[str, list[str]] = {}
     for artifact in found.values():
@@ -228,15 +222,25 @@ async def _load_branch(
     )
 
 
-async def _from_store(
+async def _after_barrier(
     bridge: EngineBridge, chat_id: str, load: Callable[[ArtifactStore], Awaitable[_T]]
-) -> tuple[_T | None, bool]:
-    """Run ``load`` next to the store: (its result, None if nothing is stored; failed)."""
+) -> tuple[_T, bool] | Loaded:
+    """The persister's barrier, then ``load`` next to the store: (its result, whether
+    the persister's writes are failing), or the ``Loaded`` to answer with when there
+    is nothing to replay (the store failed: degraded; this pipe stores no artifacts).
+
+    The only place history crosses into trio: twice, the barrier and the load,
+    because ``EngineBridge`` has no call that does both in one crossing.
+    """
+    writes_failing = await _settle(bridge)
     try:
-        return await bridge.call_store(load), False
+        result = await bridge.call_store(load)
     except EngineError as exc:
         log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
-        return None, True
+        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
+    if result is None:  # this pipe stores no artifacts
+        return Loaded(plan=None)
+    return result, writes_failing
 
 
 async def _settle(bridge: EngineBridge) -> bool:

@@ -30,7 +30,7 @@ _IMAGE_DETAILS: Final = frozenset({"auto", "low", "high", "original"})
 _FILE_FIELDS: Final = ("file_id", "file_data", "file_url", "filename")
 _FILE_SOURCES: Final = frozenset({"file_id", "file_data", "file_url"})
 
-PartMapper = Callable[[Mapping[str, Any], str, ModelInfo, Tally], JsonDict | None]
+PartMapper = Callable[[Mapping[str, Any], str, Tally], JsonDict | None]
 
 
 def user_parts(
@@ -48,31 +48,29 @@ def user_parts(
             noun="a content part",
         )
         kind = part.get("type")
-        mapper = _PART_MAPPERS.get(kind) if isinstance(kind, str) else None
-        if mapper is None:
+        entry = _PART_MAPPERS.get(kind) if isinstance(kind, str) else None
+        if entry is None:
             tally.unsupported[str(kind)] += 1
             continue
-        mapped = mapper(part, here, model, tally)
+        needs, mapper = entry
+        if needs is not None and not _takes(model, needs):
+            # Counted, not checked: a part the model cannot take is never sent.
+            tally.skipped[needs] += 1
+            continue
+        mapped = mapper(part, here, tally)
         if mapped is not None:
             parts.append(mapped)
     return parts
 
 
-def _text_part(
-    part: Mapping[str, Any], where: str, model: ModelInfo, tally: Tally
-) -> JsonDict | None:
+def _text_part(part: Mapping[str, Any], where: str, tally: Tally) -> JsonDict | None:
     text = part.get("text")
     if not isinstance(text, str):
         raise RequestMappingError(f"{where} is a text part without text", "Give it a text string.")
     return {"type": "input_text", "text": text} if text else None
 
 
-def _image_part(
-    part: Mapping[str, Any], where: str, model: ModelInfo, tally: Tally
-) -> JsonDict | None:
-    if not model.vision:
-        tally.skipped["image"] += 1
-        return None
+def _image_part(part: Mapping[str, Any], where: str, tally: Tally) -> JsonDict | None:
     # Chat Completions nests {url, detail}; Responses and older clients give a bare string.
     source = part.get("image_url")
     if isinstance(source, Mapping):
@@ -92,12 +90,7 @@ def _image_part(
     }
 
 
-def _file_part(
-    part: Mapping[str, Any], where: str, model: ModelInfo, tally: Tally
-) -> JsonDict | None:
-    if not model.file_input:
-        tally.skipped["file"] += 1
-        return None
+def _file_part(part: Mapping[str, Any], where: str, tally: Tally) -> JsonDict | None:
     # Chat Completions nests the fields under "file"; Responses puts them on the part.
     nested = part.get("file")
     source = nested if isinstance(nested, Mapping) else part
@@ -120,17 +113,12 @@ def _file_part(
     return {"type": "input_file", **fields}
 
 
-def _audio_part(
-    part: Mapping[str, Any], where: str, model: ModelInfo, tally: Tally
-) -> JsonDict | None:
+def _audio_part(part: Mapping[str, Any], where: str, tally: Tally) -> JsonDict | None:
     """Audio is sent inline (base64) as mp3 or wav; links and other formats are refused.
 
     Accepted: ``{data, format}``, or a ``data:audio/...;base64,`` URL as the
     data (its media type then gives the format).
     """
-    if not model.audio_input:
-        tally.skipped["audio"] += 1
-        return None
     audio = part.get("input_audio")
     data = audio.get("data") if isinstance(audio, Mapping) else audio
     audio_format = audio.get("format") if isinstance(audio, Mapping) else None
@@ -164,9 +152,7 @@ def _audio_part(
     return {"type": "input_audio", "input_audio": {"data": data, "format": fmt}}
 
 
-def _video_part(
-    part: Mapping[str, Any], where: str, model: ModelInfo, tally: Tally
-) -> JsonDict | None:
+def _video_part(part: Mapping[str, Any], where: str, tally: Tally) -> JsonDict | None:
     """A video as ``input_video`` with its ``video_url``: a link or a data URL.
 
     Links are never downloaded: OpenRouter hands them to the provider (Gemini
@@ -174,9 +160,6 @@ def _video_part(
     against the SSRF rules and inlines Open WebUI's own; a data URL is checked
     here against VIDEO_MAX_SIZE_MB before anything decodes it.
     """
-    if not model.video_input:
-        tally.skipped["video"] += 1
-        return None
     # Chat Completions nests {url}; the Responses shape gives a bare string.
     source = part.get("video_url")
     url = source.get("url") if isinstance(source, Mapping) else source
@@ -203,14 +186,25 @@ _AUDIO_FORMATS: Final = {
 }
 
 
-_PART_MAPPERS: Final[dict[str, PartMapper]] = {
-    "text": _text_part,
-    "input_text": _text_part,
-    "image_url": _image_part,
-    "input_image": _image_part,
-    "file": _file_part,
-    "input_file": _file_part,
-    "input_audio": _audio_part,
-    "video_url": _video_part,
-    "input_video": _video_part,
+#: Part type → (the input the model must take, None for text; its mapper).
+_PART_MAPPERS: Final[dict[str, tuple[str | None, PartMapper]]] = {
+    "text": (None, _text_part),
+    "input_text": (None, _text_part),
+    "image_url": ("image", _image_part),
+    "input_image": ("image", _image_part),
+    "file": ("file", _file_part),
+    "input_file": ("file", _file_part),
+    "input_audio": ("audio", _audio_part),
+    "video_url": ("video", _video_part),
+    "input_video": ("video", _video_part),
 }
+
+
+def _takes(model: ModelInfo, kind: str) -> bool:
+    """Whether the model's catalogue entry takes this kind of input."""
+    return {
+        "image": model.vision,
+        "file": model.file_input,
+        "audio": model.audio_input,
+        "video": model.video_input,
+    }[kind]
