@@ -50,9 +50,9 @@ import trio
 
 from orpipe.adapters.store.redis_layout import (
     GROUP,
-    Fields,
-    NewFields,
+    ReadFields,
     RedisKeys,
+    WrittenFields,
     entries_of,
     entry_fields,
     pack_row,
@@ -111,7 +111,7 @@ class _Batch:
     entry_ids: list[bytes] = field(default_factory=list)
     rows: list[StoredRow] = field(default_factory=list)
     #: Entries to move to the dead-letter stream: their fields and why.
-    dead: list[tuple[NewFields, str]] = field(default_factory=list)
+    dead: list[tuple[WrittenFields, str]] = field(default_factory=list)
 
 
 class WriteBehindFlusher:
@@ -165,6 +165,7 @@ class WriteBehindFlusher:
                 self._flush_succeeded()
 
     async def ensure_group(self) -> None:
+        """Create the consumer group unless another process did (best started by ``open``)."""
         created = await self._link.call(self._sync_ensure_group, "creating the consumer group")
         if created:
             log.info("created the write-behind queue %s in Redis", self._keys.stream)
@@ -193,7 +194,7 @@ class WriteBehindFlusher:
             self._report_lost_queue()
             await self.ensure_group()
 
-    async def _read_batch(self) -> list[tuple[bytes, Fields]]:
+    async def _read_batch(self) -> list[tuple[bytes, ReadFields]]:
         """This consumer's unacknowledged entries first, then new ones (blocking ~1 s)."""
         call = self._link.call
         if self._own_pending:
@@ -326,7 +327,7 @@ class WriteBehindFlusher:
             raise
         return True
 
-    def _sync_read(self, start: str, block_ms: int | None) -> list[tuple[bytes, Fields]]:
+    def _sync_read(self, start: str, block_ms: int | None) -> list[tuple[bytes, ReadFields]]:
         reply = self._link.client.xreadgroup(
             GROUP,
             self.settings.consumer,
@@ -379,7 +380,7 @@ class WriteBehindFlusher:
             client.xgroup_delconsumer(stream, GROUP, consumer)
 
 
-def _parse(entries: list[tuple[bytes, Fields]]) -> _Batch:
+def _parse(entries: list[tuple[bytes, ReadFields]]) -> _Batch:
     batch = _Batch()
     for entry_id, fields in entries:
         batch.entry_ids.append(entry_id)

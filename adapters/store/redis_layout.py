@@ -29,9 +29,9 @@ from orpipe.adapters.store.rows import StoredRow
 
 __all__ = [
     "GROUP",
-    "Fields",
-    "NewFields",
+    "ReadFields",
     "RedisKeys",
+    "WrittenFields",
     "entries_of",
     "entry_fields",
     "pack_row",
@@ -48,9 +48,9 @@ _FORMAT: Final = 1
 #: The serialised row: format, id, chat, message, type, model, user, created, blob, encrypted.
 _Packed = tuple[int, str, str, str, str, str | None, str | None, float, bytes, bool]
 #: A stream entry's fields as read (RESP2 gives bytes) ...
-Fields = dict[bytes, bytes]
+ReadFields = dict[bytes, bytes]
 #: ... and as written.
-NewFields = dict[FieldT, EncodableT]
+WrittenFields = dict[FieldT, EncodableT]
 
 
 class RedisKeys:
@@ -119,16 +119,16 @@ def unpack_row_or_none(value: bytes | None) -> StoredRow | None:
         return None
 
 
-def entry_fields(row: StoredRow, packed: bytes) -> NewFields:
+def entry_fields(row: StoredRow, packed: bytes) -> WrittenFields:
     """The stream entry of a row packed by ``pack_row``."""
     return {b"id": row.artifact_id.encode(), b"row": packed}
 
 
-def entries_of(reply: object) -> list[tuple[bytes, Fields]]:
+def entries_of(reply: object) -> list[tuple[bytes, ReadFields]]:
     """``[[stream, [(id, fields), ...]]]`` (RESP2) as a flat list; ``[]`` on a timeout."""
-    entries: list[tuple[bytes, Fields]] = []
+    entries: list[tuple[bytes, ReadFields]] = []
     for _stream, items in cast(
-        "list[tuple[object, list[tuple[bytes, Fields | None]]]]", reply or []
+        "list[tuple[object, list[tuple[bytes, ReadFields | None]]]]", reply or []
     ):
         entries.extend((entry_id, dict(fields or {})) for entry_id, fields in items)
     return entries
