@@ -11,8 +11,9 @@ the run started (so a trickle of tiny deltas can never hold text back
 longer than that), or when it holds half of the request's credit window
 (so pending text can never be what stops the request's fetcher:
 ``engine.flow``). A request may carry its own limits
-(``ChatRequest.update_char_limit`` / ``idle_flush_ms``); the engine's
-config gives the rest (``open_request_batcher``).
+(``ChatRequest.update_char_limit`` / ``idle_flush_ms``), read from the
+handle in the turn's ``TurnStarted`` (passed on to the emitter); the
+engine's config gives the rest (``open_request_batcher``).
 
 With the express lane (the default) the fetcher runs this role's
 synchronous core for its own request, so this actor's inbox only carries
@@ -25,15 +26,20 @@ anyway. When its inbox ends it closes its outbox.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import trio
 
 from orpipe.actors.delta_batching import DeltaBatcher
 from orpipe.actors.draining import drain_nowait, take_each
 from orpipe.actors.idle_flush import IdleFlushes
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.messages import BatchedItem, BatchOut, ParsedBatch, RequestBatch, StreamEnded
+from orpipe.engine.pipeline_messages import (
+    BatchedItem,
+    BatchOut,
+    ParseOut,
+    RequestBatch,
+    StreamEnded,
+    TurnStarted,
+)
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
 
@@ -61,19 +67,17 @@ def open_request_batcher(
 class _Batching:
     """The shell's bookkeeping: the batchers of the requests this actor sees."""
 
-    def __init__(
-        self,
-        config: EngineConfig,
-        flushes: IdleFlushes,
-        requests: Mapping[str, RequestHandle],
-    ) -> None:
+    def __init__(self, config: EngineConfig, flushes: IdleFlushes) -> None:
         self.config = config
         self.flushes = flushes
-        self.requests = requests
         self.batchers: dict[str, tuple[DeltaBatcher, float]] = {}
 
-    def take(self, message: ParsedBatch | StreamEnded, out: list[BatchOut]) -> None:
+    def take(self, message: ParseOut, out: list[BatchOut]) -> None:
         rid = message.request_id
+        if isinstance(message, TurnStarted):
+            self.batchers[rid] = open_request_batcher(self.config, rid, message.handle)
+            out.append(message)
+            return
         if isinstance(message, StreamEnded):
             entry = self.batchers.pop(rid, None)
             self.flushes.disarm(rid)
@@ -83,9 +87,8 @@ class _Batching:
             return
         entry = self.batchers.get(rid)
         if entry is None:
-            entry = self.batchers[rid] = open_request_batcher(
-                self.config, rid, self.requests.get(rid)
-            )
+            # Never without its TurnStarted in the graph; fed alone (tests): the config's limits.
+            entry = self.batchers[rid] = open_request_batcher(self.config, rid, None)
         batcher, idle_s = entry
         items: list[BatchedItem] = []
         for item in message.items:
@@ -100,17 +103,16 @@ def _emit(rid: str, items: list[BatchedItem], out: list[BatchOut]) -> None:
 
 
 async def delta_batcher(
-    inbox: trio.MemoryReceiveChannel[tuple[ParsedBatch | StreamEnded, ...]],
+    inbox: trio.MemoryReceiveChannel[tuple[ParseOut, ...]],
     outbox: trio.MemorySendChannel[tuple[BatchOut, ...]],
     *,
     config: EngineConfig,
     counters: ActorCounters,
-    requests: Mapping[str, RequestHandle] | None = None,
     flushes: IdleFlushes | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     flushes = flushes if flushes is not None else IdleFlushes(counters)
-    state = _Batching(config, flushes, requests if requests is not None else {})
+    state = _Batching(config, flushes)
     counters.level("open_requests", 0)
     with inbox, outbox:
         async with trio.open_nursery() as nursery:

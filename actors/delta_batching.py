@@ -23,7 +23,13 @@ from __future__ import annotations
 
 import re
 
-from orpipe.engine.messages import BatchedItem, DeltaChannel, DeltaEvent, StreamItem, TextRun
+from orpipe.engine.pipeline_messages import (
+    BatchedItem,
+    DeltaChannel,
+    DeltaEvent,
+    StreamItem,
+    TextRun,
+)
 
 __all__ = ["DeltaBatcher", "join_surrogates"]
 

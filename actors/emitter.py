@@ -1,7 +1,8 @@
 """The emitter: turns each request's items into outbound events for its consumer.
 
-Owns: one ``ResponseMapper`` per request with items in flight, and the
-receive end of ``batch.out``. It hands events to the request's
+Owns: one ``ResponseMapper`` per request with items in flight, the
+handle of each request it has heard of (from its turns' ``TurnStarted``)
+until it ends that request, and the receive end of ``batch.out``. It hands events to the request's
 ``RequestOutbox`` (never blocking: that buffer is bounded by the request's
 credit window, and the outbox keeps its rules) and ends each request
 through it when its ``StreamEnded`` arrives.
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -43,7 +43,6 @@ from orpipe.engine.artifacts import Artifact, ArtifactContext
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.logs import bound
 from orpipe.engine.messages import (
-    BatchOut,
     Cancelled,
     Completed,
     Ending,
@@ -53,12 +52,10 @@ from orpipe.engine.messages import (
     Notice,
     OutboundEvent,
     OutputItem,
-    StreamEnded,
     TextDelta,
-    TextRun,
-    ToolRound,
 )
 from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.pipeline_messages import BatchOut, StreamEnded, TextRun, ToolRound, TurnStarted
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
 
@@ -66,13 +63,9 @@ __all__ = ["emitter"]
 
 
 class _Emitting:
-    def __init__(
-        self,
-        requests: Mapping[str, RequestHandle],
-        counters: ActorCounters,
-        max_turns: int | None,
-    ) -> None:
-        self.requests = requests
+    def __init__(self, counters: ActorCounters, max_turns: int | None) -> None:
+        #: Announced by ``TurnStarted``; dropped when this actor ends the request.
+        self.handles: dict[str, RequestHandle] = {}
         self.counters = counters
         self.max_turns = max_turns
         self.mappers: dict[str, ResponseMapper] = {}
@@ -88,7 +81,7 @@ class _Emitting:
         mapper = self.mappers.get(rid)
         if mapper is None:
             mapper = self.mappers[rid] = ResponseMapper(rid)
-            handle = self.requests.get(rid)
+            handle = self.handles.get(rid)
             if handle is not None and handle.request.artifacts is not None:
                 self.contexts[rid] = handle.request.artifacts
         return mapper
@@ -111,6 +104,9 @@ class _Emitting:
         if isinstance(message, StreamEnded):
             self._end(message, pending.pop(rid, ([], 0)))
             return
+        if isinstance(message, TurnStarted):
+            self.handles[rid] = message.handle
+            return
         mapper = self.mapper(rid)
         events, credits = pending.get(rid, ([], 0))
         for item in message.items:
@@ -119,9 +115,9 @@ class _Emitting:
         pending[rid] = (events, credits)
 
     def deliver(self, rid: str, events: list[OutboundEvent], credits: int) -> None:
-        handle = self.requests.get(rid)
+        handle = self.handles.get(rid)
         if handle is None:
-            return  # already ended by the engine (shutdown); nobody is reading
+            return  # never announced (only when this actor is fed alone, as in tests)
         self.counters.add("events", handle.outbox.deliver(events, credits))
 
     def _end(self, ended: StreamEnded, pending: tuple[list[OutboundEvent], int]) -> None:
@@ -133,7 +129,7 @@ class _Emitting:
         del self.mappers[rid]
         self.contexts.pop(rid, None)
         events += closing
-        handle = self.requests.get(rid)
+        handle = self.handles.get(rid)
         if mapper.unknown_types:
             self.counters.add("unknown_events", sum(mapper.unknown_types.values()))
         if handle is not None and self._next_round(handle, ended, mapper, ending, events):
@@ -149,6 +145,7 @@ class _Emitting:
         self.counters.add(f"ending_{type(ending).__name__.lower()}")
         if handle is None:
             return
+        del self.handles[rid]
         _log_ending(handle, ending)
         handle.outbox.finish(ending, events, credits)
 
@@ -184,7 +181,7 @@ class _Emitting:
             return False
         self.rounds.append(
             ToolRound(
-                request_id=rid,
+                handle=handle,
                 turn=ended.turn,
                 output=tuple(mapper.output_items),
                 calls=tuple(calls),
@@ -204,7 +201,6 @@ async def emitter(
     persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None = None,
     tools: trio.MemorySendChannel[ToolRound] | None = None,
     *,
-    requests: Mapping[str, RequestHandle],
     config: EngineConfig,
     counters: ActorCounters,
     persist_barrier: PersistBarrier | None = None,
@@ -212,7 +208,7 @@ async def emitter(
 ) -> None:
     barrier = persist_barrier or PersistBarrier()
     max_turns = config.max_function_call_loops if tools is not None else None
-    state = _Emitting(requests, counters, max_turns)
+    state = _Emitting(counters, max_turns)
     with inbox, _closing(persist), _closing(tools):
         task_status.started()
         async for first in inbox:

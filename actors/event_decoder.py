@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from orpipe.engine.messages import DeltaEvent, ParseFailed, StreamItem, UpstreamEvent
+from orpipe.engine.pipeline_messages import DeltaEvent, ParseFailed, StreamItem, UpstreamEvent
 
 __all__ = ["MAX_FALLBACK_NESTING", "decode_event"]
 

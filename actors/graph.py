@@ -11,6 +11,11 @@
          └──────── request.turns (per request) ◀───┼──────────────┘   │
                                                    └─persist.in─▶ persister ◀┘ ─▶ ArtifactStore
 
+Request handles travel in messages, not in a shared table: the fetcher
+announces each turn (``TurnStarted``: on ``parse.out``, or on ``batch.out``
+with the express lane) ahead of its items, and the emitter hands the
+handle on in each ``ToolRound`` (``engine.pipeline_messages``).
+
 The persister (and the age cleanup service) exist only when the ports
 carry an ``ArtifactStore``. The tool loop returns to the fetcher through
 each request's one-slot turn mailbox, not through a channel into the
@@ -61,6 +66,9 @@ async def streaming_graph(
     parse_send, parse_receive = channels.open("parse.out", config.event_buffer_size)
     order_send, order_receive = channels.open("reorder.out", config.ordered_buffer_size)
     batch_send, batch_receive = channels.open("batch.out", config.batched_buffer_size)
+    # The fetcher announces each turn (TurnStarted) where one request's messages
+    # keep their order; cloned now, before the parser pool takes parse.out's end.
+    announce = (batch_send if config.express_lane else parse_send).clone()
     desk = AdmissionDesk(config)
     # The batch role's idle-flush timers, for its actor and the express lane alike.
     flushes = IdleFlushes(counters("batcher"))
@@ -86,7 +94,6 @@ async def streaming_graph(
                 tool_executor,
                 tools_receive,
                 persist_send.clone() if persist_send is not None else None,
-                requests=wiring.requests,
                 config=config,
                 counters=counters("tools"),
                 report_breaker=wiring.breakers,
@@ -99,7 +106,6 @@ async def streaming_graph(
                 batch_receive,
                 persist_send,
                 tools_send,
-                requests=wiring.requests,
                 config=config,
                 counters=counters("emitter"),
                 persist_barrier=wiring.persist_barrier,
@@ -112,7 +118,6 @@ async def streaming_graph(
                 batch_send,
                 config=config,
                 counters=counters("batcher"),
-                requests=wiring.requests,
                 flushes=flushes,
             )
         )
@@ -139,6 +144,7 @@ async def streaming_graph(
                 admit_receive,
                 fetch_send,
                 express,
+                announce=announce,
                 config=config,
                 ports=wiring.ports,
                 counters=counters("fetcher"),

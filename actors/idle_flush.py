@@ -36,7 +36,7 @@ import math
 import trio
 
 from orpipe.actors.delta_batching import DeltaBatcher
-from orpipe.engine.messages import BatchOut, RequestBatch
+from orpipe.engine.pipeline_messages import BatchOut, RequestBatch
 from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["IdleFlushes"]

@@ -18,7 +18,7 @@ import trio
 
 from orpipe.actors.draining import drain_nowait
 from orpipe.actors.event_decoder import decode_event
-from orpipe.engine.messages import (
+from orpipe.engine.pipeline_messages import (
     FetchOut,
     ParsedBatch,
     ParseFailed,

@@ -3,7 +3,9 @@
 Owns: one ``ReorderWindow`` per request with items in flight (created on its
 first item, dropped when its ``StreamEnded`` is released), and both ends of
 its channels. Windows are bounded by the request's credit window, so the
-shared inbox is never blocked on one request (see ``engine.flow``).
+shared inbox is never blocked on one request (see ``engine.flow``). A
+``TurnStarted`` passes at once: the fetcher sends it here directly, ahead
+of the turn's items, so nothing of its turn can be before it.
 
 On cancellation it stops; held items belong to requests that the engine
 ends anyway. When its inbox ends it closes its outbox.
@@ -11,23 +13,25 @@ ends anyway. When its inbox ends it closes its outbox.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
 from orpipe.actors.draining import drain_nowait
 from orpipe.actors.reorder_window import ReorderWindow
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.messages import ParsedBatch, ParseOut, StreamEnded
+from orpipe.engine.pipeline_messages import ParsedBatch, ParseOut, StreamEnded, TurnStarted
 from orpipe.engine.statistics import ActorCounters
 
 __all__ = ["reorderer"]
 
-#: What the reorderer releases: ordered items and endings of one request.
+#: What a reorder window holds: items and the ending of one request, by sequence.
 Ordered = ParsedBatch | StreamEnded
 
 
 async def reorderer(
     inbox: trio.MemoryReceiveChannel[tuple[ParseOut, ...]],
-    outbox: trio.MemorySendChannel[tuple[Ordered, ...]],
+    outbox: trio.MemorySendChannel[tuple[ParseOut, ...]],
     *,
     config: EngineConfig,
     counters: ActorCounters,
@@ -58,9 +62,9 @@ def _offer_all(
     bundles: list[tuple[ParseOut, ...]],
     capacity: int,
     counters: ActorCounters,
-) -> tuple[list[Ordered], int]:
+) -> tuple[list[ParseOut], int]:
     """What a wake-up's bundles release, in order, and how the number of held events changed."""
-    released: list[Ordered] = []
+    released: list[ParseOut] = []
     held_change = 0
     for bundle in bundles:
         for message in bundle:
@@ -74,8 +78,10 @@ def _offer_all(
 
 def _offer(
     windows: dict[str, ReorderWindow[Ordered]], message: ParseOut, capacity: int
-) -> tuple[list[Ordered], int]:
+) -> tuple[Sequence[ParseOut], int]:
     """What ``message`` releases, and how the number of held events changed."""
+    if isinstance(message, TurnStarted):
+        return (message,), 0
     window = windows.get(message.request_id)
     if window is None:
         window = windows[message.request_id] = ReorderWindow(capacity)

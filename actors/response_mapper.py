@@ -33,7 +33,6 @@ from orpipe.engine.errors import (
 )
 from orpipe.engine.logs import logger
 from orpipe.engine.messages import (
-    BatchedItem,
     Cancelled,
     Citation,
     Completed,
@@ -44,14 +43,17 @@ from orpipe.engine.messages import (
     Notice,
     OutboundEvent,
     OutputItem,
-    ParseFailed,
     ReasoningDelta,
     Status,
-    StreamEnded,
     TextDelta,
+    Usage,
+)
+from orpipe.engine.pipeline_messages import (
+    BatchedItem,
+    ParseFailed,
+    StreamEnded,
     TextRun,
     UpstreamEvent,
-    Usage,
 )
 
 __all__ = ["ResponseMapper"]

@@ -5,7 +5,8 @@ most one), the engine-wide limits (``max_parallel_tools_global`` calls,
 ``tool_thread_limit`` threads for blocking tools), the breakers per user
 and tool name, the runaway-thread counts, and its clone of ``persist.in``.
 
-Its intake (``tools.in``, from the emitter) only starts tasks and never
+Each ``ToolRound`` brings its request's handle (the emitter's), so nothing
+is looked up. Its intake (``tools.in``) only starts tasks and never
 waits on anything, so the emitter's send is always short: that, with the
 turn limit and the one-slot turn mailbox, is what keeps the
 fetcher → … → emitter → tool executor → fetcher cycle from deadlocking
@@ -54,11 +55,11 @@ from orpipe.engine.messages import (
     OutboundEvent,
     OutputItem,
     Status,
-    ToolRound,
     ToolsStopped,
     TurnMail,
 )
 from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.pipeline_messages import ToolRound
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
 from orpipe.engine.tools import Tool
@@ -101,7 +102,6 @@ async def tool_executor(
     inbox: trio.MemoryReceiveChannel[ToolRound],
     persist: trio.MemorySendChannel[tuple[Artifact, ...]] | None = None,
     *,
-    requests: Mapping[str, RequestHandle],
     config: EngineConfig,
     counters: ActorCounters,
     report_breaker: Callable[[str, Callable[[], Mapping[str, int]]], None] | None = None,
@@ -135,8 +135,8 @@ async def tool_executor(
         async with trio.open_nursery() as nursery:
             task_status.started()
             async for tool_round in inbox:
-                handle = requests.get(tool_round.request_id)
-                if handle is None or handle.finished:
+                handle = tool_round.handle
+                if handle.finished:
                     counters.add("rounds_dropped")  # ended meanwhile (engine shutdown)
                 else:
                     counters.add("rounds")

@@ -2,8 +2,9 @@
 statistics): the upstream HTTP streams of each admitted request.
 
 Owns: a nursery with one task per admitted request, the send end of the
-shared ``fetch.out`` channel and, with the express lane, a send end of
-``batch.out`` and each request's ``DeltaBatcher`` (the channels are closed
+shared ``fetch.out`` channel, a send end of the channel it announces turns
+on and, with the express lane, a send end of ``batch.out`` and each
+request's ``DeltaBatcher`` (the channels are closed
 after the last request task ends, so the stages after it see the end only
 when no request can still send).
 
@@ -21,7 +22,11 @@ parser's statistics, the batching in the batcher's. The shared stages stay
 for researchers (``express_lane=False``), where the parser pool bundles
 many requests' events per wake-up.
 
-A request task streams one turn, sends its ``StreamEnded``, then waits on
+A request task announces each turn with a ``TurnStarted`` carrying the
+request's handle (on ``announce``: ``parse.out``, or ``batch.out`` on the
+express lane, where one request's messages keep their order), which is how
+the stages after it learn the request without looking it up anywhere.
+It streams the turn, sends its ``StreamEnded``, then waits on
 the request's turn mailbox: the tool executor answers with the next turn
 (``NextTurn``: the model's calls and the tool outputs to send back) or with
 ``ToolsStopped``; a request that is over closes the mailbox instead. The
@@ -88,17 +93,16 @@ from orpipe.engine.errors import (
     UpstreamTimeout,
 )
 from orpipe.engine.logs import logger, request_context
-from orpipe.engine.messages import (
+from orpipe.engine.messages import JsonObject, NextTurn, ToolsStopped
+from orpipe.engine.pipeline_messages import (
     BatchedItem,
     BatchOut,
     FetchOut,
-    JsonObject,
-    NextTurn,
     RequestBatch,
     SseBatch,
     StreamEnded,
     TextRun,
-    ToolsStopped,
+    TurnStarted,
 )
 from orpipe.engine.ports import EnginePorts, UpstreamResponse
 from orpipe.engine.request import RequestHandle
@@ -118,6 +122,8 @@ class _FetchLanes:
     outbox: trio.MemorySendChannel[FetchOut]
     #: The express lane: finished bundles, in order, straight to the emitter.
     express: trio.MemorySendChannel[tuple[BatchOut, ...]] | None
+    #: Where each turn's ``TurnStarted`` goes (the request's handle, ahead of its items).
+    announce: trio.MemorySendChannel[tuple[TurnStarted, ...]] | None
     #: The idle-flush timers of the express lane's pending runs.
     flushes: IdleFlushes
     config: EngineConfig
@@ -135,6 +141,7 @@ async def upstream_fetcher(
     outbox: trio.MemorySendChannel[FetchOut],
     express: trio.MemorySendChannel[tuple[BatchOut, ...]] | None = None,
     *,
+    announce: trio.MemorySendChannel[tuple[TurnStarted, ...]] | None = None,
     config: EngineConfig,
     ports: EnginePorts,
     counters: ActorCounters,
@@ -146,6 +153,7 @@ async def upstream_fetcher(
     shared = _FetchLanes(
         outbox=outbox,
         express=express,
+        announce=announce,
         config=config,
         ports=ports,
         policy=RetryPolicy.from_config(config),
@@ -154,7 +162,7 @@ async def upstream_fetcher(
         batch_counters=batch_counters if batch_counters is not None else counters,
         flushes=flushes if flushes is not None else IdleFlushes(counters),
     )
-    with outbox, express if express is not None else contextlib.nullcontext():
+    with outbox, express or contextlib.nullcontext(), announce or contextlib.nullcontext():
         async with trio.open_nursery() as nursery:
             with inbox:
                 task_status.started()
@@ -261,6 +269,10 @@ class _RequestFetch:
         """Stream one turn; its ``StreamEnded`` (sent by the caller, outside the scope)."""
         handle, shared = self.handle, self.shared
         counters = shared.counters
+        if shared.announce is not None:
+            # Outside the turn's scope, like its StreamEnded: whoever ends the
+            # request downstream needs the handle even if the turn never starts.
+            await self._send(shared.announce, (TurnStarted(handle),), 0)
         failure: EngineError | None = None
         with handle.cancel_scope() as scope:
             try:

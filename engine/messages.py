@@ -1,4 +1,4 @@
-"""Typed messages: the public request and outbound events, and the pipeline's own.
+"""Typed messages: the public request, a request's turn mailbox, and the outbound events.
 
 All are frozen, slotted, keyword-only dataclasses. Containers inside them are
 tuples or read-only mappings (``freeze_json``), so a message can be shared by
@@ -7,14 +7,8 @@ for the hot path: a decoded upstream event's payload (``UpstreamEvent.data``,
 ``OutputItem.item``) is the decoder's own dict, typed read-only (``Mapping``)
 and never mutated, instead of being deep-copied for every event.
 
-Channels carry one union alias each (DESIGN.md §2)::
-
-    admission ─RequestHandle─▶ fetcher ─FetchOut─▶ parser pool ─ParseBundle─▶
-    reorderer ─OrderedBundle─▶ delta batcher ─BatchedBundle─▶ emitter ─▶ OutboundBatch
-
-``StreamEnded`` carries a sequence number like every stream item, so it is
-released by the reorderer only after every earlier item: the end of a
-request can never overtake its last events.
+The pipeline's own messages, which travel the shared channels, are in
+``engine.pipeline_messages``.
 """
 
 from __future__ import annotations
@@ -23,7 +17,7 @@ import secrets
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from orpipe.engine.errors import EngineError, UsageError
 from orpipe.engine.json_values import JsonObject, freeze_json, thaw_json
@@ -34,16 +28,12 @@ if TYPE_CHECKING:  # engine.artifacts and engine.tools import engine.json_values
     from orpipe.engine.tools import Tool
 
 __all__ = [
-    "BatchOut",
-    "BatchedItem",
     "Cancelled",
     "ChatRequest",
     "Citation",
     "Completed",
-    "DeltaEvent",
     "Ending",
     "Failed",
-    "FetchOut",
     "Incomplete",
     "JsonObject",
     "NextTurn",
@@ -51,28 +41,16 @@ __all__ = [
     "OutboundBatch",
     "OutboundEvent",
     "OutputItem",
-    "ParseFailed",
-    "ParseOut",
-    "ParsedBatch",
     "ReasoningDelta",
-    "RequestBatch",
-    "SseBatch",
     "Status",
-    "StreamEnded",
-    "StreamItem",
     "TextDelta",
-    "TextRun",
-    "ToolRound",
     "ToolsStopped",
     "TurnMail",
-    "UpstreamEvent",
     "Usage",
     "freeze_json",
     "new_request_id",
     "thaw_json",
 ]
-
-DeltaChannel = Literal["text", "reasoning"]
 
 
 def new_request_id() -> str:
@@ -164,120 +142,8 @@ class ChatRequest:
 
 
 # --------------------------------------------------------------------------
-# Pipeline messages (engine-internal)
+# A request's turn mailbox (tool executor → the request's fetch task)
 # --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SseBatch:
-    """Raw SSE data payloads that arrived together, numbered from ``first_seq``."""
-
-    request_id: str
-    first_seq: int
-    payloads: tuple[bytes, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamEnded:
-    """The upstream stream of one request is over; ``seq`` is one past its last item.
-
-    ``failure`` is set when the stream broke, ``cancel_reason`` when the
-    request was cancelled; both unset means the body ended normally (whether
-    the response itself was complete is the emitter's judgement).
-    """
-
-    request_id: str
-    seq: int
-    failure: EngineError | None = None
-    cancel_reason: str | None = None
-    #: Which upstream turn of the request ended (0 first; tool rounds add turns).
-    turn: int = 0
-
-
-FetchOut = SseBatch | StreamEnded
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeltaEvent:
-    """A text or reasoning delta, already pulled out of its JSON event."""
-
-    seq: int
-    channel: DeltaChannel
-    text: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamEvent:
-    """Any other decoded Responses stream event."""
-
-    seq: int
-    type: str
-    data: JsonObject
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParseFailed:
-    """An event that could not be decoded; it still holds its sequence number."""
-
-    seq: int
-    reason: str
-    size: int
-
-
-StreamItem = DeltaEvent | UpstreamEvent | ParseFailed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ParsedBatch:
-    """Decoded items of one ``SseBatch``, in sequence order."""
-
-    request_id: str
-    first_seq: int
-    items: tuple[StreamItem, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextRun:
-    """Consecutive deltas merged by the batcher; ``events`` is how many it merged."""
-
-    request_id: str
-    channel: DeltaChannel
-    text: str
-    events: int
-
-
-ParseOut = ParsedBatch | StreamEnded
-BatchedItem = TextRun | UpstreamEvent | ParseFailed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestBatch:
-    """The batcher's output for one request, in order."""
-
-    request_id: str
-    items: tuple[BatchedItem, ...]
-
-
-BatchOut = RequestBatch | StreamEnded
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ToolRound:
-    """emitter → tool executor: run this turn's function calls, then start the next.
-
-    ``output`` is every output item of the turn in stream order (reasoning,
-    message, function calls): the next turn sends them back, followed by
-    the tool outputs, because OpenRouter keeps no state between turns.
-    ``calls`` are the ``function_call`` items among them.
-    """
-
-    request_id: str
-    turn: int
-    output: tuple[JsonObject, ...]
-    calls: tuple[JsonObject, ...]
-    #: The turn's last events when they came without a credit to deliver
-    #: them with; the tool executor delivers them first.
-    carried: tuple[OutboundEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -84,7 +84,6 @@ class Wiring:
     config: EngineConfig
     ports: EnginePorts
     channels: ChannelRegistry
-    requests: Mapping[str, RequestHandle]
     counters: Callable[[str], ActorCounters]
     #: Registers a named breaker's counts (``Breaker.statistics``) for ``statistics().breakers``.
     breakers: Callable[[str, Callable[[], Mapping[str, int]]], None]
@@ -224,7 +223,6 @@ class Engine:
             config=self.config,
             ports=self.ports,
             channels=self._channels,
-            requests=self._requests,
             counters=self._counter,
             breakers=self._breakers.__setitem__,
             persist_barrier=self.persist_barrier,

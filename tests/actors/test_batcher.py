@@ -10,14 +10,16 @@ import trio.testing
 
 from orpipe.actors.batcher import delta_batcher
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.messages import (
+from orpipe.engine.pipeline_messages import (
     BatchOut,
     DeltaEvent,
     ParsedBatch,
+    ParseOut,
     RequestBatch,
     StreamEnded,
     StreamItem,
     TextRun,
+    TurnStarted,
     UpstreamEvent,
 )
 from orpipe.engine.statistics import ActorCounters
@@ -39,7 +41,7 @@ def _run(rid: str, text: str, events: int, channel: str = "text") -> TextRun:
 def _open(out_size: int = 100, **config: object):
     """The actor; merging is studied with the first text's early flush off unless asked."""
     config.setdefault("first_text_at_once", False)
-    send, receive = trio.open_memory_channel[tuple[ParsedBatch | StreamEnded, ...]](100)
+    send, receive = trio.open_memory_channel[tuple[ParseOut, ...]](100)
     out_send, out_receive = trio.open_memory_channel[tuple[BatchOut, ...]](out_size)
     counters = ActorCounters()
     actor = functools.partial(
@@ -217,11 +219,11 @@ async def test_a_request_may_carry_its_own_limits(
         channels=ChannelRegistry(),
         on_finished=lambda *_: None,
     )
-    handles = {"own": handle}
     send, out_receive, _, actor = _open(update_char_limit=100, idle_flush_ms=0)
     async with trio.open_nursery() as nursery:
-        await nursery.start(functools.partial(actor, requests=handles), name="batcher-actor")
+        await nursery.start(actor, name="batcher-actor")
         async with send:
+            await send.send((TurnStarted(handle),))  # as the fetcher announces a turn
             await send.send((_pb("own", _d(0, "ab"), _d(1, "cd")),))
             await send.send((_pb("other", _d(0, "ab"), _d(1, "cd")),))
             await send.send((StreamEnded(request_id="own", seq=2),))

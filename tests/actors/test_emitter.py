@@ -12,21 +12,24 @@ from orpipe.actors.emitter import emitter
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import UpstreamTimeout
 from orpipe.engine.messages import (
-    BatchOut,
     Cancelled,
     ChatRequest,
     Completed,
     Failed,
     Notice,
     OutboundBatch,
+    TextDelta,
+    Usage,
+)
+from orpipe.engine.pipeline_messages import (
+    BatchOut,
     ParseFailed,
     RequestBatch,
     StreamEnded,
-    TextDelta,
     TextRun,
     ToolRound,
+    TurnStarted,
     UpstreamEvent,
-    Usage,
 )
 from orpipe.engine.request import RequestHandle, ResponseStream
 from orpipe.engine.statistics import ActorCounters
@@ -44,11 +47,18 @@ def _ev(kind: str, **data: object) -> UpstreamEvent:
 
 def _open(requests: dict[str, RequestHandle]):
     send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](100)
+    _announce(send, requests)
     counters = ActorCounters()
-    actor = functools.partial(
-        emitter, receive, requests=requests, config=EngineConfig(), counters=counters
-    )
+    actor = functools.partial(emitter, receive, config=EngineConfig(), counters=counters)
     return send, counters, actor
+
+
+def _announce(
+    send: trio.MemorySendChannel[tuple[BatchOut, ...]], requests: dict[str, RequestHandle]
+) -> None:
+    """Each request's turn starts, as the fetcher announces it, before any of its items."""
+    for handle in requests.values():
+        send.send_nowait((TurnStarted(handle),))
 
 
 async def test_deliveries_credits_and_the_ending() -> None:
@@ -240,6 +250,7 @@ async def test_cancellation_leaves_no_task(autojump_clock: trio.testing.MockCloc
 
 def _tool_rig(requests: dict[str, RequestHandle], **config: object):  # type: ignore[no-untyped-def]
     send, receive = trio.open_memory_channel[tuple[BatchOut, ...]](100)
+    _announce(send, requests)
     tools_send, tools_receive = trio.open_memory_channel[ToolRound](10)
     counters = ActorCounters()
     actor = functools.partial(
@@ -247,7 +258,6 @@ def _tool_rig(requests: dict[str, RequestHandle], **config: object):  # type: ig
         receive,
         None,
         tools_send,
-        requests=requests,
         config=EngineConfig(**config),  # type: ignore[arg-type]
         counters=counters,
     )

@@ -10,7 +10,7 @@ import trio.testing
 
 from orpipe.actors.delta_batching import DeltaBatcher
 from orpipe.actors.idle_flush import IdleFlushes
-from orpipe.engine.messages import BatchOut, DeltaEvent, RequestBatch, StreamEnded, TextRun
+from orpipe.engine.pipeline_messages import BatchOut, DeltaEvent, RequestBatch, StreamEnded, TextRun
 from orpipe.engine.statistics import ActorCounters
 
 

@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from orpipe.actors.parser import parser_pool
-from orpipe.engine.messages import (
+from orpipe.engine.pipeline_messages import (
     DeltaEvent,
     ParsedBatch,
     ParseFailed,

@@ -12,7 +12,7 @@ import trio.testing
 from orpipe.actors.event_decoder import decode_event
 from orpipe.actors.reorderer import reorderer
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.messages import ParsedBatch, ParseOut, StreamEnded
+from orpipe.engine.pipeline_messages import ParsedBatch, ParseOut, StreamEnded
 from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import delta, tasks_named
 

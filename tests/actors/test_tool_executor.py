@@ -31,10 +31,10 @@ from orpipe.engine.messages import (
     OutputItem,
     Status,
     TextDelta,
-    ToolRound,
     ToolsStopped,
     TurnMail,
 )
+from orpipe.engine.pipeline_messages import ToolRound
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
 from orpipe.engine.tools import Tool, toolbox
@@ -82,7 +82,6 @@ class Rig:
     config: EngineConfig
     rounds: trio.MemorySendChannel[ToolRound]
     persisted: list[Artifact]
-    requests: dict[str, RequestHandle]
     counters: ActorCounters
     nursery: trio.Nursery
     breakers: dict[str, Callable[[], Mapping[str, int]]]
@@ -106,10 +105,9 @@ class Rig:
             artifacts=ArtifactContext(chat_id="chat", message_id="msg") if artifacts else None,
         )
         handle = make_handle(request=request, window_events=4, deadline=deadline)
-        self.requests[handle.request_id] = handle
         run = Run(handle)
         tool_round = ToolRound(
-            request_id=handle.request_id,
+            handle=handle,
             turn=turn,
             output=tuple(calls),
             calls=tuple(calls),
@@ -147,7 +145,6 @@ async def executor_rig(**config: Any) -> AsyncIterator[Rig]:
     rounds_send, rounds_receive = trio.open_memory_channel[ToolRound](10)
     persist_send, persist_receive = trio.open_memory_channel[tuple[Artifact, ...]](100)
     persisted: list[Artifact] = []
-    requests: dict[str, RequestHandle] = {}
     counters = ActorCounters()
     breakers: dict[str, Callable[[], Mapping[str, int]]] = {}
 
@@ -162,14 +159,13 @@ async def executor_rig(**config: Any) -> AsyncIterator[Rig]:
                 tool_executor,
                 rounds_receive,
                 persist_send,
-                requests=requests,
                 config=cfg,
                 counters=counters,
                 report_breaker=breakers.__setitem__,
             )
         )
         async with rounds_send:
-            yield Rig(cfg, rounds_send, persisted, requests, counters, nursery, breakers)
+            yield Rig(cfg, rounds_send, persisted, counters, nursery, breakers)
         nursery.cancel_scope.cancel()  # the store and the consumers
 
 
@@ -688,10 +684,9 @@ async def test_a_request_already_cancelled_runs_nothing(
         request = ChatRequest(model="m", input=(), tools=toolbox(tool("slow", probe)))
         handle = make_handle(request=request)
         handle.cancel("gone")
-        rig.requests[handle.request_id] = handle
         rig.rounds.send_nowait(
             ToolRound(
-                request_id=handle.request_id,
+                handle=handle,
                 turn=0,
                 output=(call("slow", "c1"),),
                 calls=(call("slow", "c1"),),

@@ -26,15 +26,8 @@ from orpipe.engine.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
-from orpipe.engine.messages import (
-    ChatRequest,
-    Completed,
-    FetchOut,
-    NextTurn,
-    SseBatch,
-    StreamEnded,
-    ToolsStopped,
-)
+from orpipe.engine.messages import ChatRequest, Completed, NextTurn, ToolsStopped
+from orpipe.engine.pipeline_messages import FetchOut, SseBatch, StreamEnded
 from orpipe.engine.ports import EnginePorts
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orpipe.actors.delta_batching import DeltaBatcher, join_surrogates
-from orpipe.engine.messages import (
+from orpipe.engine.pipeline_messages import (
     BatchedItem,
     DeltaChannel,
     DeltaEvent,

@@ -15,7 +15,8 @@ from orpipe.actors import event_decoder
 from orpipe.actors.event_decoder import MAX_FALLBACK_NESTING, decode_event
 from orpipe.actors.response_mapper import ResponseMapper
 from orpipe.engine.errors import UpstreamResponseFailed
-from orpipe.engine.messages import DeltaEvent, Failed, ParseFailed, StreamEnded, UpstreamEvent
+from orpipe.engine.messages import Failed
+from orpipe.engine.pipeline_messages import DeltaEvent, ParseFailed, StreamEnded, UpstreamEvent
 
 
 def _payload(**fields: object) -> bytes:

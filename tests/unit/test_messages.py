@@ -8,7 +8,8 @@ import types
 import pytest
 
 from orpipe.engine.errors import UsageError
-from orpipe.engine.messages import ChatRequest, SseBatch, TextRun, freeze_json, thaw_json
+from orpipe.engine.messages import ChatRequest, freeze_json, thaw_json
+from orpipe.engine.pipeline_messages import SseBatch, TextRun
 from orpipe.engine.statistics import ActorCounters
 
 

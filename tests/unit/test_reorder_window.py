@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from orpipe.actors.event_decoder import decode_event
 from orpipe.actors.reorder_window import ReorderError, ReorderWindow, WindowOverflow
-from orpipe.engine.messages import ParsedBatch, ParseFailed, StreamEnded
+from orpipe.engine.pipeline_messages import ParsedBatch, ParseFailed, StreamEnded
 
 _sizes = st.lists(st.integers(1, 6), max_size=25)
 

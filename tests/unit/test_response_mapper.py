@@ -21,15 +21,12 @@ from orpipe.engine.messages import (
     Incomplete,
     Notice,
     OutputItem,
-    ParseFailed,
     ReasoningDelta,
     Status,
-    StreamEnded,
     TextDelta,
-    TextRun,
-    UpstreamEvent,
     Usage,
 )
+from orpipe.engine.pipeline_messages import ParseFailed, StreamEnded, TextRun, UpstreamEvent
 
 RID = "req1"
 _seq = iter(range(10**9))
