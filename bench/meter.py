@@ -17,6 +17,7 @@ in flight is recorded as cut off (outcome None, "unfinished").
 
 from __future__ import annotations
 
+import abc
 import collections
 import os
 import sys
@@ -123,7 +124,7 @@ class Window:
         return amount / self.seconds if self.seconds > 0 else 0.0
 
 
-class Meter:
+class Meter(abc.ABC):
     """One phase of a closed loop: its window, outcome counts, latencies and CPU.
 
     A subclass names what it counts (``units_now``: upstream events, pipe
@@ -150,12 +151,13 @@ class Meter:
         self._opened: _Mark | None = None
         self._closed: _Mark | None = None
 
+    @abc.abstractmethod
     def units_now(self) -> int:
         """What the phase counts so far (events, chunks), warm-up included."""
-        return 0
 
+    @abc.abstractmethod
     def progress_text(self, elapsed_s: float, stage: str, units_per_s: float) -> str:
-        return f"[{self.name}] {elapsed_s:5.1f}/{self.total_s:g} s {stage}"
+        """The live line: seconds so far, the stage (warm-up, counting, draining), the rate."""
 
     @property
     def total_s(self) -> float:
