@@ -13,16 +13,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from orpipe.adapters.openwebui import intake
 from orpipe.adapters.openwebui.downloader import DownloadLimits
 from orpipe.adapters.openwebui.files import Owner, StoredFileError
-from orpipe.adapters.openwebui.intake import (
-    FileStore,
-    Intake,
-    IntakeLimits,
-    IntakeResult,
-    UrlFetcher,
-    effective_remote_limit,
-)
 from orpipe.adapters.openwebui.runtime import PipeRuntime
 from orpipe.adapters.openwebui.safe_emitter import SafeEmitter
 from orpipe.adapters.openwebui.turn_context import TurnContext
@@ -39,7 +32,7 @@ async def prepare_attachments(
     runtime: PipeRuntime,
     emitter: SafeEmitter,
     items: tuple[Mapping[str, Any], ...],
-) -> IntakeResult:
+) -> intake.IntakeResult:
     """The intake pass (``openwebui.intake``): stored files inlined, links fetched or vetted.
 
     For an input the planner found stored files or links in (``TurnPlan.needs_intake``).
@@ -54,9 +47,11 @@ async def prepare_attachments(
         # Links and inline data still work; Open WebUI's own files cannot be read.
         log.info("intake without Open WebUI's files: %s", exc.reason)
     inline_max = valves.BASE64_MAX_SIZE_MB * 1024 * 1024
-    remote_max = min(effective_remote_limit(valves.REMOTE_FILE_MAX_SIZE_MB, rag_limit), inline_max)
-    intake = Intake(
-        limits=IntakeLimits(
+    remote_max = min(
+        intake.effective_remote_limit(valves.REMOTE_FILE_MAX_SIZE_MB, rag_limit), inline_max
+    )
+    attachments = intake.Intake(
+        limits=intake.IntakeLimits(
             inline_max_bytes=inline_max,
             video_max_bytes=valves.VIDEO_MAX_SIZE_MB * 1024 * 1024,
             remote_max_bytes=remote_max,
@@ -72,7 +67,7 @@ async def prepare_attachments(
     )
     await emitter.status(_PREPARING_STATUS, done=False)
     try:
-        prepared = await intake.prepare(items)
+        prepared = await attachments.prepare(items)
     except BaseException:
         await emitter.close_statuses()  # no blank "hidden" entry: Open WebUI lists those
         raise
@@ -83,7 +78,7 @@ async def prepare_attachments(
 _PREPARING_STATUS = "Preparing attachments…"
 
 
-def file_store(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> FileStore:
+def file_store(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> intake.FileStore:
     if ctx.files is not None:
         return ctx.files
     return runtime.files(
@@ -91,7 +86,7 @@ def file_store(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> FileSt
     )
 
 
-def fetcher(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> UrlFetcher:
+def fetcher(valves: Valves, ctx: TurnContext, runtime: PipeRuntime) -> intake.UrlFetcher:
     """The process's downloader; each download may ask for a lower size limit."""
     if ctx.downloader is not None:
         return ctx.downloader

@@ -25,18 +25,9 @@ from orpipe.adapters.openwebui.turn_plan import TurnHistory, TurnSettings, plan_
 from orpipe.adapters.openwebui.valves import Valves, effective_settings
 from orpipe.engine import ChatRequest
 from orpipe.engine.artifacts import Artifact, ArtifactContext, marker_line
+from tests.adapters import test_owui_pipe as pipe_tests
 from tests.adapters.asyncio_support import Mock
-from tests.adapters.test_owui_pipe import (  # noqa: F401 - fixtures used by name
-    Owui,
-    Recording,
-    _turn,
-    artifact_database,
-    body,
-    make_pipe,
-    on_loop,
-    read,
-    turn,
-)
+from tests.adapters.test_owui_pipe import artifact_database  # noqa: F401 - a fixture
 from tests.adapters.test_owui_tool_turns import WeatherTool
 
 TOOL_MODEL = ModelInfo(
@@ -225,8 +216,14 @@ def test_a_turn_builds_its_request_once_and_crosses_only_for_history_and_submit(
     crossings: list[str],
 ) -> None:
     async def scenario() -> None:
-        pipe, owui, rec = make_pipe(mock, "thread"), Owui(), Recording()
-        first = await read(await _turn(pipe, owui, turn(owui, "m1", [], "Hi"), rec))
+        pipe, owui = pipe_tests.make_pipe(mock, "thread"), pipe_tests.Owui()
+        rec = pipe_tests.Recording()
+
+        async def chat(message_id: str, history: list[dict[str, Any]], text: str) -> Any:
+            request = pipe_tests.turn(owui, message_id, history, text)
+            return await pipe_tests.read(await pipe_tests._turn(pipe, owui, request, rec))
+
+        first = await chat("m1", [], "Hi")
         assert len(constructions) == 1
         # History is the persister's barrier, then the load next to the store (a chat
         # Open WebUI does not keep reads the store on its first answer too); then submit.
@@ -234,24 +231,24 @@ def test_a_turn_builds_its_request_once_and_crosses_only_for_history_and_submit(
         constructions.clear()
         crossings.clear()
         history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first.text}]
-        await read(await _turn(pipe, owui, turn(owui, "m2", history, "More"), rec))
+        await chat("m2", history, "More")
         assert len(constructions) == 1
         assert _before_submit(crossings) == ["wait_persisted", "call_store", "submit"]
         assert "reasoning" in [item.get("type") for item in rec.bodies[-1]["input"]]
 
-    on_loop(loop_kind, scenario)
+    pipe_tests.on_loop(loop_kind, scenario)
 
 
 def test_a_title_task_builds_its_request_once_and_only_submits(
     mock: Mock, loop_kind: str, constructions: list[str], crossings: list[str]
 ) -> None:
     async def scenario() -> None:
-        pipe, owui = make_pipe(mock, "thread"), Owui()
+        pipe, owui = pipe_tests.make_pipe(mock, "thread"), pipe_tests.Owui()
         ctx = owui_chat.TurnContext(
             user={"id": owui.user_id}, metadata={"chat_id": "chat-1"}, task="title_generation"
         )
-        await owui_chat.run_turn(pipe.valves, body("mock.text"), ctx)
+        await owui_chat.run_turn(pipe.valves, pipe_tests.body("mock.text"), ctx)
         assert len(constructions) == 1
         assert _before_submit(crossings) == ["submit"]
 
-    on_loop(loop_kind, scenario)
+    pipe_tests.on_loop(loop_kind, scenario)
