@@ -36,21 +36,9 @@ from typing import Any, Final
 import httpx
 import trio
 
+from orpipe.bench import owui_browser_checks as verdicts
 from orpipe.bench.headless_chromium import DevToolsPage, open_chromium
-from orpipe.bench.owui_browser_checks import (
-    BrowserChat,
-    Check,
-    answer_problem,
-    copy_problem,
-    find_chat_request,
-    normalize_ws,
-    replay_problem,
-    short,
-    status_history_problems,
-    stored_status_entries,
-    thinking_indicators,
-    unexpected_toasts,
-)
+from orpipe.bench.owui_browser_checks import BrowserChat, Check
 from orpipe.bench.owui_browser_js import (
     CENTRE_JS,
     INIT_SCRIPT,
@@ -184,7 +172,7 @@ async def _watch_answer(
         say(f"screenshot ({kind}): {path}")
 
     def note(sample: Mapping[str, Any]) -> list[str]:
-        found = thinking_indicators(sample)
+        found = verdicts.thinking_indicators(sample)
         if len(found) > len(seen.worst):
             seen.worst, seen.worst_sample = found, dict(sample)
         return found
@@ -227,7 +215,7 @@ async def _check_copy(p: _Page, message_id: str, name: str = "the answer") -> Ch
     await p.poll(f"(window.__orpipe?.copied.length ?? 0) > {before}", 3)
     copied = ((await p.state()).get("copied") or [])[before:]
     visible = await p.page.evaluate_or_raise(VISIBLE_JS % json.dumps(message_id))
-    problem = copy_problem(copied, str(visible or ""))
+    problem = verdicts.copy_problem(copied, str(visible or ""))
     if problem is None:
         return Check(True, f"{name}: Copy copied exactly the visible text ({len(copied[0])} chars)")
     return Check(False, f"{name}: Copy = the visible text: {problem}")
@@ -248,8 +236,8 @@ async def _check_status_history(
         status = await p.page.evaluate_or_raise(STATUS_JS % json.dumps(message_id))
     line = str(status["line"])
     entries: list[str] = status["entries"] or [line]
-    problems = status_history_problems(entries)
-    kept = stored_status_entries(stored.get("statusHistory"))
+    problems = verdicts.status_history_problems(entries)
+    kept = verdicts.stored_status_entries(stored.get("statusHistory"))
     if kept is not None and len(kept) != len(entries):
         problems.append(
             f"the page lists {len(entries)} entries but Open WebUI stored {len(kept)} "
@@ -299,11 +287,11 @@ async def _run_turn(step: _Step, chat: BrowserChat, turn: int, message: str) -> 
     stored = await p.page.evaluate_or_raise(
         STORED_JS % json.dumps(answer.message_id), await_promise=True
     )
-    problem = answer_problem(visible, stored)
+    problem = verdicts.answer_problem(visible, stored)
     step.report(
         Check(
             problem is None,
-            f"{name} arrived: {problem or short(normalize_ws(visible), 60)} "
+            f"{name} arrived: {problem or verdicts.short(verdicts.normalize_ws(visible), 60)} "
             f"({answer.samples} samples while it streamed)",
         )
     )
@@ -324,7 +312,7 @@ async def _run_turn(step: _Step, chat: BrowserChat, turn: int, message: str) -> 
     check, line = await _check_status_history(p, answer.message_id, stored, name)
     step.report(check)
     step.say(f"{name}: final status line {line!r}")
-    request = find_chat_request(await _mock_log(step.mock_root), message)
+    request = verdicts.find_chat_request(await _mock_log(step.mock_root), message)
     seen = (request.get("model"), request.get("scenario")) if request else None
     step.report(Check(request is not None, f"{name}: the mock received the typed message {seen}"))
 
@@ -349,7 +337,7 @@ async def _run_chat(step: _Step, chat: BrowserChat) -> None:
     step.say(f"screenshot of the {chat.label} chat: {shot}")
     state = await p.state()
     seen = state.get("toasts") or []
-    toasts = unexpected_toasts(seen)
+    toasts = verdicts.unexpected_toasts(seen)
     step.report(
         Check(
             not toasts,
@@ -360,7 +348,8 @@ async def _run_chat(step: _Step, chat: BrowserChat) -> None:
     if state.get("errors"):
         step.say(f"note: page recorder errors: {state['errors']}")
     if chat.reasoning and chat.turns >= 2:
-        ok, what = replay_problem(await _mock_log(step.mock_root), messages[0], messages[1])
+        log = await _mock_log(step.mock_root)
+        ok, what = verdicts.replay_problem(log, messages[0], messages[1])
         step.report(Check(ok, f"second turn replays the first turn's reasoning: {what}"))
 
 
