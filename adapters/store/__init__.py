@@ -1,1 +1,3 @@
-"""Artifact storage: the codec, the SQL table and the Redis write-behind (trio)."""
+"""Artifact storage (trio): the codec, the SQL table (``sql``, ``sql_backends``), the Redis
+write-behind (``redis_writebehind`` with its ``redis_flusher``, ``redis_link`` and
+``redis_layout``), and the store assembled from its ``settings``."""
