@@ -71,14 +71,19 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LabOptions:
+    """A validated request for one research run (``bench.lab_cli`` builds it)."""
+
     scenario: LabScenario
+    #: Engine config with the ``--set`` overrides; the scenario's ``[engine]`` go on top.
     config: EngineConfig
     out_dir: Path
     #: Multiplies every phase's duration (tests run the built-ins at 0.1).
     time_scale: float = 1.0
+    #: Seconds between two samples of the engine's channels and of RSS.
     interval_s: float = 0.25
     #: None: the scenario's ``drain_s``.
     drain_s: float | None = None
+    #: Show the live progress line.
     progress: bool = True
     #: Also write the PNG plots and the HTML report.
     report: bool = True

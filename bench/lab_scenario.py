@@ -89,10 +89,15 @@ class LoadPhase:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
+    """Upstream errors between two times of the run: the mock scenario that answers them."""
+
     start_s: float
     end_s: float
+    #: The mock's error scenario (``http-429``, ...), sent as ``model="mock/<scenario>"``.
     scenario: str
+    #: The share of requests in the window that meet it.
     fraction: float = 1.0
+    #: The ``Retry-After`` seconds the error carries.
     retry_after: int = 1
     #: Attempts of one request that meet the error before the mock answers (-1: all).
     fail_times: int = 1
