@@ -17,7 +17,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -40,6 +39,7 @@ from orpipe.adapters.openwebui.model_registry import (
     registry_for,
 )
 from orpipe.bench.mock_catalogue import CATALOGUE
+from orpipe.engine.async_resource import AsyncResource
 from orpipe.engine.errors import ConfigError, EngineError
 from tests.adapters.asyncio_support import Mock, mock_process, run_on, wait_until
 
@@ -80,7 +80,7 @@ def error(status: int, message: str = "upstream trouble") -> Reply:
     return Reply(status=status, body=json.dumps(envelope).encode())
 
 
-class TinyServer:
+class TinyServer(AsyncResource):
     """A real HTTP/1.1 server on loopback, on the running loop.
 
     Answers each request with the next scripted reply (the last one repeats),
@@ -98,18 +98,12 @@ class TinyServer:
     def hits(self) -> int:
         return len(self.requests)
 
-    async def __aenter__(self) -> TinyServer:
+    async def open(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/api/v1"
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
         assert self._server is not None
         self._server.close()
         # Handlers still delaying a reply are cancelled: wait_closed would wait for them.
