@@ -203,11 +203,11 @@ async def _submit(
         BridgeTarget(
             config=settings.config,
             api_key=settings.api_key,
-            kind=valves.ENGINE_BRIDGE,
-            window_batches=valves.BRIDGE_WINDOW_BATCHES,
             transport_factory=ctx.transport_factory,
             store_factory=store_factory,
             store_key=store_key,
+            kind=valves.ENGINE_BRIDGE,
+            window_batches=valves.BRIDGE_WINDOW_BATCHES,
         )
     )
     history = TurnHistory(context=None)

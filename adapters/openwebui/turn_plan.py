@@ -238,14 +238,17 @@ def _features(ctx: TurnContext) -> Mapping[str, Any]:
 
 def _request_settings(valves: Valves, effective: EffectiveSettings) -> RequestSettings:
     return RequestSettings(
+        # The user's reasoning, merged with the system's.
         enable_reasoning=effective.enable_reasoning,
         reasoning_effort=effective.reasoning_effort,
         reasoning_summary=effective.reasoning_summary,
-        use_model_max_output_tokens=valves.USE_MODEL_MAX_OUTPUT_TOKENS,
+        # Attachments.
+        base64_max_bytes=valves.BASE64_MAX_SIZE_MB * 1024 * 1024,
+        max_input_images=valves.MAX_INPUT_IMAGES_PER_REQUEST,
+        image_selection=valves.IMAGE_INPUT_SELECTION,
+        # Web search and output length.
         enable_web_search=valves.ENABLE_WEB_SEARCH_TOOL,
         web_search_force_models=valves.web_search_force_models(),
         web_search_max_results=valves.WEB_SEARCH_MAX_RESULTS,
-        max_input_images=valves.MAX_INPUT_IMAGES_PER_REQUEST,
-        image_selection=valves.IMAGE_INPUT_SELECTION,
-        base64_max_bytes=valves.BASE64_MAX_SIZE_MB * 1024 * 1024,
+        use_model_max_output_tokens=valves.USE_MODEL_MAX_OUTPUT_TOKENS,
     )
