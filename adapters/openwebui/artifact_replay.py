@@ -10,7 +10,8 @@ text plus the artifacts the caller loaded back into Responses input items.
 It is pure and synchronous: no I/O, no clock (except ``normalise_item``'s new
 id when called without a fallback, which the replay path never does). The
 caller finds the ids (``referenced_ids``), fetches the artifacts, and passes
-them in a ``ReplayPlan``; ``adapters.openwebui.request.build_request`` does the rest.
+them in a ``ReplayPlan``; the request mapping (``adapters.openwebui.request.messages``)
+places them.
 
 Ordering rules
 --------------

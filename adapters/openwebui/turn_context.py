@@ -28,7 +28,7 @@ class PipeError(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnContext:
-    """The reserved arguments of one ``pipe()`` call that this module uses."""
+    """The reserved arguments of one ``pipe()`` call that a turn uses."""
 
     user: Mapping[str, Any]
     metadata: Mapping[str, Any]
