@@ -56,18 +56,12 @@ from typing import Final, Literal, TypedDict
 import redis
 import trio
 
+from orpipe.adapters.store import redis_layout
 from orpipe.adapters.store.redis_flusher import (
     FlushCounts,
     FlusherSettings,
     WriteBehindFlusher,
     WriteBehindMode,
-)
-from orpipe.adapters.store.redis_layout import (
-    RedisKeys,
-    entry_fields,
-    pack_row,
-    text,
-    unpack_row_or_none,
 )
 from orpipe.adapters.store.redis_link import RedisLink
 from orpipe.adapters.store.rows import RowStore, StoredRow
@@ -77,13 +71,6 @@ from orpipe.engine.errors import ConfigError, PersistenceError, UsageError
 __all__ = ["RedisWriteBehind", "StoreCounts", "WriteBehindStatistics"]
 
 log = logging.getLogger("orpipe.persistence")
-
-_NAMESPACE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
-_MAX_BATCH_SIZE: Final = 1000
-#: Rows per MULTI/EXEC when queueing: bounds one transaction's size and latency.
-_ENQUEUE_CHUNK: Final = 500
-_CLOSE_GRACE_S: Final = 5.0
-_WARN_EVERY_S: Final = 60.0
 
 
 class StoreCounts(TypedDict):
@@ -105,6 +92,14 @@ class WriteBehindStatistics(StoreCounts, FlushCounts):
     pending: int
     limiter_borrowed: int
     limiter_total: float
+
+
+_NAMESPACE: Final = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+_MAX_BATCH_SIZE: Final = 1000
+#: Rows per MULTI/EXEC when queueing: bounds one transaction's size and latency.
+_ENQUEUE_CHUNK: Final = 500
+_CLOSE_GRACE_S: Final = 5.0
+_WARN_EVERY_S: Final = 60.0
 
 
 class RedisWriteBehind(AsyncResource):
@@ -146,7 +141,7 @@ class RedisWriteBehind(AsyncResource):
         )
         self._link = RedisLink(redis_url, limiter=limiter, clock=clock)
         self._sql = sql
-        self._keys = RedisKeys(namespace)
+        self._keys = redis_layout.RedisKeys(namespace)
         self.namespace = namespace
         self.batch_size = batch_size
         self.cache_ttl_s = cache_ttl_s
@@ -331,7 +326,7 @@ class RedisWriteBehind(AsyncResource):
             return {}
         found: dict[str, StoredRow] = {}
         for artifact_id, value in zip(ids, values, strict=True):
-            row = unpack_row_or_none(value)
+            row = redis_layout.unpack_row_or_none(value)
             if row is not None and row.artifact_id == artifact_id and row.chat_id == chat_id:
                 found[artifact_id] = row
         return found
@@ -414,8 +409,8 @@ class RedisWriteBehind(AsyncResource):
     def _sync_enqueue(self, rows: Sequence[StoredRow]) -> int:
         pipe = self._link.client.pipeline(transaction=True)
         for row in rows:
-            packed = pack_row(row)
-            pipe.xadd(self._keys.stream, entry_fields(row, packed))
+            packed = redis_layout.pack_row(row)
+            pipe.xadd(self._keys.stream, redis_layout.entry_fields(row, packed))
             # No TTL while queued: a replay must find the row until it is in SQL.
             pipe.set(self._keys.cache(row.chat_id, row.artifact_id), packed)
             pipe.hset(self._keys.queued(row.chat_id), row.artifact_id, row.message_id)
@@ -430,7 +425,7 @@ class RedisWriteBehind(AsyncResource):
         pipe = self._link.client.pipeline(transaction=False)
         for row in rows:
             key = self._keys.cache(row.chat_id, row.artifact_id)
-            pipe.set(key, pack_row(row), ex=self.cache_ttl_s)
+            pipe.set(key, redis_layout.pack_row(row), ex=self.cache_ttl_s)
         pipe.execute()
 
     def _sync_uncache(self, chat_id: str, ids: list[str]) -> None:
@@ -438,7 +433,7 @@ class RedisWriteBehind(AsyncResource):
 
     def _sync_queued(self, chat_id: str) -> dict[str, str]:
         queued = self._link.client.hgetall(self._keys.queued(chat_id))
-        return {text(k): text(v) for k, v in queued.items()}
+        return {redis_layout.text(k): redis_layout.text(v) for k, v in queued.items()}
 
 
 def _check_settings(
