@@ -1,16 +1,17 @@
 """The mock OpenRouter as a child process, for the length of a bench run, from any caller.
 
 Owns starting ``python -m bench.mock_openrouter --port 0`` (with the
-``--variant`` pacings a run asks for), waiting (bounded) for its readiness
-line, reading its counters, and stopping it on every way out (normal end,
-error, Ctrl-C). A separate process, so the bench's CPU figures
-(``process_time``) count the client only.
+``--variant`` pacings, ``--param`` defaults and ``--api-key`` a run asks
+for), waiting (bounded) for its readiness line, reading its counters, and
+stopping it on every way out (normal end, error, Ctrl-C). A separate
+process, so the bench's CPU figures (``process_time``) count the client only.
 
 The launcher, ``MockChild``, is plain blocking code; the two ways to hold it
 differ only in who waits: ``running_mock_child`` for callers with no loop
 running (the Open WebUI bench starts the mock before and between its asyncio
-loops), ``running_mock`` for trio runs, which wait in a worker thread. On
-cancellation the trio side still stops the mock (shielded) before it returns.
+loops; the smoke test beside a real Open WebUI), ``running_mock`` for trio
+runs, which wait in a worker thread. On cancellation the trio side still
+stops the mock (shielded) before it returns.
 """
 
 from __future__ import annotations
@@ -79,13 +80,19 @@ class MockChild:
         self,
         *,
         variants: Mapping[str, Mapping[str, str]] | None = None,
+        params: Mapping[str, str] | None = None,
+        api_key: str | None = None,
         log_path: Path | None = None,
         ready_timeout_s: float = 20.0,
     ) -> None:
         self._argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
-        for name, params in (variants or {}).items():
-            pairs = "&".join(f"{key}={value}" for key, value in params.items())
+        for name, variant in (variants or {}).items():
+            pairs = "&".join(f"{key}={value}" for key, value in variant.items())
             self._argv += ["--variant", f"{name}={pairs}"]
+        for key, value in (params or {}).items():
+            self._argv += ["--param", f"{key}={value}"]
+        if api_key is not None:
+            self._argv += ["--api-key", api_key]
         self._log_path = log_path
         self._ready_timeout_s = ready_timeout_s
         self._log: IO[bytes] | None = None
@@ -151,10 +158,20 @@ class MockChild:
 
 @contextmanager
 def running_mock_child(
-    *, log_path: Path | None = None, ready_timeout_s: float = 20.0
+    *,
+    params: Mapping[str, str] | None = None,
+    api_key: str | None = None,
+    log_path: Path | None = None,
+    ready_timeout_s: float = 20.0,
 ) -> Iterator[MockProcess]:
-    """Start the mock, yield once it listens, and always stop it afterwards. Blocking."""
-    child = MockChild(log_path=log_path, ready_timeout_s=ready_timeout_s)
+    """Start the mock, yield once it listens, and always stop it afterwards. Blocking.
+
+    ``params`` are ``mock.*`` defaults for every request (``--param``);
+    ``api_key`` makes the mock require it.
+    """
+    child = MockChild(
+        params=params, api_key=api_key, log_path=log_path, ready_timeout_s=ready_timeout_s
+    )
     try:
         yield child.start()
     finally:

@@ -58,6 +58,7 @@ import httpx
 import trio
 
 from orpipe.bench.headless_chromium import ChromiumMissing
+from orpipe.bench.mock_process import BenchError, running_mock_child
 from orpipe.bench.mock_scenarios import plan
 from orpipe.bench.owui_browser import run_browser_checks
 
@@ -70,7 +71,6 @@ ADMIN_PASSWORD = "smoke-Pass-1"
 #: Tokens per second the mock streams at: slow enough that the browser step sees each
 #: answer stream (a reasoning answer takes about 2.4 s), quick enough for the API steps.
 MOCK_TPS = "25"
-READY = re.compile(r"mock-openrouter listening on (http://\S+)")
 
 
 class SmokeFailure(Exception):
@@ -141,11 +141,6 @@ def wait_for(predicate: Any, what: str, timeout_s: float) -> Any:
     raise SmokeFailure(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def mock_url(log: Path) -> str | None:
-    match = READY.search(log.read_text()) if log.exists() else None
-    return match.group(1) if match else None
-
-
 def healthy(base: str) -> bool:
     try:
         return httpx.get(f"{base}/health", timeout=2).status_code == 200
@@ -190,12 +185,9 @@ class Steps:
 def run(venv: Path, steps: Steps = Steps()) -> None:
     work = Path(tempfile.mkdtemp(prefix="orpipe-owui-smoke-"))
     say(f"logs and DATA_DIR under {work}")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     mock_log = work / "mock.log"
-    mock_argv = [sys.executable, "-m", "orpipe.bench.mock_openrouter", "--port", "0"]
-    mock_argv += ["--param", f"tps={MOCK_TPS}"]
-    with process([*mock_argv, "--api-key", MOCK_KEY], env=env, log=mock_log):
-        base_url = wait_for(lambda: mock_url(mock_log), "the mock OpenRouter", 20)
+    with running_mock_child(params={"tps": MOCK_TPS}, api_key=MOCK_KEY, log_path=mock_log) as mock:
+        base_url = mock.base_url
         say(f"mock OpenRouter at {base_url}")
         port = free_port()
         owui = f"http://127.0.0.1:{port}"
@@ -387,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         say("note: Open WebUI 0.12.4 is tested on Python 3.11")
     try:
         run(ensure_venv(venv), steps)
-    except SmokeFailure as exc:
+    except (SmokeFailure, BenchError) as exc:
         say(f"FAILED: {exc}")
         return 1
     say("all checks passed")
