@@ -315,3 +315,17 @@ def test_downloads_wait_for_a_slot() -> None:
         assert peak == 2
 
     on_loop(scenario)
+
+
+def test_a_server_that_does_not_speak_http_ends_the_download_with_a_reason() -> None:
+    async def garbage(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+
+    async def scenario() -> None:
+        async with server(garbage) as port:
+            d = downloader()
+            with pytest.raises(DownloadError, match=r"the download failed \(RemoteProtocolError"):
+                await d.fetch(f"http://127.0.0.1:{port}/a.png")
+            await d.aclose()
+
+    on_loop(scenario)
