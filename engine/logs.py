@@ -29,15 +29,15 @@ One setup (``setup_logging``) for the whole process:
   its base64 forms, and long base64 blobs (inline attachments) never reach
   a sink.
 
-**Names.** Every record this project writes is named ``orpipe.<area>``, so
-an operator keeps or drops a part of it with one prefix. The engine and the
-actors log through ``logger``: a record is named after its module
-(``orpipe.actors.fetcher``). The adapters log through the standard library,
-under the name of the area they serve, not their module, so a filter
-survives modules being split or moved: ``orpipe.owui`` (everything on Open
-WebUI's side: ``adapters/openwebui/`` and the Function), ``orpipe.catalogue``
-(the model catalogue), ``orpipe.persistence`` (``adapters/store/``) and
-``orpipe.bridge`` (``adapters/bridge/``). Standard-library records under
+**Names.** Every record is named after the area it comes from, so an
+operator keeps or drops one part with one prefix: ``orpipe.engine`` and
+``orpipe.actors`` (they log through ``logger``, which adds the module:
+``orpipe.actors.fetcher``), ``orpipe.owui`` (everything on Open WebUI's
+side: ``adapters/openwebui/`` and the Function), ``orpipe.catalogue`` (the
+model catalogue), ``orpipe.persistence`` (``adapters/store/``) and
+``orpipe.bridge`` (``adapters/bridge/``). The adapters log through the
+standard library under their area's name, never ``__name__``, so a filter
+survives modules being split or moved. Standard-library records under
 ``orpipe`` are routed into the same setup, so they share the context, the
 levels, the ring and the redaction.
 """
