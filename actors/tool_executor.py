@@ -42,7 +42,7 @@ from typing import Any
 
 import trio
 
-from orpipe.actors.tool_outputs import CallOutcome, output_text
+from orpipe.actors.tool_outputs import CallOutcome, Verdict, output_text
 from orpipe.actors.tool_plan import Batch, PlannedCall, plan_round
 from orpipe.actors.tool_threads import RunawayThreads
 from orpipe.engine.artifacts import Artifact
@@ -169,9 +169,7 @@ class _Round:
         for call in planned:
             if call.problem is not None:
                 counters.add("calls_bad_arguments")
-                self.outcomes[call.index] = CallOutcome(
-                    call_id=call.call_id, name=call.name, verdict="failed", text=call.problem
-                )
+                self.outcomes[call.index] = call.outcome("failed", call.problem)
         stopped = True  # unless the round gets to its end
         try:
             with self.handle.cancel_scope() as scope:
@@ -307,28 +305,12 @@ class _Round:
                 except Exception as exc:  # a tool's failure is the model's to read
                     error = exc
                     continue
-                return CallOutcome(
-                    call_id=call.call_id,
-                    name=call.name,
-                    verdict="completed",
-                    text=output_text(value, config.tool_output_max_chars),
-                    elapsed_s=trio.current_time() - started,
-                )
-            return CallOutcome(
-                call_id=call.call_id,
-                name=call.name,
-                verdict="timed_out",
-                text=f"timed out after {_seconds(config.tool_timeout_s)}",
-                elapsed_s=trio.current_time() - started,
-            )
+                text = output_text(value, config.tool_output_max_chars)
+                return call.outcome("completed", text, trio.current_time() - started)
+            timed_out = f"timed out after {_seconds(config.tool_timeout_s)}"
+            return call.outcome("timed_out", timed_out, trio.current_time() - started)
         assert error is not None
-        return CallOutcome(
-            call_id=call.call_id,
-            name=call.name,
-            verdict="failed",
-            text=_describe(error),
-            elapsed_s=trio.current_time() - started,
-        )
+        return call.outcome("failed", _describe(error), trio.current_time() - started)
 
     async def _invoke(self, tool: Tool, arguments: Mapping[str, Any]) -> object:
         # A copy: a tool that changes its arguments must not change the plan.
@@ -341,9 +323,8 @@ class _Round:
 
     # -- outcomes ----------------------------------------------------------------
 
-    async def _settle(self, call: PlannedCall, verdict: Any, text: str) -> None:
-        outcome = CallOutcome(call_id=call.call_id, name=call.name, verdict=verdict, text=text)
-        await self._settle_with(call, outcome)
+    async def _settle(self, call: PlannedCall, verdict: Verdict, text: str) -> None:
+        await self._settle_with(call, call.outcome(verdict, text))
 
     async def _settle_with(self, call: PlannedCall, outcome: CallOutcome) -> None:
         self.outcomes[call.index] = outcome
@@ -357,11 +338,9 @@ class _Round:
         )
         await self.handle.outbox.tell((done,))
 
-    def _failed(self, call: PlannedCall, verdict: Any, text: str) -> None:
+    def _failed(self, call: PlannedCall, verdict: Verdict, text: str) -> None:
         """A call stopped from outside (batch or idle timeout): a failure of that tool."""
-        self.outcomes[call.index] = CallOutcome(
-            call_id=call.call_id, name=call.name, verdict=verdict, text=text
-        )
+        self.outcomes[call.index] = call.outcome(verdict, text)
         if call.name in self.tools:
             self.shared.breakers.record_failure((self.user, call.name))
         self.shared.counters.add(f"calls_{verdict}")
@@ -375,11 +354,8 @@ class _Round:
                 # Not the tool's fault: free a half-open trial, count nothing.
                 self.shared.breakers.record_abandoned((self.user, call.name))
                 self.shared.counters.add("calls_cancelled")
-                self.outcomes[call.index] = CallOutcome(
-                    call_id=call.call_id,
-                    name=call.name,
-                    verdict="cancelled",
-                    text="the request was stopped before this call finished",
+                self.outcomes[call.index] = call.outcome(
+                    "cancelled", "the request was stopped before this call finished"
                 )
             else:  # only the idle watch stops calls without cancelling the request
                 self._failed(

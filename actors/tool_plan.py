@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from orpipe.actors.tool_outputs import CallOutcome, Verdict
 from orpipe.engine.messages import JsonObject
 
 __all__ = ["Batch", "PlannedCall", "plan_round", "read_call"]
@@ -63,6 +64,12 @@ class PlannedCall:
     def mentions(self, call_id: str) -> bool:
         """Whether ``call_id`` appears in any string of the arguments."""
         return any(call_id in text for text in self.strings)
+
+    def outcome(self, verdict: Verdict, text: str, elapsed_s: float | None = None) -> CallOutcome:
+        """How this call ended."""
+        return CallOutcome(
+            call_id=self.call_id, name=self.name, verdict=verdict, text=text, elapsed_s=elapsed_s
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
