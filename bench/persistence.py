@@ -21,12 +21,9 @@ Results are printed as a table and written to ``results.json`` under
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -36,16 +33,16 @@ from typing import Any
 import sqlalchemy as sa
 import trio
 
-from orpipe.actors import open_engine
 from orpipe.actors.persister import persister
-from orpipe.adapters import OpenRouterHttpTransport
 from orpipe.adapters.store.codec import ArtifactCodec
 from orpipe.adapters.store.redis_writebehind import RedisWriteBehind
 from orpipe.adapters.store.rows import CodecStore, RowStore
 from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.bench.engine_client import open_mock_engine
 from orpipe.bench.meter import Latency
 from orpipe.bench.mock_openrouter import serve_mock
-from orpipe.engine import ChatRequest, EngineConfig, EnginePorts, OutputItem
+from orpipe.bench.services import ServiceMissing, redis_server
+from orpipe.engine import ChatRequest, EngineConfig, OutputItem
 from orpipe.engine.artifacts import Artifact, ArtifactContext
 from orpipe.engine.ports import ArtifactStore
 from orpipe.engine.statistics import ActorCounters
@@ -102,46 +99,20 @@ def _drop(url: str, table: str) -> None:
 
 @asynccontextmanager
 async def _redis() -> AsyncIterator[str]:
-    """A redis-server of the bench's own on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is missing: apt-get install redis-server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="orpipe-bench-redis-")
-    process = await trio.lowlevel.open_process(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            workdir,
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    """A redis-server of the bench's own (``bench.services``), fsynced every second as
+    production runs it; started and stopped in a worker thread, off the loop."""
+    stack = contextlib.ExitStack()
     try:
-        with trio.fail_after(10):
-            while True:
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                    await stream.aclose()
-                    break
-                except OSError:
-                    await trio.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        server = await trio.to_thread.run_sync(
+            stack.enter_context, redis_server(appendfsync="everysec")
+        )
+    except ServiceMissing as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        yield server.url
     finally:
-        process.terminate()
-        await process.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(stack.close)
 
 
 async def _direct_and_write_behind(n: int, pg_url: str) -> dict[str, Any]:
@@ -225,10 +196,7 @@ async def _cancel_flush(requests: int, pg_url: str) -> dict[str, Any]:
         server = await mock_nursery.start(serve_mock)
         config = EngineConfig(base_url=server.base_url)
         try:
-            async with (
-                OpenRouterHttpTransport(config, api_key="bench") as transport,
-                open_engine(config, EnginePorts(transport=transport, artifacts=store)) as engine,
-            ):
+            async with open_mock_engine(config, artifacts=store) as engine:
 
                 async def one(i: int) -> None:
                     req = ChatRequest(

@@ -10,8 +10,8 @@ loopback ports:
   database that stops answering without closing anything), ``resume``
   SIGCONT.
 * ``RedisServer``: ``redis-server`` with an append-only file fsynced on every
-  write, so ``kill`` (SIGKILL) and ``restart`` on the same port and
-  directory lose nothing Redis acknowledged.
+  write (by default), so ``kill`` (SIGKILL) and ``restart`` on the same port
+  and directory lose nothing Redis acknowledged.
 
 A missing binary is a ``ServiceMissing`` that says what to install.
 """
@@ -131,6 +131,8 @@ def pg_server() -> Iterator[PgServer]:
 class RedisServer:
     workdir: Path
     port: int
+    #: ``always`` loses nothing on ``kill``; ``everysec`` is what a production Redis runs.
+    appendfsync: str = "always"
     process: subprocess.Popen[bytes] | None = field(default=None)
 
     @property
@@ -144,7 +146,8 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.workdir), "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.workdir), "--appendonly", "yes",
+                "--appendfsync", self.appendfsync,
             ],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -171,9 +174,9 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def redis_server(appendfsync: str = "always") -> Iterator[RedisServer]:
     workdir = Path(tempfile.mkdtemp(prefix="orpipe-redis-"))
-    server = RedisServer(workdir, free_port())
+    server = RedisServer(workdir, free_port(), appendfsync)
     try:
         server.start()
         yield server
