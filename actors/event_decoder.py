@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 
+from orpipe.actors.event_types import DOCUMENTED_TERMINAL_TYPES
 from orpipe.engine.pipeline_messages import DeltaEvent, ParseFailed, StreamItem, UpstreamEvent
 
 __all__ = ["MAX_FALLBACK_NESTING", "decode_event"]
@@ -101,7 +102,6 @@ class _Terminal(msgspec.Struct):
 #: A terminal event's response repeats every output item, the whole answer included;
 #: nobody reads that copy (the stream carried it), so a large one is decoded without it.
 _decode_terminal = msgspec.json.Decoder(_Terminal).decode
-_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 _TEXT_DELTAS = frozenset(
     {
@@ -135,7 +135,7 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
             twin = ""
         if twin in _REPEATS_TEXT:
             return UpstreamEvent(seq=seq, type=twin, data={"type": twin})
-        if twin in _TERMINAL:
+        if twin in DOCUMENTED_TERMINAL_TYPES:
             try:
                 terminal = _decode_terminal(payload)
             except Exception:  # any refusal: decoded in full below, which says what is wrong

@@ -25,6 +25,7 @@ import collections
 import math
 from typing import Any, assert_never
 
+from orpipe.actors.event_types import ERROR_TYPES, TERMINAL_TYPES
 from orpipe.engine.errors import (
     EngineError,
     RequestDeadlineExceeded,
@@ -87,9 +88,6 @@ _QUIET_PREFIXES = (
     "response.mcp_",
 )
 _WEB_SEARCH = "response.web_search_call."
-_TERMINAL_TYPES = frozenset(
-    {"response.completed", "response.incomplete", "response.failed", "response.done"}
-)
 #: The response object's status → the ending it means.
 _STATUS_ENDINGS = {
     "completed": "response.completed",
@@ -196,9 +194,9 @@ class ResponseMapper:
             if isinstance(response, dict) and isinstance(response.get("id"), str):
                 self.response_id = response["id"]
             return []
-        if kind in _TERMINAL_TYPES:
+        if kind in TERMINAL_TYPES:
             return self._terminal_event(kind, data)
-        if kind in ("error", "response.error"):
+        if kind in ERROR_TYPES:
             return self._error_event(data)
         if kind.startswith(_QUIET_PREFIXES):
             return []

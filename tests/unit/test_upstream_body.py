@@ -9,6 +9,7 @@ import zlib
 import msgspec
 import pytest
 
+from orpipe.actors.event_types import ENDS_RESPONSE
 from orpipe.actors.upstream_body import (
     Inflater,
     body_kind,
@@ -63,6 +64,12 @@ def test_body_kind(content_type: str, first: bytes, kind: str) -> None:
 )
 def test_ends_response(event: dict[str, object], ends: bool) -> None:
     assert ends_response(json.dumps(event).encode()) is ends
+
+
+@pytest.mark.parametrize("kind", sorted(ENDS_RESPONSE))
+def test_every_type_that_ends_a_response_passes_the_quick_scan(kind: str) -> None:
+    """The per-event pre-scan spells the types out; it must not miss one of them."""
+    assert ends_response(json.dumps({"type": kind}).encode())
 
 
 def test_ends_response_never_raises_on_junk() -> None:
