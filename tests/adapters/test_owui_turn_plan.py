@@ -236,7 +236,7 @@ def test_a_turn_builds_its_request_once_and_crosses_only_for_history_and_submit(
         assert _before_submit(crossings) == ["wait_persisted", "call_store", "submit"]
         assert "reasoning" in [item.get("type") for item in rec.bodies[-1]["input"]]
 
-    pipe_tests.on_loop(loop_kind, scenario)
+    pipe_tests.on_loop(loop_kind, scenario, limit_s=30)  # two turns on a busy machine
 
 
 def test_a_title_task_builds_its_request_once_and_only_submits(
@@ -251,4 +251,4 @@ def test_a_title_task_builds_its_request_once_and_only_submits(
         assert len(constructions) == 1
         assert _before_submit(crossings) == ["submit"]
 
-    pipe_tests.on_loop(loop_kind, scenario)
+    pipe_tests.on_loop(loop_kind, scenario, limit_s=30)  # two turns on a busy machine
