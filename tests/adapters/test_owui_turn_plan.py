@@ -251,4 +251,4 @@ def test_a_title_task_builds_its_request_once_and_only_submits(
         assert len(constructions) == 1
         assert _before_submit(crossings) == ["submit"]
 
-    pipe_tests.on_loop(loop_kind, scenario, limit_s=30)  # two turns on a busy machine
+    pipe_tests.on_loop(loop_kind, scenario, limit_s=30)  # a busy machine
