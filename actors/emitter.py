@@ -11,8 +11,9 @@ Artifacts: when a request carries an ``ArtifactContext``, each finished
 output item it wants stored (reasoning, function calls, ...) becomes an
 ``Artifact`` with a fresh id, sent to the persister (``persist.in``), and the
 consumer's ``OutputItem`` carries that id so the answer can reference it.
-The context is taken when the request's first item arrives, so items still
-in flight after a cancellation are stored all the same. A full
+The context is read through the request's handle, which the emitter keeps
+until it ends the request, so items still in flight after a cancellation
+are stored all the same. A full
 ``persist.in`` makes the emitter wait: backpressure, not loss.
 
 Tool loop: when a turn completes with function calls and the request
@@ -33,13 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
 
 import trio
 
 from orpipe.actors.draining import drain_nowait, take_each
 from orpipe.actors.response_mapper import ResponseMapper
-from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.artifacts import Artifact
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.logs import bound
 from orpipe.engine.messages import (
@@ -73,7 +73,6 @@ class _Emitting:
         self.earlier_chars: dict[str, int] = {}
         #: Tool rounds decided while handling the current bundle.
         self.rounds: list[ToolRound] = []
-        self.contexts: dict[str, ArtifactContext] = {}
         #: Artifacts made while handling the current bundle, for the persister.
         self.artifacts: list[Artifact] = []
 
@@ -81,9 +80,6 @@ class _Emitting:
         mapper = self.mappers.get(rid)
         if mapper is None:
             mapper = self.mappers[rid] = ResponseMapper(rid)
-            handle = self.handles.get(rid)
-            if handle is not None and handle.request.artifacts is not None:
-                self.contexts[rid] = handle.request.artifacts
         return mapper
 
     def persisted(self, events: list[OutboundEvent]) -> list[OutboundEvent]:
@@ -91,7 +87,8 @@ class _Emitting:
         return [self._as_artifact(e) if isinstance(e, OutputItem) else e for e in events]
 
     def _as_artifact(self, event: OutputItem) -> OutputItem:
-        context = self.contexts.get(event.request_id)
+        handle = self.handles.get(event.request_id)
+        context = handle.request.artifacts if handle is not None else None
         artifact = context.artifact_for(event.item) if context is not None else None
         if artifact is None:
             return event
@@ -127,7 +124,6 @@ class _Emitting:
         closing, ending = mapper.finish(ended)
         closing = self.persisted(closing)
         del self.mappers[rid]
-        self.contexts.pop(rid, None)
         events += closing
         handle = self.handles.get(rid)
         if mapper.unknown_types:
@@ -209,7 +205,7 @@ async def emitter(
     barrier = persist_barrier or PersistBarrier()
     max_turns = config.max_function_call_loops if tools is not None else None
     state = _Emitting(counters, max_turns)
-    with inbox, _closing(persist), _closing(tools):
+    with inbox, persist or contextlib.nullcontext(), tools or contextlib.nullcontext():
         task_status.started()
         async for first in inbox:
             pending: dict[str, tuple[list[OutboundEvent], int]] = {}
@@ -228,12 +224,6 @@ async def emitter(
                     await tools.send(tool_round)  # short: the executor's intake only spawns
             state.rounds.clear()
             counters.level("open_requests", len(state.mappers))
-
-
-def _closing(
-    channel: trio.MemorySendChannel[Any] | None,
-) -> contextlib.AbstractContextManager[object]:
-    return channel if channel is not None else contextlib.nullcontext()
 
 
 def _log_ending(handle: RequestHandle, ending: Ending) -> None:
