@@ -1,4 +1,4 @@
-"""engine.request_outbox: the one writer of a request's outbound buffer, and its rules."""
+"""engine.request_outbox, through a RequestHandle: the outbound buffer's one writer, its rules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import trio
 import trio.testing
 
 from orpipe.engine.errors import EngineClosed
-from orpipe.engine.flow import CreditWindow
 from orpipe.engine.messages import (
+    ChatRequest,
     Completed,
     Ending,
     Failed,
@@ -17,29 +17,34 @@ from orpipe.engine.messages import (
     Status,
     TextDelta,
 )
-from orpipe.engine.request_outbox import RequestOutbox
+from tests.actors.fakes import Finished, drain_outbound, make_handle
 
 RID = "r1"
 
 
 class _Rig:
+    """A request's outbox, its window, its buffer (``drain_outbound``) and its endings."""
+
     def __init__(self, window: int = 8) -> None:
-        self.window = CreditWindow(window)
-        send, self.receive = trio.open_memory_channel[OutboundBatch](window + 4)
-        self.endings: list[Ending] = []
-        self.outbox = RequestOutbox(RID, send, self.window, self.endings.append)
+        self.finished = Finished()
+        self.handle = make_handle(
+            window_events=window,
+            request=ChatRequest(model="m", input=(), request_id=RID),
+            finished=self.finished,
+        )
+        self.window = self.handle.window
+        self.outbox = self.handle.outbox
+
+    @property
+    def endings(self) -> list[Ending]:
+        return [ending for _, ending in self.finished.endings]
 
     def taken(self, credits: int) -> None:
         """Credits the fetcher took for the events about to be delivered."""
         assert self.window.try_acquire(credits)
 
     def batches(self) -> list[OutboundBatch]:
-        out = []
-        while True:
-            try:
-                out.append(self.receive.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return out
+        return drain_outbound(self.handle)
 
 
 def _text(text: str) -> TextDelta:
@@ -79,7 +84,7 @@ async def test_the_ending_comes_last_once_and_closes_the_buffer() -> None:
     assert rig.endings == [ending]
     assert rig.outbox.finished
     with pytest.raises(trio.EndOfChannel):
-        rig.receive.receive_nowait()
+        rig.handle.outbox_receive.receive_nowait()
 
 
 async def test_after_the_ending_a_delivery_only_returns_its_credits() -> None:
