@@ -36,6 +36,7 @@ from orpipe.engine import (
     ChatRequest,
     EngineClosed,
     EngineConfig,
+    EngineError,
     EngineStatistics,
     UpstreamTransport,
     UsageError,
@@ -166,6 +167,26 @@ class BridgeCore(EngineBridge, abc.ABC):
         async def in_trio() -> T | None:
             store = run.current.store if run.current is not None else None
             return None if store is None else await fn(store)
+
+        return await run.call_async_in_trio(in_trio)
+
+    async def call_store_when_persisted(
+        self, fn: Callable[[ArtifactStore], Awaitable[T]], timeout_s: float
+    ) -> tuple[T | None, bool]:
+        await self.start()
+        run = self._run
+        assert run is not None
+
+        async def in_trio() -> tuple[T | None, bool]:
+            generation = run.current
+            if generation is None:  # as call_store: nothing to read
+                return None, False
+            try:
+                writes_failing = await generation.engine.wait_persisted(timeout_s)
+            except EngineError:  # the barrier is a courtesy: read what is there
+                writes_failing = False
+            store = generation.store
+            return (None if store is None else await fn(store)), writes_failing
 
         return await run.call_async_in_trio(in_trio)
 

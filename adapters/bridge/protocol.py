@@ -81,6 +81,14 @@ class EngineBridge(Protocol):
         """``await fn(store)`` inside the trio run with the current engine's artifact
         store, starting the engine lazily; None when that engine stores no artifacts."""
 
+    async def call_store_when_persisted(
+        self, fn: Callable[[ArtifactStore], Awaitable[T]], timeout_s: float
+    ) -> tuple[T | None, bool]:
+        """The history read in one crossing: wait (at most ``timeout_s``) at the
+        persister's barrier, then ``await fn(store)``, starting the engine lazily.
+        Returns ``fn``'s result (None when the engine stores no artifacts) and whether
+        the store's writes are failing (False when the barrier cannot be asked)."""
+
     async def reconfigure(
         self,
         config: EngineConfig,

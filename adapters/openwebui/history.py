@@ -225,39 +225,25 @@ async def _load_branch(
 async def _after_barrier(
     bridge: EngineBridge, chat_id: str, load: Callable[[ArtifactStore], Awaitable[_T]]
 ) -> tuple[_T, bool] | Loaded:
-    """The persister's barrier, then ``load`` next to the store: (its result, whether
-    the persister's writes are failing), or the ``Loaded`` to answer with when there
-    is nothing to replay (the store failed: degraded; this pipe stores no artifacts).
+    """The persister's barrier, then ``load`` next to the store, in one crossing into
+    trio: (its result, whether the persister's writes are failing), or the ``Loaded``
+    to answer with when there is nothing to replay (the store failed: degraded; this
+    pipe stores no artifacts).
 
-    The only place history crosses into trio: twice, the barrier and the load,
-    because ``EngineBridge`` has no call that does both in one crossing.
+    Why the barrier: the previous answer's references reach the browser as soon as
+    the answer ends, while its artifacts may still be on their way to the database;
+    a quick next message must still find them. It waits (at most ``_SETTLE_S``) only
+    for what was sent to the persister before this call, and not at all while its
+    store is failing (it then holds its backlog and retries; nothing is lost).
     """
-    writes_failing = await _settle(bridge)
     try:
-        result = await bridge.call_store(load)
+        result, writes_failing = await bridge.call_store_when_persisted(load, _SETTLE_S)
     except EngineError as exc:
         log.warning("artifacts of chat %s could not be loaded: %s", chat_id, exc.message)
-        return Loaded(plan=None, degraded=True, writes_failing=writes_failing)
+        return Loaded(plan=None, degraded=True, writes_failing=False)
     if result is None:  # this pipe stores no artifacts
         return Loaded(plan=None)
     return result, writes_failing
-
-
-async def _settle(bridge: EngineBridge) -> bool:
-    """Give the persister a moment to write what it holds (bounded).
-
-    The previous answer's references reach the browser as soon as the
-    answer ends, while its artifacts may still be on their way to the
-    database; a quick next message must still find them. Waits, at the
-    persister's barrier, only for what was sent to it before this call
-    (``EngineBridge.wait_persisted``), and not at all while its store is
-    failing. Returns whether its writes are failing (it then holds its
-    backlog and retries; nothing is lost).
-    """
-    try:
-        return await bridge.wait_persisted(_SETTLE_S)
-    except EngineError:
-        return False
 
 
 async def forget_replayed(bridge: EngineBridge, chat_id: str, artifact_ids: Sequence[str]) -> None:

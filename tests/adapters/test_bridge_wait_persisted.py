@@ -1,7 +1,6 @@
-"""``EngineBridge.wait_persisted``: the persister's barrier from asyncio, in one crossing.
-
-The history loader settles on it before reading a chat's artifacts, and
-never looks at the engine's statistics to decide.
+"""The persister's barrier from asyncio: ``EngineBridge.wait_persisted``, and
+``call_store_when_persisted``, the history loader's one crossing (the barrier, then
+the read). The loader never looks at the engine's statistics to decide.
 """
 
 from __future__ import annotations
@@ -10,16 +9,16 @@ import dataclasses
 
 import pytest
 
-from orpipe.adapters.openwebui import history as owui_history
 from orpipe.engine import EngineClosed, OutputItem
 from orpipe.engine.artifacts import ArtifactContext
+from orpipe.engine.ports import ArtifactStore
 from orpipe.engine.statistics import EngineStatistics
 from tests.adapters.asyncio_support import BRIDGES, Mock, bridge_with_store, run_on
 from tests.engine.support import MemoryStore, request
 
 
 @pytest.mark.parametrize("bridge_kind", sorted(BRIDGES))
-def test_the_history_settles_on_the_barrier_not_on_statistics(
+def test_the_history_reads_after_the_barrier_not_after_statistics(
     mock: Mock, bridge_kind: str, loop_kind: str
 ) -> None:
     store = MemoryStore()
@@ -31,9 +30,13 @@ def test_the_history_settles_on_the_barrier_not_on_statistics(
         async def no_statistics() -> EngineStatistics:
             raise AssertionError("the history loader must not read statistics")
 
+        async def stored(_: ArtifactStore) -> set[str]:
+            return set(store.rows)  # what the store holds once the barrier has opened
+
         bridge.statistics = no_statistics  # type: ignore[method-assign]
         try:
-            assert await owui_history._settle(bridge) is False  # not running: nothing to wait for
+            # Not running yet: it starts, and there is nothing to wait for.
+            assert await bridge.call_store_when_persisted(stored, 2.0) == (set(), False)
             req = dataclasses.replace(
                 request("reasoning", tokens=5),
                 artifacts=ArtifactContext(chat_id="c1", message_id="m1"),
@@ -43,8 +46,9 @@ def test_the_history_settles_on_the_barrier_not_on_statistics(
                 if isinstance(event, OutputItem) and event.artifact_id is not None:
                     ids.append(event.artifact_id)
             assert ids
-            assert await owui_history._settle(bridge) is False
-            assert set(ids) <= set(store.rows)  # written by the time the barrier opened
+            rows, writes_failing = await bridge.call_store_when_persisted(stored, 2.0)
+            assert writes_failing is False
+            assert rows is not None and set(ids) <= rows  # written when the barrier opened
             assert await bridge.wait_persisted(2.0) is False  # nothing pending: at once
         finally:
             await bridge.aclose()

@@ -32,6 +32,10 @@ class _CountingBridge:
         self.asked.append("store")
         raise _Stop
 
+    async def call_store_when_persisted(self, load: Any, timeout_s: float) -> Any:
+        self.asked.append("wait_persisted")  # the barrier comes first, in the same crossing
+        raise _Stop
+
 
 class _Stop(Exception):
     pass

@@ -174,7 +174,15 @@ def test_replayed_reasoning_is_forgotten_after_a_good_reply_under_next_reply(
 class _CrossingCounter:
     """The turn's bridge, recording each call that crosses into trio, in order."""
 
-    CROSSINGS = ("start", "submit", "statistics", "wait_persisted", "call_store", "reconfigure")
+    CROSSINGS = (
+        "start",
+        "submit",
+        "statistics",
+        "wait_persisted",
+        "call_store",
+        "call_store_when_persisted",
+        "reconfigure",
+    )
 
     def __init__(self, bridge: Any, calls: list[str]) -> None:
         self._bridge = bridge
@@ -227,13 +235,13 @@ def test_a_turn_builds_its_request_once_and_crosses_only_for_history_and_submit(
         assert len(constructions) == 1
         # History is the persister's barrier, then the load next to the store (a chat
         # Open WebUI does not keep reads the store on its first answer too); then submit.
-        assert _before_submit(crossings) == ["wait_persisted", "call_store", "submit"]
+        assert _before_submit(crossings) == ["call_store_when_persisted", "submit"]
         constructions.clear()
         crossings.clear()
         history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": first.text}]
         await chat("m2", history, "More")
         assert len(constructions) == 1
-        assert _before_submit(crossings) == ["wait_persisted", "call_store", "submit"]
+        assert _before_submit(crossings) == ["call_store_when_persisted", "submit"]
         assert "reasoning" in [item.get("type") for item in rec.bodies[-1]["input"]]
 
     pipe_tests.on_loop(loop_kind, scenario, limit_s=30)  # two turns on a busy machine

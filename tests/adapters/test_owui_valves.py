@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import ValidationError
 
 from orpipe.adapters.openwebui import valves as owui_valves
-from orpipe.adapters.openwebui.valves import engine_settings
 from orpipe.adapters.openwebui.valves import (
     ENCRYPTED_PREFIX,
     STREAMING_PRESETS,
@@ -35,6 +34,7 @@ from orpipe.adapters.openwebui.valves import (
     describe_validation_error,
     effective_settings,
     encrypt_secret,
+    engine_settings,
     secret_storage_warning,
 )
 from orpipe.engine.config import EngineConfig
