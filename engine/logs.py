@@ -32,7 +32,7 @@ One setup (``setup_logging``) for the whole process:
 **Names.** Every record is named after the area it comes from, so an
 operator keeps or drops one part with one prefix: ``orpipe.engine`` and
 ``orpipe.actors`` (they log through ``logger``, which adds the module:
-``orpipe.actors.fetcher``), ``orpipe.owui`` (everything on Open WebUI's
+``orpipe.actors.upstream_fetcher``), ``orpipe.owui`` (everything on Open WebUI's
 side: ``adapters/openwebui/`` and the Function), ``orpipe.catalogue`` (the
 model catalogue), ``orpipe.persistence`` (``adapters/store/``) and
 ``orpipe.bridge`` (``adapters/bridge/``). The adapters log through the

@@ -21,9 +21,10 @@ what the turn sends is decided without I/O by ``turn_plan.plan_turn``.
    with it and the user's breaker hears how it went.
 
 Crossings from asyncio into trio before the answer streams, for a chat with
-stored history: the persister's barrier, the artifact load, and ``submit``
-(the branch's first answer, a task and a chat without a store: ``submit``
-only). Forgetting replayed reasoning happens after a good reply.
+stored history: two, the history read (the persister's barrier and the
+artifact load in one trip) and ``submit``; the branch's first answer, a task
+and a chat without a store: ``submit`` only. Forgetting replayed reasoning
+happens after a good reply.
 
 Task requests (titles, tags, follow-ups) take the same engine path but
 return plain text, and a failure returns "" — Open WebUI then falls back
