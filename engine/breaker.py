@@ -42,11 +42,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypedDict, TypeVar
 
 from orpipe.engine.errors import ConfigError
 
-__all__ = ["Breaker", "BreakerDecision", "BreakerState"]
+__all__ = ["Breaker", "BreakerDecision", "BreakerSettings", "BreakerState"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -68,6 +68,16 @@ class BreakerDecision:
 
 
 _ALLOW_CLOSED = BreakerDecision(allowed=True, retry_after_s=0.0, state="closed")
+
+
+class BreakerSettings(TypedDict, total=False):
+    """``Breaker``'s keywords but ``max_keys``, for a subclass that names that one its own way."""
+
+    threshold: int
+    window_s: float
+    cooldown_s: float | None
+    clock: Callable[[], float]
+    trial_timeout_s: float
 
 
 @dataclass(slots=True)

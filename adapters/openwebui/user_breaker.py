@@ -14,10 +14,9 @@ breaker got wrong.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
+from typing import Unpack
 
-from orpipe.engine.breaker import Breaker, BreakerDecision, BreakerState
+from orpipe.engine.breaker import Breaker, BreakerDecision, BreakerSettings, BreakerState
 from orpipe.engine.errors import ConfigError
 
 __all__ = ["BreakerDecision", "BreakerState", "UserBreaker", "paused_message"]
@@ -26,26 +25,10 @@ __all__ = ["BreakerDecision", "BreakerState", "UserBreaker", "paused_message"]
 class UserBreaker(Breaker[str]):
     """``Breaker`` keyed by user id; at most ``max_users`` users are tracked."""
 
-    def __init__(
-        self,
-        threshold: int = 5,
-        window_s: float = 60.0,
-        cooldown_s: float | None = None,
-        max_users: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        trial_timeout_s: float = 300.0,
-    ) -> None:
+    def __init__(self, *, max_users: int = 10_000, **settings: Unpack[BreakerSettings]) -> None:
         if max_users < 1:  # named as the caller knows it, not as ``max_keys``
             raise ConfigError("max_users", max_users, "an integer >= 1")
-        super().__init__(
-            threshold,
-            window_s,
-            cooldown_s,
-            max_users,
-            clock,
-            trial_timeout_s=trial_timeout_s,
-        )
+        super().__init__(max_keys=max_users, **settings)
 
     def statistics(self) -> dict[str, int]:
         """Tracked users and how many are open or probing."""
