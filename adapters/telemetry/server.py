@@ -89,26 +89,27 @@ class TelemetryEndpoints:
     host: str
     http_port: int
     ws_port: int
+    http_url: str
+    ws_url: str
+    metrics_url: str
+    #: The dashboard page, told where its WebSocket is.
+    dashboard_url: str
 
-    @property
-    def _netloc_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{self._netloc_host}:{self.http_port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self._netloc_host}:{self.ws_port}/ws"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"{self.http_url}/metrics"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"{self.http_url}/?ws={self.ws_url}"
+    @classmethod
+    def bound(cls, host: str, http_port: int, ws_port: int) -> TelemetryEndpoints:
+        """The addresses of a server listening on ``host`` at these ports."""
+        netloc_host = f"[{host}]" if ":" in host else host
+        http_url = f"http://{netloc_host}:{http_port}"
+        ws_url = f"ws://{netloc_host}:{ws_port}/ws"
+        return cls(
+            host=host,
+            http_port=http_port,
+            ws_port=ws_port,
+            http_url=http_url,
+            ws_url=ws_url,
+            metrics_url=f"{http_url}/metrics",
+            dashboard_url=f"{http_url}/?ws={ws_url}",
+        )
 
 
 async def serve_telemetry(
@@ -141,9 +142,7 @@ async def serve_telemetry(
             )
         )
         server.ws_port = ws.port
-        task_status.started(
-            TelemetryEndpoints(host=server.host, http_port=server.http_port, ws_port=server.ws_port)
-        )
+        task_status.started(TelemetryEndpoints.bound(server.host, server.http_port, server.ws_port))
 
 
 class _TelemetryServer:
