@@ -84,14 +84,6 @@ class ModelInfo:
         return "file" in self.input_modalities
 
     @property
-    def audio_input(self) -> bool:
-        return "audio" in self.input_modalities
-
-    @property
-    def video_input(self) -> bool:
-        return "video" in self.input_modalities
-
-    @property
     def reasoning(self) -> bool:
         return "reasoning" in self.supported_parameters
 

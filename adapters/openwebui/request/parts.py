@@ -53,7 +53,7 @@ def user_parts(
             tally.unsupported[str(kind)] += 1
             continue
         needs, mapper = entry
-        if needs is not None and not _takes(model, needs):
+        if needs is not None and needs not in model.input_modalities:
             # Counted, not checked: a part the model cannot take is never sent.
             tally.skipped[needs] += 1
             continue
@@ -186,7 +186,8 @@ _AUDIO_FORMATS: Final = {
 }
 
 
-#: Part type → (the input the model must take, None for text; its mapper).
+#: Part type → (the input modality the catalogue must list for the model, None for
+#: text; its mapper).
 _PART_MAPPERS: Final[dict[str, tuple[str | None, PartMapper]]] = {
     "text": (None, _text_part),
     "input_text": (None, _text_part),
@@ -198,13 +199,3 @@ _PART_MAPPERS: Final[dict[str, tuple[str | None, PartMapper]]] = {
     "video_url": ("video", _video_part),
     "input_video": ("video", _video_part),
 }
-
-
-def _takes(model: ModelInfo, kind: str) -> bool:
-    """Whether the model's catalogue entry takes this kind of input."""
-    return {
-        "image": model.vision,
-        "file": model.file_input,
-        "audio": model.audio_input,
-        "video": model.video_input,
-    }[kind]
