@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 
-from orpipe.actors.event_types import DOCUMENTED_TERMINAL_TYPES
+from orpipe.actors.event_types import DOCUMENTED_TERMINAL_TYPES, REPEATS_TEXT
 from orpipe.engine.pipeline_messages import DeltaEvent, ParseFailed, StreamItem, UpstreamEvent
 
 __all__ = ["MAX_FALLBACK_NESTING", "decode_event"]
@@ -65,20 +65,8 @@ class _DeltaHead(msgspec.Struct):
 
 _decode_head = msgspec.json.Decoder(_DeltaHead).decode
 
-#: ``.done`` twins that repeat a whole part's text (the deltas already carried it) and
-#: that nobody reads (``actors.response_mapper``'s quiet set). A long answer's twins are
-#: as long as the answer: a large one is identified by its type and not decoded, so
-#: the end of a 100,000-token answer does not cost a copy of it per twin.
-_REPEATS_TEXT = frozenset(
-    {
-        "response.content_part.done",
-        "response.output_text.done",
-        "response.refusal.done",
-        "response.reasoning_summary_part.done",
-        "response.reasoning_summary_text.done",
-        "response.reasoning_text.done",
-    }
-)
+#: A larger payload is read for its type first: a ``REPEATS_TEXT`` twin or a terminal
+#: event is not decoded in full.
 _LARGE = 16 * 1024
 
 
@@ -133,7 +121,7 @@ def decode_event(seq: int, payload: bytes) -> StreamItem:
             twin = _decode_type(payload).type
         except Exception:  # any refusal: decoded in full below, which says what is wrong
             twin = ""
-        if twin in _REPEATS_TEXT:
+        if twin in REPEATS_TEXT:
             return UpstreamEvent(seq=seq, type=twin, data={"type": twin})
         if twin in DOCUMENTED_TERMINAL_TYPES:
             try:

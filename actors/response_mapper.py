@@ -25,7 +25,7 @@ import collections
 import math
 from typing import Any, assert_never
 
-from orpipe.actors.event_types import ERROR_TYPES, TERMINAL_TYPES
+from orpipe.actors.event_types import ERROR_TYPES, REPEATS_TEXT, TERMINAL_TYPES
 from orpipe.engine.errors import (
     EngineError,
     RequestDeadlineExceeded,
@@ -61,22 +61,14 @@ __all__ = ["ResponseMapper"]
 
 #: Catalogue events that carry nothing a consumer needs beyond what other
 #: events already give (the ``.done`` twins repeat the deltas).
-_QUIET = frozenset(
-    {
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-        "response.content_part.done",
-        "response.output_text.done",
-        "response.refusal.done",
-        "response.function_call_arguments.delta",
-        "response.function_call_arguments.done",
-        "response.reasoning_summary_part.done",
-        "response.reasoning_summary_text.done",
-        "response.reasoning_text.done",
-        "response.debug",
-    }
-)
+_QUIET = REPEATS_TEXT | {
+    "response.in_progress",
+    "response.output_item.added",
+    "response.content_part.added",
+    "response.function_call_arguments.delta",
+    "response.function_call_arguments.done",
+    "response.debug",
+}
 #: Families of server-tool progress events, ignored by prefix.
 _QUIET_PREFIXES = (
     "response.image_generation_call.",
