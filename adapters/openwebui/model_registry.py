@@ -196,11 +196,6 @@ class ModelCatalogRegistry(AsyncResource):
         return self._schedule.failures
 
     @property
-    def cached(self) -> Catalogue | None:
-        """The catalogue held now, fresh or stale, without fetching."""
-        return self._catalogue
-
-    @property
     def refreshing(self) -> bool:
         return self._inflight is not None and not self._inflight.done()
 
