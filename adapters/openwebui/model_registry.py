@@ -48,6 +48,7 @@ from orpipe.adapters.openrouter.catalogue import (
 )
 from orpipe.adapters.openrouter.http_errors import HttpFailure, translate_httpx_errors
 from orpipe.engine.async_resource import AsyncResource
+from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.errors import ConfigError
 
 __all__ = [
@@ -232,8 +233,10 @@ class ModelCatalogRegistry(AsyncResource):
         """
         if attempts < 1:
             raise ConfigError("attempts", attempts, "1 or more")
-        delay = WARM_UP_FIRST_DELAY_S
         for attempt in range(1, attempts):
+            delay = capped_backoff(
+                attempt - 1, base_s=WARM_UP_FIRST_DELAY_S, cap_s=WARM_UP_MAX_DELAY_S
+            )
             try:
                 return await self.get()
             except CatalogueError as exc:
@@ -247,7 +250,6 @@ class ModelCatalogRegistry(AsyncResource):
                     delay,
                 )
             await self._sleep(delay)
-            delay = min(delay * 2, WARM_UP_MAX_DELAY_S)
         return await self.get()
 
     async def aclose(self) -> None:
