@@ -24,12 +24,19 @@ from orpipe.engine.messages import (
     TextDelta,
     Usage,
 )
-from orpipe.engine.ports import EnginePorts, UpstreamResponse, UpstreamTransport
+from orpipe.engine.ports import (
+    AdmissionLedger,
+    EnginePorts,
+    LedgerVerdict,
+    UpstreamResponse,
+    UpstreamTransport,
+)
 from orpipe.engine.request import ResponseStream
-from orpipe.engine.statistics import EngineStatistics
+from orpipe.engine.statistics import EngineStatistics, LedgerStats
 from orpipe.engine.supervisor import Engine, ServiceSpec, supervise
 
 __all__ = [
+    "AdmissionLedger",
     "Cancelled",
     "ChannelRegistry",
     "ChannelStats",
@@ -43,6 +50,8 @@ __all__ = [
     "EngineStatistics",
     "Failed",
     "Incomplete",
+    "LedgerStats",
+    "LedgerVerdict",
     "Notice",
     "OutboundEvent",
     "OutputItem",

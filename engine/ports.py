@@ -15,8 +15,16 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from orpipe.engine.artifacts import Artifact
+from orpipe.engine.statistics import LedgerStats
 
-__all__ = ["ArtifactStore", "EnginePorts", "UpstreamResponse", "UpstreamTransport"]
+__all__ = [
+    "AdmissionLedger",
+    "ArtifactStore",
+    "EnginePorts",
+    "LedgerVerdict",
+    "UpstreamResponse",
+    "UpstreamTransport",
+]
 
 
 class UpstreamResponse(Protocol):
@@ -86,6 +94,59 @@ class ArtifactStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerVerdict:
+    """A shared ledger's answer to a request that arrives or asks again."""
+
+    #: The request holds a permit (a lease the ledger keeps renewed) and may start.
+    admitted: bool
+    #: Set when the shared line is full: the request is refused at once, and the
+    #: person asking may retry after this many seconds.
+    retry_after_s: float | None = None
+
+
+class AdmissionLedger(Protocol):
+    """Permits and one waiting line shared by every engine (worker) that uses the same ledger.
+
+    Several Open WebUI workers each run an engine; the ledger makes
+    ``max_concurrent_requests`` and ``queue_maxsize`` hold for all of them together.
+    The engine's own waiting room still keeps its local waiters in order and
+    enforces their deadlines; the ledger decides, across workers, who goes next
+    (arrival order across workers). A ledger that cannot reach its shared state
+    degrades by itself (a per-worker share of the limit) and says so in its
+    statistics: its methods do not raise for that.
+    """
+
+    async def arrive(self, request_id: str) -> LedgerVerdict:
+        """A new request, in one round trip: a permit at once when one is free and nobody
+        waits ahead of it; else a place in the shared line (``admitted`` False, no retry
+        hint); else refused because the shared line is full (``retry_after_s`` set)."""
+        ...
+
+    async def retry(self, request_id: str) -> bool:
+        """A waiter asks again: True when its place in the line has become a permit."""
+        ...
+
+    async def leave(self, request_id: str) -> None:
+        """The request ended or its waiter left: give back its permit or its place
+        (idempotent; unknown ids are ignored)."""
+        ...
+
+    async def wait_for_change(self, timeout_s: float) -> None:
+        """Return when a permit may have been freed anywhere, or after ``timeout_s``."""
+        ...
+
+    async def run(self) -> None:
+        """The ledger's upkeep for as long as the engine runs (renewing this worker's
+        leases, noticing its shared state come and go); the engine runs it as a
+        supervised service, so it may raise ``OSError`` to be restarted."""
+        ...
+
+    def statistics(self) -> LedgerStats:
+        """What the ledger holds and last saw (synchronous: no round trip)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnginePorts:
     """The engine's dependencies. ``rng`` drives retry jitter (seed it in tests)."""
@@ -94,3 +155,5 @@ class EnginePorts:
     rng: random.Random = field(default_factory=random.Random)
     #: Where the persister writes artifacts; None = artifacts are not stored.
     artifacts: ArtifactStore | None = None
+    #: Limits shared with other engines (workers); None = this engine's own room only.
+    admission_ledger: AdmissionLedger | None = None

@@ -21,6 +21,7 @@ __all__ = [
     "AdmissionStats",
     "EngineStatistics",
     "FlowStats",
+    "LedgerStats",
 ]
 
 
@@ -67,6 +68,30 @@ class AdmissionStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerStats:
+    """A shared admission ledger (``engine.ports.AdmissionLedger``), as this worker sees it."""
+
+    #: ``global``: the shared limits hold; ``local_share``: the shared state is out of
+    #: reach and this worker admits up to ``local_share`` on its own.
+    mode: str
+    limit: int
+    queue_maxsize: int
+    local_share: int
+    #: Permits and places this worker holds now.
+    permits_held: int
+    places_held: int
+    #: Across all workers, as last seen (-1 before the first look).
+    global_in_use: int
+    global_waiting: int
+    live_workers: int
+    admitted_total: int
+    rejected_total: int
+    #: Times the ledger fell back to ``local_share``, and errors reaching its state.
+    fallbacks_total: int
+    errors_total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FlowStats:
     """Per-request credit windows, summed over open requests."""
 
@@ -91,6 +116,8 @@ class EngineStatistics:
     endings: dict[str, int]
     #: The per-request log ring (``engine.logs``): requests and lines held, and its bounds.
     logs: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: The shared admission ledger, when the engine was given one.
+    ledger: LedgerStats | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, ready for JSON."""
