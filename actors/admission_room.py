@@ -46,12 +46,19 @@ class WaitingRoom(Generic[T]):
     def waiting(self) -> int:
         return len(self._places)
 
-    def enter(self, key: str, item: T, *, now: float, deadline: float) -> None:
-        """Take a place, or raise ``AdmissionRejected`` (full) / ``EngineClosed``."""
+    def __contains__(self, key: str) -> bool:
+        return key in self._places
+
+    def enter(self, key: str, item: T, *, now: float, deadline: float, reserved: int = 0) -> None:
+        """Take a place, or raise ``AdmissionRejected`` (full) / ``EngineClosed``.
+
+        ``reserved`` places are still taken by requests that have left but whose
+        shared-ledger permit or place is not given back yet (``actors.admission_ledger``).
+        """
         if self.closed:
             raise EngineClosed()
         free_slots = max(0, self.max_in_flight - self.in_flight)
-        if len(self._places) >= self.maxsize + free_slots:
+        if len(self._places) + reserved >= self.maxsize + free_slots:
             self._rejected += 1
             raise AdmissionRejected(self.retry_after_s)
         self._places[key] = _Place(item, now, deadline)
@@ -63,6 +70,18 @@ class WaitingRoom(Generic[T]):
             return None
         self._withdrawn += 1
         return place.item
+
+    def refuse(self, key: str) -> T | None:
+        """Remove a waiting entry the shared ledger refused (counted as rejected)."""
+        place = self._places.pop(key, None)
+        if place is None:
+            return None
+        self._rejected += 1
+        return place.item
+
+    def oldest(self) -> str | None:
+        """The key of the oldest waiting entry (the next ``admit_next`` takes it)."""
+        return next(iter(self._places), None)
 
     def admit_next(self, now: float) -> T | None:
         """The oldest waiting entry if a slot is free (taking the slot)."""
