@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from orpipe.actors.admission import AdmissionDesk, admission
+from orpipe.actors.admission_ledger import LedgerGate, return_all, send_leaves
 from orpipe.actors.batcher import delta_batcher
 from orpipe.actors.emitter import emitter
 from orpipe.actors.idle_flush import IdleFlushes
@@ -47,6 +48,7 @@ from orpipe.actors.upstream_fetcher import upstream_fetcher
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.ports import EnginePorts
 from orpipe.engine.supervisor import (
+    ActorGraph,
     AdmissionDoor,
     Engine,
     ServiceSpec,
@@ -58,7 +60,10 @@ __all__ = ["open_engine", "streaming_graph"]
 
 
 async def streaming_graph(
-    wiring: Wiring, *, task_status: trio.TaskStatus[AdmissionDoor] = trio.TASK_STATUS_IGNORED
+    wiring: Wiring,
+    *,
+    gate: LedgerGate | None = None,
+    task_status: trio.TaskStatus[AdmissionDoor] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     config, channels, counters = wiring.config, wiring.channels, wiring.counters
     admit_send, admit_receive = channels.open("admission.out", config.admitted_buffer_size)
@@ -69,7 +74,9 @@ async def streaming_graph(
     # The fetcher announces each turn (TurnStarted) where one request's messages
     # keep their order; cloned now, before the parser pool takes parse.out's end.
     announce = (batch_send if config.express_lane else parse_send).clone()
-    desk = AdmissionDesk(config)
+    if gate is not None:
+        gate.bind(channels, counters("admission"))
+    desk = AdmissionDesk(config, gate)
     # The batch role's idle-flush timers, for its actor and the express lane alike.
     flushes = IdleFlushes(counters("batcher"))
     start = functools.partial
@@ -161,7 +168,23 @@ async def streaming_graph(
 async def open_engine(
     config: EngineConfig, ports: EnginePorts, *, services: tuple[ServiceSpec, ...] = ()
 ) -> AsyncIterator[Engine]:
-    """``engine.supervisor.open_engine_with_graph`` with the streaming graph: the usual way in."""
+    """``engine.supervisor.open_engine_with_graph`` with the streaming graph: the usual way in.
+
+    With ``ports.admission_ledger``, the ledger's upkeep (``run``) and the giving back of
+    permits (``send_leaves``) run as supervised services, and whatever is still owed
+    when the engine stops is given back before this returns (``return_all``).
+    """
+    graph: ActorGraph = streaming_graph
+    gate = None
+    ledger = ports.admission_ledger
+    if ledger is not None:
+        gate = LedgerGate(ledger, config)
+        graph = functools.partial(streaming_graph, gate=gate)
+        services = (
+            *services,
+            ServiceSpec(name="admission_ledger", run=ledger.run),
+            ServiceSpec(name="admission_leaves", run=functools.partial(send_leaves, gate)),
+        )
     store = ports.artifacts
     if store is not None:
         cleanup = ServiceSpec(
@@ -169,7 +192,9 @@ async def open_engine(
             run=functools.partial(artifact_cleanup, store, config, rng=ports.rng),
         )
         services = (*services, cleanup)
-    async with open_engine_with_graph(
-        config, ports, graph=streaming_graph, services=services
-    ) as engine:
-        yield engine
+    try:
+        async with open_engine_with_graph(config, ports, graph=graph, services=services) as engine:
+            yield engine
+    finally:
+        if gate is not None:
+            await return_all(gate, config.shutdown_grace_s)

@@ -171,6 +171,7 @@ class Engine:
     def statistics(self) -> EngineStatistics:
         """A snapshot of every buffer, counter and window (cheap; sample freely)."""
         handles = list(self._requests.values())
+        ledger = self.ports.admission_ledger
         assert self._door is not None, "statistics() is available inside open_engine"
         return EngineStatistics(
             channels=self._channels.statistics(),
@@ -186,6 +187,7 @@ class Engine:
             restarts=dict(self._restarts),
             endings=dict(self._endings),
             logs=request_logs().statistics(),
+            ledger=None if ledger is None else ledger.statistics(),
         )
 
     async def wait_persisted(self, timeout_s: float) -> bool:

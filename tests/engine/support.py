@@ -27,7 +27,7 @@ from orpipe.engine import (
 )
 from orpipe.engine.artifacts import Artifact
 from orpipe.engine.errors import StoreUnavailable
-from orpipe.engine.ports import ArtifactStore
+from orpipe.engine.ports import AdmissionLedger, ArtifactStore
 
 API_KEY = "sk-or-v1-test-secret-0123456789abcdef"
 
@@ -81,12 +81,21 @@ async def mock_server(*, api_key: str | None = None) -> AsyncIterator[MockServer
 
 @asynccontextmanager
 async def running_engine(
-    server: MockServer, *, artifacts: ArtifactStore | None = None, **overrides: object
+    server: MockServer,
+    *,
+    artifacts: ArtifactStore | None = None,
+    admission_ledger: AdmissionLedger | None = None,
+    **overrides: object,
 ) -> AsyncIterator[Engine]:
     config = EngineConfig(base_url=server.base_url, **overrides)  # type: ignore[arg-type]
     async with (
         OpenRouterHttpTransport(config, api_key=API_KEY) as transport,
-        open_engine(config, EnginePorts(transport=transport, artifacts=artifacts)) as engine,
+        open_engine(
+            config,
+            EnginePorts(
+                transport=transport, artifacts=artifacts, admission_ledger=admission_ledger
+            ),
+        ) as engine,
     ):
         yield engine
 
