@@ -15,7 +15,7 @@ from orpipe.engine import AdmissionRejected, EngineClosed, TextDelta
 from orpipe.engine.artifacts import ArtifactContext
 from orpipe.engine.channels import ChannelStats
 from orpipe.engine.errors import ConfigError
-from orpipe.engine.statistics import AdmissionStats, EngineStatistics, FlowStats
+from orpipe.engine.statistics import AdmissionStats, EngineStatistics, FlowStats, LedgerStats
 from tests.engine.support import (
     MemoryStore,
     collect,
@@ -124,6 +124,33 @@ def test_the_engines_breakers_and_handed_in_ones_share_one_section() -> None:
     assert frame_with("user")["breakers"] == {"tools": tools, "user": user}
     with pytest.raises(ValueError, match="tools"):
         frame_with("tools")  # one name for two breakers is a wiring bug
+
+
+def test_the_ledger_section_is_the_ledgers_statistics_or_none() -> None:
+    def frame_of(stats: EngineStatistics) -> Frame:
+        return build_frame(
+            stats, seq=None, t=0.0, unix_s=0.0, interval_s=1.0, breakers={}, telemetry={}
+        )
+
+    assert frame_of(_stats())["ledger"] is None
+    ledger = LedgerStats(
+        mode="local_share",
+        limit=8,
+        queue_maxsize=20,
+        local_share=2,
+        permits_held=1,
+        places_held=0,
+        global_in_use=-1,
+        global_waiting=-1,
+        live_workers=4,
+        admitted_total=9,
+        rejected_total=1,
+        fallbacks_total=1,
+        errors_total=3,
+    )
+    frame = frame_of(dataclasses.replace(_stats(), ledger=ledger))
+    assert frame["ledger"] == dataclasses.asdict(ledger)
+    assert msgspec.json.decode(msgspec.json.encode(frame)) == frame
 
 
 def test_no_persister_means_an_empty_persister_section() -> None:
