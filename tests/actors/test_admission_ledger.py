@@ -233,3 +233,64 @@ async def test_return_all_is_bounded_and_counts_what_it_leaves_to_the_lease_expi
         assert trio.current_time() - start == pytest.approx(1.5)
         snapshot = w["a"].counters.snapshot()
         assert (snapshot["ledger_leaves_sent"], snapshot["ledger_leaves_abandoned"]) == (1, 2)
+
+
+async def test_a_waiter_cancelled_during_its_arrival_round_trip_still_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = SharedLedger(limit=1, maxsize=10)
+    async with workers(shared, ("a",), max_concurrent_requests=5, queue_maxsize=10) as w:
+        a1, a2 = make_handle(), make_handle()
+        await w["a"].submit(a1)
+        shared.round_trip_s = 1.0
+        w["a"].desk.submit(a2)
+        await trio.sleep(0.5)  # a2's arrive is on its way to the ledger
+        assert ("arrive", a2.request_id) in shared.calls
+        assert w["a"].desk.withdraw(a2.request_id) is a2
+        await trio.sleep(5)
+        assert list(shared.line) == []
+        assert shared.calls[-1] == ("leave", a2.request_id)
+        assert w["a"].gate.held == {a1.request_id: True}
+
+
+class FlakyLeave:
+    """Wraps a ledger port: the first ``leave`` raises ``OSError``."""
+
+    def __init__(self, port: object) -> None:
+        self.port = port
+        self.failed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.port, name)
+
+    async def leave(self, request_id: str) -> None:
+        if not self.failed:
+            self.failed = True
+            raise OSError("connection reset")
+        await self.port.leave(request_id)  # type: ignore[attr-defined]
+
+
+async def test_a_leave_that_fails_stays_owed_and_is_sent_first_after_the_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = SharedLedger(limit=2, maxsize=10)
+    config = EngineConfig()
+    gate = LedgerGate(FlakyLeave(shared.port("a")), config)  # type: ignore[arg-type]
+    gate.bind(ChannelRegistry(), ActorCounters())
+    desk = AdmissionDesk(config, gate)
+    send, receive = trio.open_memory_channel[RequestHandle](10)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(admission, desk, send)
+        a1 = make_handle()
+        desk.submit(a1)
+        assert await receive.receive() is a1
+        desk.release(a1)
+        with pytest.raises(OSError, match="connection reset"):
+            await send_leaves(gate)
+        assert (gate.sending, gate.owed) == (a1.request_id, 1)
+        assert shared.permits == {a1.request_id: "a"}
+        nursery.start_soon(send_leaves, gate)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (gate.sending, gate.owed, shared.permits) == (None, 0, {})
+        desk.close()
+        nursery.cancel_scope.cancel()

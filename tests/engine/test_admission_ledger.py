@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import trio
+
 from orpipe.actors.admission_ledger import LEAVES_CHANNEL
 from orpipe.engine import AdmissionRejected, Cancelled, Completed, EngineClosed, Failed
 from orpipe.engine.statistics import LedgerStats
@@ -15,7 +17,19 @@ async def test_two_engines_share_the_limit_the_line_and_give_every_permit_back()
         mock_server() as server,
         running_engine(server, admission_ledger=shared.port("a"), shutdown_grace_s=0.1) as a,
         running_engine(server, admission_ledger=shared.port("b"), shutdown_grace_s=0.1) as b,
+        trio.open_nursery() as nursery,
     ):
+        peaks = {"upstream": 0, "admitted": 0}
+
+        async def sample() -> None:
+            # A sampled check besides the ledger's own count: what reached the mock.
+            while True:
+                admitted = a.statistics().admission.in_flight + b.statistics().admission.in_flight
+                peaks["admitted"] = max(peaks["admitted"], admitted)
+                peaks["upstream"] = max(peaks["upstream"], server.stats.streams_active)
+                await trio.sleep(0.001)
+
+        nursery.start_soon(sample)
         a1 = a.submit(request("stall", stall_after=1))
         await wait_until(lambda: len(shared.permits) == 1)
         b1 = b.submit(request("stall", stall_after=1))
@@ -54,6 +68,8 @@ async def test_two_engines_share_the_limit_the_line_and_give_every_permit_back()
         await wait_until(lambda: len(shared.permits) == 2)
         b3 = b.submit(request("stall", stall_after=1))
         await wait_until(lambda: list(shared.line) == [b3.request_id])
+        nursery.cancel_scope.cancel()
+    assert peaks == {"upstream": 2, "admitted": 2}
     for stream in (a1, a3, b3):
         assert isinstance((await collect(stream)).ending, Failed)
     assert isinstance(b3.ending, Failed) and isinstance(b3.ending.error, EngineClosed)
