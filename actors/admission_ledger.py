@@ -133,6 +133,10 @@ class LedgerGate:
         request_id: str = self._receive.receive_nowait()
         return request_id
 
+    def close(self) -> None:
+        """No more leaves: ``send_leaves``, if still running, ends once it has sent all."""
+        self._send.close()
+
     def held_ids(self) -> list[str]:
         """Every id still holding a place or permit (for ``return_all``)."""
         return list(self.held)
@@ -146,7 +150,10 @@ async def send_leaves(gate: LedgerGate) -> None:
     """
     while True:
         if gate.sending is None:
-            gate.sending = await gate.next_owed()
+            try:
+                gate.sending = await gate.next_owed()
+            except trio.EndOfChannel:
+                return
         await gate.ledger.leave(gate.sending)
         gate.sending = None
         gate.counters.add("ledger_leaves_sent")
@@ -165,6 +172,8 @@ async def return_all(gate: LedgerGate, bound_s: float) -> None:
     owed.extend(gate.held_ids())
     gate.held.clear()
     gate.sending = None
+    # Nothing may owe after this: a late give-back would be a bug, and should say so.
+    gate.close()
     sent = 0
     with trio.CancelScope(shield=True), trio.move_on_after(bound_s):
         for request_id in owed:

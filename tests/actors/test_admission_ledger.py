@@ -294,3 +294,42 @@ async def test_a_leave_that_fails_stays_owed_and_is_sent_first_after_the_restart
         assert (gate.sending, gate.owed, shared.permits) == (None, 0, {})
         desk.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_closing_ends_the_actor_and_gives_back_every_waiters_place(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = SharedLedger(limit=1, maxsize=10)
+    async with workers(shared, ("a",), max_concurrent_requests=5, queue_maxsize=10) as w:
+        a1, a2, a3 = make_handle(), make_handle(), make_handle()
+        await w["a"].submit(a1, a2, a3)
+        assert await w["a"].drain() == [a1]
+        assert w["a"].desk.close() == [a2, a3]
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.EndOfChannel):
+            w["a"].admitted.receive_nowait()  # the actor closed its outbox
+        assert list(shared.line) == []
+        w["a"].desk.release(a1)  # the running request ends after the close
+        await trio.testing.wait_all_tasks_blocked()
+        assert shared.permits == {}
+
+
+async def test_a_leave_cut_off_by_cancellation_is_sent_by_return_all(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shared = SharedLedger(limit=1, maxsize=10)
+    async with workers(shared, ("a",), max_concurrent_requests=5, queue_maxsize=10) as w:
+        a1 = make_handle()
+        await w["a"].submit(a1)
+        assert await w["a"].drain() == [a1]
+        shared.round_trip_s = 1.0
+        w["a"].desk.release(a1)
+        await trio.sleep(0.5)
+        w["a"].leaves_scope.cancel()  # mid round trip: the leave may not have landed
+        await trio.testing.wait_all_tasks_blocked()
+        assert w["a"].gate.sending == a1.request_id
+        await return_all(w["a"].gate, bound_s=5.0)
+        assert shared.permits == {}
+        assert w["a"].counters.snapshot()["ledger_leaves_sent"] == 1
+        with pytest.raises(trio.ClosedResourceError):
+            w["a"].gate._owe("late")  # nothing may owe once everything was given back
