@@ -26,6 +26,8 @@ levels under short names). The sections::
     restarts     per supervised service: restarts
     endings      per ending type: requests ended that way
     logs         the per-request log ring: requests and lines held, and its bounds
+    ledger       the shared admission ledger as this worker sees it (``LedgerStats``:
+                 mode, limit, global_in_use, live_workers, ...); empty without one
     telemetry    the hub itself: frames, ring, subscribers, drops (see ``HubCounters``)
 
 Nothing here awaits or reads a clock: the async shell (``actors.telemetry``)
@@ -177,6 +179,7 @@ def build_frame(
         "restarts": sample["restarts"],
         "endings": sample["endings"],
         "logs": sample["logs"],
+        "ledger": sample["ledger"] or {},
         "telemetry": dict(telemetry),
     }
 

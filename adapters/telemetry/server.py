@@ -17,9 +17,16 @@ the OS and the bound port is reported):
   ``adapters.telemetry.metrics``) sampled fresh per scrape; ``GET /`` with
   ``/dashboard.js`` and ``/dashboard.css`` from ``dashboard_dir``;
   ``GET /config.json`` tells the page where the WebSocket is. Anything else
-  is 404, other methods 405, a malformed request 400. At most
+  is 404, other methods 405, a malformed request 400. With ``workers``
+  (``fan_in.WorkerFrames``), ``/metrics`` shows every live worker with a
+  ``worker`` label (``render_workers``; Redis unreachable: this worker
+  alone) and ``GET /workers.json`` gives the dashboard their frames. At most
   ``max_http_connections`` at once (one more gets 503); a connection idle for
   ``http_idle_timeout_s`` is closed.
+
+With ``token`` set, every request (HTTP and WebSocket) must carry
+``Authorization: Bearer <token>`` (compared in constant time); anything
+else gets 401 with a message saying so. The token is never logged or echoed.
 
 Everything here is trio-flavoured; nothing is asyncio. A client that
 disconnects at any point ends its own connection task only. On
@@ -29,8 +36,11 @@ without waiting for peers), and WebSocket subscriptions are released.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from dataclasses import dataclass
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h11
@@ -44,9 +54,10 @@ from trio_websocket import (
 )
 
 from orpipe.actors.telemetry import Subscription, TelemetryHub
+from orpipe.adapters.telemetry.fan_in import WorkerFrames
 from orpipe.adapters.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from orpipe.adapters.telemetry.metrics import render_metrics
-from orpipe.engine.errors import AdmissionRejected, EngineClosed
+from orpipe.adapters.telemetry.metrics import render_metrics, render_workers
+from orpipe.engine.errors import AdmissionRejected, EngineClosed, PersistenceError
 
 __all__ = ["TelemetryEndpoints", "TelemetryServerSettings", "serve_telemetry"]
 
@@ -58,6 +69,10 @@ _STATIC: dict[str, tuple[str, str]] = {
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
 }
 _WS_PATHS = frozenset({"/", "/ws"})
+_UNAUTHORIZED = (
+    "This telemetry server needs its bearer token: send the header "
+    "'Authorization: Bearer <TELEMETRY_TOKEN>' (the Function's TELEMETRY_TOKEN valve)."
+)
 #: The dashboard may talk to its own origin and to WebSockets; nothing else loads.
 _CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:"
 
@@ -80,6 +95,8 @@ class TelemetryServerSettings:
     max_request_bytes: int = 16 * 1024
     ws_send_timeout_s: float = 30.0
     allowed_origins: frozenset[str] | None = None
+    #: When set, every request must carry ``Authorization: Bearer <token>``.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,10 +133,11 @@ async def serve_telemetry(
     hub: TelemetryHub,
     settings: TelemetryServerSettings | None = None,
     *,
+    workers: WorkerFrames | None = None,
     task_status: trio.TaskStatus[TelemetryEndpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the WebSocket and HTTP endpoints until cancelled."""
-    server = _TelemetryServer(hub, settings or TelemetryServerSettings())
+    """Serve the WebSocket and HTTP endpoints until cancelled (``workers``: module doc)."""
+    server = _TelemetryServer(hub, settings or TelemetryServerSettings(), workers)
     async with trio.open_nursery() as nursery:
         listeners: list[trio.SocketListener] = await nursery.start(
             functools.partial(
@@ -148,9 +166,12 @@ async def serve_telemetry(
 class _TelemetryServer:
     """The handlers' shared state: the hub, the settings and the bound ports."""
 
-    def __init__(self, hub: TelemetryHub, settings: TelemetryServerSettings) -> None:
+    def __init__(
+        self, hub: TelemetryHub, settings: TelemetryServerSettings, workers: WorkerFrames | None
+    ) -> None:
         self.hub = hub
         self.settings = settings
+        self.workers = workers
         self.host = settings.host
         self.http_port = 0
         self.ws_port = 0
@@ -177,12 +198,25 @@ class _TelemetryServer:
             pass  # the client left (or broke the connection): nothing more to send it
 
     def _ws_refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
+        if not self._authorized(request.headers):
+            return 401, _UNAUTHORIZED
         if request.path.split("?", 1)[0] not in _WS_PATHS:
             return 404, "No telemetry here; the WebSocket is at /ws."
         origin = _header(request.headers, b"origin")
         if origin is not None and origin not in self._allowed_origins():
             return 403, "This origin may not read the telemetry."
         return None
+
+    def _authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        """No token set, or the request's bearer token is the token (constant time)."""
+        token = self.settings.token
+        if not token:
+            return True
+        given = _header(headers, b"authorization") or ""
+        scheme, _, credentials = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode(), token.encode()
+        )
 
     def _allowed_origins(self) -> frozenset[str]:
         if self.settings.allowed_origins is not None:
@@ -281,10 +315,21 @@ class _TelemetryServer:
                 conn, stream, 405, "Only GET and HEAD.", extra=[("allow", "GET, HEAD")]
             )
             return
+        if not self._authorized(request.headers):
+            await self._send_error(
+                conn, stream, 401, _UNAUTHORIZED, extra=[("www-authenticate", "Bearer")]
+            )
+            return
         status, content_type, body, extra = 200, "", b"", list[tuple[str, str]]()
         if path == "/metrics":
             content_type = METRICS_CONTENT_TYPE
-            body = render_metrics(self.hub.snapshot()).encode()
+            if self.workers is None:
+                body = render_metrics(self.hub.snapshot()).encode()
+            else:
+                body = render_workers(await self._worker_frames()).encode()
+        elif path == "/workers.json" and self.workers is not None:
+            content_type = "application/json"
+            body = msgspec.json.encode({"workers": await self._worker_frames()})
         elif path == "/config.json":
             content_type = "application/json"
             body = msgspec.json.encode(
@@ -304,6 +349,21 @@ class _TelemetryServer:
         await _send(
             conn, stream, status, content_type, body, extra=extra, head=request.method == b"HEAD"
         )
+
+    async def _worker_frames(self) -> dict[str, dict[str, object]]:
+        """Every live worker's frame, this worker's sampled fresh; only this one when
+        Redis cannot be read (counted in ``fanin.read_errors_total``)."""
+        assert self.workers is not None
+        frames: dict[str, dict[str, object]] = {}
+        if not self.workers.link.suspect():
+            # A failure is counted by WorkerFrames; this worker's own frame still answers.
+            with contextlib.suppress(PersistenceError):
+                frames = dict(await self.workers.live())
+        frames[self.workers.worker] = {
+            **self.hub.snapshot(),
+            "fanin": self.workers.statistics(),
+        }
+        return frames
 
     async def _static(self, path: str) -> bytes | None:
         if self.settings.dashboard_dir is None:
@@ -359,7 +419,7 @@ async def _send(
     await stream.send_all(data)
 
 
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")
