@@ -11,11 +11,13 @@ trouble must never take the Function down. It runs:
 * the server (``server.serve_telemetry``) on ``host:port`` (its WebSocket on
   ``port + 1``), with the bearer token when one is set. Several workers of one
   host share the port: the first to bind serves, the others say so once in
-  the log and try again every ``rebind_s`` (their frames still reach the
-  serving one through Redis; without Redis each worker needs its own port).
-  The same retry lets a new engine generation take the port over from the
-  one it replaces. Any other failure to serve is logged once and the
-  server stays off; the engine keeps running.
+  the log and try again, backing off to every ``rebind_s`` (their frames
+  still reach the serving one through Redis; without Redis each worker needs
+  its own port). The same retry lets a new engine generation take the port
+  over from the one it replaces (which stops serving when it retires): the
+  first retry comes soon and the log stays quiet unless it fails too. Any
+  other failure to serve is logged once and the server stays off; the
+  engine keeps running.
 
 Owns: the hub (its ring and subscriber channels, bounded by
 ``TelemetrySettings``), the Redis link of the fan-in (closed on the way out)
@@ -44,6 +46,7 @@ from orpipe.adapters.telemetry.server import (
     TelemetryServerSettings,
     serve_telemetry,
 )
+from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.errors import EngineError
 from orpipe.engine.statistics import EngineStatistics
 
@@ -131,6 +134,7 @@ class TelemetryService:
             token=plan.token,
         )
         told_in_use = False
+        attempt = 0
         while True:
             try:
                 async with trio.open_nursery() as nursery:
@@ -146,11 +150,12 @@ class TelemetryService:
                 error = _innermost(exc)
                 if not (isinstance(error, OSError) and error.errno == errno.EADDRINUSE):
                     raise
-                if not told_in_use:
+                # The first failure is often a generation handing the port over: quiet.
+                if attempt >= 1 and not told_in_use:
                     log.warning(
                         "telemetry: port %d or %d on %s is in use (another worker of this "
-                        "host may be serving it%s); this worker retries every %.0f s and "
-                        "keeps answering chats meanwhile",
+                        "host may be serving it%s); this worker keeps trying (every %.0f s at "
+                        "most) and keeps answering chats meanwhile",
                         settings.http_port,
                         settings.ws_port,
                         plan.host,
@@ -158,7 +163,8 @@ class TelemetryService:
                         plan.rebind_s,
                     )
                     told_in_use = True
-                await trio.sleep(plan.rebind_s)
+                await trio.sleep(capped_backoff(attempt, base_s=0.25, cap_s=plan.rebind_s))
+                attempt += 1
 
 
 def _innermost(exc: BaseException) -> BaseException:
