@@ -9,6 +9,7 @@ Open WebUI workers would.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from orpipe.actors.telemetry import TelemetryHub, telemetry_sampler
 from orpipe.actors.telemetry_core import TelemetrySettings
 from orpipe.adapters.store.redis_link import RedisLink
 from orpipe.adapters.telemetry.fan_in import WorkerFrames, publish_frames
+from orpipe.adapters.telemetry.metrics import render_workers
 from orpipe.adapters.telemetry.server import (
     TelemetryEndpoints,
     TelemetryServerSettings,
     serve_telemetry,
 )
+from orpipe.adapters.telemetry.service import TelemetryPlan, TelemetryService
 from orpipe.engine import Engine
 from tests.adapters.test_telemetry_server import _refused
 from tests.engine.support import collect, mock_server, request, running_engine, wait_until
@@ -219,3 +222,51 @@ async def test_an_oversized_frame_is_not_published(redis_server: RedisServer) ->
         assert await frames.live() == {}
     finally:
         link.close()
+
+
+# -- rendering and the service's boundary --------------------------------------------------
+
+
+def test_the_ledger_renders_per_worker_and_its_global_view_once() -> None:
+    def ledger(in_use: int) -> dict[str, object]:
+        return {"mode": "global", "limit": 8, "global_in_use": in_use, "admitted_total": in_use}
+
+    text = render_workers(
+        {
+            "a:1": {"unix_s": 10.0, "ledger": ledger(3)},
+            "b:2": {"unix_s": 20.0, "ledger": ledger(5)},  # the freshest view
+        }
+    )
+    families = _families(text)
+    modes = {(s.labels["worker"], s.labels["mode"]) for s in families["orpipe_ledger_mode"].samples}
+    assert modes == {("a:1", "global"), ("b:2", "global")}
+    assert families["orpipe_ledger_admitted"].type == "counter"
+    assert families["orpipe_cluster_ledger_global_in_use"].samples[0].value == 5
+    assert families["orpipe_cluster_ledger_limit"].samples[0].value == 8
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+async def test_a_server_that_cannot_listen_is_logged_and_never_raised() -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding fails at once.
+    service = TelemetryService(TelemetryPlan(host="192.0.2.1", port=0, interval_s=0.05))
+    recorder = _Recorder()
+    telemetry_log = logging.getLogger("orpipe.telemetry")
+    telemetry_log.addHandler(recorder)
+    try:
+        async with mock_server() as mock, running_engine(mock) as engine:
+            with trio.fail_after(10):
+                await service(engine.statistics)  # returns instead of raising
+            assert (await collect(engine.submit(request("text", tokens=3)))).text
+    finally:
+        telemetry_log.removeHandler(recorder)
+    assert len(recorder.messages) == 1
+    assert recorder.messages[0].startswith("telemetry stopped (OSError")
+    assert "the Function keeps working without it" in recorder.messages[0]
