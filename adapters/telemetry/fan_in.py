@@ -28,6 +28,7 @@ On cancellation it unsubscribes; a write in progress finishes first
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -161,6 +162,19 @@ class WorkerFrames:
             if isinstance(frame, dict):
                 frames[name.decode()] = frame
         self.counters.workers_seen = len(frames)
+        return frames
+
+    async def everyone(self, own: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Every live worker's frame, with ``own`` (sampled fresh) as this worker's.
+
+        Redis unreachable (or failed a moment ago): this worker alone, the failure
+        counted in ``read_errors_total``, so a scrape never fails for want of Redis.
+        """
+        frames: dict[str, dict[str, Any]] = {}
+        if not self.link.suspect():
+            with contextlib.suppress(PersistenceError):
+                frames = await self.live()
+        frames[self.worker] = {**own, "fanin": self.statistics()}
         return frames
 
 

@@ -36,10 +36,7 @@ without waiting for peers), and WebSocket subscriptions are released.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hmac
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +51,11 @@ from trio_websocket import (
 )
 
 from orpipe.actors.telemetry import Subscription, TelemetryHub
+from orpipe.adapters.telemetry.access import UNAUTHORIZED, bearer_matches, header
 from orpipe.adapters.telemetry.fan_in import WorkerFrames
 from orpipe.adapters.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from orpipe.adapters.telemetry.metrics import render_metrics, render_workers
-from orpipe.engine.errors import AdmissionRejected, EngineClosed, PersistenceError
+from orpipe.engine.errors import AdmissionRejected, EngineClosed
 
 __all__ = ["TelemetryEndpoints", "TelemetryServerSettings", "serve_telemetry"]
 
@@ -69,10 +67,6 @@ _STATIC: dict[str, tuple[str, str]] = {
     "/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
 }
 _WS_PATHS = frozenset({"/", "/ws"})
-_UNAUTHORIZED = (
-    "This telemetry server needs its bearer token: send the header "
-    "'Authorization: Bearer <TELEMETRY_TOKEN>' (the Function's TELEMETRY_TOKEN valve)."
-)
 #: The dashboard may talk to its own origin and to WebSockets; nothing else loads.
 _CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:"
 
@@ -198,25 +192,14 @@ class _TelemetryServer:
             pass  # the client left (or broke the connection): nothing more to send it
 
     def _ws_refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
-        if not self._authorized(request.headers):
-            return 401, _UNAUTHORIZED
+        if not bearer_matches(request.headers, self.settings.token):
+            return 401, UNAUTHORIZED
         if request.path.split("?", 1)[0] not in _WS_PATHS:
             return 404, "No telemetry here; the WebSocket is at /ws."
-        origin = _header(request.headers, b"origin")
+        origin = header(request.headers, b"origin")
         if origin is not None and origin not in self._allowed_origins():
             return 403, "This origin may not read the telemetry."
         return None
-
-    def _authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
-        """No token set, or the request's bearer token is the token (constant time)."""
-        token = self.settings.token
-        if not token:
-            return True
-        given = _header(headers, b"authorization") or ""
-        scheme, _, credentials = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode(), token.encode()
-        )
 
     def _allowed_origins(self) -> frozenset[str]:
         if self.settings.allowed_origins is not None:
@@ -315,9 +298,9 @@ class _TelemetryServer:
                 conn, stream, 405, "Only GET and HEAD.", extra=[("allow", "GET, HEAD")]
             )
             return
-        if not self._authorized(request.headers):
+        if not bearer_matches(request.headers, self.settings.token):
             await self._send_error(
-                conn, stream, 401, _UNAUTHORIZED, extra=[("www-authenticate", "Bearer")]
+                conn, stream, 401, UNAUTHORIZED, extra=[("www-authenticate", "Bearer")]
             )
             return
         status, content_type, body, extra = 200, "", b"", list[tuple[str, str]]()
@@ -326,10 +309,11 @@ class _TelemetryServer:
             if self.workers is None:
                 body = render_metrics(self.hub.snapshot()).encode()
             else:
-                body = render_workers(await self._worker_frames()).encode()
+                body = render_workers(await self.workers.everyone(self.hub.snapshot())).encode()
         elif path == "/workers.json" and self.workers is not None:
             content_type = "application/json"
-            body = msgspec.json.encode({"workers": await self._worker_frames()})
+            workers = await self.workers.everyone(self.hub.snapshot())
+            body = msgspec.json.encode({"workers": workers})
         elif path == "/config.json":
             content_type = "application/json"
             body = msgspec.json.encode(
@@ -349,21 +333,6 @@ class _TelemetryServer:
         await _send(
             conn, stream, status, content_type, body, extra=extra, head=request.method == b"HEAD"
         )
-
-    async def _worker_frames(self) -> dict[str, dict[str, object]]:
-        """Every live worker's frame, this worker's sampled fresh; only this one when
-        Redis cannot be read (counted in ``fanin.read_errors_total``)."""
-        assert self.workers is not None
-        frames: dict[str, dict[str, object]] = {}
-        if not self.workers.link.suspect():
-            # A failure is counted by WorkerFrames; this worker's own frame still answers.
-            with contextlib.suppress(PersistenceError):
-                frames = dict(await self.workers.live())
-        frames[self.workers.worker] = {
-            **self.hub.snapshot(),
-            "fanin": self.workers.statistics(),
-        }
-        return frames
 
     async def _static(self, path: str) -> bytes | None:
         if self.settings.dashboard_dir is None:
@@ -417,13 +386,6 @@ async def _send(
         data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
     data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
     await stream.send_all(data)
-
-
-def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _encode(frame: object) -> str:
