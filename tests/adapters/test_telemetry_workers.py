@@ -9,6 +9,7 @@ Open WebUI workers would.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
@@ -32,6 +34,8 @@ from orpipe.adapters.telemetry.server import (
     serve_telemetry,
 )
 from orpipe.adapters.telemetry.service import TelemetryPlan, TelemetryService
+from orpipe.bench.headless_chromium import DevToolsPage, open_chromium
+from orpipe.bench.telemetry_run import DASHBOARD_DIR
 from orpipe.engine import Engine
 from tests.adapters.test_telemetry_server import _refused
 from tests.engine.support import collect, mock_server, request, running_engine, wait_until
@@ -270,3 +274,41 @@ async def test_a_server_that_cannot_listen_is_logged_and_never_raised() -> None:
     assert len(recorder.messages) == 1
     assert recorder.messages[0].startswith("telemetry stopped (OSError")
     assert "the Function keeps working without it" in recorder.messages[0]
+
+
+# -- the dashboard's Workers panel -------------------------------------------------------
+
+WORKERS_PROBE = """JSON.stringify({
+  hidden: document.getElementById("workers-panel").hidden,
+  workers: [...document.querySelectorAll("#workers tbody tr")].map((tr) => tr.cells[0].textContent),
+})"""
+
+
+async def _probe_until(page: DevToolsPage, predicate: Any) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    with trio.move_on_after(90):  # generous: Chromium on a busy machine
+        while True:
+            value = await page.evaluate(WORKERS_PROBE)
+            state = json.loads(value) if value else {}
+            if predicate(state):
+                return state
+            await trio.sleep(0.1)
+    raise AssertionError(f"the dashboard never got there; last state: {state}")
+
+
+@pytest.mark.timeout(300)
+async def test_the_dashboard_lists_every_live_worker(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    async with serving(DASHBOARD_DIR, redis_url=redis_server.url) as run:
+        link = RedisLink(redis_server.url)
+        try:
+            other = WorkerFrames(link, ttl_s=TTL_S, prefix=PREFIX, worker="host-a:1")
+            await other.publish(run.hub.snapshot())
+            async with open_chromium(run.endpoints.dashboard_url, tmp_path) as page:
+                state = await _probe_until(
+                    page, lambda s: s.get("hidden") is False and len(s.get("workers", [])) == 2
+                )
+            assert sorted(state["workers"]) == ["host-a:1", "host-c:3"]
+        finally:
+            link.close()
