@@ -33,11 +33,12 @@ ASYNCIO_FOLDERS = {"adapters/openwebui", "adapters/bridge"}
 OPEN_WEBUI_FOLDERS = {"adapters/openwebui"}
 ADAPTER_WORLDS = {"bridge", "openrouter", "openwebui", "store", "telemetry"}
 MAY_IMPORT = {
-    "openwebui": {"bridge", "openrouter", "store", "openwebui"},
+    "openwebui": {"bridge", "openrouter", "store", "telemetry", "openwebui"},
     "bridge": {"openrouter", "bridge"},
     "openrouter": {"openrouter"},
     "store": {"store"},
-    "telemetry": {"telemetry"},
+    # The fan-in reaches Redis through the store's one door (redis_link).
+    "telemetry": {"telemetry", "store"},
 }
 _OWUI_NAME = re.compile(r"[\"']open_webui[.\"']")
 

@@ -16,6 +16,7 @@ from orpipe.adapters.bridge.protocol import (
     BRIDGE_CHANNEL,
     BridgeMode,
     EngineBridge,
+    SideService,
     StoreFactory,
     TransportFactory,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "EngineBridge",
     "GuestModeBridge",
     "LoopGone",
+    "SideService",
     "StoreFactory",
     "ThreadBridge",
     "TransportFactory",

@@ -26,6 +26,7 @@ from orpipe.adapters.bridge.generation import EngineSetup
 from orpipe.adapters.bridge.protocol import (
     BRIDGE_CHANNEL,
     EngineBridge,
+    SideService,
     StoreFactory,
     TransportFactory,
 )
@@ -59,12 +60,13 @@ class BridgeCore(EngineBridge, abc.ABC):
         window_batches: int = 8,
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
+        side_service: SideService | None = None,
     ) -> None:
         if window_batches < 1:
             raise UsageError(f"window_batches must be at least 1, not {window_batches}")
         self.window_batches = window_batches
         self._setup = EngineSetup(
-            config, transport_factory or _http_transport(api_key), store_factory
+            config, transport_factory or _http_transport(api_key), store_factory, side_service
         )
         self._run: TrioRun | None = None
 
@@ -133,13 +135,14 @@ class BridgeCore(EngineBridge, abc.ABC):
         api_key: str | None = None,
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
+        side_service: SideService | None = None,
     ) -> None:
         """A key and no transport: OpenRouter with that key; neither: the transport stays.
         A bridge that is not running opens its next run with the new setup."""
         if transport_factory is None and api_key is not None:
             transport_factory = _http_transport(api_key)
         setup = EngineSetup(
-            config, transport_factory or self._setup.transport_factory, store_factory
+            config, transport_factory or self._setup.transport_factory, store_factory, side_service
         )
         self._setup = setup
         run = self._run

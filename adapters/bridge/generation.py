@@ -1,4 +1,4 @@
-"""One engine generation inside the bridge's trio run: transport, store and engine.
+"""One engine generation inside the bridge's trio run: transport, store, engine, side service.
 
 ``reconfigure`` starts a new generation in the same trio run and sends new
 requests to it; the previous one takes no new work and leaves once its last
@@ -11,6 +11,11 @@ or ``close_now()`` (the run is stopping: leave at once, which closes the
 engine gracefully and gives every open request an ending; the store closes
 after the engine, so the persister flushes into it on the way out). A crash
 is handed to the run, never raised into the nursery.
+
+The side service (``EngineSetup.side_service``: the telemetry server) runs
+while the engine does and is cancelled first: when the generation retires
+(so the next generation's service can take its place, e.g. its port) and
+before the engine closes.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from orpipe.actors import open_engine
-from orpipe.adapters.bridge.protocol import StoreFactory, TransportFactory
+from orpipe.adapters.bridge.protocol import SideService, StoreFactory, TransportFactory
 from orpipe.engine import Engine, EngineConfig, EngineCrashed, EnginePorts
 from orpipe.engine.ports import ArtifactStore
 
@@ -36,12 +41,15 @@ __all__ = ["EngineSetup", "Generation"]
 
 @dataclass(frozen=True, slots=True)
 class EngineSetup:
-    """What one generation is opened from: the engine's config, its transport, its store."""
+    """What one generation is opened from: the engine's config, its transport, its store,
+    and what runs beside it."""
 
     config: EngineConfig
     transport_factory: TransportFactory
     #: None: artifacts are not stored.
     store_factory: StoreFactory | None = None
+    #: None: nothing runs beside the engine.
+    side_service: SideService | None = None
 
 
 @contextlib.asynccontextmanager
@@ -61,6 +69,7 @@ class Generation:
         self._pumps: set[Pump] = set()
         self._retiring = False
         self._leave = trio.Event()
+        self._side = trio.CancelScope()
 
     @property
     def config(self) -> EngineConfig:
@@ -87,6 +96,7 @@ class Generation:
 
     def retire(self) -> None:
         self._retiring = True
+        self._side.cancel()  # the new generation's service takes over now
         if not self._pumps:
             self._leave.set()
 
@@ -110,10 +120,18 @@ class Generation:
                 self._engine = engine
                 started = True
                 task_status.started()
-                await self._leave.wait()
+                async with trio.open_nursery() as beside:
+                    if setup.side_service is not None:
+                        beside.start_soon(self._run_side, setup.side_service, engine)
+                    await self._leave.wait()
+                    self._side.cancel()
         except EngineCrashed as exc:
             if not started:
                 raise  # to whoever is starting this generation
             self.run.crashed(exc)
         finally:
             self.run.generations.discard(self)
+
+    async def _run_side(self, service: SideService, engine: Engine) -> None:
+        with self._side:
+            await service(engine.statistics)

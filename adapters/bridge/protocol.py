@@ -4,7 +4,8 @@
 type against it, and only the runtime's factory names an implementation
 (``GuestModeBridge`` or ``ThreadBridge``, chosen by a ``BridgeMode``). The two
 factories say how an engine generation opens its transport and its store,
-inside the trio run.
+inside the trio run; a third, optional one runs beside the engine (the
+telemetry server), so the bridge never imports what it needs.
 
 This module runs neither loop (it imports no trio and no asyncio), so it can
 be read, and typed against, without either.
@@ -26,6 +27,7 @@ __all__ = [
     "BRIDGE_CHANNEL",
     "BridgeMode",
     "EngineBridge",
+    "SideService",
     "StoreFactory",
     "TransportFactory",
 ]
@@ -44,6 +46,11 @@ TransportFactory = Callable[[EngineConfig], AbstractAsyncContextManager[Upstream
 
 #: Opens the artifact store inside the trio run (None: artifacts are not stored).
 StoreFactory = Callable[[], AbstractAsyncContextManager[ArtifactStore]]
+
+#: Runs inside the trio run beside one engine generation, given that engine's
+#: ``statistics``, until cancelled (the telemetry server). It must never raise:
+#: a side service's trouble is its own, never the engine's.
+SideService = Callable[[Callable[[], EngineStatistics]], Awaitable[None]]
 
 
 class EngineBridge(Protocol):
@@ -96,10 +103,11 @@ class EngineBridge(Protocol):
         api_key: str | None = None,
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
+        side_service: SideService | None = None,
     ) -> None:
-        """Use a new config (and key, transport, store) for new requests, dropping none
-        in flight: a running bridge starts a new engine generation, and the previous
-        one closes once its last request has ended."""
+        """Use a new config (and key, transport, store, side service) for new requests,
+        dropping none in flight: a running bridge starts a new engine generation, and the
+        previous one closes once its last request has ended."""
 
     async def aclose(self) -> None:
         """Graceful shutdown, waiting until the trio run has ended (idempotent)."""

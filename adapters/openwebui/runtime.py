@@ -36,6 +36,7 @@ from orpipe.adapters.bridge import (
     BridgeMode,
     EngineBridge,
     GuestModeBridge,
+    SideService,
     StoreFactory,
     ThreadBridge,
     TransportFactory,
@@ -80,6 +81,8 @@ class BridgeTarget:
     #: What the store factory was built from (equal keys: the same store). Secrets
     #: inside it must already be hashed; None: the factory object itself.
     store_key: object = None
+    #: Runs beside the engine (the telemetry server; equal services compare equal).
+    side_service: SideService | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """Equal fingerprints need no new engine generation. The knobs each request
@@ -91,7 +94,7 @@ class BridgeTarget:
         )
         key = hashlib.blake2b(self.api_key.encode(), key=b"orpipe-bridge", digest_size=16)
         store = self.store_key if self.store_key is not None else self.store_factory
-        return (engine_knobs, key.hexdigest(), self.transport_factory, store)
+        return (engine_knobs, key.hexdigest(), self.transport_factory, store, self.side_service)
 
     def __repr__(self) -> str:  # never print the key
         return f"BridgeTarget(kind={self.kind!r}, base_url={self.config.base_url!r})"
@@ -205,6 +208,7 @@ class PipeRuntime:
                     api_key=target.api_key,
                     transport_factory=target.transport_factory,
                     store_factory=target.store_factory,
+                    side_service=target.side_service,
                 )
             self._fingerprint = target.fingerprint()
             await bridge.start()
@@ -218,6 +222,7 @@ class PipeRuntime:
             window_batches=target.window_batches,
             transport_factory=target.transport_factory,
             store_factory=target.store_factory,
+            side_service=target.side_service,
         )
         self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
         return bridge

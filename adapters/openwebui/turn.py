@@ -68,7 +68,10 @@ from orpipe.adapters.openwebui.turn_plan import (
 )
 from orpipe.adapters.openwebui.user_breaker import paused_message
 from orpipe.adapters.openwebui.valves import UserValves, ValveError, Valves, effective_settings
-from orpipe.adapters.openwebui.valves.engine_settings import store_factory_for
+from orpipe.adapters.openwebui.valves.engine_settings import (
+    store_factory_for,
+    telemetry_service_for,
+)
 from orpipe.engine import (
     AdmissionRejected,
     Cancelled,
@@ -207,6 +210,7 @@ async def _submit(
             transport_factory=ctx.transport_factory,
             store_factory=store_factory,
             store_key=store_key,
+            side_service=telemetry_service_for(valves),
             kind=valves.ENGINE_BRIDGE,
             window_batches=valves.BRIDGE_WINDOW_BATCHES,
         )

@@ -25,6 +25,16 @@ Families::
     orpipe_request_endings_total{ending}           counter requests ended, by ending type
     orpipe_log_ring_*                              the per-request log ring
     orpipe_telemetry_*                             the telemetry hub itself (frames, drops, ...)
+    orpipe_ledger_*, orpipe_ledger_mode{mode}      the shared admission ledger (when there is one)
+    orpipe_fanin_*                                 publishing frames through Redis (when it does)
+
+``render_workers(frames)`` renders the frames of several workers (one per
+Open WebUI worker, read back from Redis): the same families with a
+``worker`` label on every sample, plus ``orpipe_cluster_*`` families that
+add up admission, flow, endings and buffer use over the workers,
+``orpipe_cluster_workers`` (workers with a live frame) and the shared
+ledger's global figures (``orpipe_cluster_ledger_global_*``, the freshest
+worker's view: every worker sees the same shared state).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-__all__ = ["CONTENT_TYPE", "render_metrics"]
+__all__ = ["CONTENT_TYPE", "render_metrics", "render_workers"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -55,9 +65,70 @@ _UNSUFFIXED_COUNTERS = {("logs", "dropped_requests"), ("breaker", "evicted")}
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 
+#: Families summed over workers into ``orpipe_cluster_*`` (peaks and bounds of one
+#: worker's own buffers would mean nothing added up, so only these).
+_CLUSTER_SUMMED = (
+    "orpipe_admission_",
+    "orpipe_flow_",
+    "orpipe_request_endings_total",
+    "orpipe_channel_buffer_used",
+    "orpipe_channel_buffer_capacity",
+)
+#: The shared ledger's view of all workers: the same on every worker, so not summed.
+_LEDGER_GLOBAL = ("global_in_use", "global_waiting", "live_workers", "limit", "queue_maxsize")
+
+
 def render_metrics(frame: Mapping[str, Any]) -> str:
     """The Prometheus text for one frame (each family once, samples grouped)."""
     out = _Exposition()
+    _fill(out, frame)
+    return out.text()
+
+
+def render_workers(frames: Mapping[str, Mapping[str, Any]]) -> str:
+    """The Prometheus text for several workers' frames, by worker id (module doc)."""
+    merged = _Exposition()
+    sums: dict[str, tuple[Kind, str, dict[tuple[tuple[str, str], ...], float]]] = {}
+    for worker, frame in sorted(frames.items()):
+        one = _Exposition()
+        _fill(one, frame)
+        for name, (kind, help_text, samples) in one.families.items():
+            merged.extend(
+                name, kind, help_text, [({"worker": worker, **labels}, v) for labels, v in samples]
+            )
+            if name.startswith(_CLUSTER_SUMMED):
+                total = sums.setdefault(name, (kind, help_text, {}))[2]
+                for labels, value in samples:
+                    key = tuple(sorted(labels.items()))
+                    total[key] = total.get(key, 0) + value
+    merged.family(
+        "orpipe_cluster_workers",
+        "gauge",
+        "Workers whose telemetry frame is live (published within the TTL).",
+        [({}, len(frames))],
+    )
+    for name, (kind, help_text, total) in sorted(sums.items()):
+        merged.family(
+            "orpipe_cluster_" + name.removeprefix("orpipe_"),
+            kind,
+            f"Summed over workers. {help_text}",
+            ((dict(key), value) for key, value in sorted(total.items())),
+        )
+    freshest = max(frames.values(), key=lambda f: f.get("unix_s") or 0.0, default={})
+    ledger: Mapping[str, Any] = freshest.get("ledger") or {}
+    for figure in _LEDGER_GLOBAL:
+        if isinstance(ledger.get(figure), int | float):
+            merged.family(
+                f"orpipe_cluster_ledger_{figure}",
+                "gauge",
+                f"The shared admission ledger, as the freshest worker saw it: {figure}.",
+                [({}, ledger[figure])],
+            )
+    return merged.text()
+
+
+def _fill(out: _Exposition, frame: Mapping[str, Any]) -> None:
+    """Every family of one frame into ``out``."""
     channels: Mapping[str, Mapping[str, int]] = frame.get("channels", {})
     for key, suffix, help_text in _CHANNEL_FIELDS:
         out.family(
@@ -106,7 +177,22 @@ def render_metrics(frame: Mapping[str, Any]) -> str:
     )
     _section(out, "logs", "The per-request log ring", frame, prefix="orpipe_log_ring")
     _section(out, "telemetry", "The telemetry hub", frame)
-    return out.text()
+    _section(out, "fanin", "Telemetry fan-in through Redis", frame)
+    _ledger(out, frame.get("ledger") or {})
+
+
+def _ledger(out: _Exposition, ledger: Mapping[str, Any]) -> None:
+    """The ledger's numbers as a section; its mode (a word) as a one-sample label."""
+    if not ledger:
+        return
+    numbers = {k: v for k, v in ledger.items() if isinstance(v, int | float)}
+    _section(out, "ledger", "The shared admission ledger", {"ledger": numbers})
+    out.family(
+        "orpipe_ledger_mode",
+        "gauge",
+        "The shared admission ledger's mode (global: shared limits hold; local_share: fallback).",
+        [({"mode": str(ledger.get("mode", ""))}, 1)],
+    )
 
 
 def _section(
@@ -168,25 +254,30 @@ def _name_and_kind(section: str, key: str) -> tuple[str, Kind]:
 
 
 class _Exposition:
-    """Accumulates families; a family with no sample is left out."""
+    """Accumulates families in order; a family with no sample is left out."""
 
     def __init__(self) -> None:
-        self._lines: list[str] = []
-        self._names: set[str] = set()
+        self.families: dict[str, tuple[Kind, str, list[Sample]]] = {}
 
     def family(self, name: str, kind: Kind, help_text: str, samples: Iterable[Sample]) -> None:
-        rows = [f"{name}{_labels(labels)} {_value(value)}" for labels, value in samples]
+        rows = list(samples)
         if not rows:
             return
         # A repeated family would be rejected by the scraper; it can only be a bug here.
-        assert name not in self._names, f"metric family {name} rendered twice"
-        self._names.add(name)
-        self._lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        self._lines.append(f"# TYPE {name} {kind}")
-        self._lines.extend(rows)
+        assert name not in self.families, f"metric family {name} rendered twice"
+        self.families[name] = (kind, help_text, rows)
+
+    def extend(self, name: str, kind: Kind, help_text: str, samples: list[Sample]) -> None:
+        """Add samples to a family (created on first use): one family, many workers."""
+        self.families.setdefault(name, (kind, help_text, []))[2].extend(samples)
 
     def text(self) -> str:
-        return "\n".join(self._lines) + "\n"
+        lines: list[str] = []
+        for name, (kind, help_text, samples) in self.families.items():
+            lines.append(f"# HELP {name} {_escape_help(help_text)}")
+            lines.append(f"# TYPE {name} {kind}")
+            lines.extend(f"{name}{_labels(labels)} {_value(value)}" for labels, value in samples)
+        return "\n".join(lines) + "\n"
 
 
 def _labels(labels: Mapping[str, str]) -> str:

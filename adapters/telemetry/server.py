@@ -17,9 +17,16 @@ the OS and the bound port is reported):
   ``adapters.telemetry.metrics``) sampled fresh per scrape; ``GET /`` with
   ``/dashboard.js`` and ``/dashboard.css`` from ``dashboard_dir``;
   ``GET /config.json`` tells the page where the WebSocket is. Anything else
-  is 404, other methods 405, a malformed request 400. At most
+  is 404, other methods 405, a malformed request 400. With ``workers``
+  (``fan_in.WorkerFrames``), ``/metrics`` shows every live worker with a
+  ``worker`` label (``render_workers``; Redis unreachable: this worker
+  alone) and ``GET /workers.json`` gives the dashboard their frames. At most
   ``max_http_connections`` at once (one more gets 503); a connection idle for
   ``http_idle_timeout_s`` is closed.
+
+With ``token`` set, every request (HTTP and WebSocket) must carry
+``Authorization: Bearer <token>`` (compared in constant time); anything
+else gets 401 with a message saying so. The token is never logged or echoed.
 
 Everything here is trio-flavoured; nothing is asyncio. A client that
 disconnects at any point ends its own connection task only. On
@@ -30,7 +37,7 @@ without waiting for peers), and WebSocket subscriptions are released.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h11
@@ -44,8 +51,10 @@ from trio_websocket import (
 )
 
 from orpipe.actors.telemetry import Subscription, TelemetryHub
+from orpipe.adapters.telemetry.access import UNAUTHORIZED, bearer_matches, header
+from orpipe.adapters.telemetry.fan_in import WorkerFrames
 from orpipe.adapters.telemetry.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from orpipe.adapters.telemetry.metrics import render_metrics
+from orpipe.adapters.telemetry.metrics import render_metrics, render_workers
 from orpipe.engine.errors import AdmissionRejected, EngineClosed
 
 __all__ = ["TelemetryEndpoints", "TelemetryServerSettings", "serve_telemetry"]
@@ -80,6 +89,8 @@ class TelemetryServerSettings:
     max_request_bytes: int = 16 * 1024
     ws_send_timeout_s: float = 30.0
     allowed_origins: frozenset[str] | None = None
+    #: When set, every request must carry ``Authorization: Bearer <token>``.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,10 +127,11 @@ async def serve_telemetry(
     hub: TelemetryHub,
     settings: TelemetryServerSettings | None = None,
     *,
+    workers: WorkerFrames | None = None,
     task_status: trio.TaskStatus[TelemetryEndpoints] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the WebSocket and HTTP endpoints until cancelled."""
-    server = _TelemetryServer(hub, settings or TelemetryServerSettings())
+    """Serve the WebSocket and HTTP endpoints until cancelled (``workers``: module doc)."""
+    server = _TelemetryServer(hub, settings or TelemetryServerSettings(), workers)
     async with trio.open_nursery() as nursery:
         listeners: list[trio.SocketListener] = await nursery.start(
             functools.partial(
@@ -148,9 +160,12 @@ async def serve_telemetry(
 class _TelemetryServer:
     """The handlers' shared state: the hub, the settings and the bound ports."""
 
-    def __init__(self, hub: TelemetryHub, settings: TelemetryServerSettings) -> None:
+    def __init__(
+        self, hub: TelemetryHub, settings: TelemetryServerSettings, workers: WorkerFrames | None
+    ) -> None:
         self.hub = hub
         self.settings = settings
+        self.workers = workers
         self.host = settings.host
         self.http_port = 0
         self.ws_port = 0
@@ -177,9 +192,11 @@ class _TelemetryServer:
             pass  # the client left (or broke the connection): nothing more to send it
 
     def _ws_refusal(self, request: WebSocketRequest) -> tuple[int, str] | None:
+        if not bearer_matches(request.headers, self.settings.token):
+            return 401, UNAUTHORIZED
         if request.path.split("?", 1)[0] not in _WS_PATHS:
             return 404, "No telemetry here; the WebSocket is at /ws."
-        origin = _header(request.headers, b"origin")
+        origin = header(request.headers, b"origin")
         if origin is not None and origin not in self._allowed_origins():
             return 403, "This origin may not read the telemetry."
         return None
@@ -281,10 +298,22 @@ class _TelemetryServer:
                 conn, stream, 405, "Only GET and HEAD.", extra=[("allow", "GET, HEAD")]
             )
             return
+        if not bearer_matches(request.headers, self.settings.token):
+            await self._send_error(
+                conn, stream, 401, UNAUTHORIZED, extra=[("www-authenticate", "Bearer")]
+            )
+            return
         status, content_type, body, extra = 200, "", b"", list[tuple[str, str]]()
         if path == "/metrics":
             content_type = METRICS_CONTENT_TYPE
-            body = render_metrics(self.hub.snapshot()).encode()
+            if self.workers is None:
+                body = render_metrics(self.hub.snapshot()).encode()
+            else:
+                body = render_workers(await self.workers.everyone(self.hub.snapshot())).encode()
+        elif path == "/workers.json" and self.workers is not None:
+            content_type = "application/json"
+            workers = await self.workers.everyone(self.hub.snapshot())
+            body = msgspec.json.encode({"workers": workers})
         elif path == "/config.json":
             content_type = "application/json"
             body = msgspec.json.encode(
@@ -357,13 +386,6 @@ async def _send(
         data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
     data = (data or b"") + (conn.send(h11.EndOfMessage()) or b"")
     await stream.send_all(data)
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def _encode(frame: object) -> str:

@@ -322,6 +322,36 @@
     });
   }
 
+  // All live workers (one row each) from /workers.json, every few seconds. A server
+  // without the Redis fan-in answers 404: the panel stays hidden and polling stops.
+  async function pollWorkers() {
+    let response;
+    try {
+      response = await fetch("workers.json", { cache: "no-store" });
+    } catch (err) {
+      setTimeout(pollWorkers, 5000);
+      return;
+    }
+    if (response.status === 404) {
+      return;
+    }
+    if (response.ok) {
+      const workers = (await response.json()).workers || {};
+      const now = Date.now() / 1000;
+      document.getElementById("workers-panel").hidden = false;
+      fillTable("#workers tbody", workers, (f) => [
+        Math.max(0, now - (f.unix_s || now)).toFixed(1),
+        f.admission ? f.admission.in_flight : "",
+        f.admission ? f.admission.waiting : "",
+        f.admission ? f.admission.admitted_total : "",
+        f.admission ? f.admission.rejected_total : "",
+        f.ledger && f.ledger.mode ? f.ledger.mode : "—",
+      ]);
+    }
+    setTimeout(pollWorkers, 2000);
+  }
+
   window.addEventListener("resize", scheduleDraw);
   connect();
+  pollWorkers();
 })();

@@ -4,7 +4,7 @@ The original pipe's names and defaults where the engine still has the knob;
 upper bounds are the engine's own limits, so a value the form accepts is one
 ``engine_config()`` accepts. Secret valves are stored encrypted
 (``stored_secrets``) and read in plain text only through ``api_key()``,
-``artifact_key()`` and ``artifact_database_url()``. How Open WebUI 0.12.4
+``artifact_key()``, ``artifact_database_url()`` and ``telemetry_token()``. How Open WebUI 0.12.4
 validates, stores and draws this form is in docs/open-webui-valves.md.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import ipaddress
 from typing import Annotated, Any, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from orpipe.adapters.bridge import BridgeMode
 from orpipe.adapters.openwebui.mcp_config import McpConfigError, parse_mcp_servers
@@ -431,6 +432,33 @@ class Valves(BaseModel):
     REDIS_FLUSH_FAILURE_LIMIT: int = bounded(
         5, (1, 50), "Failed flushes in a row before writes go straight to the database."
     )
+    TELEMETRY_ENABLED: bool = Field(
+        default=False,
+        description=(
+            "Serve live metrics from each Open WebUI worker: Prometheus text at /metrics and "
+            "a dashboard at / on TELEMETRY_HOST:TELEMETRY_PORT. With REDIS_URL set, every "
+            "worker's figures appear on any worker's page."
+        ),
+    )
+    TELEMETRY_HOST: str = Field(
+        default="127.0.0.1",
+        description=(
+            "Address the metrics server listens on. 127.0.0.1 (default): only this machine; "
+            "any other address (e.g. 0.0.0.0 for a Prometheus elsewhere) needs TELEMETRY_TOKEN."
+        ),
+    )
+    TELEMETRY_PORT: int = bounded(
+        9464, (1, 65534), "Port of /metrics and the dashboard; its live feed uses the next port."
+    )
+    TELEMETRY_TOKEN: str = Field(
+        default="",
+        repr=False,
+        validate_default=True,
+        description=(
+            "Bearer token every metrics request must send (Authorization: Bearer <token>); "
+            "required when TELEMETRY_HOST is not a loopback address. Stored encrypted."
+        ),
+    )
     ENGINE_OVERRIDES: str = Field(
         default="",
         description=(
@@ -454,7 +482,27 @@ class Valves(BaseModel):
             )
         return url
 
-    @field_validator("API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL")
+    @field_validator("TELEMETRY_TOKEN", mode="before")
+    @classmethod
+    def _token_where_needed(cls, value: object, info: ValidationInfo) -> object:
+        # Before encryption; a stored (encrypted) token was checked when it was saved.
+        if not isinstance(value, str) or value.startswith(ENCRYPTED_PREFIX):
+            return value
+        plain = value.strip()
+        if plain and len(plain) < 16:
+            raise ValueError("must be at least 16 characters; use a long random string")
+        host = str(info.data.get("TELEMETRY_HOST", "127.0.0.1"))
+        if not plain and info.data.get("TELEMETRY_ENABLED") and not _is_loopback(host):
+            raise ValueError(
+                f"is required because TELEMETRY_HOST ({host}) is reachable from other "
+                "machines: set a long random token (Prometheus sends it as "
+                "'Authorization: Bearer <token>'), or set TELEMETRY_HOST to 127.0.0.1"
+            )
+        return value
+
+    @field_validator(
+        "API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL", "TELEMETRY_TOKEN"
+    )
     @classmethod
     def _encrypt_api_key(cls, value: str) -> str:
         return encrypt_secret(value.strip())
@@ -502,6 +550,10 @@ class Valves(BaseModel):
         """ARTIFACT_DATABASE_URL in plain text ("" = the default)."""
         return decrypt_secret(self.ARTIFACT_DATABASE_URL, valve="ARTIFACT_DATABASE_URL")
 
+    def telemetry_token(self) -> str:
+        """TELEMETRY_TOKEN in plain text ("" = no token asked for)."""
+        return decrypt_secret(self.TELEMETRY_TOKEN, valve="TELEMETRY_TOKEN")
+
     def api_key(self) -> str:
         """The OpenRouter key in plain text ("" when unset); ``ValveError`` if unreadable."""
         return decrypt_secret(self.API_KEY.strip()).strip()
@@ -547,3 +599,13 @@ class Valves(BaseModel):
         what it allows.
         """
         return engine_config_for(self)
+
+
+def _is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (``localhost`` or a loopback address)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to anything

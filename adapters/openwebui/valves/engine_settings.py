@@ -21,6 +21,7 @@ from orpipe.adapters.bridge import StoreFactory
 from orpipe.adapters.openwebui.valves.errors import ValveError
 from orpipe.adapters.store.assembly import open_store
 from orpipe.adapters.store.settings import StoreSettings
+from orpipe.adapters.telemetry.service import TelemetryPlan, TelemetryService
 from orpipe.engine.config import EngineConfig
 from orpipe.engine.errors import ConfigError
 
@@ -33,6 +34,7 @@ __all__ = [
     "engine_config_for",
     "store_factory_for",
     "store_settings_for",
+    "telemetry_service_for",
 ]
 
 #: Which valve feeds which EngineConfig field; also names the valve in errors.
@@ -217,3 +219,21 @@ def store_factory_for(valves: Valves, *, pipe_id: str) -> tuple[StoreFactory | N
     if settings is None:
         return None, None
     return functools.partial(open_store, settings), settings.key()
+
+
+def telemetry_service_for(valves: Valves) -> TelemetryService | None:
+    """The telemetry to run beside the engine, or None when TELEMETRY_ENABLED is off.
+
+    Every worker sharing Open WebUI's Redis (``REDIS_URL``) publishes its frames
+    there, so any worker's ``/metrics`` shows them all; without it, this worker alone.
+    """
+    if not valves.TELEMETRY_ENABLED:
+        return None
+    return TelemetryService(
+        TelemetryPlan(
+            host=valves.TELEMETRY_HOST.strip(),
+            port=valves.TELEMETRY_PORT,
+            token=valves.telemetry_token() or None,
+            redis_url=os.environ.get("REDIS_URL", "").strip() or None,
+        )
+    )

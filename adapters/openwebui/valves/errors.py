@@ -18,7 +18,13 @@ __all__ = ["SECRET_VALVES", "ValveError", "describe_lines", "describe_validation
 #: Valves whose rejected value is never echoed in a message: keys, a database URL
 #: that may hold a password, and MCP servers whose headers carry bearer tokens.
 SECRET_VALVES = frozenset(
-    {"API_KEY", "ARTIFACT_ENCRYPTION_KEY", "ARTIFACT_DATABASE_URL", "REMOTE_MCP_SERVERS_JSON"}
+    {
+        "API_KEY",
+        "ARTIFACT_ENCRYPTION_KEY",
+        "ARTIFACT_DATABASE_URL",
+        "REMOTE_MCP_SERVERS_JSON",
+        "TELEMETRY_TOKEN",
+    }
 )
 
 _BOUNDS = {
