@@ -31,12 +31,14 @@ ASYNCIO_EXEMPT = {"bench/owui_load.py"}
 #: which other sub-packages each one may import.
 ASYNCIO_FOLDERS = {"adapters/openwebui", "adapters/bridge"}
 OPEN_WEBUI_FOLDERS = {"adapters/openwebui"}
-ADAPTER_WORLDS = {"bridge", "openrouter", "openwebui", "store", "telemetry"}
+ADAPTER_WORLDS = {"bridge", "cluster", "openrouter", "openwebui", "store", "telemetry"}
 MAY_IMPORT = {
-    "openwebui": {"bridge", "openrouter", "store", "telemetry", "openwebui"},
+    "openwebui": {"bridge", "cluster", "openrouter", "store", "telemetry", "openwebui"},
     "bridge": {"openrouter", "bridge"},
     "openrouter": {"openrouter"},
     "store": {"store"},
+    # The ledger drives Redis through the store's one client-in-threads wrapper.
+    "cluster": {"cluster", "store"},
     # The fan-in reaches Redis through the store's one door (redis_link).
     "telemetry": {"telemetry", "store"},
 }

@@ -131,7 +131,14 @@ def test_the_adapters_standard_logging_joins_the_same_setup(console: Stream) -> 
 
 
 #: The standard-library logger names the project may use (engine/logs.py, "Names").
-AREA_LOGGERS = {"orpipe", "orpipe.owui", "orpipe.catalogue", "orpipe.persistence", "orpipe.bridge"}
+AREA_LOGGERS = {
+    "orpipe",
+    "orpipe.owui",
+    "orpipe.catalogue",
+    "orpipe.persistence",
+    "orpipe.bridge",
+    "orpipe.cluster",
+}
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -1,0 +1,309 @@
+"""RedisAdmissionLedger against a real redis-server each test starts (and kills).
+
+Two ledger instances on one Redis stand for two workers; the lease-expiry test
+runs real worker processes (``tests.adapters.ledger_worker``) and kills one with
+SIGKILL. Leases are short (about a second) so expiry is quick; conditions are
+polled with generous bounds (``wait_for``), never asserted on timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import pytest
+import trio
+
+from orpipe.adapters.cluster.ledger_scripts import LedgerKeys
+from orpipe.adapters.cluster.redis_ledger import RedisAdmissionLedger
+from orpipe.adapters.store.redis_link import RedisLink
+from orpipe.engine.errors import UsageError
+from orpipe.engine.ports import AdmissionLedger
+
+if TYPE_CHECKING:
+    from tests.redis_support import RedisServer
+
+pytest_plugins = ["tests.redis_support"]
+
+PREFIX = "orpipe:admission:test"
+KEYS = LedgerKeys(PREFIX)
+ROOT = Path(__file__).resolve().parents[2]
+BOUND_S = 15.0  # generous: the machine is shared
+
+
+@asynccontextmanager
+async def ledger_on(
+    server: RedisServer, *, limit: int = 2, queue: int = 4, lease_s: float = 1.0, **kw: object
+) -> AsyncIterator[RedisAdmissionLedger]:
+    link = RedisLink(server.url)
+    try:
+        yield RedisAdmissionLedger(
+            link,
+            prefix=PREFIX,
+            limit=limit,
+            queue_maxsize=queue,
+            busy_retry_after_s=7.0,
+            lease_s=lease_s,
+            **kw,  # type: ignore[arg-type]
+        )
+    finally:
+        link.close()
+
+
+def in_redis(server: RedisServer, key: str) -> list[str]:
+    with server.client() as client:
+        return [m.decode() for m in client.zrange(key, 0, -1)]
+
+
+async def wait_for(condition: Callable[[], object], what: str) -> None:
+    with trio.move_on_after(BOUND_S):
+        while not condition():  # noqa: ASYNC110 - the state is in Redis or another process
+            await trio.sleep(0.05)
+        return
+    pytest.fail(f"not within {BOUND_S} s: {what}")
+
+
+# -- the scripts ---------------------------------------------------------------------------
+
+
+async def test_it_is_an_admission_ledger_and_refuses_a_lease_over_ten_seconds(
+    redis_server: RedisServer,
+) -> None:
+    async with ledger_on(redis_server) as ledger:
+        port: AdmissionLedger = ledger
+        assert port.statistics().mode == "global"
+    with pytest.raises(UsageError, match="lease_s"):
+        async with ledger_on(redis_server, lease_s=11):
+            pass
+
+
+async def test_a_free_permit_is_taken_at_once_and_leaving_frees_it_idempotently(
+    redis_server: RedisServer,
+) -> None:
+    async with ledger_on(redis_server, limit=2) as ledger:
+        assert (await ledger.arrive("a")).admitted
+        assert (await ledger.arrive("b")).admitted
+        stats = ledger.statistics()
+        assert (stats.permits_held, stats.global_in_use, stats.admitted_total) == (2, 2, 2)
+        assert in_redis(redis_server, KEYS.permits) == sorted(
+            [f"{ledger.worker_id}/a", f"{ledger.worker_id}/b"]
+        )
+        await ledger.leave("a")
+        await ledger.leave("a")
+        await ledger.leave("never-seen")
+        assert in_redis(redis_server, KEYS.permits) == [f"{ledger.worker_id}/b"]
+        assert (await ledger.arrive("c")).admitted
+        assert ledger.statistics().permits_held == 2
+
+
+async def test_waiters_are_served_in_arrival_order_across_workers(
+    redis_server: RedisServer,
+) -> None:
+    async with ledger_on(redis_server, limit=1) as one, ledger_on(redis_server, limit=1) as two:
+        assert (await one.arrive("first")).admitted
+        assert (await two.arrive("second")) == (await two.arrive("second"))  # idempotent
+        assert not (await two.arrive("second")).admitted
+        third = await one.arrive("third")
+        assert not third.admitted and third.retry_after_s is None
+        # Nobody may jump the line, even when a permit is free.
+        assert not (await one.arrive("fourth")).admitted
+        assert not await one.retry("third")
+        await one.leave("first")
+        assert not await one.retry("third"), "'second' arrived earlier, on the other worker"
+        assert await two.retry("second")
+        await two.leave("second")
+        assert await one.retry("third")
+        assert one.statistics().places_held == 1  # 'fourth'
+        assert in_redis(redis_server, KEYS.line) == [f"{one.worker_id}/fourth"]
+
+
+async def test_a_full_line_refuses_at_once_with_the_retry_hint(redis_server: RedisServer) -> None:
+    async with ledger_on(redis_server, limit=1, queue=1) as ledger:
+        assert (await ledger.arrive("a")).admitted
+        assert not (await ledger.arrive("b")).admitted
+        refused = await ledger.arrive("c")
+        assert not refused.admitted and refused.retry_after_s == 7.0
+        stats = ledger.statistics()
+        assert (stats.rejected_total, stats.places_held, stats.global_waiting) == (1, 1, 1)
+        await ledger.leave("b")  # a waiter that leaves gives its place back
+        assert in_redis(redis_server, KEYS.line) == []
+        assert not (await ledger.arrive("c")).admitted
+
+
+async def test_the_places_and_permits_of_a_worker_that_stops_renewing_expire(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        ledger_on(redis_server, limit=1, lease_s=0.5) as dead,
+        ledger_on(redis_server, limit=1, lease_s=0.5) as live,
+    ):
+        assert (await dead.arrive("held")).admitted
+        assert not (await dead.arrive("waiting")).admitted
+        assert not (await live.arrive("mine")).admitted
+        # ``dead`` never runs its heartbeat: both its entries expire within a lease,
+        # and the next script purges them (ask until the expiry has passed).
+        admitted = False
+        with trio.move_on_after(BOUND_S):
+            while not (admitted := await live.retry("mine")):  # noqa: ASYNC110 - expiry in Redis
+                await trio.sleep(0.05)
+        assert admitted
+        assert in_redis(redis_server, KEYS.line) == []
+        assert in_redis(redis_server, KEYS.permits) == [f"{live.worker_id}/mine"]
+
+
+async def test_the_heartbeat_keeps_leases_alive_and_registers_the_worker(
+    redis_server: RedisServer,
+) -> None:
+    async with ledger_on(redis_server, limit=1, lease_s=0.3) as ledger, trio.open_nursery() as n:
+        n.start_soon(ledger.run)
+        assert (await ledger.arrive("kept")).admitted
+        await wait_for(lambda: ledger.statistics().live_workers == 1, "the worker registered")
+        await trio.sleep(1.0)  # over three leases: only renewal keeps it
+        assert in_redis(redis_server, KEYS.permits) == [f"{ledger.worker_id}/kept"]
+        n.cancel_scope.cancel()
+
+
+async def test_a_release_on_another_worker_wakes_a_waiter(redis_server: RedisServer) -> None:
+    async with (
+        ledger_on(redis_server, limit=1, poll_s=3600) as waiter,
+        ledger_on(redis_server, limit=1) as holder,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(waiter.run)
+        assert (await holder.arrive("a")).admitted
+        woken = trio.Event()
+
+        async def wait() -> None:
+            await waiter.wait_for_change(3600)
+            woken.set()
+
+        nursery.start_soon(wait)
+        # Releases until the subscriber is listening (subscribing takes a moment).
+        with trio.move_on_after(BOUND_S):
+            while not woken.is_set():
+                await holder.leave("a")
+                assert (await holder.arrive("a")).admitted
+                await trio.sleep(0.1)
+        assert woken.is_set(), "the waiter was not woken by the other worker's release"
+        nursery.cancel_scope.cancel()
+
+
+# -- Redis out of reach ----------------------------------------------------------------------
+
+
+async def test_without_redis_a_worker_admits_its_share_and_returns_to_global_limits(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orpipe.cluster")
+    async with ledger_on(redis_server, limit=4, queue=4, workers=2) as ledger:
+        assert (await ledger.arrive("before")).admitted
+        await trio.to_thread.run_sync(redis_server.kill)
+
+        assert (await ledger.arrive("during")).admitted  # 2 of 4: this worker's share
+        stats = ledger.statistics()
+        assert (stats.mode, stats.local_share, stats.fallbacks_total) == ("local_share", 2, 1)
+        assert stats.errors_total >= 1
+        assert not (await ledger.arrive("waits")).admitted
+        assert not (await ledger.arrive("waits too")).admitted
+        refused = await ledger.arrive("refused")
+        assert refused.retry_after_s == 7.0
+        await ledger.leave("during")
+        assert await ledger.retry("waits")
+        told = [r for r in caplog.records if "admits up to 2 requests" in r.getMessage()]
+        assert len(told) == 1, "the administrator is told once"
+        assert redis_server.url not in told[0].getMessage()
+
+        # Redis comes back empty (no persistence): the heartbeat registers again
+        # everything this worker holds, and nothing admitted is dropped.
+        await trio.to_thread.run_sync(redis_server.restart)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ledger.run)
+            await wait_for(lambda: ledger.statistics().mode == "global", "back to global")
+            nursery.cancel_scope.cancel()
+        assert ledger.statistics().permits_held == 2
+        members = {f"{ledger.worker_id}/{r}" for r in ("before", "waits")}
+        assert set(in_redis(redis_server, KEYS.permits)) == members
+        assert in_redis(redis_server, KEYS.line) == [f"{ledger.worker_id}/waits too"]
+        assert ledger.statistics().fallbacks_total == 1
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+
+
+# -- several processes -----------------------------------------------------------------------
+
+
+class Worker:
+    """A ``ledger_worker`` process and the admissions it has printed."""
+
+    def __init__(self, server: RedisServer, worker_id: str, *, limit: int, wants: int) -> None:
+        self.admitted: list[str] = []
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.adapters.ledger_worker", server.url, PREFIX,
+             worker_id, str(limit), str(wants), "1.0"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.admitted.append(line.split()[1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=10)  # the pipe is at its end once the process is gone
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+def poll(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + BOUND_S
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {BOUND_S} s: {what}"
+        time.sleep(0.05)
+
+
+def test_worker_processes_share_the_limit_and_a_killed_one_gives_its_permits_back(
+    redis_server: RedisServer,
+) -> None:
+    limit = 4
+    workers: list[Worker] = []
+    try:
+        first = Worker(redis_server, "w1", limit=limit, wants=limit)
+        workers.append(first)
+        poll(lambda: len(first.admitted) == limit, "the first worker took every permit")
+        # One after the other, so that their order in the line is known.
+        workers.append(Worker(redis_server, "w2", limit=limit, wants=3))
+        poll(lambda: len(in_redis(redis_server, KEYS.line)) == 3, "w2 in line")
+        workers.append(Worker(redis_server, "w3", limit=limit, wants=3))
+        poll(lambda: len(in_redis(redis_server, KEYS.line)) == 6, "w3 in line")
+
+        def live_total() -> int:
+            return sum(len(w.admitted) for w in workers if w.process.poll() is None)
+
+        assert live_total() == limit, "nobody got a permit beyond the global limit"
+
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        # Within about a lease (1 s), the dead worker's permits go to the others.
+        poll(lambda: live_total() == limit, "the dead worker's permits came back")
+        time.sleep(1.5)  # more than a lease: still nobody beyond the limit
+        assert live_total() == limit
+        assert len(in_redis(redis_server, KEYS.permits)) == limit
+        # Arrival order: w2 arrived (all three) before w3.
+        assert (len(workers[1].admitted), len(workers[2].admitted)) == (3, 1)
+    finally:
+        for worker in workers:
+            worker.stop()
