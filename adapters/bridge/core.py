@@ -1,7 +1,7 @@
 """The asyncio API both bridges share (``EngineBridge``); subclasses only say how trio runs.
 
 ``BridgeCore`` keeps what the next engine generation is opened from (config,
-key or transport, store) and the current ``TrioRun``; every method is
+key or transport, store, shared admission ledger) and the current ``TrioRun``; every method is
 asyncio-flavoured and crosses into trio once. ``GuestModeBridge``
 (``guest.py``) and ``ThreadBridge`` (``thread.py``) implement ``_launch``.
 
@@ -26,6 +26,7 @@ from orpipe.adapters.bridge.generation import EngineSetup
 from orpipe.adapters.bridge.protocol import (
     BRIDGE_CHANNEL,
     EngineBridge,
+    LedgerFactory,
     SideService,
     StoreFactory,
     TransportFactory,
@@ -61,12 +62,17 @@ class BridgeCore(EngineBridge, abc.ABC):
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
         side_service: SideService | None = None,
+        ledger_factory: LedgerFactory | None = None,
     ) -> None:
         if window_batches < 1:
             raise UsageError(f"window_batches must be at least 1, not {window_batches}")
         self.window_batches = window_batches
         self._setup = EngineSetup(
-            config, transport_factory or _http_transport(api_key), store_factory, side_service
+            config,
+            transport_factory or _http_transport(api_key),
+            store_factory,
+            side_service,
+            ledger_factory,
         )
         self._run: TrioRun | None = None
 
@@ -136,13 +142,18 @@ class BridgeCore(EngineBridge, abc.ABC):
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
         side_service: SideService | None = None,
+        ledger_factory: LedgerFactory | None = None,
     ) -> None:
         """A key and no transport: OpenRouter with that key; neither: the transport stays.
         A bridge that is not running opens its next run with the new setup."""
         if transport_factory is None and api_key is not None:
             transport_factory = _http_transport(api_key)
         setup = EngineSetup(
-            config, transport_factory or self._setup.transport_factory, store_factory, side_service
+            config,
+            transport_factory or self._setup.transport_factory,
+            store_factory,
+            side_service,
+            ledger_factory,
         )
         self._setup = setup
         run = self._run

@@ -1,4 +1,5 @@
-"""One engine generation inside the bridge's trio run: transport, store, engine, side service.
+"""One engine generation inside the bridge's trio run: transport, store, ledger, engine,
+side service.
 
 ``reconfigure`` starts a new generation in the same trio run and sends new
 requests to it; the previous one takes no new work and leaves once its last
@@ -9,7 +10,8 @@ Trio-flavoured. A generation runs as a task of the run's engine nursery from
 ``open`` until it is told to leave: ``retire()`` (leave after the last pump)
 or ``close_now()`` (the run is stopping: leave at once, which closes the
 engine gracefully and gives every open request an ending; the store closes
-after the engine, so the persister flushes into it on the way out). A crash
+after the engine, so the persister flushes into it on the way out; so does the
+shared admission ledger, so every request leaves it before it closes). A crash
 is handed to the run, never raised into the nursery.
 
 The side service (``EngineSetup.side_service``: the telemetry server) runs
@@ -28,7 +30,12 @@ from typing import TYPE_CHECKING
 import trio
 
 from orpipe.actors import open_engine
-from orpipe.adapters.bridge.protocol import SideService, StoreFactory, TransportFactory
+from orpipe.adapters.bridge.protocol import (
+    LedgerFactory,
+    SideService,
+    StoreFactory,
+    TransportFactory,
+)
 from orpipe.engine import Engine, EngineConfig, EngineCrashed, EnginePorts
 from orpipe.engine.ports import ArtifactStore
 
@@ -42,7 +49,7 @@ __all__ = ["EngineSetup", "Generation"]
 @dataclass(frozen=True, slots=True)
 class EngineSetup:
     """What one generation is opened from: the engine's config, its transport, its store,
-    and what runs beside it."""
+    its shared admission ledger, and what runs beside it."""
 
     config: EngineConfig
     transport_factory: TransportFactory
@@ -50,10 +57,12 @@ class EngineSetup:
     store_factory: StoreFactory | None = None
     #: None: nothing runs beside the engine.
     side_service: SideService | None = None
+    #: None: the engine's own waiting room only.
+    ledger_factory: LedgerFactory | None = None
 
 
 @contextlib.asynccontextmanager
-async def _no_store() -> AsyncIterator[None]:
+async def _nothing() -> AsyncIterator[None]:
     yield None
 
 
@@ -107,13 +116,17 @@ class Generation:
         setup = self.setup
         started = False
         try:
-            store_cm = setup.store_factory() if setup.store_factory else _no_store()
-            # The store outlives the engine: the persister flushes into it on exit.
+            store_cm = setup.store_factory() if setup.store_factory else _nothing()
+            ledger_cm = setup.ledger_factory(self.config) if setup.ledger_factory else _nothing()
+            # The store and the ledger outlive the engine: the persister flushes into
+            # the store on exit, and every request leaves the ledger.
             async with (
                 setup.transport_factory(self.config) as transport,
                 store_cm as store,
+                ledger_cm as ledger,
                 open_engine(
-                    self.config, EnginePorts(transport=transport, artifacts=store)
+                    self.config,
+                    EnginePorts(transport=transport, artifacts=store, admission_ledger=ledger),
                 ) as engine,
             ):
                 self.store = store

@@ -2,10 +2,10 @@
 
 ``EngineBridge`` is every call Open WebUI's side makes on the engine; callers
 type against it, and only the runtime's factory names an implementation
-(``GuestModeBridge`` or ``ThreadBridge``, chosen by a ``BridgeMode``). The two
-factories say how an engine generation opens its transport and its store,
-inside the trio run; a third, optional one runs beside the engine (the
-telemetry server), so the bridge never imports what it needs.
+(``GuestModeBridge`` or ``ThreadBridge``, chosen by a ``BridgeMode``). Three
+factories say how an engine generation opens its transport, its store and its
+shared admission ledger, inside the trio run; an optional service runs beside
+the engine (the telemetry server), so the bridge never imports what it needs.
 
 This module runs neither loop (it imports no trio and no asyncio), so it can
 be read, and typed against, without either.
@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from orpipe.engine import ChatRequest, EngineConfig, EngineStatistics, UpstreamTransport
-from orpipe.engine.ports import ArtifactStore
+from orpipe.engine.ports import AdmissionLedger, ArtifactStore
 
 if TYPE_CHECKING:
     from orpipe.adapters.bridge.stream import BridgedStream
@@ -27,6 +27,7 @@ __all__ = [
     "BRIDGE_CHANNEL",
     "BridgeMode",
     "EngineBridge",
+    "LedgerFactory",
     "SideService",
     "StoreFactory",
     "TransportFactory",
@@ -51,6 +52,9 @@ StoreFactory = Callable[[], AbstractAsyncContextManager[ArtifactStore]]
 #: ``statistics``, until cancelled (the telemetry server). It must never raise:
 #: a side service's trouble is its own, never the engine's.
 SideService = Callable[[Callable[[], EngineStatistics]], Awaitable[None]]
+#: Opens the admission ledger shared with other workers inside the trio run, for the
+#: generation's config (its limits); None: the engine's own waiting room only.
+LedgerFactory = Callable[[EngineConfig], AbstractAsyncContextManager[AdmissionLedger]]
 
 
 class EngineBridge(Protocol):
@@ -104,10 +108,11 @@ class EngineBridge(Protocol):
         transport_factory: TransportFactory | None = None,
         store_factory: StoreFactory | None = None,
         side_service: SideService | None = None,
+        ledger_factory: LedgerFactory | None = None,
     ) -> None:
-        """Use a new config (and key, transport, store, side service) for new requests,
-        dropping none in flight: a running bridge starts a new engine generation, and the
-        previous one closes once its last request has ended."""
+        """Use a new config (and key, transport, store, side service, ledger) for new
+        requests, dropping none in flight: a running bridge starts a new engine generation,
+        and the previous one closes once its last request has ended."""
 
     async def aclose(self) -> None:
         """Graceful shutdown, waiting until the trio run has ended (idempotent)."""

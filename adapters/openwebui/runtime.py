@@ -36,6 +36,7 @@ from orpipe.adapters.bridge import (
     BridgeMode,
     EngineBridge,
     GuestModeBridge,
+    LedgerFactory,
     SideService,
     StoreFactory,
     ThreadBridge,
@@ -83,6 +84,10 @@ class BridgeTarget:
     store_key: object = None
     #: Runs beside the engine (the telemetry server; equal services compare equal).
     side_service: SideService | None = None
+    #: Opens the admission ledger shared with other workers; None: this engine's own room.
+    ledger_factory: LedgerFactory | None = None
+    #: As ``store_key``, for the ledger factory.
+    ledger_key: object = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """Equal fingerprints need no new engine generation. The knobs each request
@@ -94,7 +99,15 @@ class BridgeTarget:
         )
         key = hashlib.blake2b(self.api_key.encode(), key=b"orpipe-bridge", digest_size=16)
         store = self.store_key if self.store_key is not None else self.store_factory
-        return (engine_knobs, key.hexdigest(), self.transport_factory, store, self.side_service)
+        ledger = self.ledger_key if self.ledger_key is not None else self.ledger_factory
+        return (
+            engine_knobs,
+            key.hexdigest(),
+            self.transport_factory,
+            store,
+            self.side_service,
+            ledger,
+        )
 
     def __repr__(self) -> str:  # never print the key
         return f"BridgeTarget(kind={self.kind!r}, base_url={self.config.base_url!r})"
@@ -209,6 +222,7 @@ class PipeRuntime:
                     transport_factory=target.transport_factory,
                     store_factory=target.store_factory,
                     side_service=target.side_service,
+                    ledger_factory=target.ledger_factory,
                 )
             self._fingerprint = target.fingerprint()
             await bridge.start()
@@ -223,6 +237,7 @@ class PipeRuntime:
             transport_factory=target.transport_factory,
             store_factory=target.store_factory,
             side_service=target.side_service,
+            ledger_factory=target.ledger_factory,
         )
         self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
         return bridge

@@ -69,6 +69,7 @@ from orpipe.adapters.openwebui.turn_plan import (
 from orpipe.adapters.openwebui.user_breaker import paused_message
 from orpipe.adapters.openwebui.valves import UserValves, ValveError, Valves, effective_settings
 from orpipe.adapters.openwebui.valves.engine_settings import (
+    ledger_factory_for,
     store_factory_for,
     telemetry_service_for,
 )
@@ -203,6 +204,7 @@ async def _submit(
     model = choose_model(catalogue, valves, body, ctx)
     await _report_unknown_model_ids(catalogue, valves, ctx, emitter)
     store_factory, store_key = _store_for(valves, body, ctx)
+    ledger_factory, ledger_key = ledger_factory_for(valves, pipe_id=_pipe_id(body, ctx))
     bridge = await runtime.bridge(
         BridgeTarget(
             config=settings.config,
@@ -211,6 +213,8 @@ async def _submit(
             store_factory=store_factory,
             store_key=store_key,
             side_service=telemetry_service_for(valves),
+            ledger_factory=ledger_factory,
+            ledger_key=ledger_key,
             kind=valves.ENGINE_BRIDGE,
             window_batches=valves.BRIDGE_WINDOW_BATCHES,
         )

@@ -151,6 +151,10 @@ ORIGINAL_DEFAULTS: dict[str, object] = {
     "TELEMETRY_HOST": "127.0.0.1",
     "TELEMETRY_PORT": 9464,
     "TELEMETRY_TOKEN": "",
+    # New here (issue 16): limits shared by every worker through Redis.
+    "GLOBAL_ADMISSION": True,
+    "ADMISSION_LEASE_SECONDS": 10,
+    "ADMISSION_WORKERS": 0,
     "TOOL_EXECUTION_MODE": "engine",
     "ENABLE_STRICT_TOOL_CALLING": True,
     "MAX_FUNCTION_CALL_LOOPS": 10,

@@ -459,6 +459,24 @@ class Valves(BaseModel):
             "required when TELEMETRY_HOST is not a loopback address. Stored encrypted."
         ),
     )
+    GLOBAL_ADMISSION: bool = Field(
+        default=True,
+        description=(
+            "When REDIS_URL is set (several Open WebUI workers or replicas sharing Redis): "
+            "MAX_CONCURRENT_REQUESTS and REQUEST_QUEUE_MAXSIZE hold for all workers together, "
+            "and waiting requests are served in arrival order across them. Off, or without "
+            "REDIS_URL: each worker applies the limits on its own."
+        ),
+    )
+    ADMISSION_LEASE_SECONDS: int = bounded(
+        10, (1, 10), "How soon the requests of a worker that died stop counting (shared limits)."
+    )
+    ADMISSION_WORKERS: int = bounded(
+        0,
+        (0, 1024),
+        "While Redis is unreachable, each worker admits MAX_CONCURRENT_REQUESTS divided by this "
+        "many workers; 0: by the number of workers last seen alive.",
+    )
     ENGINE_OVERRIDES: str = Field(
         default="",
         description=(

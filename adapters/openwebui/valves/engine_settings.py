@@ -6,6 +6,9 @@
 * ``store_settings_for(valves, pipe_id)`` and ``store_factory_for``: the artifact
   store's settings, with Open WebUI's own database and Redis as defaults, and a
   factory the bridge opens inside the trio run. The store never sees the valves.
+* ``ledger_settings_for(valves, pipe_id)`` and ``ledger_factory_for``: the admission
+  ledger every worker shares through Open WebUI's Redis (``GLOBAL_ADMISSION``), and
+  a factory the bridge opens with each generation's config (the limits).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from orpipe.adapters.bridge import StoreFactory
+from orpipe.adapters.bridge import LedgerFactory, StoreFactory
+from orpipe.adapters.cluster.assembly import LedgerSettings, open_ledger
 from orpipe.adapters.openwebui.valves.errors import ValveError
 from orpipe.adapters.store.assembly import open_store
 from orpipe.adapters.store.settings import StoreSettings
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = [
     "default_database_url",
     "engine_config_for",
+    "ledger_factory_for",
+    "ledger_settings_for",
     "store_factory_for",
     "store_settings_for",
     "telemetry_service_for",
@@ -237,3 +243,31 @@ def telemetry_service_for(valves: Valves) -> TelemetryService | None:
             redis_url=os.environ.get("REDIS_URL", "").strip() or None,
         )
     )
+
+
+# --- the admission ledger shared by every worker ---------------------------------------
+
+
+def ledger_settings_for(valves: Valves, *, pipe_id: str) -> LedgerSettings | None:
+    """The shared ledger's settings, or None when each worker keeps its own limits.
+
+    On by default wherever Open WebUI runs on Redis (``REDIS_URL``: its multi-worker
+    setup); the workers of one Function share one namespace, named after its id."""
+    url = os.environ.get("REDIS_URL", "").strip()
+    if not (valves.GLOBAL_ADMISSION and url):
+        return None
+    return LedgerSettings(
+        redis_url=url,
+        prefix=f"orpipe:admission:{pipe_id}",
+        lease_s=float(valves.ADMISSION_LEASE_SECONDS),
+        workers=valves.ADMISSION_WORKERS or None,
+    )
+
+
+def ledger_factory_for(valves: Valves, *, pipe_id: str) -> tuple[LedgerFactory | None, object]:
+    """A factory for the ledger these valves describe, and the key it was built from
+    (``LedgerSettings.key``: the bridge reconfigures only when that changes)."""
+    settings = ledger_settings_for(valves, pipe_id=pipe_id)
+    if settings is None:
+        return None, None
+    return functools.partial(open_ledger, settings), settings.key()
