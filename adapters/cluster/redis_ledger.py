@@ -123,6 +123,8 @@ class RedisAdmissionLedger:
     async def retry(self, request_id: str) -> bool:
         if request_id in self._permits:
             return True
+        if request_id not in self._places:
+            return False  # not a waiter (it never arrived here, or it left): nothing to take
         if self._mode == GLOBAL:
             args = (self._member(request_id), self._limit, self._lease_ms)
             reply = await self._script("retry", args, "admitting a waiting request")

@@ -123,6 +123,7 @@ async def test_waiters_are_served_in_arrival_order_across_workers(
         await two.leave("second")
         assert await one.retry("third")
         assert one.statistics().places_held == 1  # 'fourth'
+        assert not await one.retry("never arrived")
         assert in_redis(redis_server, KEYS.line) == [f"{one.worker_id}/fourth"]
 
 
@@ -307,3 +308,27 @@ def test_worker_processes_share_the_limit_and_a_killed_one_gives_its_permits_bac
     finally:
         for worker in workers:
             worker.stop()
+
+
+async def test_without_a_worker_count_the_share_follows_the_live_workers_last_seen(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        ledger_on(redis_server, limit=6, queue=6) as one,
+        ledger_on(redis_server, limit=6, queue=6) as two,
+        ledger_on(redis_server, limit=6, queue=6) as alone,
+    ):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one.run)
+            nursery.start_soon(two.run)
+            await wait_for(lambda: one.statistics().live_workers == 2, "both workers registered")
+            nursery.cancel_scope.cancel()
+        await trio.to_thread.run_sync(redis_server.kill)
+        for number in range(3):
+            assert (await one.arrive(f"r{number}")).admitted
+        assert not (await one.arrive("r3")).admitted  # 6 // 2 workers
+        stats = one.statistics()
+        assert (stats.mode, stats.local_share, stats.live_workers) == ("local_share", 3, 2)
+        # A worker that never saw the others admits the whole limit alone.
+        assert (await alone.arrive("a")).admitted
+        assert alone.statistics().local_share == 6
