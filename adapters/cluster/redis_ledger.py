@@ -26,7 +26,9 @@ Cancellation: every Redis call runs through ``RedisLink.call``, never abandoned,
 so a call's effect is always recorded here before the caller sees the
 cancellation (the bookkeeping after each call has no checkpoint). Cancelling
 ``run()`` stops the heartbeat and the subscriber (within a second); the leases
-then expire on their own unless the requests leave first.
+then expire on their own unless the requests leave first. A request that leaves
+while its ``arrive`` or ``retry`` is at Redis may be released there before that
+call lands: the call's answer (a permit, or a place) is then given back at once.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class RedisAdmissionLedger:
         }
         self._permits: set[str] = set()
         self._places: set[str] = set()
+        #: Ids whose ``arrive`` is at Redis right now (``leave`` takes them out).
+        self._arriving: set[str] = set()
         self._mode = GLOBAL
         self._changed = trio.Event()
         self._in_use = self._waiting = self._live_workers = -1
@@ -114,9 +118,17 @@ class RedisAdmissionLedger:
     async def arrive(self, request_id: str) -> LedgerVerdict:
         if self._mode == GLOBAL:
             args = (self._member(request_id), self._limit, self._queue_maxsize, self._lease_ms)
-            reply = await self._script("arrive", args, "admitting a request")
+            self._arriving.add(request_id)
+            try:
+                reply = await self._script("arrive", args, "admitting a request")
+            finally:
+                left = request_id not in self._arriving  # (leave() took it out meanwhile)
+                self._arriving.discard(request_id)
             if reply is not None:
                 verdict, self._in_use, self._waiting = reply
+                if left and verdict >= 0:
+                    await self._release(request_id)  # taken for nobody: give it back
+                    return LedgerVerdict(admitted=verdict == 1)
                 return self._record_arrival(request_id, verdict)
         return self._record_arrival(request_id, self._local_arrival(request_id))
 
@@ -130,11 +142,19 @@ class RedisAdmissionLedger:
             reply = await self._script("retry", args, "admitting a waiting request")
             if reply is not None:
                 admitted, self._in_use, self._waiting = reply
+                if request_id not in self._places:
+                    # It left while asking, and its release may have reached Redis
+                    # first: what this answer holds (a permit, or a place taken
+                    # again) is nobody's. Give it back.
+                    await self._release(request_id)
+                    return False
                 return self._record_retry(request_id, admitted=admitted == 1)
         free = len(self._permits) < self._local_limits()[0]
         return self._record_retry(request_id, admitted=free)
 
     async def leave(self, request_id: str) -> None:
+        # Arriving right now: ``arrive`` gives back what its answer holds.
+        self._arriving.discard(request_id)
         held = request_id in self._permits or request_id in self._places
         self._permits.discard(request_id)
         self._places.discard(request_id)

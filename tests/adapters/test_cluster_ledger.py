@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -196,6 +196,48 @@ async def test_a_release_on_another_worker_wakes_a_waiter(redis_server: RedisSer
                 await trio.sleep(0.1)
         assert woken.is_set(), "the waiter was not woken by the other worker's release"
         nursery.cancel_scope.cancel()
+
+
+def hold_calls(ledger: RedisAdmissionLedger, doing: str) -> tuple[trio.Event, trio.Event]:
+    """The next call ``doing`` this waits before it goes to Redis: (reached, go on)."""
+    reached, go_on = trio.Event(), trio.Event()
+    link = ledger._link  # (the one door to Redis: held here to order the race)
+    real = link.call
+
+    async def call(work: Callable[[], Any], what: str) -> Any:
+        if what == doing and not go_on.is_set():
+            reached.set()
+            await go_on.wait()
+        return await real(work, what)
+
+    link.call = call  # type: ignore[method-assign]
+    return reached, go_on
+
+
+@pytest.mark.parametrize("doing", ["admitting a request", "admitting a waiting request"])
+async def test_a_request_that_leaves_during_its_round_trip_holds_nothing_after_it(
+    redis_server: RedisServer, doing: str
+) -> None:
+    async with ledger_on(redis_server, limit=1) as ledger, trio.open_nursery() as nursery:
+        waiter = doing == "admitting a waiting request"
+        if waiter:
+            assert (await ledger.arrive("holder")).admitted
+            assert not (await ledger.arrive("x")).admitted
+        reached, go_on = hold_calls(ledger, doing)
+        answers: list[object] = []
+
+        async def ask() -> None:
+            answers.append(await (ledger.retry("x") if waiter else ledger.arrive("x")))
+
+        nursery.start_soon(ask)
+        await reached.wait()
+        await ledger.leave("x")  # its release reaches Redis before the call does
+        go_on.set()
+        await wait_for(lambda: answers, "the call returned")
+        assert f"{ledger.worker_id}/x" not in in_redis(redis_server, KEYS.permits)
+        assert in_redis(redis_server, KEYS.line) == []
+        stats = ledger.statistics()
+        assert (stats.permits_held, stats.places_held) == (int(waiter), 0)
 
 
 # -- Redis out of reach ----------------------------------------------------------------------
