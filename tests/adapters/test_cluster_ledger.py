@@ -198,7 +198,9 @@ async def test_a_release_on_another_worker_wakes_a_waiter(redis_server: RedisSer
         nursery.cancel_scope.cancel()
 
 
-def hold_calls(ledger: RedisAdmissionLedger, doing: str) -> tuple[trio.Event, trio.Event]:
+def hold_calls(
+    ledger: RedisAdmissionLedger, doing: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[trio.Event, trio.Event]:
     """The next call ``doing`` this waits before it goes to Redis: (reached, go on)."""
     reached, go_on = trio.Event(), trio.Event()
     link = ledger._link  # (the one door to Redis: held here to order the race)
@@ -210,20 +212,20 @@ def hold_calls(ledger: RedisAdmissionLedger, doing: str) -> tuple[trio.Event, tr
             await go_on.wait()
         return await real(work, what)
 
-    link.call = call  # type: ignore[method-assign]
+    monkeypatch.setattr(link, "call", call)
     return reached, go_on
 
 
 @pytest.mark.parametrize("doing", ["admitting a request", "admitting a waiting request"])
 async def test_a_request_that_leaves_during_its_round_trip_holds_nothing_after_it(
-    redis_server: RedisServer, doing: str
+    redis_server: RedisServer, doing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with ledger_on(redis_server, limit=1) as ledger, trio.open_nursery() as nursery:
         waiter = doing == "admitting a waiting request"
         if waiter:
             assert (await ledger.arrive("holder")).admitted
             assert not (await ledger.arrive("x")).admitted
-        reached, go_on = hold_calls(ledger, doing)
+        reached, go_on = hold_calls(ledger, doing, monkeypatch)
         answers: list[object] = []
 
         async def ask() -> None:
