@@ -28,6 +28,7 @@ from orpipe.adapters.cluster.redis_ledger import RedisAdmissionLedger
 from orpipe.adapters.store.redis_link import RedisLink
 from orpipe.engine.errors import UsageError
 from orpipe.engine.ports import AdmissionLedger
+from tests.engine.support import mock_server
 
 if TYPE_CHECKING:
     from tests.redis_support import RedisServer
@@ -286,14 +287,13 @@ async def test_without_redis_a_worker_admits_its_share_and_returns_to_global_lim
 
 
 class Worker:
-    """A ``ledger_worker`` process and the admissions it has printed."""
+    """A worker process (``module`` run with ``arguments``) and the admissions it printed."""
 
-    def __init__(self, server: RedisServer, worker_id: str, *, limit: int, wants: int) -> None:
+    def __init__(self, module: str, *arguments: object) -> None:
         self.admitted: list[str] = []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([*sys.path])}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.adapters.ledger_worker", server.url, PREFIX,
-             worker_id, str(limit), str(wants), "1.0"],
+            [sys.executable, "-m", module, *map(str, arguments)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
@@ -313,6 +313,11 @@ class Worker:
         self.process.stdout.close()
 
 
+def ledger_worker(server: RedisServer, worker_id: str, *, limit: int, wants: int) -> Worker:
+    module = "tests.adapters.ledger_worker"
+    return Worker(module, server.url, PREFIX, worker_id, limit, wants, 1.0)
+
+
 def poll(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + BOUND_S
     while not condition():
@@ -326,13 +331,13 @@ def test_worker_processes_share_the_limit_and_a_killed_one_gives_its_permits_bac
     limit = 4
     workers: list[Worker] = []
     try:
-        first = Worker(redis_server, "w1", limit=limit, wants=limit)
+        first = ledger_worker(redis_server, "w1", limit=limit, wants=limit)
         workers.append(first)
         poll(lambda: len(first.admitted) == limit, "the first worker took every permit")
         # One after the other, so that their order in the line is known.
-        workers.append(Worker(redis_server, "w2", limit=limit, wants=3))
+        workers.append(ledger_worker(redis_server, "w2", limit=limit, wants=3))
         poll(lambda: len(in_redis(redis_server, KEYS.line)) == 3, "w2 in line")
-        workers.append(Worker(redis_server, "w3", limit=limit, wants=3))
+        workers.append(ledger_worker(redis_server, "w3", limit=limit, wants=3))
         poll(lambda: len(in_redis(redis_server, KEYS.line)) == 6, "w3 in line")
 
         def live_total() -> int:
@@ -376,3 +381,55 @@ async def test_without_a_worker_count_the_share_follows_the_live_workers_last_se
         # A worker that never saw the others admits the whole limit alone.
         assert (await alone.arrive("a")).admitted
         assert alone.statistics().local_share == 6
+
+
+async def test_engine_processes_keep_the_upstream_within_the_global_limit_through_a_kill(
+    redis_server: RedisServer,
+) -> None:
+    """Engines as the Function runs them, in three processes, against the mock: what
+    reaches OpenRouter stays within the shared limit, and a killed engine's permits
+    come back within about a lease."""
+    limit, lease_s = 3, 1.0
+    keys = LedgerKeys("orpipe:admission:engines")
+    workers: list[Worker] = []
+
+    def engine(requests: int) -> Worker:
+        module = "tests.adapters.ledger_engine_worker"
+        worker = Worker(module, redis_server.url, server.base_url, limit, requests, lease_s)
+        workers.append(worker)
+        return worker
+
+    def streaming() -> int:
+        return sum(len(w.admitted) for w in workers if w.process.poll() is None)
+
+    async with mock_server() as server, trio.open_nursery() as nursery:
+        peak = 0
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, server.stats.streams_active)
+                await trio.sleep(0.001)
+
+        nursery.start_soon(sample)
+        try:
+            first = engine(limit)
+            await wait_for(lambda: len(first.admitted) == limit, "the first engine streams")
+            engine(2)
+            await wait_for(lambda: len(in_redis(redis_server, keys.line)) == 2, "two waiting")
+            engine(2)
+            await wait_for(lambda: len(in_redis(redis_server, keys.line)) == 4, "four waiting")
+            assert server.stats.streams_active == limit
+
+            first.process.send_signal(signal.SIGKILL)
+            await trio.to_thread.run_sync(first.process.wait)
+            await wait_for(lambda: streaming() == limit, "the killed engine's permits back")
+            await wait_for(lambda: server.stats.streams_active == limit, "the streams at the mock")
+            await trio.sleep(2 * lease_s)  # well past a lease: still nobody beyond the limit
+            assert streaming() == limit
+            assert len(in_redis(redis_server, keys.permits)) == limit
+        finally:
+            for worker in workers:
+                await trio.to_thread.run_sync(worker.stop)
+            nursery.cancel_scope.cancel()
+    assert peak == limit, "the mock never saw more streams than the global limit"
