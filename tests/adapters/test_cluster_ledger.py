@@ -1,8 +1,9 @@
 """RedisAdmissionLedger against a real redis-server each test starts (and kills).
 
-Two ledger instances on one Redis stand for two workers; the lease-expiry test
-runs real worker processes (``tests.adapters.ledger_worker``) and kills one with
-SIGKILL. Leases are short (about a second) so expiry is quick; conditions are
+Two ledger instances on one Redis stand for two workers; the lease-expiry tests
+run real processes, ledgers alone (``tests.adapters.ledger_worker``) and engines
+as the Function runs them against the mock (``tests.adapters.ledger_engine_worker``),
+and kill one with SIGKILL. Leases are short (about a second) so expiry is quick; conditions are
 polled with generous bounds (``wait_for``), never asserted on timings.
 """
 
