@@ -13,8 +13,8 @@ A member is ``<worker id>/<request id>``: request ids are unique per worker
 only. Every script reads the time from Redis (``TIME``), so workers' clocks
 never disagree, and purges expired leases and places first: a dead worker's
 permits and places are gone within one lease, with nobody sweeping. (Writing
-after ``TIME`` needs scripts replicated by their effects: Redis 5 and later,
-the only mode since Redis 7. Open WebUI's own Redis use needs 7 already.)
+after ``TIME`` needs scripts replicated by their effects: the default from
+Redis 5, the only mode from Redis 7; the tests run Redis 7.)
 
 This module holds data only (no I/O); ``redis_ledger`` registers the scripts.
 """
