@@ -39,10 +39,11 @@ class LedgerSettings:
     workers: int | None = None
 
     def key(self) -> tuple[object, ...]:
-        """What identifies this ledger, for deciding whether a new one is needed.
-
-        The URL may carry a password: it enters as a hash only."""
-        url = hashlib.blake2b(self.redis_url.encode(), digest_size=16).hexdigest()
+        """Equal keys describe the same ledger; the URL (it may carry a password)
+        enters only as a keyed hash, as in ``StoreSettings.key``."""
+        url = hashlib.blake2b(
+            self.redis_url.encode(), key=b"orpipe-ledger", digest_size=16
+        ).hexdigest()
         return (url, self.prefix, self.lease_s, self.workers)
 
     def __repr__(self) -> str:  # never print the URL (it may carry a password)
