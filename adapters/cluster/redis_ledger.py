@@ -251,7 +251,7 @@ class RedisAdmissionLedger:
 
     async def _release(self, request_id: str) -> None:
         args = (self._member(request_id), self._keys.freed_channel)
-        await self._script("leave", args, "releasing a permit")
+        await self._script("leave", args, "giving back a permit or a place")
 
     async def _heartbeat(self) -> None:
         """Renew (or take again) what this worker holds, and register the worker."""
@@ -265,7 +265,7 @@ class RedisAdmissionLedger:
         self._in_use, self._waiting, self._live_workers = reply
         if self._mode == LOCAL_SHARE:
             self._mode = GLOBAL
-            log.warning(
+            log.info(
                 "admission: Redis at %s answers again; the global limits hold again "
                 "(%d permits and %d places of this worker registered)",
                 self._link.location,
