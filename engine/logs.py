@@ -35,8 +35,9 @@ operator keeps or drops one part with one prefix: ``orpipe.engine`` and
 ``orpipe.actors.upstream_fetcher``), ``orpipe.owui`` (everything on Open WebUI's
 side: ``adapters/openwebui/`` and the Function), ``orpipe.catalogue`` (the
 model catalogue), ``orpipe.persistence`` (``adapters/store/``),
-``orpipe.cluster`` (``adapters/cluster/``: what workers share through Redis)
-and ``orpipe.bridge`` (``adapters/bridge/``). The adapters log through the
+``orpipe.cluster`` (``adapters/cluster/``: what workers share through Redis),
+``orpipe.telemetry`` (``adapters/telemetry/``) and ``orpipe.bridge``
+(``adapters/bridge/``). The adapters log through the
 standard library under their area's name, never ``__name__``, so a filter
 survives modules being split or moved. Standard-library records under
 ``orpipe`` are routed into the same setup, so they share the context, the

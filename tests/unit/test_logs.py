@@ -138,6 +138,7 @@ AREA_LOGGERS = {
     "orpipe.persistence",
     "orpipe.bridge",
     "orpipe.cluster",
+    "orpipe.telemetry",
 }
 ROOT = Path(__file__).resolve().parents[2]
 
