@@ -1,0 +1,380 @@
+"""What Redis promises about a queued row, and what the writer does about the rest.
+
+This module owns the write-behind's durability: reading what the server
+guarantees, the mode chosen from it, and the rows the writer holds until
+their SQL commit is known. ``RedisWriteBehind`` builds one
+``DurabilityKeeper`` and runs it next to its flusher.
+
+Detection (``read_facts``, at open and again every ``check_every_s``):
+``INFO server`` (``redis_version``; ``run_id``, new after every restart),
+``INFO persistence`` (``aof_enabled``) and ``CONFIG GET appendfsync``
+(refused on many managed services: the fsync policy is then unknown).
+``choose_mode`` picks:
+
+* ``redis_fsync``: AOF on with ``appendfsync always``; an acknowledged
+  ``MULTI/EXEC`` is on disk, Redis' own word suffices;
+* ``waitaof``: AOF on and Redis >= 7.2; after each queued chunk the writer
+  asks ``WAITAOF 1 0 <timeout>`` and, without that confirmation, writes the
+  chunk to SQL directly (the idempotent insert keeps one row);
+* ``writer_holds``: anything else (no AOF, an older server, an unknown
+  policy, an unreachable server): the writer keeps each queued row in
+  ``HeldRows`` (bounded: a full buffer makes ``write_rows`` wait, so the
+  persister feels backpressure and nothing is dropped) until it sees the
+  row in SQL.
+
+The keeper's round, every ``check_every_s``: read the facts (a changed
+``run_id`` means the server restarted and may have lost what it had not
+saved); take the held rows older than ``hold_check_after_s`` (all of them
+after a restart); forget those SQL has; of the others, write straight to
+SQL those no longer queued in Redis (lost with a restart, an eviction, a
+``FLUSHALL``). A row still queued is left to the flusher. Held rows are
+worked off whatever the current mode, so a server that gains AOF later
+still sees its earlier rows through.
+
+Cancellation: the keeper holds nothing that a cancellation could half-do;
+rows still held when the process stops are what Redis alone then keeps (as
+in every mode before this one). Redis and SQL calls are never abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Final, Literal, Protocol, TypedDict, runtime_checkable
+
+import redis
+import trio
+from redis.typing import EncodableT
+
+from orpipe.adapters.store.redis_layout import RedisKeys, text
+from orpipe.adapters.store.redis_link import RedisLink
+from orpipe.adapters.store.rows import RowStore, StoredRow
+from orpipe.engine.errors import PersistenceError, StoreUnavailable, UsageError
+
+__all__ = [
+    "DurabilityCounts",
+    "DurabilityKeeper",
+    "DurabilityMode",
+    "HeldRows",
+    "ServerFacts",
+    "choose_mode",
+    "exec_then",
+    "exec_then_waitaof",
+    "read_facts",
+]
+
+log = logging.getLogger("orpipe.persistence")
+
+DurabilityMode = Literal["redis_fsync", "waitaof", "writer_holds"]
+
+#: The first release with ``WAITAOF``.
+_WAITAOF_SINCE: Final = (7, 2)
+_VERSION: Final = re.compile(r"(\d+)\.(\d+)")
+
+
+class DurabilityCounts(TypedDict):
+    """The durability part of ``WriteBehindStatistics``; ``*_total`` since creation."""
+
+    durability: DurabilityMode
+    #: Rows queued in Redis whose SQL commit the writer has not seen yet.
+    held: int
+    held_capacity: int
+    #: Writes that waited for room in the held buffer (backpressure).
+    held_waits_total: int
+    #: Held rows forgotten because SQL had them.
+    held_confirmed_total: int
+    #: Held rows written to SQL by the keeper because Redis had lost them.
+    held_resent_total: int
+    #: Chunks ``WAITAOF`` did not confirm (written to SQL directly instead).
+    waitaof_unconfirmed_total: int
+    #: Times the server's ``run_id`` changed (it restarted).
+    redis_restarts_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFacts:
+    """What the server said about itself; None where it would not say."""
+
+    version: tuple[int, int] | None
+    run_id: str | None
+    aof_enabled: bool | None
+    #: ``always``, ``everysec``, ``no``; None when ``CONFIG`` is refused.
+    appendfsync: str | None
+
+
+def choose_mode(facts: ServerFacts) -> DurabilityMode:
+    """The mode these facts allow (module doc); anything unknown means ``writer_holds``."""
+    if facts.aof_enabled and facts.appendfsync == "always":
+        return "redis_fsync"
+    if facts.aof_enabled and facts.version is not None and facts.version >= _WAITAOF_SINCE:
+        return "waitaof"
+    return "writer_holds"
+
+
+def read_facts(client: redis.Redis) -> ServerFacts:
+    """``INFO server``, ``INFO persistence`` and ``CONFIG GET appendfsync`` (blocking)."""
+    server = client.info("server")
+    persistence = client.info("persistence")
+    try:
+        config = client.config_get("appendfsync")
+    except redis.ResponseError:
+        config = {}  # CONFIG disabled or renamed (managed Redis): the policy is unknown
+    policy = config.get("appendfsync")
+    match = _VERSION.match(text(server.get("redis_version", "")))
+    aof = persistence.get("aof_enabled")
+    return ServerFacts(
+        version=(int(match[1]), int(match[2])) if match else None,
+        run_id=text(server["run_id"]) if "run_id" in server else None,
+        aof_enabled=None if aof is None else text(aof) == "1",
+        appendfsync=None if policy is None else text(policy),
+    )
+
+
+@runtime_checkable
+class CommitLookup(Protocol):
+    """A SQL store that can say which ids it has in one query (``SqlRowStore``)."""
+
+    async def known_ids(self, artifact_ids: Sequence[str]) -> set[str]: ...
+
+
+class HeldRows:
+    """Rows queued in Redis and not yet seen in SQL; at most ``capacity`` of them."""
+
+    def __init__(self, capacity: int, clock: Callable[[], float]) -> None:
+        if capacity < 1:
+            raise UsageError(f"held_capacity must be at least 1, not {capacity}")
+        self.capacity = capacity
+        self._clock = clock
+        self._rows: dict[str, tuple[StoredRow, float]] = {}
+        self._room = trio.Event()
+        self.waits_total = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    async def hold(self, rows: Sequence[StoredRow]) -> None:
+        """Keep these rows, first waiting until there is room (at most ``capacity`` at once)."""
+        if len(rows) > self.capacity:
+            raise UsageError(f"cannot hold {len(rows)} rows at once (capacity {self.capacity})")
+        if len(self._rows) + len(rows) > self.capacity:
+            self.waits_total += 1
+            while len(self._rows) + len(rows) > self.capacity:
+                await self._room.wait()
+        now = self._clock()
+        self._rows.update((row.artifact_id, (row, now)) for row in rows)
+
+    def forget(self, artifact_ids: Sequence[str]) -> None:
+        for artifact_id in artifact_ids:
+            self._rows.pop(artifact_id, None)
+        # Wake every waiter: each checks whether its rows fit now.
+        self._room.set()
+        self._room = trio.Event()
+
+    def held_since(self, cutoff: float) -> list[StoredRow]:
+        """Rows held since before ``cutoff`` (every row for ``inf``)."""
+        return [row for row, at in self._rows.values() if at < cutoff]
+
+
+class DurabilityKeeper:
+    """Detects what Redis guarantees and works off the held rows (module doc)."""
+
+    def __init__(
+        self,
+        link: RedisLink,
+        keys: RedisKeys,
+        sql: RowStore,
+        *,
+        held_capacity: int,
+        check_every_s: float,
+        hold_check_after_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._link = link
+        self._keys = keys
+        self._sql = sql
+        self.held = HeldRows(held_capacity, clock)
+        self.check_every_s = check_every_s
+        self.hold_check_after_s = hold_check_after_s
+        self._clock = clock
+        #: Unknown until the server answers: hold rows meanwhile.
+        self.mode: DurabilityMode = "writer_holds"
+        self._run_id: str | None = None
+        self._announced = False
+        self.waitaof_unconfirmed_total = 0
+        self._confirmed_total = 0
+        self._resent_total = 0
+        self._restarts_total = 0
+
+    def counts(self) -> DurabilityCounts:
+        return DurabilityCounts(
+            durability=self.mode,
+            held=len(self.held),
+            held_capacity=self.held.capacity,
+            held_waits_total=self.held.waits_total,
+            held_confirmed_total=self._confirmed_total,
+            held_resent_total=self._resent_total,
+            waitaof_unconfirmed_total=self.waitaof_unconfirmed_total,
+            redis_restarts_total=self._restarts_total,
+        )
+
+    async def detect(self) -> bool:
+        """Read the server's facts and choose the mode; True if it restarted since last time.
+
+        Raises ``PersistenceError`` when Redis does not answer (the mode stays).
+        """
+        facts = await self._link.call(partial(read_facts, self._link.client), "reading INFO")
+        restarted = self._run_id is not None and facts.run_id != self._run_id
+        self._run_id = facts.run_id
+        mode = choose_mode(facts)
+        if restarted:
+            self._restarts_total += 1
+            log.warning(
+                "Redis at %s restarted; checking the %d artifacts this process holds against "
+                "the database and writing the ones Redis lost.",
+                self._link.location,
+                len(self.held),
+            )
+        if mode != self.mode or not self._announced:
+            self._announced = True
+            self._announce(mode, facts)
+        self.mode = mode
+        return restarted
+
+    async def run(self) -> None:
+        """Every ``check_every_s``: detect, then settle the held rows due. Until cancelled."""
+        while True:
+            await trio.sleep(self.check_every_s)
+            try:
+                restarted = await self.detect()
+                due = self._clock() - self.hold_check_after_s
+                await self.settle(self.held.held_since(float("inf") if restarted else due))
+            except PersistenceError as exc:
+                # Redis or SQL down: the rows stay held and are checked next round.
+                log.debug("held artifacts not checked: %s", exc.message)
+
+    async def settle(self, rows: Sequence[StoredRow]) -> None:
+        """Forget the rows SQL has; write to SQL those Redis no longer queues."""
+        if not rows:
+            return
+        in_sql = await self._known_ids(rows)
+        self.held.forget(list(in_sql))
+        self._confirmed_total += len(in_sql)
+        rest = [row for row in rows if row.artifact_id not in in_sql]
+        if not rest:
+            return
+        queued = await self._link.call(partial(self._sync_queued, rest), "checking queued rows")
+        lost = [row for row, is_queued in zip(rest, queued, strict=True) if not is_queued]
+        if lost:
+            await self._resend(lost)
+
+    async def _resend(self, rows: list[StoredRow]) -> None:
+        """Write rows Redis lost to SQL; a row refused for good is logged and let go."""
+        try:
+            await self._sql.write_rows(rows)
+            written = rows
+        except StoreUnavailable:
+            raise
+        except PersistenceError:
+            written = []
+            for row in rows:
+                try:
+                    await self._sql.write_rows([row])
+                    written.append(row)
+                except StoreUnavailable:
+                    raise
+                except PersistenceError as exc:
+                    # The flusher dead-lettered it (or would): holding it would block the buffer.
+                    log.error("artifact %s was refused by the database: %s", row.artifact_id, exc)
+                    self.held.forget([row.artifact_id])
+        self.held.forget([row.artifact_id for row in written])
+        self._resent_total += len(written)
+        log.warning("wrote %d artifacts Redis had lost directly to the database", len(written))
+
+    async def _known_ids(self, rows: Sequence[StoredRow]) -> set[str]:
+        ids = [row.artifact_id for row in rows]
+        if isinstance(self._sql, CommitLookup):
+            return await self._sql.known_ids(ids)
+        # A store without a bulk lookup: one fetch per chat.
+        by_chat: dict[str, list[str]] = {}
+        for row in rows:
+            by_chat.setdefault(row.chat_id, []).append(row.artifact_id)
+        found: set[str] = set()
+        for chat_id, chat_ids in by_chat.items():
+            found.update(r.artifact_id for r in await self._sql.fetch_rows(chat_id, chat_ids))
+        return found
+
+    def _announce(self, mode: DurabilityMode, facts: ServerFacts) -> None:
+        what = {
+            "redis_fsync": "Redis fsyncs every write (appendfsync always)",
+            "waitaof": "each queued batch waits for Redis' WAITAOF confirmation",
+            "writer_holds": (
+                "Redis may lose recent writes on a crash (no append-only file with a known "
+                "fsync policy), so this process keeps each queued artifact until it is in "
+                "the database; for less memory and work set appendonly yes with "
+                "appendfsync always (or everysec on Redis 7.2+)"
+            ),
+        }[mode]
+        version = ".".join(map(str, facts.version)) if facts.version else "unknown"
+        log.info(
+            "write-behind durability at %s (Redis %s): %s: %s",
+            self._link.location,
+            version,
+            mode,
+            what,
+        )
+
+    # -- units of work (worker threads) ----------------------------------------------
+
+    def _sync_queued(self, rows: list[StoredRow]) -> list[bool]:
+        pipe = self._link.client.pipeline(transaction=False)
+        for row in rows:
+            pipe.hexists(self._keys.queued(row.chat_id), row.artifact_id)
+        return [bool(found) for found in pipe.execute()]
+
+
+def exec_then_waitaof(
+    client: redis.Redis, commands: Sequence[tuple[EncodableT, ...]], timeout_ms: int
+) -> tuple[list[object], bool]:
+    """``MULTI`` + commands + ``EXEC``, then ``WAITAOF 1 0 timeout_ms``, on ONE connection.
+
+    ``WAITAOF`` waits for the writes of its own connection, and a redis-py
+    pipeline hands its connection back to the pool after ``EXEC``: so the
+    commands are sent by hand on a connection held for both. Returns EXEC's
+    replies and whether the local AOF has them fsynced. Blocking.
+    """
+    return exec_then(client, commands, ("WAITAOF", 1, 0, timeout_ms), lambda r: _first(r) >= 1)
+
+
+def exec_then(
+    client: redis.Redis,
+    commands: Sequence[tuple[EncodableT, ...]],
+    then: tuple[EncodableT, ...],
+    confirmed: Callable[[object], bool],
+) -> tuple[list[object], bool]:
+    """``exec_then_waitaof`` with any trailing command (tests use ``WAIT`` on Redis < 7.2)."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    # redis-py's connection methods carry no annotations (hence the ignores).
+    packed = conn.pack_commands([("MULTI",), *commands, ("EXEC",), then])  # type: ignore[no-untyped-call]
+    try:
+        conn.send_packed_command(packed)  # type: ignore[no-untyped-call]
+        replies = [conn.read_response() for _ in range(len(commands) + 3)]
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply for the next user
+        raise
+    finally:
+        pool.release(conn)
+    executed = replies[-2]
+    if not isinstance(executed, list):
+        raise redis.ResponseError(f"the transaction was not applied ({executed!r})")
+    failed = next((r for r in executed if isinstance(r, redis.ResponseError)), None)
+    if failed is not None:
+        raise failed
+    return executed, confirmed(replies[-1])
+
+
+def _first(reply: object) -> int:
+    return int(reply[0]) if isinstance(reply, list) and reply else 0
