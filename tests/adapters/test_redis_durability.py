@@ -3,7 +3,8 @@
 Covers ``adapters/store/redis_durability.py``: which mode each server
 configuration gets, that nothing accepted is lost when Redis runs with its
 default persistence and dies by ``kill -9``, and that the held buffer is
-bounded (a full buffer makes the writer wait) and shows in ``statistics()``.
+bounded (a full buffer makes the writer wait) and shows in ``statistics()``,
+the store's and ``Engine.statistics().store``.
 The helpers (``FakeSql``, ``make_rows``, ``wait_for`` ...) are the write-behind
 tests'; conditions are polled with a bound, never waited for by sleeping.
 """
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 import trio
 import trio.testing
 
+from orpipe.adapters.store.codec import ArtifactCodec
 from orpipe.adapters.store.redis_durability import (
     ServerFacts,
     choose_mode,
@@ -28,6 +30,7 @@ from orpipe.adapters.store.redis_durability import (
     exec_then_waitaof,
     read_facts,
 )
+from orpipe.adapters.store.rows import CodecStore
 from orpipe.adapters.store.sql import SqlRowStore
 from tests.adapters.test_redis_writebehind import (
     LOGGER,
@@ -41,6 +44,8 @@ from tests.adapters.test_redis_writebehind import (
     stream,
     wait_for,
 )
+from tests.engine.support import collect, mock_server, request, running_engine, wait_until
+from tests.engine.test_persistence import with_context
 
 if TYPE_CHECKING:
     from tests.redis_support import RedisServer
@@ -247,3 +252,28 @@ def test_exec_then_runs_the_transaction_and_the_confirmation_on_one_connection(
                 exec_then_waitaof(client, [("SET", "w", "1")], 100)
             assert client.get("w") == b"1"
         assert client.ping()
+
+
+# -- Engine.statistics() ---------------------------------------------------------------------
+
+
+async def test_the_engine_shows_the_durability_mode_and_held_rows(
+    redis_server: RedisServer,
+) -> None:
+    sql = FakeSql()
+    async with (
+        store_for(redis_server.url, sql, **FAST) as rows,
+        mock_server() as server,
+        running_engine(server, artifacts=CodecStore(rows, ArtifactCodec(None))) as engine,
+    ):
+        await collect(engine.submit(with_context(request("reasoning", tokens=5))))
+        await wait_until(lambda: engine.statistics().actors["persister"].get("written") == 1)
+        figures = engine.statistics().store
+        # No flusher yet: the row is queued in Redis and held by the writer.
+        assert figures["durability"] == "writer_holds"
+        assert figures["held"] == 1
+        assert figures["held_capacity"] == 10_000
+        async with flushing(rows):
+            await wait_for(lambda: engine.statistics().store["held"] == 0, "no row held")
+        assert engine.statistics().store["held_confirmed_total"] == 1
+    assert len(sql.rows) == 1
