@@ -31,9 +31,13 @@ SQL those no longer queued in Redis (lost with a restart, an eviction, a
 worked off whatever the current mode, so a server that gains AOF later
 still sees its earlier rows through.
 
-Cancellation: the keeper holds nothing that a cancellation could half-do;
-rows still held when the process stops are what Redis alone then keeps (as
-in every mode before this one). Redis and SQL calls are never abandoned.
+Cancellation: the keeper holds nothing that a cancellation could half-do.
+At close the store calls ``write_out`` (shielded, bounded): every held row
+SQL lacks is written there, since nothing holds it afterwards; if SQL fails
+then, the rows are only in Redis and the warning says how many. A process
+killed outright leaves its rows to Redis alone (the flushers of the other
+processes still move what Redis kept). Redis and SQL calls are never
+abandoned.
 """
 
 from __future__ import annotations
@@ -173,6 +177,11 @@ class HeldRows:
         self._room.set()
         self._room = trio.Event()
 
+    def forget_created_before(self, cutoff_unix_s: float) -> None:
+        """Forget rows the age cleanup removes (or the keeper would write them back)."""
+        old = [i for i, (row, _) in self._rows.items() if row.created_at < cutoff_unix_s]
+        self.forget(old)
+
     def held_since(self, cutoff: float) -> list[StoredRow]:
         """Rows held since before ``cutoff`` (every row for ``inf``)."""
         return [row for row, at in self._rows.values() if at < cutoff]
@@ -270,8 +279,32 @@ class DurabilityKeeper:
         if lost:
             await self._resend(lost)
 
+    async def write_out(self) -> None:
+        """At close: write to SQL every held row it lacks (nothing holds them afterwards).
+
+        Rows Redis still queues are written too: the flusher that would move
+        them may be this process's, and the insert is idempotent. Never raises.
+        """
+        rows = self.held.held_since(float("inf"))
+        try:
+            if rows:
+                in_sql = await self._known_ids(rows)
+                self.held.forget(list(in_sql))
+                self._confirmed_total += len(in_sql)
+                await self._resend([row for row in rows if row.artifact_id not in in_sql])
+        except PersistenceError as exc:
+            log.warning(
+                "%d artifacts still held at close are only in Redis at %s, which may lose "
+                "them if it crashes before they are flushed: %s",
+                len(self.held),
+                self._link.location,
+                exc.message,
+            )
+
     async def _resend(self, rows: list[StoredRow]) -> None:
         """Write rows Redis lost to SQL; a row refused for good is logged and let go."""
+        if not rows:
+            return
         try:
             await self._sql.write_rows(rows)
             written = rows
@@ -291,7 +324,7 @@ class DurabilityKeeper:
                     self.held.forget([row.artifact_id])
         self.held.forget([row.artifact_id for row in written])
         self._resent_total += len(written)
-        log.warning("wrote %d artifacts Redis had lost directly to the database", len(written))
+        log.warning("wrote %d held artifacts directly to the database", len(written))
 
     async def _known_ids(self, rows: Sequence[StoredRow]) -> set[str]:
         ids = [row.artifact_id for row in rows]

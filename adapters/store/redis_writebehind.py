@@ -44,8 +44,9 @@ Cancellation: Redis calls are never abandoned (``redis_link``), so a
 cancelled write knows whether its transaction was applied; ``aclose`` is
 shielded with a timeout.
 
-Known limit: ``delete`` removes rows from SQL and the cache; a row still
-queued at that moment (the database was down for a whole turn) reaches SQL
+Known limit: ``delete`` removes rows from SQL and the cache (and from the
+held rows, which the keeper would otherwise write back); a row still queued
+at that moment (the database was down for a whole turn) reaches SQL
 afterwards and stays until the age cleanup.
 """
 
@@ -255,13 +256,17 @@ class RedisWriteBehind(AsyncResource):
             log.warning("%s Write-behind starts when Redis answers.", exc.message)
 
     async def aclose(self) -> None:
-        """Leave the consumer group if nothing is pending for this consumer; close the client.
+        """Write held rows out, leave the consumer group if nothing is pending for this
+        consumer, close the client.
 
-        Shielded with a timeout, so it completes inside a cancelled scope. Safe to call twice.
+        Shielded with timeouts, so it completes inside a cancelled scope. Safe to call twice.
         """
         if self._state == "closed":
             return
         opened, self._state = self._state == "open", "closed"
+        if opened:
+            with trio.move_on_after(_CLOSE_GRACE_S, shield=True):
+                await self._keeper.write_out()
         if opened and self._flusher.ran:
             # Best effort: a leftover consumer name costs a few bytes.
             with trio.move_on_after(_CLOSE_GRACE_S, shield=True), suppress(PersistenceError):
@@ -351,6 +356,7 @@ class RedisWriteBehind(AsyncResource):
         ids = list(dict.fromkeys(artifact_ids))
         if not ids:
             return 0
+        self._keeper.held.forget(ids)  # or the keeper would write them back
         removed = await self._sql.delete(chat_id, ids)
         if not self._link.suspect():
             try:
@@ -368,6 +374,7 @@ class RedisWriteBehind(AsyncResource):
     async def delete_older_than(self, cutoff_unix_s: float) -> int:
         """Age cleanup in SQL (cache entries expire on their own)."""
         self._require_open()
+        self._keeper.held.forget_created_before(cutoff_unix_s)
         return await self._sql.delete_older_than(cutoff_unix_s)
 
     # -- cache and queued-marker helpers ------------------------------------------

@@ -171,7 +171,7 @@ async def test_kill_9_with_default_persistence_leaves_every_accepted_row_in_sql_
     assert statistics["held_confirmed_total"] == 200  # the half the flusher moved
     assert statistics["flushed_total"] == 200
     assert len(messages(caplog, "restarted; checking the 400 artifacts")) == 1
-    assert len(messages(caplog, "wrote 200 artifacts Redis had lost")) == 1
+    assert len(messages(caplog, "wrote 200 held artifacts directly")) == 1
 
 
 async def test_rows_lost_without_a_restart_are_written_too(redis_server: RedisServer) -> None:
@@ -277,3 +277,30 @@ async def test_the_engine_shows_the_durability_mode_and_held_rows(
             await wait_for(lambda: engine.statistics().store["held"] == 0, "no row held")
         assert engine.statistics().store["held_confirmed_total"] == 1
     assert len(sql.rows) == 1
+
+
+# -- close -----------------------------------------------------------------------------------
+
+
+async def test_close_writes_out_held_rows_except_deleted_ones(redis_server: RedisServer) -> None:
+    # Nothing holds a row once this process is gone, so close writes to SQL what
+    # SQL lacks; a row the user deleted meanwhile is not written back.
+    sql, rows = FakeSql(), make_rows(20, chats=1)
+    async with store_for(redis_server.url, sql, **FAST) as store:
+        await store.write_rows(rows)
+        assert await store.delete("chat-0", [row.artifact_id for row in rows[:5]]) == 0
+        assert store.statistics()["held"] == 15
+    assert set(sql.rows) == {row.artifact_id for row in rows[5:]}
+    assert store.statistics()["held"] == 0
+
+
+async def test_close_with_the_database_down_says_what_is_left_in_redis(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    sql, rows = FakeSql(), make_rows(7)
+    sql.up = trio.Event()  # down
+    async with store_for(redis_server.url, sql, **FAST) as store:
+        await store.write_rows(rows)
+    assert not sql.rows
+    (warning,) = messages(caplog, "still held at close")
+    assert warning.startswith("7 artifacts still held at close are only in Redis")
