@@ -119,13 +119,20 @@ def choose_mode(facts: ServerFacts) -> DurabilityMode:
 
 
 def read_facts(client: redis.Redis) -> ServerFacts:
-    """``INFO server``, ``INFO persistence`` and ``CONFIG GET appendfsync`` (blocking)."""
-    server = client.info("server")
-    persistence = client.info("persistence")
-    try:
-        config = client.config_get("appendfsync")
-    except redis.ResponseError:
+    """``INFO server``, ``INFO persistence`` and ``CONFIG GET appendfsync`` in one round
+    trip (blocking): the keeper asks every second."""
+    pipe = client.pipeline(transaction=False)
+    pipe.info("server")
+    pipe.info("persistence")
+    pipe.config_get("appendfsync")
+    server, persistence, config = pipe.execute(raise_on_error=False)
+    for reply in (server, persistence):
+        if isinstance(reply, Exception):
+            raise reply
+    if isinstance(config, redis.ResponseError):
         config = {}  # CONFIG disabled or renamed (managed Redis): the policy is unknown
+    elif isinstance(config, Exception):
+        raise config
     policy = config.get("appendfsync")
     match = _VERSION.match(text(server.get("redis_version", "")))
     aof = persistence.get("aof_enabled")
