@@ -174,6 +174,32 @@ async def test_kill_9_with_default_persistence_leaves_every_accepted_row_in_sql_
     assert len(messages(caplog, "wrote 200 held artifacts directly")) == 1
 
 
+async def test_kill_9_while_the_flusher_is_mid_batch_loses_nothing(
+    redis_factory: Callable[..., RedisServer],
+) -> None:
+    # No snapshot this time: the restarted server is empty. The flusher is inside
+    # its first SQL write when Redis dies; that batch commits afterwards (its ack
+    # goes nowhere), and the writer writes every other row itself.
+    server = redis_factory(redis_defaults=True)
+    sql, rows = FakeSql(), make_rows(300, chats=4)
+    sql.gate = trio.Event()
+    async with store_for(server.url, sql, batch_size=50, **FAST) as store:
+        await store.write_rows(rows)
+        async with flushing(store):
+            await wait_for(lambda: sql.write_calls == 1, "the flusher inside its first batch")
+            await trio.to_thread.run_sync(server.kill)
+            await trio.to_thread.run_sync(server.restart)
+            sql.gate.set()
+            await wait_for(lambda: store.statistics()["held"] == 0, "no row held")
+        statistics = store.statistics()
+    assert set(sql.rows) == {row.artifact_id for row in rows}
+    assert all(sql.rows[row.artifact_id] == row for row in rows)
+    assert statistics["redis_restarts_total"] == 1
+    # The in-flight batch is confirmed or (if the keeper looked first) written again.
+    assert statistics["held_resent_total"] >= 250
+    assert statistics["held_resent_total"] + statistics["held_confirmed_total"] == 300
+
+
 async def test_rows_lost_without_a_restart_are_written_too(redis_server: RedisServer) -> None:
     # A queue emptied under the writer (FLUSHALL, an eviction): same run_id, so the
     # keeper finds the loss by age: held a while, not in SQL, not queued.
