@@ -68,18 +68,14 @@ import trio
 from redis.typing import EncodableT
 
 from orpipe.adapters.store import redis_layout
-from orpipe.adapters.store.redis_durability import (
-    DurabilityCounts,
-    DurabilityKeeper,
-    DurabilityMode,
-    exec_then_waitaof,
-)
+from orpipe.adapters.store.redis_durability import DurabilityCounts, DurabilityKeeper
 from orpipe.adapters.store.redis_flusher import (
     FlushCounts,
     FlusherSettings,
     WriteBehindFlusher,
     WriteBehindMode,
 )
+from orpipe.adapters.store.redis_guarantees import DurabilityMode, exec_then_waitaof
 from orpipe.adapters.store.redis_link import RedisLink
 from orpipe.adapters.store.rows import RowStore, StoredRow
 from orpipe.engine.async_resource import AsyncResource

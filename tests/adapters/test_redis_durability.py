@@ -1,6 +1,6 @@
 """The write-behind's durability modes against real redis-servers this test starts.
 
-Covers ``adapters/store/redis_durability.py``: which mode each server
+Covers ``adapters/store/redis_durability.py`` and ``redis_guarantees.py``: which mode each server
 configuration gets, that nothing accepted is lost when Redis runs with its
 default persistence and dies by ``kill -9``, and that the held buffer is
 bounded (a full buffer makes the writer wait) and shows in ``statistics()``,
@@ -23,7 +23,7 @@ import trio
 import trio.testing
 
 from orpipe.adapters.store.codec import ArtifactCodec
-from orpipe.adapters.store.redis_durability import (
+from orpipe.adapters.store.redis_guarantees import (
     ServerFacts,
     choose_mode,
     exec_then,
