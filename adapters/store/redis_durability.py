@@ -194,8 +194,9 @@ class DurabilityKeeper:
                 len(self.held),
             )
         if mode != self.mode or not self._announced:
+            # The first choice is news; a change later (the server was reconfigured) is a warning.
+            self._announce(mode, facts, logging.WARNING if self._announced else logging.INFO)
             self._announced = True
-            self._announce(mode, facts)
         self.mode = mode
         return restarted
 
@@ -286,7 +287,7 @@ class DurabilityKeeper:
             found.update(r.artifact_id for r in await self._sql.fetch_rows(chat_id, chat_ids))
         return found
 
-    def _announce(self, mode: DurabilityMode, facts: ServerFacts) -> None:
+    def _announce(self, mode: DurabilityMode, facts: ServerFacts, level: int) -> None:
         what = {
             "redis_fsync": "Redis fsyncs every write (appendfsync always)",
             "waitaof": "each queued batch waits for Redis' WAITAOF confirmation",
@@ -298,7 +299,8 @@ class DurabilityKeeper:
             ),
         }[mode]
         version = ".".join(map(str, facts.version)) if facts.version else "unknown"
-        log.info(
+        log.log(
+            level,
             "write-behind durability at %s (Redis %s): %s: %s",
             self._link.location,
             version,

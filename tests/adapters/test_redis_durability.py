@@ -127,6 +127,30 @@ async def test_each_server_configuration_gets_its_mode(
     assert len(messages(caplog, f": {expected}: ")) == 1
 
 
+async def test_a_reconfigured_server_changes_the_mode_and_held_rows_still_settle(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    sql, rows = FakeSql(), make_rows(10)
+    async with store_for(redis_server.url, sql, **FAST) as store:
+        await store.write_rows(rows)
+        assert store.statistics()["held"] == 10
+
+        def make_durable(client: redis.Redis) -> None:
+            client.config_set("appendonly", "yes")
+            client.config_set("appendfsync", "always")
+
+        await on_redis(redis_server, make_durable)
+        async with flushing(store):
+            await wait_for(lambda: store.durability == "redis_fsync", "the new mode")
+            await wait_for(lambda: store.statistics()["held"] == 0, "no row held")
+        await store.write_rows(make_rows(3))
+        assert store.statistics()["held"] == 0  # Redis' word suffices now
+    (change,) = [r for r in caplog.records if ": redis_fsync: " in r.getMessage()]
+    assert change.levelno == logging.WARNING
+    assert set(sql.rows) >= {row.artifact_id for row in rows}
+
+
 # -- kill -9 with Redis' default persistence -------------------------------------------------
 
 
