@@ -32,6 +32,7 @@ from orpipe.adapters.store.redis_guarantees import (
 )
 from orpipe.adapters.store.rows import CodecStore
 from orpipe.adapters.store.sql import SqlRowStore
+from orpipe.bench.services import redis_server as bench_redis_server
 from tests.adapters.test_redis_writebehind import (
     LOGGER,
     NS,
@@ -149,6 +150,14 @@ async def test_a_reconfigured_server_changes_the_mode_and_held_rows_still_settle
     (change,) = [r for r in caplog.records if ": redis_fsync: " in r.getMessage()]
     assert change.levelno == logging.WARNING
     assert set(sql.rows) >= {row.artifact_id for row in rows}
+
+
+def test_the_bench_starts_redis_with_its_persistence_defaults_too() -> None:
+    # The bench's own servers (chaos, workers) can run a stock Redis as well.
+    with bench_redis_server(appendfsync=None) as server, redis.Redis.from_url(server.url) as client:
+        facts = read_facts(client)
+    assert facts.aof_enabled is False
+    assert choose_mode(facts) == "writer_holds"
 
 
 # -- kill -9 with Redis' default persistence -------------------------------------------------
