@@ -18,7 +18,7 @@ then unknown). ``redis_guarantees.choose_mode`` picks:
   chunk to SQL directly (the idempotent insert keeps one row);
 * ``writer_holds``: anything else (no AOF, an older server, an unknown
   policy, an unreachable server): the writer keeps each queued row in
-  ``HeldRows`` (bounded: a full buffer makes ``write_rows`` wait, so the
+  ``HeldRows`` (bounded in rows and payload bytes: a full buffer makes ``write_rows`` wait, so the
   persister feels backpressure and nothing is dropped) until it sees the
   row in SQL.
 
@@ -72,6 +72,9 @@ class DurabilityCounts(TypedDict):
     #: Rows queued in Redis whose SQL commit the writer has not seen yet.
     held: int
     held_capacity: int
+    #: The held rows' payload bytes, and their bound.
+    held_bytes: int
+    held_max_bytes: int
     #: Writes that waited for room in the held buffer (backpressure).
     held_waits_total: int
     #: Held rows forgotten because SQL had them.
@@ -92,14 +95,18 @@ class CommitLookup(Protocol):
 
 
 class HeldRows:
-    """Rows queued in Redis and not yet seen in SQL; at most ``capacity`` of them."""
+    """Rows queued in Redis and not yet seen in SQL: at most ``capacity`` rows and
+    ``max_bytes`` of payload (an empty buffer takes any one write, however large)."""
 
-    def __init__(self, capacity: int, clock: Callable[[], float]) -> None:
-        if capacity < 1:
-            raise UsageError(f"held_capacity must be at least 1, not {capacity}")
+    def __init__(self, capacity: int, max_bytes: int, clock: Callable[[], float]) -> None:
+        if capacity < 1 or max_bytes < 1:
+            raise UsageError(f"held rows need room: capacity {capacity}, max_bytes {max_bytes}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._clock = clock
         self._rows: dict[str, tuple[StoredRow, float]] = {}
+        #: The held payloads' size (``blob`` bytes): what the buffer costs in memory.
+        self.bytes = 0
         self._room = trio.Event()
         self.waits_total = 0
 
@@ -107,19 +114,36 @@ class HeldRows:
         return len(self._rows)
 
     async def hold(self, rows: Sequence[StoredRow]) -> None:
-        """Keep these rows, first waiting until there is room (at most ``capacity`` at once)."""
+        """Keep these rows, first waiting until they fit (at most ``capacity`` at once)."""
         if len(rows) > self.capacity:
             raise UsageError(f"cannot hold {len(rows)} rows at once (capacity {self.capacity})")
-        if len(self._rows) + len(rows) > self.capacity:
+        if not self._fits(rows):
             self.waits_total += 1
-            while len(self._rows) + len(rows) > self.capacity:
+            while not self._fits(rows):
                 await self._room.wait()
         now = self._clock()
-        self._rows.update((row.artifact_id, (row, now)) for row in rows)
+        for row in rows:
+            self._drop(row.artifact_id)  # a row written again is held once
+            self._rows[row.artifact_id] = (row, now)
+            self.bytes += len(row.blob)
+
+    def _fits(self, rows: Sequence[StoredRow]) -> bool:
+        # Empty takes anything: a write larger than max_bytes must not wait forever.
+        if not self._rows:
+            return True
+        # Net of the rows already held (a retried write replaces them, it does not add).
+        fresh = {row.artifact_id: row for row in rows if row.artifact_id not in self._rows}
+        size = sum(len(row.blob) for row in fresh.values())
+        return len(self._rows) + len(fresh) <= self.capacity and self.bytes + size <= self.max_bytes
+
+    def _drop(self, artifact_id: str) -> None:
+        held = self._rows.pop(artifact_id, None)
+        if held is not None:
+            self.bytes -= len(held[0].blob)
 
     def forget(self, artifact_ids: Sequence[str]) -> None:
         for artifact_id in artifact_ids:
-            self._rows.pop(artifact_id, None)
+            self._drop(artifact_id)
         # Wake every waiter: each checks whether its rows fit now.
         self._room.set()
         self._room = trio.Event()
@@ -144,6 +168,7 @@ class DurabilityKeeper:
         sql: RowStore,
         *,
         held_capacity: int,
+        held_max_bytes: int,
         check_every_s: float,
         hold_check_after_s: float,
         clock: Callable[[], float],
@@ -151,7 +176,7 @@ class DurabilityKeeper:
         self._link = link
         self._keys = keys
         self._sql = sql
-        self.held = HeldRows(held_capacity, clock)
+        self.held = HeldRows(held_capacity, held_max_bytes, clock)
         self.check_every_s = check_every_s
         self.hold_check_after_s = hold_check_after_s
         self._clock = clock
@@ -169,6 +194,8 @@ class DurabilityKeeper:
             durability=self.mode,
             held=len(self.held),
             held_capacity=self.held.capacity,
+            held_bytes=self.held.bytes,
+            held_max_bytes=self.held.max_bytes,
             held_waits_total=self.held.waits_total,
             held_confirmed_total=self._confirmed_total,
             held_resent_total=self._resent_total,

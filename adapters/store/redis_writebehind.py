@@ -32,7 +32,8 @@ Durability (``redis_durability``): ``open`` and the keeper (every
 ``waitaof`` (AOF on Redis >= 7.2: each queued chunk waits for ``WAITAOF``,
 and a chunk it does not confirm is written to SQL directly) or
 ``writer_holds`` (anything else: each queued row is also held here, at most
-``held_capacity`` rows, until the keeper sees it in SQL; the keeper writes
+``held_capacity`` rows and ``held_max_bytes`` of payload, until the keeper
+sees it in SQL; the keeper writes
 to SQL the held rows Redis lost). A full held buffer makes ``write_rows``
 wait: the persister feels backpressure, nothing is dropped. ``open`` still
 warns when ``maxmemory-policy`` may evict queued rows. What Redis keeps, and
@@ -143,6 +144,7 @@ class RedisWriteBehind(AsyncResource):
         cooldown_s: float = 30.0,
         retry_backoff_s: float = 0.5,
         held_capacity: int = 10_000,
+        held_max_bytes: int = 64 * 1024 * 1024,
         check_every_s: float = 1.0,
         hold_check_after_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
@@ -158,6 +160,7 @@ class RedisWriteBehind(AsyncResource):
             cooldown_s=cooldown_s,
             retry_backoff_s=retry_backoff_s,
             held_capacity=held_capacity,
+            held_max_bytes=held_max_bytes,
             check_every_s=check_every_s,
             hold_check_after_s=hold_check_after_s,
         )
@@ -193,6 +196,7 @@ class RedisWriteBehind(AsyncResource):
             self._keys,
             sql,
             held_capacity=held_capacity,
+            held_max_bytes=held_max_bytes,
             check_every_s=float(check_every_s),
             hold_check_after_s=float(hold_check_after_s),
             clock=clock,
@@ -513,6 +517,7 @@ def _check_settings(
     cooldown_s: float,
     retry_backoff_s: float,
     held_capacity: int,
+    held_max_bytes: int,
     check_every_s: float,
     hold_check_after_s: float,
 ) -> None:
@@ -531,6 +536,8 @@ def _check_settings(
         raise ConfigError("REDIS_FLUSH_FAILURE_LIMIT", flush_failure_limit, "a number >= 1")
     if held_capacity < 1:
         raise ConfigError("held_capacity", held_capacity, "a whole number >= 1")
+    if held_max_bytes < 1:
+        raise ConfigError("held_max_bytes", held_max_bytes, "a whole number of bytes >= 1")
     for name, value in (
         ("claim_idle_s", claim_idle_s),
         ("cooldown_s", cooldown_s),

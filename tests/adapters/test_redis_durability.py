@@ -11,6 +11,7 @@ tests'; conditions are polled with a bound, never waited for by sleeping.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -363,3 +364,32 @@ async def test_close_with_the_database_down_says_what_is_left_in_redis(
     assert not sql.rows
     (warning,) = messages(caplog, "still held at close")
     assert warning.startswith("7 artifacts still held at close are only in Redis")
+
+
+async def test_the_held_buffer_is_bounded_in_bytes_too(redis_server: RedisServer) -> None:
+    sql, rows = FakeSql(), make_rows(6)
+    payload = sum(len(row.blob) for row in rows[:3])
+    options = {**FAST, "held_max_bytes": payload}
+    async with store_for(redis_server.url, sql, **options) as store:
+        await store.write_rows(rows[:3])
+        await store.write_rows(rows[:3])  # written again: held once, counted once
+        assert store.statistics()["held_bytes"] == payload
+        assert store.statistics()["held_max_bytes"] == payload
+        done = trio.Event()
+
+        async def write_more() -> None:
+            await store.write_rows(rows[3:4])
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_more)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not done.is_set()  # the bytes are full, though rows are not
+            assert store.statistics()["held_waits_total"] == 1
+            async with flushing(store):
+                await done.wait()
+                await wait_for(lambda: store.statistics()["held_bytes"] == 0, "no bytes held")
+        # An empty buffer takes a write larger than its bound rather than wait forever.
+        big = dataclasses.replace(make_rows(1)[0], blob=b"x" * (payload + 1))
+        await store.write_rows([big])
+        assert store.statistics()["held_bytes"] == payload + 1
