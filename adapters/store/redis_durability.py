@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Final, Protocol, TypedDict, runtime_checkable
 
 import trio
 
@@ -63,6 +63,9 @@ from orpipe.engine.errors import PersistenceError, StoreUnavailable, UsageError
 __all__ = ["DurabilityCounts", "DurabilityKeeper", "HeldRows"]
 
 log = logging.getLogger("orpipe.persistence")
+
+#: Held rows checked per query (SQL) and per pipeline (Redis).
+_SETTLE_SLICE: Final = 1000
 
 
 class DurabilityCounts(TypedDict):
@@ -240,9 +243,14 @@ class DurabilityKeeper:
                 log.debug("held artifacts not checked: %s", exc.message)
 
     async def settle(self, rows: Sequence[StoredRow]) -> None:
-        """Forget the rows SQL has; write to SQL those Redis no longer queues."""
-        if not rows:
-            return
+        """Forget the rows SQL has; write to SQL those Redis no longer queues.
+
+        A slice at a time: one SQL query and one Redis round trip per slice.
+        """
+        for start in range(0, len(rows), _SETTLE_SLICE):
+            await self._settle_slice(rows[start : start + _SETTLE_SLICE])
+
+    async def _settle_slice(self, rows: Sequence[StoredRow]) -> None:
         in_sql = await self._known_ids(rows)
         self.held.forget(list(in_sql))
         self._confirmed_total += len(in_sql)
@@ -295,7 +303,9 @@ class DurabilityKeeper:
                     raise
                 except PersistenceError as exc:
                     # The flusher dead-lettered it (or would): holding it would block the buffer.
-                    log.error("artifact %s was refused by the database: %s", row.artifact_id, exc)
+                    log.error(
+                        "artifact %s was refused by the database: %s", row.artifact_id, exc.message
+                    )
                     self.held.forget([row.artifact_id])
         self.held.forget([row.artifact_id for row in written])
         self._resent_total += len(written)

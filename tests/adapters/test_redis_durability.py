@@ -393,3 +393,19 @@ async def test_the_held_buffer_is_bounded_in_bytes_too(redis_server: RedisServer
         big = dataclasses.replace(make_rows(1)[0], blob=b"x" * (payload + 1))
         await store.write_rows([big])
         assert store.statistics()["held_bytes"] == payload + 1
+
+
+async def test_a_row_the_database_refuses_is_let_go_not_held_forever(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The flusher dead-letters it; the keeper then finds it neither in SQL nor
+    # queued, tries once itself, is refused too, and stops holding it.
+    sql, rows = FakeSql(), make_rows(5)
+    sql.reject = {rows[2].artifact_id}
+    async with store_for(redis_server.url, sql, **FAST) as store:
+        await store.write_rows(rows)
+        async with flushing(store):
+            await wait_for(lambda: store.statistics()["held"] == 0, "no row held")
+        assert store.statistics()["dead_lettered_total"] == 1
+    assert set(sql.rows) == {row.artifact_id for row in rows} - sql.reject
+    assert len(messages(caplog, f"artifact {rows[2].artifact_id} was refused")) == 1
