@@ -11,7 +11,10 @@ loopback ports:
   SIGCONT.
 * ``RedisServer``: ``redis-server`` with an append-only file fsynced on every
   write (by default), so ``kill`` (SIGKILL) and ``restart`` on the same port
-  and directory lose nothing Redis acknowledged.
+  and directory lose nothing Redis acknowledged; ``appendfsync=None`` runs
+  Redis' own persistence defaults instead (RDB snapshots, no append-only
+  file), what a stock install does: a kill loses what came after the last
+  snapshot, and the write-behind's writers must hold their rows.
 
 A missing binary is a ``ServiceMissing`` that says what to install.
 """
@@ -131,8 +134,9 @@ def pg_server() -> Iterator[PgServer]:
 class RedisServer:
     workdir: Path
     port: int
-    #: ``always`` loses nothing on ``kill``; ``everysec`` is what a production Redis runs.
-    appendfsync: str = "always"
+    #: ``always`` loses nothing on ``kill``; ``everysec`` is what a production Redis runs;
+    #: None: Redis' defaults (no append-only file, RDB snapshots).
+    appendfsync: str | None = "always"
     process: subprocess.Popen[bytes] | None = field(default=None)
 
     @property
@@ -143,14 +147,11 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceMissing("redis-server is missing: apt-get install redis-server")
-        self.process = subprocess.Popen(
-            [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", str(self.workdir), "--appendonly", "yes",
-                "--appendfsync", self.appendfsync,
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        arguments = [binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        arguments += ["--dir", str(self.workdir)]
+        if self.appendfsync is not None:
+            arguments += ["--save", "", "--appendonly", "yes", "--appendfsync", self.appendfsync]
+        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -162,7 +163,8 @@ class RedisServer:
                 time.sleep(0.05)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown, no final save (the append-only file has every write)."""
+        """SIGKILL: no shutdown, no final save (an ``always`` append-only file has every
+        write; Redis' defaults keep only the last snapshot)."""
         if self.process is not None:
             self.process.kill()
             self.process.wait(timeout=10)
@@ -174,7 +176,8 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(appendfsync: str = "always") -> Iterator[RedisServer]:
+def redis_server(appendfsync: str | None = "always") -> Iterator[RedisServer]:
+    """A server of its own on a free port (``appendfsync=None``: Redis' persistence defaults)."""
     workdir = Path(tempfile.mkdtemp(prefix="orpipe-redis-"))
     server = RedisServer(workdir, free_port(), appendfsync)
     try:

@@ -116,6 +116,9 @@ class EngineStatistics:
     endings: dict[str, int]
     #: The per-request log ring (``engine.logs``): requests and lines held, and its bounds.
     logs: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: The artifact store's own figures when it reports any (the Redis write-behind:
+    #: ``durability`` mode, ``held`` rows, queue length ...); empty otherwise.
+    store: dict[str, int | float | str] = dataclasses.field(default_factory=dict)
     #: The shared admission ledger, when the engine was given one.
     ledger: LedgerStats | None = None
 

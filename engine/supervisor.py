@@ -188,6 +188,7 @@ class Engine:
             endings=dict(self._endings),
             logs=request_logs().statistics(),
             ledger=None if ledger is None else ledger.statistics(),
+            store=_store_figures(self.ports.artifacts),
         )
 
     async def wait_persisted(self, timeout_s: float) -> bool:
@@ -238,6 +239,12 @@ class Engine:
     def _fail_open_requests(self) -> None:
         for handle in list(self._requests.values()):
             handle.outbox.fail(_closed("before this answer finished"))
+
+
+def _store_figures(store: object) -> dict[str, int | float | str]:
+    """The artifact store's figures, when it has a ``statistics()`` (it need not)."""
+    figures = getattr(store, "statistics", None)
+    return dict(figures()) if callable(figures) else {}
 
 
 def _closed(when: str) -> EngineClosed:

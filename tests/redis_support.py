@@ -7,6 +7,10 @@ same port; clients configured with its ``url`` then reconnect to it.
 By default the server keeps nothing on disk (``--save '' --appendonly no``):
 a kill loses everything. ``durable=True`` turns on the append-only file with
 ``appendfsync always``, so every write Redis acknowledged survives a kill.
+``redis_defaults=True`` leaves persistence to Redis' own defaults (RDB
+snapshots now and then, no append-only file): what a stock install does, so
+a kill loses whatever came after the last snapshot. ``extra`` appends more
+arguments (``--appendfsync everysec``, ``--rename-command CONFIG ""``).
 
 Fixtures (plain, synchronous; usable from trio tests): ``redis_factory``
 starts servers with options and stops them all at teardown; ``redis_server``
@@ -24,7 +28,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -57,12 +61,23 @@ class RedisServer:
     """One ``redis-server`` process on 127.0.0.1 (see the module doc)."""
 
     def __init__(
-        self, binary: str, directory: Path, *, password: str | None = None, durable: bool = False
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        password: str | None = None,
+        durable: bool = False,
+        redis_defaults: bool = False,
+        extra: Sequence[str] = (),
     ) -> None:
+        if durable and redis_defaults:
+            raise ValueError("a server is either durable or runs Redis' defaults")
         self.binary = binary
         self.directory = directory
         self.password = password
         self.durable = durable
+        self.redis_defaults = redis_defaults
+        self.extra = list(extra)
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -134,13 +149,13 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
-            "--save", "",
             "--daemonize", "no",
         ]  # fmt: skip
         if self.durable:
-            arguments += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            arguments += ["--appendonly", "no"]
+            arguments += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        elif not self.redis_defaults:
+            arguments += ["--save", "", "--appendonly", "no"]
+        arguments += self.extra
         if self.password:
             arguments += ["--requirepass", self.password]
         return arguments
@@ -187,13 +202,25 @@ def _free_port() -> int:
 def redis_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., RedisServer]]:
-    """``start(password=None, durable=False) -> RedisServer``; all stopped at teardown."""
+    """``start(password=None, durable=False, redis_defaults=False, extra=()) -> RedisServer``;
+    all stopped at teardown."""
     binary = find_redis_server()
     servers: list[RedisServer] = []
 
-    def start(*, password: str | None = None, durable: bool = False) -> RedisServer:
+    def start(
+        *,
+        password: str | None = None,
+        durable: bool = False,
+        redis_defaults: bool = False,
+        extra: Sequence[str] = (),
+    ) -> RedisServer:
         server = RedisServer(
-            binary, tmp_path_factory.mktemp("redis"), password=password, durable=durable
+            binary,
+            tmp_path_factory.mktemp("redis"),
+            password=password,
+            durable=durable,
+            redis_defaults=redis_defaults,
+            extra=extra,
         )
         servers.append(server)
         server.start()

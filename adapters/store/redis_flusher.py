@@ -307,7 +307,8 @@ class WriteBehindFlusher:
             log.error(
                 "The write-behind queue vanished from Redis at %s (restarted without "
                 "persistence, flushed or evicted?): artifacts queued there and not yet in the "
-                "database are lost. Run Redis with appendonly yes.",
+                "database are lost, except those the writers still hold (durability "
+                "writer_holds), which they write to the database. Run Redis with appendonly yes.",
                 self._link.location,
             )
         self._group_ready = False

@@ -8,7 +8,9 @@ settings, its write and read paths, and its statistics. It builds its parts:
   translation of redis errors (no redis type or password leaves it);
 * ``redis_layout``: the keys and the byte format of a queued row;
 * ``redis_flusher.WriteBehindFlusher``: the supervised service that moves
-  queued rows to SQL, and the breaker that switches writes to ``direct``.
+  queued rows to SQL, and the breaker that switches writes to ``direct``;
+* ``redis_durability.DurabilityKeeper``: what the server guarantees, the
+  durability mode chosen from it, and the rows held until SQL has them.
 
 It does not own the SQL store it wraps: the caller opens and closes that.
 
@@ -24,10 +26,18 @@ open (``mode == "direct"``) every write goes straight to SQL
 Read path: ``fetch_rows`` reads the cache first and SQL for the rest (then
 caches it); ``list_ids`` adds the ids still queued to SQL's.
 
-Durability: a queued row survives a Redis crash only as far as Redis
-persists it (``appendonly yes``); ``open`` checks the server's settings where
-``CONFIG`` is allowed and warns. What Redis keeps, and when, is in
-``docs/redis-notes.md``.
+Durability (``redis_durability``): ``open`` and the keeper (every
+``check_every_s``) read what the server guarantees and choose ``durability``:
+``redis_fsync`` (AOF, ``appendfsync always``: nothing more to do),
+``waitaof`` (AOF on Redis >= 7.2: each queued chunk waits for ``WAITAOF``,
+and a chunk it does not confirm is written to SQL directly) or
+``writer_holds`` (anything else: each queued row is also held here, at most
+``held_capacity`` rows and ``held_max_bytes`` of payload, until the keeper
+sees it in SQL; the keeper writes
+to SQL the held rows Redis lost). A full held buffer makes ``write_rows``
+wait: the persister feels backpressure, nothing is dropped. ``open`` still
+warns when ``maxmemory-policy`` may evict queued rows. What Redis keeps, and
+when, is in ``docs/redis-notes.md``.
 
 trio-flavoured: ``open``, ``aclose``, ``async with``, ``ping``, the
 ``RowStore`` methods and ``run_flusher`` are async; ``statistics`` is plain.
@@ -35,8 +45,9 @@ Cancellation: Redis calls are never abandoned (``redis_link``), so a
 cancelled write knows whether its transaction was applied; ``aclose`` is
 shielded with a timeout.
 
-Known limit: ``delete`` removes rows from SQL and the cache; a row still
-queued at that moment (the database was down for a whole turn) reaches SQL
+Known limit: ``delete`` removes rows from SQL and the cache (and from the
+held rows, which the keeper would otherwise write back); a row still queued
+at that moment (the database was down for a whole turn) reaches SQL
 afterwards and stays until the age cleanup.
 """
 
@@ -51,18 +62,21 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from functools import partial
-from typing import Final, Literal, TypedDict
+from typing import Final, Literal, TypedDict, cast
 
 import redis
 import trio
+from redis.typing import EncodableT
 
 from orpipe.adapters.store import redis_layout
+from orpipe.adapters.store.redis_durability import DurabilityCounts, DurabilityKeeper
 from orpipe.adapters.store.redis_flusher import (
     FlushCounts,
     FlusherSettings,
     WriteBehindFlusher,
     WriteBehindMode,
 )
+from orpipe.adapters.store.redis_guarantees import DurabilityMode, exec_then_waitaof
 from orpipe.adapters.store.redis_link import RedisLink
 from orpipe.adapters.store.rows import RowStore, StoredRow
 from orpipe.engine.async_resource import AsyncResource
@@ -84,7 +98,7 @@ class StoreCounts(TypedDict):
     direct_total: int
 
 
-class WriteBehindStatistics(StoreCounts, FlushCounts):
+class WriteBehindStatistics(StoreCounts, FlushCounts, DurabilityCounts):
     """``RedisWriteBehind.statistics()``; every ``*_total`` counts rows since creation."""
 
     mode: WriteBehindMode
@@ -99,6 +113,9 @@ _MAX_BATCH_SIZE: Final = 1000
 #: Rows per MULTI/EXEC when queueing: bounds one transaction's size and latency.
 _ENQUEUE_CHUNK: Final = 500
 _CLOSE_GRACE_S: Final = 5.0
+#: ``WAITAOF``'s bound: an ``everysec`` AOF fsyncs within about a second; below
+#: the link's socket timeout (5 s), so a slow disk is an unconfirmed chunk, not an error.
+_WAITAOF_TIMEOUT_MS: Final = 2000
 _WARN_EVERY_S: Final = 60.0
 
 
@@ -126,6 +143,10 @@ class RedisWriteBehind(AsyncResource):
         claim_idle_s: float = 30.0,
         cooldown_s: float = 30.0,
         retry_backoff_s: float = 0.5,
+        held_capacity: int = 10_000,
+        held_max_bytes: int = 64 * 1024 * 1024,
+        check_every_s: float = 1.0,
+        hold_check_after_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _check_settings(
@@ -138,6 +159,10 @@ class RedisWriteBehind(AsyncResource):
             claim_idle_s=claim_idle_s,
             cooldown_s=cooldown_s,
             retry_backoff_s=retry_backoff_s,
+            held_capacity=held_capacity,
+            held_max_bytes=held_max_bytes,
+            check_every_s=check_every_s,
+            hold_check_after_s=hold_check_after_s,
         )
         self._link = RedisLink(redis_url, limiter=limiter, clock=clock)
         self._sql = sql
@@ -166,6 +191,16 @@ class RedisWriteBehind(AsyncResource):
             note_pending=self._note_pending,
             clock=clock,
         )
+        self._keeper = DurabilityKeeper(
+            self._link,
+            self._keys,
+            sql,
+            held_capacity=held_capacity,
+            held_max_bytes=held_max_bytes,
+            check_every_s=float(check_every_s),
+            hold_check_after_s=float(hold_check_after_s),
+            clock=clock,
+        )
         self._state: Literal["new", "open", "closed"] = "new"
         self._next_warning: dict[str, float] = {}
         self._pending = 0
@@ -174,7 +209,7 @@ class RedisWriteBehind(AsyncResource):
     def __repr__(self) -> str:
         return (
             f"RedisWriteBehind(redis at {self._link.location}, namespace={self.namespace}, "
-            f"mode={self.mode})"
+            f"mode={self.mode}, durability={self.durability})"
         )
 
     @property
@@ -182,13 +217,19 @@ class RedisWriteBehind(AsyncResource):
         """``write_behind`` (rows go through Redis) or ``direct`` (straight to SQL)."""
         return self._flusher.mode
 
+    @property
+    def durability(self) -> DurabilityMode:
+        """``redis_fsync``, ``waitaof`` or ``writer_holds`` (``redis_durability``)."""
+        return self._keeper.mode
+
     def statistics(self) -> WriteBehindStatistics:
-        """Mode, the last seen queue length (``pending``), counters of rows, limiter use."""
+        """Modes, the last seen queue length (``pending``), held rows, counters, limiter use."""
         return WriteBehindStatistics(
             mode=self.mode,
             pending=self._pending,
             **self._counts,
             **self._flusher.counts,
+            **self._keeper.counts(),
             limiter_borrowed=self.limiter.borrowed_tokens,
             limiter_total=self.limiter.total_tokens,
         )
@@ -196,16 +237,18 @@ class RedisWriteBehind(AsyncResource):
     # -- lifecycle ---------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the consumer group and check Redis's durability settings (best effort).
+        """Create the consumer group, choose the durability mode, check eviction (best effort).
 
         Never fails because Redis is down: the store then writes directly to
-        SQL and the flusher keeps trying.
+        SQL, holds what it queues later until the keeper has read the
+        server's guarantees, and the flusher keeps trying.
         """
         if self._state != "new":
             raise UsageError("RedisWriteBehind can be opened once")
         self._state = "open"
         try:
             await self._flusher.ensure_group()
+            await self._keeper.detect()
             warnings = await self._link.call(self._sync_durability_warnings, "reading its settings")
             for warning in warnings:
                 log.warning("%s", warning)
@@ -213,13 +256,17 @@ class RedisWriteBehind(AsyncResource):
             log.warning("%s Write-behind starts when Redis answers.", exc.message)
 
     async def aclose(self) -> None:
-        """Leave the consumer group if nothing is pending for this consumer; close the client.
+        """Write held rows out, leave the consumer group if nothing is pending for this
+        consumer, close the client.
 
-        Shielded with a timeout, so it completes inside a cancelled scope. Safe to call twice.
+        Shielded with timeouts, so it completes inside a cancelled scope. Safe to call twice.
         """
         if self._state == "closed":
             return
         opened, self._state = self._state == "open", "closed"
+        if opened:
+            with trio.move_on_after(_CLOSE_GRACE_S, shield=True):
+                await self._keeper.write_out()
         if opened and self._flusher.ran:
             # Best effort: a leftover consumer name costs a few bytes.
             with trio.move_on_after(_CLOSE_GRACE_S, shield=True), suppress(PersistenceError):
@@ -234,9 +281,16 @@ class RedisWriteBehind(AsyncResource):
     async def run_flusher(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Move queued rows to SQL until cancelled (``redis_flusher``). Raises only on bugs."""
+        """Move queued rows to SQL and settle held rows until cancelled. Raises only on bugs.
+
+        Runs the flusher (``redis_flusher``) and the durability keeper
+        (``redis_durability``) side by side; cancelling it stops both.
+        """
         self._require_open()
-        await self._flusher.run(task_status=task_status)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keeper.run)
+            await nursery.start(self._flusher.run)
+            task_status.started()
 
     # -- RowStore ----------------------------------------------------------------
 
@@ -252,19 +306,28 @@ class RedisWriteBehind(AsyncResource):
         if self._link.suspect():
             await self._fallback(rows, None)
             return
-        for start in range(0, len(rows), _ENQUEUE_CHUNK):
-            chunk = rows[start : start + _ENQUEUE_CHUNK]
+        mode, held = self._keeper.mode, self._keeper.held
+        size = min(_ENQUEUE_CHUNK, held.capacity) if mode == "writer_holds" else _ENQUEUE_CHUNK
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            if mode == "writer_holds":
+                # Held before it is queued, so a full buffer stops the write here.
+                await held.hold(chunk)
             try:
-                pending = await self._link.call(
-                    partial(self._sync_enqueue, chunk), "queueing artifacts"
-                )
+                enqueue = partial(self._sync_enqueue, chunk, waitaof=mode == "waitaof")
+                pending, on_disk = await self._link.call(enqueue, "queueing artifacts")
             except PersistenceError as exc:
                 # A chunk whose EXEC was applied but whose reply was lost is both
                 # queued and written here: the idempotent insert keeps one row.
                 await self._fallback(rows[start:], exc)
+                held.forget([row.artifact_id for row in chunk])
                 return
             self._counts["queued_total"] += len(chunk)
             self._note_pending(pending)
+            if not on_disk:
+                # WAITAOF timed out: Redis has the chunk, its disk may not yet.
+                self._keeper.waitaof_unconfirmed_total += 1
+                await self._fallback(chunk, None)
 
     async def fetch_rows(self, chat_id: str, artifact_ids: Sequence[str]) -> list[StoredRow]:
         """Cache first, the rest from SQL (then cached); in id order."""
@@ -293,6 +356,7 @@ class RedisWriteBehind(AsyncResource):
         ids = list(dict.fromkeys(artifact_ids))
         if not ids:
             return 0
+        self._keeper.held.forget(ids)  # or the keeper would write them back
         removed = await self._sql.delete(chat_id, ids)
         if not self._link.suspect():
             try:
@@ -310,6 +374,7 @@ class RedisWriteBehind(AsyncResource):
     async def delete_older_than(self, cutoff_unix_s: float) -> int:
         """Age cleanup in SQL (cache entries expire on their own)."""
         self._require_open()
+        self._keeper.held.forget_created_before(cutoff_unix_s)
         return await self._sql.delete_older_than(cutoff_unix_s)
 
     # -- cache and queued-marker helpers ------------------------------------------
@@ -385,19 +450,13 @@ class RedisWriteBehind(AsyncResource):
     # -- the units of work (run in worker threads) ------------------------------------
 
     def _sync_durability_warnings(self) -> list[str]:
+        # What a crash loses is the keeper's business (redis_durability); eviction is not.
         client, location = self._link.client, self._link.location
         try:
-            settings = client.config_get("appendonly")
-            settings.update(client.config_get("maxmemory-policy"))
+            settings = client.config_get("maxmemory-policy")
         except redis.ResponseError:
             return []  # CONFIG is disabled (managed Redis): nothing to check
         warnings = []
-        if str(settings.get("appendonly", "yes")) == "no":
-            warnings.append(
-                f"Redis at {location} runs without an append-only file: artifacts queued "
-                "for the database are lost if Redis crashes. Set appendonly yes "
-                "(appendfsync always or everysec) for durable write-behind."
-            )
         if str(settings.get("maxmemory-policy", "")).startswith("allkeys"):
             warnings.append(
                 f"Redis at {location} may evict any key (maxmemory-policy "
@@ -406,16 +465,26 @@ class RedisWriteBehind(AsyncResource):
             )
         return warnings
 
-    def _sync_enqueue(self, rows: Sequence[StoredRow]) -> int:
-        pipe = self._link.client.pipeline(transaction=True)
+    def _sync_enqueue(self, rows: Sequence[StoredRow], *, waitaof: bool) -> tuple[int, bool]:
+        """One MULTI/EXEC queueing ``rows``: the queue's length, and whether it is on disk
+        (``WAITAOF`` confirmed it; always True when not asked)."""
+        commands: list[tuple[EncodableT, ...]] = []
         for row in rows:
             packed = redis_layout.pack_row(row)
-            pipe.xadd(self._keys.stream, redis_layout.entry_fields(row, packed))
+            fields = redis_layout.entry_fields(row, packed)
+            commands.append(("XADD", self._keys.stream, "*", *_flat(fields)))
             # No TTL while queued: a replay must find the row until it is in SQL.
-            pipe.set(self._keys.cache(row.chat_id, row.artifact_id), packed)
-            pipe.hset(self._keys.queued(row.chat_id), row.artifact_id, row.message_id)
-        pipe.xlen(self._keys.stream)
-        return int(pipe.execute()[-1])
+            commands.append(("SET", self._keys.cache(row.chat_id, row.artifact_id), packed))
+            queued = self._keys.queued(row.chat_id)
+            commands.append(("HSET", queued, row.artifact_id, row.message_id))
+        commands.append(("XLEN", self._keys.stream))
+        if waitaof:
+            replies, on_disk = exec_then_waitaof(self._link.client, commands, _WAITAOF_TIMEOUT_MS)
+            return int(cast("int", replies[-1])), on_disk
+        pipe = self._link.client.pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return int(pipe.execute()[-1]), True
 
     def _sync_mget(self, chat_id: str, ids: list[str]) -> list[bytes | None]:
         values = self._link.client.mget([self._keys.cache(chat_id, i) for i in ids])
@@ -447,6 +516,10 @@ def _check_settings(
     claim_idle_s: float,
     cooldown_s: float,
     retry_backoff_s: float,
+    held_capacity: int,
+    held_max_bytes: int,
+    check_every_s: float,
+    hold_check_after_s: float,
 ) -> None:
     if not _NAMESPACE.fullmatch(namespace):
         raise UsageError(f"namespace must be 1-100 characters of [A-Za-z0-9_.-], not {namespace!r}")
@@ -461,10 +534,16 @@ def _check_settings(
         raise ConfigError("REDIS_PENDING_WARN_THRESHOLD", pending_warn_threshold, "a number >= 1")
     if flush_failure_limit < 1:
         raise ConfigError("REDIS_FLUSH_FAILURE_LIMIT", flush_failure_limit, "a number >= 1")
+    if held_capacity < 1:
+        raise ConfigError("held_capacity", held_capacity, "a whole number >= 1")
+    if held_max_bytes < 1:
+        raise ConfigError("held_max_bytes", held_max_bytes, "a whole number of bytes >= 1")
     for name, value in (
         ("claim_idle_s", claim_idle_s),
         ("cooldown_s", cooldown_s),
         ("retry_backoff_s", retry_backoff_s),
+        ("check_every_s", check_every_s),
+        ("hold_check_after_s", hold_check_after_s),
     ):
         if not value > 0:
             raise ConfigError(name, value, "a positive number of seconds")
@@ -472,3 +551,8 @@ def _check_settings(
 
 def _row_id(row: StoredRow) -> str:
     return row.artifact_id
+
+
+def _flat(fields: redis_layout.WrittenFields) -> list[EncodableT]:
+    """A stream entry's fields as XADD's argument list."""
+    return [item for pair in fields.items() for item in pair]

@@ -101,3 +101,8 @@ class CodecStore:
 
     async def delete_older_than(self, cutoff_unix_s: float) -> int:
         return await self.rows.delete_older_than(cutoff_unix_s)
+
+    def statistics(self) -> dict[str, int | float | str]:
+        """The row store's own figures (``Engine.statistics().store``), if it keeps any."""
+        figures = getattr(self.rows, "statistics", None)
+        return dict(figures()) if callable(figures) else {}

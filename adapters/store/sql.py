@@ -305,6 +305,13 @@ class SqlRowStore(AsyncResource):
             return []
         return await self._run(partial(self._select_rows, chat_id, ids), write=False)
 
+    async def known_ids(self, artifact_ids: Sequence[str]) -> set[str]:
+        """Which of these ids are stored, whatever their chat (the write-behind's check)."""
+        ids = list(dict.fromkeys(artifact_ids))
+        if not ids:
+            return set()
+        return await self._run(partial(self._select_known, ids), write=False)
+
     async def list_ids(self, chat_id: str, *, message_ids: Sequence[str] = ()) -> list[str]:
         """Ids of a chat's rows (only of ``message_ids`` when given), oldest first."""
         messages = list(dict.fromkeys(message_ids))
@@ -344,6 +351,15 @@ class SqlRowStore(AsyncResource):
                 )
                 found.extend(_stored_row(row) for row in conn.execute(query).mappings())
         return sorted(found, key=_row_id)
+
+    def _select_known(self, ids: list[str], engine: Engine) -> set[str]:
+        column = self.table.c.artifact_id
+        with engine.connect() as conn:
+            return {
+                str(found)
+                for chunk in _chunks(ids, MAX_IN_LIST)
+                for found in conn.execute(sa.select(column).where(column.in_(chunk))).scalars()
+            }
 
     def _select_ids(self, chat_id: str, message_ids: list[str], engine: Engine) -> list[str]:
         table = self.table

@@ -236,6 +236,19 @@ async def test_long_id_lists_are_chunked(
     assert await store.list_ids("chat-1") == ids[7:]
 
 
+async def test_known_ids_names_the_stored_ids_across_chats_in_chunks(
+    store: SqlRowStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The write-behind's check of held rows: one query per chunk, whatever the chat.
+    monkeypatch.setattr(sql_store, "MAX_IN_LIST", 3)
+    mine, theirs = rows(4), rows(3, chat="c2")
+    await store.write_rows([*mine, *theirs])
+    asked = [r.artifact_id for r in [*mine, *theirs]]
+    assert await store.known_ids([*asked, "missing", asked[0]]) == set(asked)
+    assert await store.known_ids(["missing"]) == set()
+    assert await store.known_ids([]) == set()
+
+
 async def test_delete_counts_only_the_rows_of_that_chat(store: SqlRowStore) -> None:
     mine, theirs = rows(3), rows(2, chat="c2")
     await store.write_rows([*mine, *theirs])
