@@ -66,18 +66,14 @@ class WaitingRoom(Generic[T]):
     def withdraw(self, key: str) -> T | None:
         """Remove a waiting entry (cancelled); None if it is not waiting."""
         place = self._places.pop(key, None)
-        if place is None:
-            return None
-        self._withdrawn += 1
-        return place.item
+        self._withdrawn += place is not None
+        return None if place is None else place.item
 
     def refuse(self, key: str) -> T | None:
         """Remove a waiting entry the shared ledger refused (counted as rejected)."""
         place = self._places.pop(key, None)
-        if place is None:
-            return None
-        self._rejected += 1
-        return place.item
+        self._rejected += place is not None
+        return None if place is None else place.item
 
     def oldest(self) -> str | None:
         """The key of the oldest waiting entry (the next ``admit_next`` takes it)."""

@@ -37,6 +37,7 @@ passes the times in, so this module is tested without trio.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -139,13 +140,7 @@ class HubCounters:
     ticks_skipped_total: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "frames_total": self.frames_total,
-            "dropped_total": self.dropped_total,
-            "subscribers_total": self.subscribers_total,
-            "subscribers_refused_total": self.subscribers_refused_total,
-            "ticks_skipped_total": self.ticks_skipped_total,
-        }
+        return dataclasses.asdict(self)
 
 
 def build_frame(

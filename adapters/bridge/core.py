@@ -20,15 +20,13 @@ import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TypeVar
+from typing import TypeVar, Unpack
 
 from orpipe.adapters.bridge.generation import EngineSetup
 from orpipe.adapters.bridge.protocol import (
     BRIDGE_CHANNEL,
     EngineBridge,
-    LedgerFactory,
-    SideService,
-    StoreFactory,
+    EngineServices,
     TransportFactory,
 )
 from orpipe.adapters.bridge.stream import BridgedStream
@@ -59,21 +57,12 @@ class BridgeCore(EngineBridge, abc.ABC):
         api_key: str,
         *,
         window_batches: int = 8,
-        transport_factory: TransportFactory | None = None,
-        store_factory: StoreFactory | None = None,
-        side_service: SideService | None = None,
-        ledger_factory: LedgerFactory | None = None,
+        **services: Unpack[EngineServices],
     ) -> None:
         if window_batches < 1:
             raise UsageError(f"window_batches must be at least 1, not {window_batches}")
         self.window_batches = window_batches
-        self._setup = EngineSetup(
-            config,
-            transport_factory or _http_transport(api_key),
-            store_factory,
-            side_service,
-            ledger_factory,
-        )
+        self._setup = _setup(config, services, services.get("transport_factory") or api_key)
         self._run: TrioRun | None = None
 
     @property
@@ -139,22 +128,14 @@ class BridgeCore(EngineBridge, abc.ABC):
         config: EngineConfig,
         *,
         api_key: str | None = None,
-        transport_factory: TransportFactory | None = None,
-        store_factory: StoreFactory | None = None,
-        side_service: SideService | None = None,
-        ledger_factory: LedgerFactory | None = None,
+        **services: Unpack[EngineServices],
     ) -> None:
         """A key and no transport: OpenRouter with that key; neither: the transport stays.
         A bridge that is not running opens its next run with the new setup."""
-        if transport_factory is None and api_key is not None:
-            transport_factory = _http_transport(api_key)
-        setup = EngineSetup(
-            config,
-            transport_factory or self._setup.transport_factory,
-            store_factory,
-            side_service,
-            ledger_factory,
+        transport = services.get("transport_factory") or (
+            self._setup.transport_factory if api_key is None else api_key
         )
+        setup = _setup(config, services, transport)
         self._setup = setup
         run = self._run
         if run is None or run.done.done():
@@ -231,6 +212,20 @@ class BridgeCore(EngineBridge, abc.ABC):
     @abc.abstractmethod
     async def _after_done(self) -> None:
         """What is left to do once the trio run has reported that it ended."""
+
+
+def _setup(
+    config: EngineConfig, services: EngineServices, transport: TransportFactory | str
+) -> EngineSetup:
+    """The next engine generation's setup; a key in place of the transport's factory
+    means OpenRouter over HTTP with that key."""
+    return EngineSetup(
+        config,
+        _http_transport(transport) if isinstance(transport, str) else transport,
+        services.get("store_factory"),
+        services.get("side_service"),
+        services.get("ledger_factory"),
+    )
 
 
 def _http_transport(api_key: str) -> TransportFactory:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, TypeVar, Unpack
 
 from orpipe.engine import ChatRequest, EngineConfig, EngineStatistics, UpstreamTransport
 from orpipe.engine.ports import AdmissionLedger, ArtifactStore
@@ -27,6 +27,7 @@ __all__ = [
     "BRIDGE_CHANNEL",
     "BridgeMode",
     "EngineBridge",
+    "EngineServices",
     "LedgerFactory",
     "SideService",
     "StoreFactory",
@@ -55,6 +56,20 @@ SideService = Callable[[Callable[[], EngineStatistics]], Awaitable[None]]
 #: Opens the admission ledger shared with other workers inside the trio run, for the
 #: generation's config (its limits); None: the engine's own waiting room only.
 LedgerFactory = Callable[[EngineConfig], AbstractAsyncContextManager[AdmissionLedger]]
+
+
+class EngineServices(TypedDict, total=False):
+    """What a bridge opens beside each engine generation, given as keyword arguments
+    to a bridge and to ``reconfigure``; each one left out is not used."""
+
+    #: Opens the transport; left out: OpenRouter over HTTP with the bridge's key.
+    transport_factory: TransportFactory | None
+    #: Opens the artifact store; left out: artifacts are not stored.
+    store_factory: StoreFactory | None
+    #: Runs beside the engine (the telemetry server).
+    side_service: SideService | None
+    #: Opens the admission ledger shared with other workers.
+    ledger_factory: LedgerFactory | None
 
 
 class EngineBridge(Protocol):
@@ -105,10 +120,7 @@ class EngineBridge(Protocol):
         config: EngineConfig,
         *,
         api_key: str | None = None,
-        transport_factory: TransportFactory | None = None,
-        store_factory: StoreFactory | None = None,
-        side_service: SideService | None = None,
-        ledger_factory: LedgerFactory | None = None,
+        **services: Unpack[EngineServices],
     ) -> None:
         """Use a new config (and key, transport, store, side service, ledger) for new
         requests, dropping none in flight: a running bridge starts a new engine generation,

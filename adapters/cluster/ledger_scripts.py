@@ -21,10 +21,21 @@ This module holds data only (no I/O); ``redis_ledger`` registers the scripts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = ["ARRIVE", "HEARTBEAT", "LEAVE", "RETRY", "LedgerKeys"]
+
+
+#: Each key's name after the namespace's hash tag.
+_KEY_NAMES: Final = {
+    "permits": "permits",
+    "line": "line",
+    "line_expiry": "line_exp",
+    "ticket": "ticket",
+    "workers": "workers",
+    "freed_channel": "freed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,34 +43,19 @@ class LedgerKeys:
     """The Redis keys of one ledger namespace (module doc)."""
 
     prefix: str
+    permits: str = field(init=False)
+    line: str = field(init=False)
+    line_expiry: str = field(init=False)
+    ticket: str = field(init=False)
+    workers: str = field(init=False)
+    #: Where a release is announced (a hint only: waiters poll as well).
+    freed_channel: str = field(init=False)
 
-    def _key(self, name: str) -> str:
-        return f"{{{self.prefix}}}:{name}"
-
-    @property
-    def permits(self) -> str:
-        return self._key("permits")
-
-    @property
-    def line(self) -> str:
-        return self._key("line")
-
-    @property
-    def line_expiry(self) -> str:
-        return self._key("line_exp")
-
-    @property
-    def ticket(self) -> str:
-        return self._key("ticket")
-
-    @property
-    def workers(self) -> str:
-        return self._key("workers")
-
-    @property
-    def freed_channel(self) -> str:
-        """Where a release is announced (a hint only: waiters poll as well)."""
-        return self._key("freed")
+    def __post_init__(self) -> None:
+        # One hash tag for the namespace: its keys share one Redis Cluster slot,
+        # which a script touching several of them needs.
+        for attribute, name in _KEY_NAMES.items():
+            object.__setattr__(self, attribute, f"{{{self.prefix}}}:{name}")
 
     def for_scripts(self) -> list[str]:
         """KEYS of every script, in this order."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from orpipe.adapters.bridge import (
     BridgeMode,
     EngineBridge,
+    EngineServices,
     GuestModeBridge,
     LedgerFactory,
     SideService,
@@ -107,6 +108,15 @@ class BridgeTarget:
             store,
             self.side_service,
             ledger,
+        )
+
+    def services(self) -> EngineServices:
+        """What the bridge opens beside each engine, as it takes them."""
+        return EngineServices(
+            transport_factory=self.transport_factory,
+            store_factory=self.store_factory,
+            side_service=self.side_service,
+            ledger_factory=self.ledger_factory,
         )
 
     def __repr__(self) -> str:  # never print the key
@@ -216,14 +226,7 @@ class PipeRuntime:
                 bridge = self._new_bridge(target)
             elif target.fingerprint() != self._fingerprint:
                 log.info("valves changed: new requests go to a reconfigured engine")
-                await bridge.reconfigure(
-                    target.config,
-                    api_key=target.api_key,
-                    transport_factory=target.transport_factory,
-                    store_factory=target.store_factory,
-                    side_service=target.side_service,
-                    ledger_factory=target.ledger_factory,
-                )
+                await bridge.reconfigure(target.config, api_key=target.api_key, **target.services())
             self._fingerprint = target.fingerprint()
             await bridge.start()
             return bridge
@@ -234,10 +237,7 @@ class PipeRuntime:
             target.config,
             target.api_key,
             window_batches=target.window_batches,
-            transport_factory=target.transport_factory,
-            store_factory=target.store_factory,
-            side_service=target.side_service,
-            ledger_factory=target.ledger_factory,
+            **target.services(),
         )
         self._bridge, self._kind, self._window = bridge, target.kind, target.window_batches
         return bridge

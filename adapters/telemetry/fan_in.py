@@ -29,6 +29,7 @@ On cancellation it unsubscribes; a write in progress finishes first
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -70,7 +71,7 @@ class FanInCounters:
     workers_seen: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return dataclasses.asdict(self)
 
 
 class WorkerFrames:
