@@ -50,10 +50,9 @@ class DurableWait:
 
     async def settle(self, ending: Ending, marks: ArtifactMarks) -> Ending:
         """``ending``, after waiting for the request's artifacts; names those not written."""
-        upto = marks.last
-        if not upto:
-            return ending  # stored nothing (or nothing was handed over)
-        if self._barrier.written_count < upto and not isinstance(ending, Cancelled):
+        upto = marks.last  # 0 when it handed nothing over: nothing to wait for
+        waits = self._timeout_s > 0 and not isinstance(ending, Cancelled)
+        if waits and self._barrier.written_count < upto:
             await self._wait(upto)
         return self.named(ending, marks)
 

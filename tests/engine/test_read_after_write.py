@@ -11,10 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import pytest
 import trio
 
 from orpipe.engine import ChatRequest, Engine, OutputItem
 from orpipe.engine.artifacts import Artifact, ArtifactContext
+from orpipe.engine.config import EngineConfig
+from orpipe.engine.errors import ConfigError
 from orpipe.engine.messages import Cancelled, Completed
 from tests.engine.support import MemoryStore, collect, mock_server, request, running_engine
 from tests.engine.support import wait_until as wait_for
@@ -181,3 +184,24 @@ async def test_a_consumer_cancelled_during_the_wait_leaves_at_once() -> None:
         last = await stream.receive_batch()
         assert isinstance(last[-1], Completed) and len(last[-1].unwritten_artifact_ids) == 1
         store.gate.set()
+
+
+async def test_a_zero_wait_never_waits_but_still_names_what_is_not_written() -> None:
+    store = GatedStore(MemoryStore())
+    store.gate = trio.Event()
+    async with (
+        mock_server() as server,
+        running_engine(server, artifacts=store, durable_wait_s=0) as engine,
+    ):
+        got = await collect(engine.submit(turn("chat-0", 6)))
+        assert isinstance(got.ending, Completed)
+        assert got.ending.unwritten_artifact_ids == tuple(artifact_ids(got.events))
+        assert "durable_waits" not in durable(engine)
+        store.gate.set()
+
+
+def test_the_wait_is_range_checked() -> None:
+    assert EngineConfig().durable_wait_s == 2.0
+    for bad in (-1.0, 61.0):
+        with pytest.raises(ConfigError, match="durable_wait_s"):
+            EngineConfig(durable_wait_s=bad)
