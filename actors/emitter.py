@@ -11,6 +11,9 @@ Artifacts: when a request carries an ``ArtifactContext``, each finished
 output item it wants stored (reasoning, function calls, ...) becomes an
 ``Artifact`` with a fresh id, sent to the persister (``persist.in``), and the
 consumer's ``OutputItem`` carries that id so the answer can reference it.
+Each artifact is noted in its request's ``ArtifactMarks`` as it is handed
+over, so the request's ending (read in the consumer's task, not here) can
+wait until its own artifacts are written (engine.durable_wait).
 The context is read through the request's handle, which the emitter keeps
 until it ends the request, so items still in flight after a cancellation
 are stored all the same. A full
@@ -54,7 +57,7 @@ from orpipe.engine.messages import (
     OutputItem,
     TextDelta,
 )
-from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.persist_barrier import ArtifactMarks, PersistBarrier
 from orpipe.engine.pipeline_messages import BatchOut, StreamEnded, TextRun, ToolRound, TurnStarted
 from orpipe.engine.request import RequestHandle
 from orpipe.engine.statistics import ActorCounters
@@ -73,8 +76,10 @@ class _Emitting:
         self.earlier_chars: dict[str, int] = {}
         #: Tool rounds decided while handling the current bundle.
         self.rounds: list[ToolRound] = []
-        #: Artifacts made while handling the current bundle, for the persister.
+        #: Artifacts made while handling the current bundle, for the persister,
+        #: and for each the marks of its request (its ending waits for it).
         self.artifacts: list[Artifact] = []
+        self.owners: list[tuple[ArtifactMarks, str]] = []
 
     def mapper(self, rid: str) -> ResponseMapper:
         mapper = self.mappers.get(rid)
@@ -90,9 +95,10 @@ class _Emitting:
         handle = self.handles.get(event.request_id)
         context = handle.request.artifacts if handle is not None else None
         artifact = context.artifact_for(event.item) if context is not None else None
-        if artifact is None:
+        if artifact is None or handle is None:
             return event
         self.artifacts.append(artifact)
+        self.owners.append((handle.artifact_marks, artifact.artifact_id))
         self.counters.add("artifacts")
         return dataclasses.replace(event, artifact_id=artifact.artifact_id)
 
@@ -214,8 +220,9 @@ async def emitter(
             # Artifacts first: once handed over, they are written whatever
             # happens to their request or to the consumer.
             if state.artifacts and persist is not None:
-                await barrier.send(persist, tuple(state.artifacts))
+                await barrier.send(persist, tuple(state.artifacts), state.owners)
             state.artifacts.clear()
+            state.owners.clear()
             for rid, (events, credits) in pending.items():
                 state.deliver(rid, events, credits)
             del pending

@@ -389,7 +389,9 @@ class _Round:
             # already, and these outputs pair with calls the emitter stored.
             with trio.move_on_after(self.config.persist_flush_grace_s, shield=True):
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await self.shared.barrier.send(persist, tuple(artifacts))
+                    marks = self.handle.artifact_marks
+                    owners = [(marks, a.artifact_id) for a in artifacts]
+                    await self.shared.barrier.send(persist, tuple(artifacts), owners)
                     handed = True
             if handed:
                 self.shared.counters.add("artifacts", len(artifacts))

@@ -116,6 +116,12 @@ class EngineConfig:
     persist_flush_grace_s: float = field(default=10.0, metadata=_range(0.0, 600))
     persist_retry_initial_s: float = field(default=0.5, metadata=_range(0.0, 60))
     persist_retry_max_s: float = field(default=30.0, metadata=_range(0.0, 3600))
+    #: How long a request's ending waits for its own artifacts to be written
+    #: (readable by every worker sharing the store) before it goes out; after
+    #: that, or at once while the store's writes fail, the ending goes out and
+    #: names the artifacts not yet written, whose references are left out.
+    #: 0 never waits. Cancelled requests never wait.
+    durable_wait_s: float = field(default=2.0, metadata=_range(0.0, 60))
     #: Age cleanup: artifacts older than this are deleted, every interval (+ jitter).
     artifact_cleanup_days: float = field(default=90.0, metadata=_range(1, 3650))
     artifact_cleanup_interval_hours: float = field(default=1.0, metadata=_range(0.001, 24 * 7))

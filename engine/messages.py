@@ -256,6 +256,10 @@ class Completed:
     request_id: str
     response_id: str | None
     text_chars: int
+    #: Artifacts of this answer (``OutputItem.artifact_id``) that were not
+    #: written to the store when the ending went out (engine.durable_wait):
+    #: another worker may not find them, so leave their references out.
+    unwritten_artifact_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,6 +269,8 @@ class Incomplete:
     request_id: str
     reason: str
     message: str
+    #: As ``Completed.unwritten_artifact_ids``.
+    unwritten_artifact_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,6 +280,8 @@ class Failed:
     request_id: str
     error: EngineError
     message: str
+    #: As ``Completed.unwritten_artifact_ids``.
+    unwritten_artifact_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +290,8 @@ class Cancelled:
 
     request_id: str
     reason: str
+    #: As ``Completed.unwritten_artifact_ids``.
+    unwritten_artifact_ids: tuple[str, ...] = ()
 
 
 Ending = Completed | Incomplete | Failed | Cancelled

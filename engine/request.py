@@ -11,7 +11,10 @@ can be entered once, and ``cancel()`` must reach whichever phase runs.
 
 ``ResponseStream`` is what ``Engine.submit`` returns: an async iterator of
 ``OutboundEvent`` that always ends with exactly one ``Ending``. Closing it
-early cancels the request.
+early cancels the request. Before handing out the ending it waits, in the
+consumer's task, until the request's artifacts are written
+(engine.durable_wait); a consumer cancelled during that wait gets, if it
+reads on, the ending with the artifacts not written yet named in it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from orpipe.engine.durable_wait import DurableWait
 from orpipe.engine.errors import EngineClosed
 from orpipe.engine.flow import CreditWindow
 from orpipe.engine.messages import (
@@ -36,6 +40,7 @@ from orpipe.engine.messages import (
     OutboundEvent,
     TurnMail,
 )
+from orpipe.engine.persist_barrier import ArtifactMarks
 from orpipe.engine.request_outbox import RequestOutbox
 
 if TYPE_CHECKING:
@@ -71,6 +76,8 @@ class RequestHandle:
         self._scopes: set[trio.CancelScope] = set()
         self.window = CreditWindow(window_events)
         self.cancel_reason: str | None = None
+        #: The artifacts it handed to the persister, for its ending's durable wait.
+        self.artifact_marks = ArtifactMarks()
         # Bounded by construction: every batch but the ending holds at least
         # one credit, and at most ``window_events`` credits are out at once.
         outbox_send: trio.MemorySendChannel[OutboundBatch]
@@ -136,9 +143,16 @@ class ResponseStream:
     ``async with``) before that cancels the request.
     """
 
-    def __init__(self, handle: RequestHandle, cancel: Callable[[str, str], object]) -> None:
+    def __init__(
+        self,
+        handle: RequestHandle,
+        cancel: Callable[[str, str], object],
+        durable: DurableWait | None = None,
+    ) -> None:
         self._handle = handle
         self._cancel = cancel
+        self._durable = durable
+        self._settled = False
         self._pending: collections.deque[OutboundEvent] = collections.deque()
         self._ending: Ending | None = None
 
@@ -165,6 +179,8 @@ class ResponseStream:
             if self._ending is not None:
                 raise StopAsyncIteration
             await self._refill()
+        if len(self._pending) == 1:
+            await self._settle()  # the ending is always last: settled when it is next
         event = self._pending.popleft()
         if isinstance(event, _ENDINGS):
             self._ending = event
@@ -179,6 +195,15 @@ class ResponseStream:
             if self._ending is not None:
                 return ()
             await self._refill()
+        if len(self._pending) == 1:
+            await self._settle()
+        elif self._unsettled(self._pending[-1]):
+            # What came before the ending goes out now; the ending, next time.
+            ending = self._pending.pop()
+            events = tuple(self._pending)
+            self._pending.clear()
+            self._pending.append(ending)
+            return events
         events = tuple(self._pending)
         self._pending.clear()
         if events and isinstance(events[-1], _ENDINGS):
@@ -188,6 +213,24 @@ class ResponseStream:
     async def _refill(self) -> None:
         while not self._pending:
             await self._receive_more()
+
+    def _unsettled(self, event: OutboundEvent) -> bool:
+        return self._durable is not None and not self._settled and isinstance(event, _ENDINGS)
+
+    async def _settle(self) -> None:
+        """If the one event pending is the ending: wait for the request's artifacts
+        (engine.durable_wait), and put the ending that names what is not written yet."""
+        ending = self._pending[0]
+        if self._durable is None or not self._unsettled(ending):
+            return
+        assert isinstance(ending, _ENDINGS)
+        self._settled = True
+        marks = self._handle.artifact_marks
+        try:
+            self._pending[0] = await self._durable.settle(ending, marks)
+        except BaseException:
+            self._pending[0] = self._durable.named(ending, marks)
+            raise
 
     async def _receive_more(self) -> None:
         try:

@@ -35,6 +35,7 @@ import trio
 from orpipe.engine.backoff import capped_backoff
 from orpipe.engine.channels import ChannelRegistry
 from orpipe.engine.config import EngineConfig
+from orpipe.engine.durable_wait import DurableWait
 from orpipe.engine.errors import EngineClosed, EngineCrashed, UsageError
 from orpipe.engine.logs import request_logs
 from orpipe.engine.messages import Cancelled, ChatRequest, Ending
@@ -132,6 +133,10 @@ class Engine:
         self._pipeline_done = trio.Event()
         #: What the persister wrote of what was sent to it (``wait_persisted``).
         self.persist_barrier = PersistBarrier()
+        #: Each request's ending waits here for its own artifacts (in its consumer's task).
+        self._durable = DurableWait(
+            self.persist_barrier, config.durable_wait_s, self._counter("persister")
+        )
 
     # -- public API ------------------------------------------------------
 
@@ -155,7 +160,7 @@ class Engine:
         )
         self._door.submit(handle)
         self._requests[handle.request_id] = handle
-        return ResponseStream(handle, self.cancel)
+        return ResponseStream(handle, self.cancel, self._durable)
 
     def cancel(self, request_id: str, reason: str) -> bool:
         """Cancel a request (waiting or running); False if it is not open."""

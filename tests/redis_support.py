@@ -114,6 +114,14 @@ class RedisServer:
         process.wait(timeout=_STOP_TIMEOUT_S)
         self._forget_process()
 
+    def pause(self) -> None:
+        """SIGSTOP: the server holds its connections but answers nothing until ``resume``."""
+        self._require_process().send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        self._require_process().send_signal(signal.SIGCONT)
+
     def restart(self) -> None:
         """Start again on the same port, with the same directory (the AOF, if durable)."""
         if self.running:

@@ -189,7 +189,8 @@ class AnswerRenderer:
 
     @property
     def artifact_ids(self) -> tuple[str, ...]:
-        """Ids of the stored artifacts this answer produced (referenced at its end)."""
+        """Ids of the stored artifacts this answer produced (referenced at its end);
+        after the ending, only those written by then (``unwritten_artifact_ids``)."""
         return tuple(self._artifact_ids)
 
     @property
@@ -312,6 +313,10 @@ class AnswerRenderer:
 
     def _end(self, ending: Ending) -> list[Output]:
         self._ending = ending
+        if unwritten := set(ending.unwritten_artifact_ids):
+            # Not in the shared store when the answer ended: another worker could
+            # not replay them, so neither reference nor key them (orphan path).
+            self._artifact_ids = [i for i in self._artifact_ids if i not in unwritten]
         out: list[Output] = []
         match ending:
             case Completed():

@@ -230,11 +230,12 @@ async def _after_barrier(
     to answer with when there is nothing to replay (the store failed: degraded; this
     pipe stores no artifacts).
 
-    Why the barrier: the previous answer's references reach the browser as soon as
-    the answer ends, while its artifacts may still be on their way to the database;
-    a quick next message must still find them. It waits (at most ``_SETTLE_S``) only
-    for what was sent to the persister before this call, and not at all while its
-    store is failing (it then holds its backlog and retries; nothing is lost).
+    Why the barrier, although an answer's ending already waits for its own artifacts
+    (engine.durable_wait, on every worker): that wait is bounded and skipped for a
+    cancelled answer, so this worker's artifacts may still be on their way to the
+    store; a quick next message landing here still finds them. It waits (at most
+    ``_SETTLE_S``) only for what was sent to the persister before this call, and
+    not at all while its store is failing (it then holds its backlog and retries).
     """
     try:
         result, writes_failing = await bridge.call_store_when_persisted(load, _SETTLE_S)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import trio
 import trio.testing
 
@@ -11,7 +12,7 @@ from orpipe.actors.graph import open_engine
 from orpipe.actors.persister import persister
 from orpipe.engine.artifacts import Artifact
 from orpipe.engine.config import EngineConfig
-from orpipe.engine.persist_barrier import PersistBarrier
+from orpipe.engine.persist_barrier import ArtifactMarks, PersistBarrier
 from orpipe.engine.ports import EnginePorts
 from orpipe.engine.statistics import ActorCounters
 from tests.actors.fakes import FakeTransport, tasks_named
@@ -166,3 +167,40 @@ async def test_the_engine_waits_for_what_its_emitter_sent(
     async with open_engine(EngineConfig(), ports) as engine:
         assert await engine.wait_persisted(1.0) is False
         assert engine.persist_barrier.sent == 0
+
+
+async def test_per_request_marks_wait_for_that_requests_artifacts_only(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each artifact is numbered as it is sent; a request waits for its own last one."""
+    store = MemoryStore()
+    store.slow_s = 1.0
+    send, barrier, actor = _open(store, persist_batch_size=1)
+    first, second = ArtifactMarks(), ArtifactMarks()
+    a, b, c = one(1) + one(2) + one(3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor)
+        async with send:
+            await barrier.send(send, (a, b), [(first, a.artifact_id), None])
+            await barrier.send(send, (c,), [(second, c.artifact_id)])
+            assert (first.last, second.last) == (1, 3)
+            start = trio.current_time()
+            assert await barrier.wait_written(first.last, 30.0) is True
+            assert trio.current_time() - start == 1.0  # one write, not all three
+            assert second.unwritten(barrier.written_count) == (c.artifact_id,)
+            assert await barrier.wait_written(second.last, 0.5) is False  # the timeout
+            assert await barrier.wait_written(second.last, 30.0) is True
+            assert second.unwritten(barrier.written_count) == ()
+
+
+async def test_a_send_that_raises_withdraws_its_marks() -> None:
+    """Never delivered, never written: the request names it whatever is written later."""
+    send, receive = trio.open_memory_channel[tuple[Artifact, ...]](0)
+    barrier, marks = PersistBarrier(), ArtifactMarks()
+    (artifact,) = one(1)
+    receive.close()
+    with pytest.raises(trio.BrokenResourceError):
+        await barrier.send(send, (artifact,), [(marks, artifact.artifact_id)])
+    assert barrier.sent == 0 and marks.last == 0
+    barrier.written(5)  # other requests' artifacts
+    assert marks.unwritten(barrier.written_count) == (artifact.artifact_id,)

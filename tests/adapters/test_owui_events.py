@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from orpipe.adapters.openwebui.answer_renderer import AnswerRenderer, Output
+from orpipe.adapters.openwebui.artifact_replay import referenced_ids, select_orphans
 from orpipe.adapters.openwebui.completion_chunks import busy_error_chunk, error_chunk
 from orpipe.adapters.openwebui.events import source_event, strip_openai_utm
 from orpipe.adapters.openwebui.final_status import UsageTotals, format_final_status
 from orpipe.adapters.openwebui.safe_emitter import SafeEmitter
 from orpipe.adapters.openwebui.statuses import STOPPED, WAITING, StatusHistory, closed_text
+from orpipe.engine.artifacts import Artifact
 from orpipe.engine.errors import UpstreamHTTPError
 from orpipe.engine.messages import (
     Cancelled,
@@ -41,6 +43,7 @@ from tests.adapters.asyncio_support import run_on
 RID = "r1"
 WALL = 1_700_000_000.0  # 2023-11-14 UTC
 CHUNK_ID = f"chatcmpl-{RID}"
+ITEM: dict[str, Any] = {"chat_id": "c1", "message_id": "m1", "payload": {"type": "reasoning"}}
 
 
 class FakeClock:
@@ -163,6 +166,34 @@ def test_empty_deltas_and_output_items_show_nothing(clock: FakeClock) -> None:
         == []
     )
     assert renderer.open_status is None
+
+
+def test_artifacts_not_written_when_the_answer_ended_are_left_out_and_become_orphans(
+    clock: FakeClock,
+) -> None:
+    """Read-after-write across workers: only written artifacts are referenced; the
+    next turn (on any worker) replays a late-written one through the orphan path."""
+    renderer = renderer_for(clock)
+    written, late = Artifact(**ITEM, item_type="reasoning"), Artifact(**ITEM, item_type="reasoning")
+    feed(
+        renderer,
+        TextDelta(request_id=RID, text="The answer."),
+        OutputItem(request_id=RID, item={"type": "reasoning"}, artifact_id=written.artifact_id),
+        OutputItem(request_id=RID, item={"type": "reasoning"}, artifact_id=late.artifact_id),
+        Completed(
+            request_id=RID,
+            response_id="resp",
+            text_chars=11,
+            unwritten_artifact_ids=(late.artifact_id,),
+        ),
+    )
+    assert renderer.artifact_ids == (written.artifact_id,)
+    history = [{"role": "assistant", "content": renderer.content_text}]
+    referenced = referenced_ids(history)
+    assert referenced == [written.artifact_id]
+    # The late one reaches the store after all: the next turn finds it unreferenced.
+    orphans = select_orphans([written, late], referenced=referenced, previous_message_id="m1")
+    assert orphans == (late,)
 
 
 def test_engine_status_and_notice_become_events(clock: FakeClock) -> None:
