@@ -32,7 +32,7 @@ class WorkersPlan:
     queue_maxsize: int = 4
     lease_s: float = 10.0
     duration_s: float = 40.0
-    #: Mock pacing: ``tokens / tps`` seconds of answer after the reasoning.
+    #: Mock pacing: the reasoning, then the answer, both at ``tps`` tokens a second.
     tokens: int = 20
     tps: float = 20.0
     reasoning_tokens: int = 20
@@ -57,7 +57,7 @@ class WorkersPlan:
 
     @property
     def service_s(self) -> float:
-        return self.tokens / self.tps
+        return (self.reasoning_tokens + self.tokens) / self.tps
 
     @property
     def offered_rps(self) -> float:
@@ -144,6 +144,7 @@ def results(
         "outcomes": dict(sorted(tally.outcomes.items())),
         "rejections": rejections,
         "rejection_p99_ms": tally.rejection_up.percentile_ms(99),
+        "rejection_p50_ms": tally.rejection_up.percentile_ms(50),
         "rejections_redis_down": tally.rejection_down.count,
         "rejection_p99_ms_redis_down": tally.rejection_down.percentile_ms(99),
         "admitted_ttft_p99_ms": tally.ttft.percentile_ms(99),
@@ -204,6 +205,7 @@ def format_summary(d: Mapping[str, Any]) -> str:
         + (", ".join(f"{k} {v}" for k, v in d["upstream_peak_by_phase"].items()) or "-"),
         f"  offered (first turns)      {d['offered']}   answers: {outcomes}",
         f"  rejections                 {d['rejections']}   p99 {_ms(d['rejection_p99_ms'])} "
+        f"p50 {_ms(d['rejection_p50_ms'])} "
         f"(Redis up); {d['rejections_redis_down']} while Redis was down, p99 "
         f"{_ms(d['rejection_p99_ms_redis_down'])}",
         f"  admitted TTFT p99          {_ms(d['admitted_ttft_p99_ms'])}",

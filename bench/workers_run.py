@@ -200,16 +200,23 @@ class WorkersRun:
     async def chaos(self, nursery: trio.Nursery, workers_nursery: trio.Nursery) -> None:
         plan = self.plan
         await trio.sleep_until(self.t0 + plan.kill_at_s)
-        victim = self.workers[1 % len(self.workers)]
-        held = await trio.to_thread.run_sync(self._permits_of, victim.worker_id)
+        # The worker holding the most permits, so that their recovery is what is measured.
+        held_by = [
+            (await trio.to_thread.run_sync(self._permits_of, w.worker_id), w.slot)
+            for w in self.workers
+        ]
+        held, slot = max(held_by)
+        victim = self.workers[slot]
+        # Kept apart: the restarted worker, in the same slot, has a new id.
+        dead_id = victim.worker_id
         victim.kill()
         killed = trio.current_time()
-        self.dead_worker = {"worker": victim.worker_id, "permits": held}
+        self.dead_worker = {"worker": dead_id, "permits": held}
         self.phase("worker killed", slot=victim.slot, permits_held=held)
         # The restarted worker's reader lives as long as the workers, not the load.
         nursery.start_soon(self._restart, victim, workers_nursery)
         # The permits are in Redis and the holder is dead: nothing here to wait on but a poll.
-        while await trio.to_thread.run_sync(self._permits_of, victim.worker_id):  # noqa: ASYNC110
+        while await trio.to_thread.run_sync(self._permits_of, dead_id):  # noqa: ASYNC110
             await trio.sleep(0.05)
         self.dead_worker["recovered_s"] = round(trio.current_time() - killed, 3)
         self.phase("permits back", after_s=self.dead_worker["recovered_s"])
@@ -282,7 +289,7 @@ async def run_workers(plan: WorkersPlan, out_dir: Path, pg_url: str = PG_URL) ->
                     run.phase("counted", in_sql=len(in_sql))
                     for worker in run.workers:
                         await worker.stop()
-            except KeyboardInterrupt:
+            except* KeyboardInterrupt:  # Ctrl-C: what ran is still written, marked so
                 interrupted = True
             finally:
                 for worker in run.workers:

@@ -38,9 +38,10 @@ def test_the_arrivals_are_seeded_and_offer_load_x_times_what_the_limit_serves() 
     times = arrival_times(plan)
     assert times == arrival_times(plan)  # the same seed, the same plan
     assert times != arrival_times(WorkersPlan(duration_s=200.0, seed=17))
-    assert plan.offered_rps == 4 * 4 / 1.0
+    assert plan.service_s == (20 + 20) / 20.0  # the reasoning is paced too
+    assert plan.offered_rps == 4 * 4 / 2.0
     assert times == sorted(times) and times[0] > 0 and times[-1] < plan.duration_s
-    assert 0.9 * 16 * 200 < len(times) < 1.1 * 16 * 200
+    assert 0.9 * 8 * 200 < len(times) < 1.1 * 8 * 200
 
 
 def test_scaling_shortens_the_run_but_never_the_lease_below_a_second() -> None:
@@ -141,6 +142,7 @@ async def test_two_workers_through_a_kill_and_a_redis_restart(tmp_path: Path) ->
     assert artifacts["lost"] == artifacts["duplicated"] == 0
     assert artifacts["accepted"] > 0 and artifacts["in_sql"] == artifacts["accepted"]
     assert document["replays_missing_artifacts"] == 0 and document["replays"] > 0
+    assert document["permits_held_by_dead_worker"] >= 1  # the busiest worker is killed
     assert document["permits_recovered_s"] is not None
     assert document["permits_recovered_s"] <= plan.lease_s + 2.0  # a heartbeat's slack
     assert document["rejections"] > 0  # the load is 4x the limit
