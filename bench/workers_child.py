@@ -19,8 +19,10 @@ and gone with the process when it is killed):
   count of those missing is the answer's ``missing``) and sent back to the
   mock with the next question.
 
-The first stdout line is ``{"ready": <ledger worker id>}``. End of stdin (or
-SIGTERM) closes the engine; SIGKILL is what the bench does to one of them.
+The first stdout line is ``{"ready": <ledger worker id>}``. End of stdin is
+the way out: the commands still running are cancelled, then the engine, the
+store (its flusher first) and the ledger close in that order. SIGKILL is what
+the bench does to one of them: nothing closes, the leases expire in Redis.
 """
 
 from __future__ import annotations
