@@ -236,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orpipe.bench.owui_real import main as owui_real_main  # noqa: PLC0415
 
         return owui_real_main(argv[1:], prog="python -m bench owui-real")
+    if argv[:2] == ["run", "workers"]:
+        from orpipe.bench.workers_run import main as workers_main  # noqa: PLC0415
+
+        return workers_main(argv[2:], prog="python -m bench run workers")
     parser = _build_parser()
     args = parser.parse_args(argv)
     grid_flags = _grid_flags(args)

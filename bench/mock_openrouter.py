@@ -383,6 +383,7 @@ class MockApp:
         await send({"type": "http.response.start", "status": 200, "headers": _raw_headers(headers)})
         writer = SseWriter(send, stats, job.resp_id, job.plan.knobs.events_per_write)
         stats.streams_active += 1
+        stats.streams_peak = max(stats.streams_peak, stats.streams_active)
         stats.active_stream_events[job.resp_id] = 0
         finished = False
         try:

@@ -44,6 +44,8 @@ class MockStats:
     requests_total: int = 0
     requests_by_scenario: dict[str, int] = field(default_factory=dict)
     streams_active: int = 0
+    #: The most streams ever open at once (the workers bench checks the global limit with it).
+    streams_peak: int = 0
     streams_completed: int = 0
     streams_disconnected: int = 0
     events_sent_total: int = 0
@@ -67,6 +69,7 @@ class MockStats:
             "requests_total": self.requests_total,
             "requests_by_scenario": dict(self.requests_by_scenario),
             "streams_active": self.streams_active,
+            "streams_peak": self.streams_peak,
             "streams_completed": self.streams_completed,
             "streams_disconnected": self.streams_disconnected,
             "events_sent_total": self.events_sent_total,

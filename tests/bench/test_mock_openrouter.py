@@ -919,3 +919,18 @@ async def test_cli_prints_readiness_line(nursery: trio.Nursery, client: httpx.As
     with trio.fail_after(10):
         await proc.wait()
     assert proc.returncode == 0
+
+
+async def test_the_peak_of_open_streams_outlives_the_streams(
+    server: MockServer, client: httpx.AsyncClient
+):
+    """The workers bench reads the most streams ever open at once (``streams_peak``)."""
+    request = body("mock/stall", {"mock.stall_s": "3600"})
+    async with (
+        client.stream("POST", f"{server.base_url}/responses", json=request),
+        client.stream("POST", f"{server.base_url}/responses", json=request),
+    ):
+        await wait_for(lambda: server.stats.streams_active == 2)
+    await wait_for(lambda: server.stats.streams_active == 0)
+    assert server.stats.streams_peak == 2
+    assert server.stats.snapshot()["streams_peak"] == 2
