@@ -1,0 +1,334 @@
+"""The multi-worker step of ``make owui-smoke`` (``--workers N``): one Open WebUI, N workers.
+
+Owns the deployment Open WebUI documents for several workers, started for real and
+checked from the outside: ``open-webui serve`` with ``UVICORN_WORKERS=N``, a fresh
+PostgreSQL database (``DATABASE_URL``, created and dropped here; Open WebUI's
+``postgres`` extra, psycopg2, is installed into its virtualenv when missing), a
+redis-server of its own with Redis' default persistence (``REDIS_URL``,
+``WEBSOCKET_MANAGER=redis``) and the mock. The Function is installed as the
+single-worker smoke does (``owui_smoke.install_function``), so its artifact store is
+Open WebUI's PostgreSQL with the Redis write-behind.
+
+Then ``--chats`` two-turn chats with the mock's reasoning model, each turn a new HTTP
+connection to ``/api/chat/completions`` (an API client's chat: the second turn sends
+the first answer back as it was streamed, reference lines included). Which worker
+served a turn is read while its answer streams: the client's port names the server's
+socket in ``/proc/net/tcp``, and that socket's inode is among one worker's open files
+(``/proc/<pid>/fd``); a turn whose worker cannot be read says so. From the mock's
+request log (``/mock/requests``) every second turn must have carried its first turn's
+reasoning item, whichever worker served either turn; at least one chat must have
+crossed workers, or the run proved nothing about replay across workers.
+
+Blocking, run by hand (``python -m orpipe.bench.owui_smoke --workers 2``). Every
+process and the database are removed on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from orpipe.bench.mock_process import running_mock_child
+from orpipe.bench.owui_browser_checks import replay_problem
+from orpipe.bench.owui_real_proc import process_tree
+from orpipe.bench.owui_smoke import (
+    MOCK_KEY,
+    OWUI_VERSION,
+    SmokeFailure,
+    check,
+    free_port,
+    healthy,
+    install_function,
+    owui_env,
+    process,
+    say,
+    serve_argv,
+    wait_for,
+)
+from orpipe.bench.services import redis_server
+
+__all__ = ["parse_tcp_table", "run_workers", "served_by", "tally"]
+
+#: The server that owns the test databases (trust auth, as ``make services`` sets it up).
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: Open WebUI's ``postgres`` extra: the synchronous driver its SQLAlchemy engine loads.
+PSYCOPG2_PIN = "psycopg2-binary==2.9.12"
+#: Quick answers: 40 turns of about 100 tokens each should not take minutes.
+MOCK_TPS = "200"
+MODEL = "orpipe.mock.reasoning"
+
+# -- which worker served a connection (pure helpers, then /proc) ---------------------------
+
+
+def parse_tcp_table(text: str) -> dict[tuple[int, int], int]:
+    """``(local port, remote port) -> socket inode`` from the text of ``/proc/net/tcp``.
+
+    Addresses are ``HEXIP:HEXPORT``; the inode is the tenth column. The header line and
+    malformed lines are skipped.
+    """
+    table: dict[tuple[int, int], int] = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            inode = int(fields[9])
+        except (IndexError, ValueError):
+            continue
+        if inode:
+            table[(local, remote)] = inode
+    return table
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed between listing and reading
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:  # the process ended
+        pass
+    return inodes
+
+
+def served_by(server_pid: int, server_port: int, client_port: int) -> int | None:
+    """The pid in ``server_pid``'s tree that holds the server side of the connection from
+    ``client_port`` (call it while the connection is open), or None if none is found."""
+    text = Path("/proc/net/tcp").read_text()
+    inode = parse_tcp_table(text).get((server_port, client_port))
+    if inode is None:
+        return None
+    for pid in process_tree(server_pid):
+        if inode in _socket_inodes(pid):
+            return pid
+    return None
+
+
+# -- the chats -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the chats go: Open WebUI (its address, port and uvicorn's pid) and the mock."""
+
+    owui: str
+    port: int
+    pid: int
+    token: str
+    mock: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One streamed answer: its text (reference lines included), reasoning, and worker."""
+
+    text: str
+    reasoning: str
+    worker: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    index: int
+    first: Turn
+    second: Turn
+    replayed: bool
+    what: str
+
+    @property
+    def crossed(self) -> bool:
+        return None not in (self.first.worker, self.second.worker) and (
+            self.first.worker != self.second.worker
+        )
+
+
+def tally(results: Sequence[ChatResult]) -> dict[str, Any]:
+    """The summary's figures: replays, chats whose turns crossed workers, turns per worker."""
+    workers: Counter[str] = Counter()
+    for result in results:
+        for turn in (result.first, result.second):
+            workers["unknown" if turn.worker is None else f"pid {turn.worker}"] += 1
+    return {
+        "chats": len(results),
+        "replayed": sum(r.replayed for r in results),
+        "crossed": sum(r.crossed for r in results),
+        "crossed_replayed": sum(r.crossed and r.replayed for r in results),
+        "unknown_worker": workers.get("unknown", 0),
+        "turns_by_worker": dict(sorted(workers.items())),
+    }
+
+
+def _stream_turn(target: Target, messages: list[Any]) -> Turn:
+    """One turn on a connection of its own (so the kernel picks the worker each time)."""
+    payload = {"model": MODEL, "stream": True, "messages": messages}
+    headers = {"Authorization": f"Bearer {target.token}"}
+    text, reasoning, worker, looked = "", "", None, False
+    with (
+        httpx.Client(base_url=target.owui, headers=headers, timeout=120) as client,
+        client.stream("POST", "/api/chat/completions", json=payload) as response,
+    ):
+        if response.status_code != 200:
+            raise SmokeFailure(f"chat returned HTTP {response.status_code}: {response.read()!r}")
+        for line in response.iter_lines():
+            if not looked:  # the answer is streaming: the connection is open now
+                looked = True
+                client_addr = response.extensions["network_stream"].get_extra_info("client_addr")
+                worker = served_by(target.pid, target.port, int(client_addr[1]))
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if "error" in chunk:
+                raise SmokeFailure(f"chat streamed an error: {chunk['error']}")
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text += delta.get("content") or ""
+                reasoning += delta.get("reasoning_content") or ""
+    return Turn(text=text, reasoning=reasoning, worker=worker)
+
+
+def _mock_log(mock_base: str) -> list[Mapping[str, Any]]:
+    root = mock_base.removesuffix("/api/v1")
+    log: list[Mapping[str, Any]] = httpx.get(f"{root}/mock/requests", timeout=10).json()["requests"]
+    return log
+
+
+def _chat(index: int, target: Target) -> ChatResult:
+    first_q = f"Workers smoke chat {index}: the first question."
+    second_q = f"Workers smoke chat {index}: the second question."
+    first = _stream_turn(target, [{"role": "user", "content": first_q}])
+    if not first.reasoning:
+        raise SmokeFailure(f"chat {index}: the first turn streamed no reasoning")
+    history = [
+        {"role": "user", "content": first_q},
+        {"role": "assistant", "content": first.text},
+        {"role": "user", "content": second_q},
+    ]
+    second = _stream_turn(target, history)
+    replayed, what = replay_problem(_mock_log(target.mock), first_q, second_q)
+    return ChatResult(index, first, second, replayed, what)
+
+
+def _worker_name(pid: int | None) -> str:
+    return "an unknown worker" if pid is None else f"worker pid {pid}"
+
+
+# -- the services ----------------------------------------------------------------------------
+
+
+def ensure_postgres_driver(venv: Path) -> None:
+    python = str(venv / "bin" / "python")
+    probe = subprocess.run([python, "-c", "import psycopg2"], check=False, capture_output=True)
+    if probe.returncode:
+        say(f"installing {PSYCOPG2_PIN} (Open WebUI's postgres extra)")
+        subprocess.run([python, "-m", "pip", "install", "--quiet", PSYCOPG2_PIN], check=True)
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database for this run (its URL), dropped afterwards."""
+    name = f"orpipe_owui_workers_{secrets.token_hex(4)}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        raise SmokeFailure(
+            f"cannot create a database on {PG_ADMIN_URL} ({exc}); start PostgreSQL "
+            "(tests/services.sh) and retry"
+        ) from exc
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _workers_up(pid: int, workers: int) -> bool:
+    # uvicorn's supervisor plus its workers (and multiprocessing's helper, if any).
+    return len(process_tree(pid)) >= workers + 1
+
+
+def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
+    """The whole step; raises ``SmokeFailure`` naming the first check that failed."""
+    if workers < 2:
+        raise SmokeFailure("--workers needs at least 2 workers to say anything about them")
+    ensure_postgres_driver(venv)
+
+    work = Path(tempfile.mkdtemp(prefix="orpipe-owui-workers-"))
+    say(f"workers step: logs and DATA_DIR under {work}")
+    with (
+        fresh_database() as database_url,
+        redis_server(appendfsync=None) as redis,
+        running_mock_child(
+            params={"tps": MOCK_TPS}, api_key=MOCK_KEY, log_path=work / "mock.log"
+        ) as mock,
+    ):
+        say(f"PostgreSQL database {database_url.rsplit('/', 1)[1]}, Redis at {redis.url}")
+        say(f"mock OpenRouter at {mock.base_url}")
+        port = free_port()
+        owui = f"http://127.0.0.1:{port}"
+        env = owui_env(work) | {
+            "UVICORN_WORKERS": str(workers),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis.url,
+            "WEBSOCKET_MANAGER": "redis",
+            "ENABLE_TITLE_GENERATION": "false",
+            "ENABLE_TAGS_GENERATION": "false",
+            "ENABLE_FOLLOW_UP_GENERATION": "false",
+        }
+        say(f"starting Open WebUI {OWUI_VERSION} with {workers} workers at {owui}")
+        with process(serve_argv(venv, port), env=env, log=work / "open-webui.log") as proc:
+            wait_for(lambda: healthy(owui), "Open WebUI /health", 300)
+            wait_for(lambda: _workers_up(proc.pid, workers), f"{workers} workers", 120)
+            say(f"Open WebUI is up: pids {process_tree(proc.pid)} (the first is uvicorn's)")
+            with httpx.Client(base_url=owui, timeout=60) as client:
+                install_function(client, mock.base_url)
+                token = client.headers["Authorization"].removeprefix("Bearer ")
+            target = Target(owui, port, proc.pid, token, mock.base_url)
+            results = []
+            for index in range(1, chats + 1):
+                result = _chat(index, target)
+                results.append(result)
+                say(
+                    f"chat {index}/{chats}: turn 1 on {_worker_name(result.first.worker)}, "
+                    f"turn 2 on {_worker_name(result.second.worker)}: "
+                    f"{'ok' if result.replayed else 'FAIL'}: {result.what}"
+                )
+    _verdict(tally(results))
+
+
+def _verdict(figures: Mapping[str, Any]) -> None:
+    chats = figures["chats"]
+    say(f"turns by worker: {figures['turns_by_worker']}")
+    if figures["unknown_worker"]:
+        say(f"note: the worker of {figures['unknown_worker']} turns could not be read from /proc")
+    check(
+        figures["replayed"] == chats,
+        f"{figures['replayed']} of {chats} second turns carried the first turn's reasoning item",
+    )
+    check(
+        figures["crossed"] > 0,
+        f"{figures['crossed']} of {chats} chats had their turns on different workers "
+        f"({figures['crossed_replayed']} of them replayed)",
+    )
+    say(
+        f"ok: {chats} two-turn chats on {len(figures['turns_by_worker'])} workers, "
+        f"{figures['crossed']} across workers, every second turn replayed its reasoning"
+    )

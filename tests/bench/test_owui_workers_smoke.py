@@ -1,0 +1,82 @@
+"""The pure parts of ``make owui-smoke``'s multi-worker step (``bench.owui_workers_smoke``):
+reading which process serves a connection, and the summary's figures."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from orpipe.bench.owui_workers_smoke import (
+    ChatResult,
+    Turn,
+    parse_tcp_table,
+    served_by,
+    tally,
+)
+
+# Two lines as Linux writes them: a listener on 127.0.0.1:8080 (no remote) and an
+# accepted connection 127.0.0.1:8080 <- 127.0.0.1:51000, plus a line with no inode.
+TCP_TABLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1
+   1: 0100007F:1F90 0100007F:C738 01 00000000:00000000 00:00000000 00000000     0        0 777 1
+   2: 0100007F:C738 0100007F:1F90 06 00000000:00000000 03:00000000 00000000     0        0 0 3
+   garbage
+"""
+
+
+def test_parse_tcp_table_maps_ports_to_inodes() -> None:
+    table = parse_tcp_table(TCP_TABLE)
+    assert table == {(8080, 0): 4242, (8080, 51000): 777}
+
+
+def test_parse_tcp_table_skips_malformed_lines() -> None:
+    assert parse_tcp_table("header\n 0: nonsense zz:zz 01 a b c d e f g\n") == {}
+    assert parse_tcp_table("") == {}
+
+
+def test_served_by_finds_the_process_holding_the_accepted_socket() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                client_port = client.getsockname()[1]
+                assert served_by(os.getpid(), port, client_port) == os.getpid()
+                # A port nobody connected from is served by no one.
+                assert served_by(os.getpid(), port, 1) is None
+
+
+def _result(index: int, first: int | None, second: int | None, replayed: bool) -> ChatResult:
+    return ChatResult(
+        index,
+        Turn(text="a", reasoning="r", worker=first),
+        Turn(text="b", reasoning="r", worker=second),
+        replayed=replayed,
+        what="",
+    )
+
+
+def test_tally_counts_replays_crossings_and_turns_per_worker() -> None:
+    figures = tally(
+        [
+            _result(1, 10, 11, replayed=True),  # crossed
+            _result(2, 10, 10, replayed=True),
+            _result(3, 11, 10, replayed=False),  # crossed, not replayed
+            _result(4, None, 10, replayed=True),  # unknown: not counted as crossed
+        ]
+    )
+    assert figures == {
+        "chats": 4,
+        "replayed": 3,
+        "crossed": 2,
+        "crossed_replayed": 1,
+        "unknown_worker": 1,
+        "turns_by_worker": {"pid 10": 5, "pid 11": 2, "unknown": 1},
+    }
+
+
+def test_tally_of_nothing() -> None:
+    assert tally([])["chats"] == 0
