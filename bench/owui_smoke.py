@@ -408,4 +408,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The importable module's main, not this ``__main__`` copy's: bench.owui_workers_smoke
+    # imports this module by name, and the SmokeFailure it raises is that module's class.
+    from orpipe.bench import owui_smoke
+
+    raise SystemExit(owui_smoke.main())

@@ -9,10 +9,13 @@ redis-server of its own with Redis' default persistence (``REDIS_URL``,
 single-worker smoke does (``owui_smoke.install_function``), so its artifact store is
 Open WebUI's PostgreSQL with the Redis write-behind.
 
-Then ``--chats`` two-turn chats with the mock's reasoning model, each turn a new HTTP
-connection to ``/api/chat/completions`` (an API client's chat: the second turn sends
-the first answer back as it was streamed, reference lines included). Which worker
-served a turn is read while its answer streams: the client's port names the server's
+Then ``--chats`` two-turn chats with the mock's reasoning model, in chats Open WebUI
+keeps (created through ``/api/v1/chats/new``; each turn posted to
+``/api/chat/completions`` with the chat and message ids the page sends, but no socket:
+Open WebUI answers within the request, stores the answer, and the next turn reads it
+from the chat), each turn on a new connection so the kernel hands it to either worker.
+Which worker
+served a turn is read while its connection is open: the client's port names the server's
 socket in ``/proc/net/tcp``, and that socket's inode is among one worker's open files
 (``/proc/<pid>/fd``); a turn whose worker cannot be read says so. From the mock's
 request log (``/mock/requests``) every second turn must have carried its first turn's
@@ -25,11 +28,11 @@ process and the database are removed on the way out, whatever happened.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -59,7 +62,7 @@ from orpipe.bench.owui_smoke import (
 )
 from orpipe.bench.services import redis_server
 
-__all__ = ["parse_tcp_table", "run_workers", "served_by", "tally"]
+__all__ = ["parse_tcp_table", "run_workers", "served_by", "tally", "turn_body"]
 
 #: The server that owns the test databases (trust auth, as ``make services`` sets it up).
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -138,10 +141,10 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """One streamed answer: its text (reference lines included), reasoning, and worker."""
+    """One answer as Open WebUI stored it (its text and reasoning items) and its worker."""
 
     text: str
-    reasoning: str
+    reasoning: int
     worker: int | None
 
 
@@ -176,31 +179,85 @@ def tally(results: Sequence[ChatResult]) -> dict[str, Any]:
     }
 
 
-def _stream_turn(target: Target, messages: list[Any]) -> Turn:
-    """One turn on a connection of its own (so the kernel picks the worker each time)."""
-    payload = {"model": MODEL, "stream": True, "messages": messages}
+def turn_body(
+    chat_id: str,
+    history: Sequence[tuple[str, str]],
+    question: str,
+    *,
+    parent_id: str | None,
+    user_message_id: str,
+    message_id: str,
+) -> dict[str, Any]:
+    """What Open WebUI's page posts for a turn of a chat it keeps, minus the socket.
+
+    ``history`` is the earlier turns as ``(question, answer)``; ``parent_id`` the previous
+    answer's message id (None on the first turn). With ``chat_id`` and no ``session_id``
+    Open WebUI adds the user message and the answer's placeholder to the stored chat,
+    answers within the request and stores the answer, so the Function finds the earlier
+    answers' artifacts by their message ids, as it does for the page.
+    """
+    messages: list[dict[str, str]] = []
+    for asked, answered in history:
+        messages += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
+    messages.append({"role": "user", "content": question})
+    return {
+        "model": MODEL,
+        "stream": True,
+        "chat_id": chat_id,
+        "id": message_id,
+        "parent_id": parent_id,
+        "user_message": {
+            "id": user_message_id,
+            "parentId": parent_id,
+            "childrenIds": [message_id],
+            "role": "user",
+            "content": question,
+            "models": [MODEL],
+        },
+        "messages": messages,
+    }
+
+
+def _post_turn(target: Target, body: Mapping[str, Any]) -> int | None:
+    """Post one turn on a connection of its own (so the kernel picks the worker each
+    time); returns the worker that served it. With a kept chat Open WebUI answers in the
+    request, sends the answer to the user's socket room and stores it, then responds with
+    ``null``: the answer is read from the chat afterwards (``_stored_answer``)."""
     headers = {"Authorization": f"Bearer {target.token}"}
-    text, reasoning, worker, looked = "", "", None, False
     with (
         httpx.Client(base_url=target.owui, headers=headers, timeout=120) as client,
-        client.stream("POST", "/api/chat/completions", json=payload) as response,
+        client.stream("POST", "/api/chat/completions", json=body) as response,
     ):
+        # The response has begun and the connection is still open: its server side is
+        # in the worker's open files.
+        client_addr = response.extensions["network_stream"].get_extra_info("client_addr")
+        worker = served_by(target.pid, target.port, int(client_addr[1]))
+        response.read()
         if response.status_code != 200:
-            raise SmokeFailure(f"chat returned HTTP {response.status_code}: {response.read()!r}")
-        for line in response.iter_lines():
-            if not looked:  # the answer is streaming: the connection is open now
-                looked = True
-                client_addr = response.extensions["network_stream"].get_extra_info("client_addr")
-                worker = served_by(target.pid, target.port, int(client_addr[1]))
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if "error" in chunk:
-                raise SmokeFailure(f"chat streamed an error: {chunk['error']}")
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                text += delta.get("content") or ""
-                reasoning += delta.get("reasoning_content") or ""
+            raise SmokeFailure(f"chat returned HTTP {response.status_code}: {response.text!r}")
+    return worker
+
+
+def _stored_answer(target: Target, chat_id: str, message_id: str) -> tuple[str, int]:
+    """The answer's text and its number of reasoning items, as Open WebUI stored them."""
+    chat = httpx.get(
+        f"{target.owui}/api/v1/chats/{chat_id}",
+        headers={"Authorization": f"Bearer {target.token}"},
+        timeout=60,
+    )
+    if chat.status_code != 200:
+        raise SmokeFailure(f"chat {chat_id} could not be read (HTTP {chat.status_code})")
+    message = chat.json()["chat"]["history"]["messages"].get(message_id) or {}
+    if message.get("error"):
+        raise SmokeFailure(f"Open WebUI stored an error for the answer: {message['error']}")
+    output = message.get("output") or []
+    reasoning = sum(isinstance(item, dict) and item.get("type") == "reasoning" for item in output)
+    return str(message.get("content") or ""), reasoning
+
+
+def _turn(target: Target, body: Mapping[str, Any]) -> Turn:
+    worker = _post_turn(target, body)
+    text, reasoning = _stored_answer(target, str(body["chat_id"]), str(body["id"]))
     return Turn(text=text, reasoning=reasoning, worker=worker)
 
 
@@ -210,18 +267,40 @@ def _mock_log(mock_base: str) -> list[Mapping[str, Any]]:
     return log
 
 
+def _new_chat(target: Target, index: int) -> str:
+    """An empty chat Open WebUI keeps (as the page creates one), its id."""
+    form = {"chat": {"title": f"Workers smoke {index}", "models": [MODEL], "messages": []}}
+    created = httpx.post(
+        f"{target.owui}/api/v1/chats/new",
+        json=form,
+        headers={"Authorization": f"Bearer {target.token}"},
+        timeout=60,
+    )
+    if created.status_code != 200:
+        raise SmokeFailure(f"chat {index}: not created (HTTP {created.status_code})")
+    return str(created.json()["id"])
+
+
 def _chat(index: int, target: Target) -> ChatResult:
     first_q = f"Workers smoke chat {index}: the first question."
     second_q = f"Workers smoke chat {index}: the second question."
-    first = _stream_turn(target, [{"role": "user", "content": first_q}])
-    if not first.reasoning:
-        raise SmokeFailure(f"chat {index}: the first turn streamed no reasoning")
-    history = [
-        {"role": "user", "content": first_q},
-        {"role": "assistant", "content": first.text},
-        {"role": "user", "content": second_q},
-    ]
-    second = _stream_turn(target, history)
+    chat_id = _new_chat(target, index)
+    ids = [str(uuid.uuid4()) for _ in range(4)]  # user 1, answer 1, user 2, answer 2
+    body = turn_body(
+        chat_id, [], first_q, parent_id=None, user_message_id=ids[0], message_id=ids[1]
+    )
+    first = _turn(target, body)
+    if not first.text:
+        raise SmokeFailure(f"chat {index}: Open WebUI stored no text for the first answer")
+    body = turn_body(
+        chat_id,
+        [(first_q, first.text)],
+        second_q,
+        parent_id=ids[1],
+        user_message_id=ids[2],
+        message_id=ids[3],
+    )
+    second = _turn(target, body)
     replayed, what = replay_problem(_mock_log(target.mock), first_q, second_q)
     return ChatResult(index, first, second, replayed, what)
 
@@ -308,7 +387,8 @@ def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
                 results.append(result)
                 say(
                     f"chat {index}/{chats}: turn 1 on {_worker_name(result.first.worker)}, "
-                    f"turn 2 on {_worker_name(result.second.worker)}: "
+                    f"turn 2 on {_worker_name(result.second.worker)} (stored reasoning "
+                    f"items: {result.first.reasoning}/{result.second.reasoning}): "
                     f"{'ok' if result.replayed else 'FAIL'}: {result.what}"
                 )
     _verdict(tally(results))

@@ -12,6 +12,7 @@ from orpipe.bench.owui_workers_smoke import (
     parse_tcp_table,
     served_by,
     tally,
+    turn_body,
 )
 
 # Two lines as Linux writes them: a listener on 127.0.0.1:8080 (no remote) and an
@@ -52,8 +53,8 @@ def test_served_by_finds_the_process_holding_the_accepted_socket() -> None:
 def _result(index: int, first: int | None, second: int | None, replayed: bool) -> ChatResult:
     return ChatResult(
         index,
-        Turn(text="a", reasoning="r", worker=first),
-        Turn(text="b", reasoning="r", worker=second),
+        Turn(text="a", reasoning=1, worker=first),
+        Turn(text="b", reasoning=1, worker=second),
         replayed=replayed,
         what="",
     )
@@ -80,3 +81,29 @@ def test_tally_counts_replays_crossings_and_turns_per_worker() -> None:
 
 def test_tally_of_nothing() -> None:
     assert tally([])["chats"] == 0
+
+
+def test_turn_body_first_turn_is_a_root_message_of_the_kept_chat() -> None:
+    body = turn_body("c1", [], "Q1", parent_id=None, user_message_id="u1", message_id="a1")
+    assert body["chat_id"] == "c1"
+    assert body["id"] == "a1"
+    assert body["parent_id"] is None
+    assert "session_id" not in body  # no socket: answered within the request
+    assert body["user_message"]["id"] == "u1"
+    assert body["user_message"]["parentId"] is None
+    assert body["user_message"]["childrenIds"] == ["a1"]
+    assert body["messages"] == [{"role": "user", "content": "Q1"}]
+
+
+def test_turn_body_second_turn_hangs_under_the_first_answer_and_carries_it() -> None:
+    body = turn_body(
+        "c1", [("Q1", "A1")], "Q2", parent_id="a1", user_message_id="u2", message_id="a2"
+    )
+    assert body["parent_id"] == "a1"
+    assert body["user_message"]["parentId"] == "a1"
+    assert body["user_message"]["content"] == "Q2"
+    assert body["messages"] == [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+    ]
