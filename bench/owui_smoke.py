@@ -28,7 +28,9 @@ printed as it happens:
 
 The mock paces answers (``--param tps=…``) so the browser sees them stream.
 ``--browser-only`` skips the HTTP chat and attachment checks (4's chats, 5),
-``--no-browser`` skips 6. Exit status 0 when every check passed. Open WebUI's
+``--no-browser`` skips 6. ``--workers N`` runs instead the multi-worker step
+(``bench.owui_workers_smoke``: N uvicorn workers on PostgreSQL and Redis, ``--chats``
+two-turn reasoning chats). Exit status 0 when every check passed. Open WebUI's
 log is kept in the temporary directory printed at the start.
 """
 
