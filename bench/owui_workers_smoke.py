@@ -14,13 +14,12 @@ keeps (created through ``/api/v1/chats/new``; each turn posted to
 ``/api/chat/completions`` with the chat and message ids the page sends, but no socket:
 Open WebUI answers within the request, stores the answer, and the next turn reads it
 from the chat), each turn on a new connection so the kernel hands it to either worker.
-Which worker
-served a turn is read while its connection is open: the client's port names the server's
-socket in ``/proc/net/tcp``, and that socket's inode is among one worker's open files
-(``/proc/<pid>/fd``); a turn whose worker cannot be read says so. From the mock's
-request log (``/mock/requests``) every second turn must have carried its first turn's
-reasoning item, whichever worker served either turn; at least one chat must have
-crossed workers, or the run proved nothing about replay across workers.
+Which worker served a turn is read while its connection is open: the client's port
+names the server's socket in ``/proc/net/tcp``, and that socket's inode is among one
+worker's open files (``/proc/<pid>/fd``); a turn whose worker cannot be read says so.
+From the mock's request log (``/mock/requests``) every second turn must have carried
+its first turn's reasoning item, whichever worker served either turn; at least one
+chat must have crossed workers, or the run proved nothing about replay across workers.
 
 Blocking, run by hand (``python -m orpipe.bench.owui_smoke --workers 2``). Every
 process and the database are removed on the way out, whatever happened.
@@ -42,6 +41,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from orpipe.bench.mock_process import running_mock_child
 from orpipe.bench.owui_browser_checks import replay_problem
@@ -62,7 +62,14 @@ from orpipe.bench.owui_smoke import (
 )
 from orpipe.bench.services import redis_server
 
-__all__ = ["parse_tcp_table", "run_workers", "served_by", "tally", "turn_body"]
+__all__ = [
+    "is_worker_cmdline",
+    "parse_tcp_table",
+    "run_workers",
+    "served_by",
+    "tally",
+    "turn_body",
+]
 
 #: The server that owns the test databases (trust auth, as ``make services`` sets it up).
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -339,9 +346,62 @@ def fresh_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _workers_up(pid: int, workers: int) -> bool:
-    # uvicorn's supervisor plus its workers (and multiprocessing's helper, if any).
-    return len(process_tree(pid)) >= workers + 1
+def stored_rows(database_url: str) -> dict[str, int]:
+    """Rows in each of the Function's artifact tables (``orpipe_artifacts_*``) now."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        tables = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_name LIKE 'orpipe\\_artifacts\\_%'"
+            ).fetchall()
+        ]
+        counts = {}
+        for table in tables:
+            found = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+            counts[table] = int(found[0]) if found else 0
+    return counts
+
+
+def write_behind_streams(redis_url: str) -> list[str]:
+    """The Function's write-behind streams in Redis (``orpipe:<ns>:artifacts``)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sorted(key.decode() for key in client.scan_iter(match="orpipe:*:artifacts"))
+    finally:
+        client.close()
+
+
+def _check_store(database_url: str, redis_url: str, chats: int) -> None:
+    """The artifacts went through Redis into Open WebUI's PostgreSQL: at least one row per
+    chat (its last reasoning item; the first may be deleted once replayed, as
+    ``PERSIST_REASONING_TOKENS=next_reply`` does) once the flushers caught up."""
+    streams = write_behind_streams(redis_url)
+    check(bool(streams), f"the workers queued artifacts through Redis: {streams}")
+    rows = wait_for(
+        lambda: (found := stored_rows(database_url)) and sum(found.values()) >= chats and found,
+        f"{chats} artifact rows in PostgreSQL",
+        60,
+    )
+    say(f"ok: the artifacts reached PostgreSQL: {rows}")
+
+
+def is_worker_cmdline(cmdline: bytes) -> bool:
+    """Whether ``/proc/<pid>/cmdline`` is a uvicorn worker: a process multiprocessing
+    spawned (``spawn_main``), not its resource tracker nor uvicorn's supervisor."""
+    return b"multiprocessing.spawn" in cmdline and b"spawn_main" in cmdline
+
+
+def _worker_pids(pid: int) -> list[int]:
+    found = []
+    for child in process_tree(pid)[1:]:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # it ended
+            continue
+        if is_worker_cmdline(cmdline):
+            found.append(child)
+    return found
 
 
 def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
@@ -354,19 +414,19 @@ def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
     say(f"workers step: logs and DATA_DIR under {work}")
     with (
         fresh_database() as database_url,
-        redis_server(appendfsync=None) as redis,
+        redis_server(appendfsync=None) as redis_service,
         running_mock_child(
             params={"tps": MOCK_TPS}, api_key=MOCK_KEY, log_path=work / "mock.log"
         ) as mock,
     ):
-        say(f"PostgreSQL database {database_url.rsplit('/', 1)[1]}, Redis at {redis.url}")
+        say(f"PostgreSQL database {database_url.rsplit('/', 1)[1]}, Redis at {redis_service.url}")
         say(f"mock OpenRouter at {mock.base_url}")
         port = free_port()
         owui = f"http://127.0.0.1:{port}"
         env = owui_env(work) | {
             "UVICORN_WORKERS": str(workers),
             "DATABASE_URL": database_url,
-            "REDIS_URL": redis.url,
+            "REDIS_URL": redis_service.url,
             "WEBSOCKET_MANAGER": "redis",
             "ENABLE_TITLE_GENERATION": "false",
             "ENABLE_TAGS_GENERATION": "false",
@@ -375,8 +435,12 @@ def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
         say(f"starting Open WebUI {OWUI_VERSION} with {workers} workers at {owui}")
         with process(serve_argv(venv, port), env=env, log=work / "open-webui.log") as proc:
             wait_for(lambda: healthy(owui), "Open WebUI /health", 300)
-            wait_for(lambda: _workers_up(proc.pid, workers), f"{workers} workers", 120)
-            say(f"Open WebUI is up: pids {process_tree(proc.pid)} (the first is uvicorn's)")
+            pids = wait_for(
+                lambda: len(_worker_pids(proc.pid)) >= workers and _worker_pids(proc.pid),
+                f"{workers} uvicorn workers",
+                120,
+            )
+            say(f"Open WebUI is up: uvicorn pid {proc.pid}, worker pids {pids}")
             with httpx.Client(base_url=owui, timeout=60) as client:
                 install_function(client, mock.base_url)
                 token = client.headers["Authorization"].removeprefix("Bearer ")
@@ -391,6 +455,7 @@ def run_workers(venv: Path, *, workers: int = 2, chats: int = 20) -> None:
                     f"items: {result.first.reasoning}/{result.second.reasoning}): "
                     f"{'ok' if result.replayed else 'FAIL'}: {result.what}"
                 )
+            _check_store(database_url, redis_service.url, chats)
     _verdict(tally(results))
 
 

@@ -1,19 +1,29 @@
-"""The pure parts of ``make owui-smoke``'s multi-worker step (``bench.owui_workers_smoke``):
-reading which process serves a connection, and the summary's figures."""
+"""The parts of ``make owui-smoke``'s multi-worker step (``bench.owui_workers_smoke``) that
+run without Open WebUI: which process serves a connection, the turns' bodies, the summary's
+figures, and the store checks against the machine's PostgreSQL and a redis-server of their own."""
 
 from __future__ import annotations
 
 import os
 import socket
 
+import psycopg
+import redis
+
 from orpipe.bench.owui_workers_smoke import (
+    PG_ADMIN_URL,
     ChatResult,
     Turn,
+    fresh_database,
+    is_worker_cmdline,
     parse_tcp_table,
     served_by,
+    stored_rows,
     tally,
     turn_body,
+    write_behind_streams,
 )
+from orpipe.bench.services import redis_server
 
 # Two lines as Linux writes them: a listener on 127.0.0.1:8080 (no remote) and an
 # accepted connection 127.0.0.1:8080 <- 127.0.0.1:51000, plus a line with no inode.
@@ -107,3 +117,38 @@ def test_turn_body_second_turn_hangs_under_the_first_answer_and_carries_it() -> 
         {"role": "assistant", "content": "A1"},
         {"role": "user", "content": "Q2"},
     ]
+
+
+def test_is_worker_cmdline_tells_uvicorns_workers_from_its_helpers() -> None:
+    python = b"/venv/bin/python3\x00-c\x00"
+    worker = python + b"from multiprocessing.spawn import spawn_main; spawn_main(tracker_fd=5, "
+    worker += b"pipe_handle=7)\x00--multiprocessing-fork\x00"
+    tracker = python + b"from multiprocessing.resource_tracker import main;main(4)\x00"
+    supervisor = b"/venv/bin/python3\x00/venv/bin/open-webui\x00serve\x00--port\x008080\x00"
+    assert is_worker_cmdline(worker)
+    assert not is_worker_cmdline(tracker)
+    assert not is_worker_cmdline(supervisor)
+
+
+def test_a_fresh_database_counts_only_the_functions_artifact_tables_and_is_dropped() -> None:
+    with fresh_database() as url:
+        assert stored_rows(url) == {}
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("CREATE TABLE orpipe_artifacts_abc (id text)")
+            db.execute("INSERT INTO orpipe_artifacts_abc VALUES ('a'), ('b')")
+            # "_" is a LIKE wildcard: a look-alike name must not be counted.
+            db.execute("CREATE TABLE orpipeXartifacts_zzz (id text)")
+        assert stored_rows(url) == {"orpipe_artifacts_abc": 2}
+        name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        left = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchall()
+    assert left == []
+
+
+def test_write_behind_streams_are_the_functions_queues_only() -> None:
+    with redis_server(appendfsync=None) as server, redis.Redis.from_url(server.url) as client:
+        assert write_behind_streams(server.url) == []
+        client.xadd("orpipe:ns1:artifacts", {"row": "x"})
+        client.xadd("orpipe:ns1:artifacts:dead", {"row": "y"})
+        client.set("orpipe:ns1:other", "z")
+        assert write_behind_streams(server.url) == ["orpipe:ns1:artifacts"]
