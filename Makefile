@@ -64,6 +64,7 @@ test: pins lint typecheck pytest
 OWUI_VENV ?= $(HOME)/.cache/orpipe-owui-venv
 owui-smoke: $(STAMP)
 	$(PY) -m orpipe.bench.owui_smoke --venv $(OWUI_VENV)
+	$(PY) -m orpipe.bench.owui_smoke --venv $(OWUI_VENV) --workers 2
 
 clean:
 	rm -rf $(VENV) .typecheck .mypy_cache .ruff_cache .pytest_cache .hypothesis

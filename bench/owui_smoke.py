@@ -28,7 +28,9 @@ printed as it happens:
 
 The mock paces answers (``--param tps=…``) so the browser sees them stream.
 ``--browser-only`` skips the HTTP chat and attachment checks (4's chats, 5),
-``--no-browser`` skips 6. Exit status 0 when every check passed. Open WebUI's
+``--no-browser`` skips 6. ``--workers N`` runs instead the multi-worker step
+(``bench.owui_workers_smoke``: N uvicorn workers on PostgreSQL and Redis, ``--chats``
+two-turn reasoning chats). Exit status 0 when every check passed. Open WebUI's
 log is kept in the temporary directory printed at the start.
 """
 
@@ -182,6 +184,25 @@ class Steps:
     browser: bool = True
 
 
+def owui_env(work: Path) -> dict[str, str]:
+    """Open WebUI's environment: offline, no other connection, a throw-away DATA_DIR."""
+    inherited = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
+    return inherited | {
+        "OFFLINE_MODE": "true",
+        "ENABLE_OPENAI_API": "false",
+        "ENABLE_OLLAMA_API": "false",
+        "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
+        "RAG_EMBEDDING_ENGINE": "openai",
+        "WEBUI_SECRET_KEY": secrets.token_urlsafe(32),
+        "DATA_DIR": str(work / "data"),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+def serve_argv(venv: Path, port: int) -> list[str]:
+    return [str(venv / "bin" / "open-webui"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
 def run(venv: Path, steps: Steps = Steps()) -> None:
     work = Path(tempfile.mkdtemp(prefix="orpipe-owui-smoke-"))
     say(f"logs and DATA_DIR under {work}")
@@ -191,22 +212,8 @@ def run(venv: Path, steps: Steps = Steps()) -> None:
         say(f"mock OpenRouter at {base_url}")
         port = free_port()
         owui = f"http://127.0.0.1:{port}"
-        owui_env = {
-            k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}
-        } | {
-            "OFFLINE_MODE": "true",
-            "ENABLE_OPENAI_API": "false",
-            "ENABLE_OLLAMA_API": "false",
-            "BYPASS_EMBEDDING_AND_RETRIEVAL": "true",
-            "RAG_EMBEDDING_ENGINE": "openai",
-            "WEBUI_SECRET_KEY": secrets.token_urlsafe(32),
-            "DATA_DIR": str(work / "data"),
-            "HF_HUB_OFFLINE": "1",
-        }
-        serve = [str(venv / "bin" / "open-webui"), "serve", "--host", "127.0.0.1"]
-        serve += ["--port", str(port)]
         say(f"starting Open WebUI {OWUI_VERSION} at {owui} (first start takes a while)")
-        with process(serve, env=owui_env, log=work / "open-webui.log"):
+        with process(serve_argv(venv, port), env=owui_env(work), log=work / "open-webui.log"):
             wait_for(lambda: healthy(owui), "Open WebUI /health", 300)
             say("Open WebUI is up")
             exercise(owui, base_url, work, steps)
@@ -370,6 +377,16 @@ def main(argv: list[str] | None = None) -> int:
         help="after installing the Function, run only the browser step (quick iteration)",
     )
     only.add_argument("--no-browser", action="store_true", help="skip the browser step")
+    only.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="instead: N uvicorn workers on PostgreSQL and Redis, two-turn reasoning chats "
+        "(bench.owui_workers_smoke)",
+    )
+    parser.add_argument(
+        "--chats", type=int, default=20, help="with --workers: how many two-turn chats"
+    )
     args = parser.parse_args(argv)
     steps = Steps(api_chats=not args.browser_only, browser=not args.no_browser)
     venv: Path = args.venv.resolve()
@@ -378,7 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("python3.11") is None and sys.version_info[:2] != (3, 11):
         say("note: Open WebUI 0.12.4 is tested on Python 3.11")
     try:
-        run(ensure_venv(venv), steps)
+        if args.workers is not None:
+            # Imported here: that module builds on this one.
+            from orpipe.bench.owui_workers_smoke import run_workers  # noqa: PLC0415
+
+            run_workers(ensure_venv(venv), workers=args.workers, chats=args.chats)
+        else:
+            run(ensure_venv(venv), steps)
     except (SmokeFailure, BenchError) as exc:
         say(f"FAILED: {exc}")
         return 1
@@ -387,4 +410,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The importable module's main, not this ``__main__`` copy's: bench.owui_workers_smoke
+    # imports this module by name, and the SmokeFailure it raises is that module's class.
+    from orpipe.bench import owui_smoke
+
+    raise SystemExit(owui_smoke.main())
