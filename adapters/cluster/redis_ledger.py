@@ -17,19 +17,22 @@ The state in Redis and the scripts that change it: ``ledger_scripts``.
   to a share of the limits (the configured worker count, else the live workers
   it last saw), logs that once on ``orpipe.cluster`` and counts it. What it
   already holds counts against that share: it admits anew only while it holds
-  fewer permits than its share. The heartbeat keeps probing; when Redis answers
-  again it re-registers every permit and place this worker holds first
-  (nothing admitted is dropped), then admits as the global count allows; if
-  some of its leases expired meanwhile, that heartbeat starts a hold.
+  fewer permits than its share, and than what it held when it fell back plus
+  an even part of the permits free at Redis' last answer. The heartbeat keeps
+  probing; when Redis answers again it re-registers every permit and place
+  this worker holds first (nothing admitted is dropped), then admits as the
+  global count allows; if some of its leases expired meanwhile, that heartbeat
+  starts a hold.
 
-  The bound, honestly: during an outage the total of running requests exceeds
-  the limit only by what workers held above their share when Redis went away
-  (each of them admits nothing new until under its share), and new admissions
-  never add to that excess. After it the excess is what was running then; it
-  drains as those requests end. A worker cut off from Redis for longer than a
-  lease while the others still reach it loses its leases there: the others
-  may fill those permits, and its re-registration then exceeds the limit by
-  at most its share.
+  The bound, honestly. During an outage the workers' caps add up to what ran
+  plus what was free, i.e. to the limit, when every worker's last answer was
+  current; the total exceeds the limit only by what other workers admitted
+  between a worker's last answer and the outage (its count of free permits is
+  that old; heartbeats make it at most ``lease_s / 3`` old), and new admissions
+  never add to that excess. A worker cut off from Redis for longer than a lease
+  while the others still reach it loses its leases there: the others may fill
+  those permits, and its re-registration then exceeds the limit by at most
+  what it held; the hold it starts keeps everyone else from adding to it.
 * **Waking waiters.** A release is published on a channel; ``run()`` keeps one
   subscriber (a worker thread blocked on the socket for at most a second at a
   time) and wakes ``wait_for_change``. Releases in this worker wake it at
@@ -127,6 +130,8 @@ class RedisAdmissionLedger:
         self._in_use = self._waiting = self._live_workers = -1
         #: The epoch of the Redis state last seen (0: none yet; ``ledger_scripts``).
         self._epoch = 0
+        #: Permits this worker may hold on its own, fixed when it falls back (``_fall_back``).
+        self._fallback_cap: int | None = None
         #: Set when falling back: the next heartbeat that reaches Redis starts a hold
         #: if it finds this worker's permits gone there (``ledger_scripts``).
         self._returning = False
@@ -236,7 +241,10 @@ class RedisAdmissionLedger:
     def _local_limits(self) -> tuple[int, int]:
         """This worker's share of (permits, places) while Redis is out of reach."""
         workers = self._workers or max(1, self._live_workers)
-        return max(1, self._limit // workers), self._queue_maxsize // workers
+        share = max(1, self._limit // workers)
+        if self._fallback_cap is not None:
+            share = min(share, self._fallback_cap)
+        return share, self._queue_maxsize // workers
 
     def _local_arrival(self, request_id: str) -> int:
         if request_id in self._permits:
@@ -303,6 +311,7 @@ class RedisAdmissionLedger:
         if reply is None:
             return
         self._returning = False
+        self._fallback_cap = None
         self._in_use, self._waiting, self._live_workers = reply
         if self._mode == LOCAL_SHARE:
             self._mode = GLOBAL
@@ -347,6 +356,12 @@ class RedisAdmissionLedger:
         self._mode = LOCAL_SHARE
         self._returning = True
         self._fallbacks += 1
+        # What the workers may hold on their own must add up to the limit: each
+        # keeps what it holds plus an even part of what was free at its last
+        # answer (stale by what others admitted since), and never above its share.
+        workers = self._workers or max(1, self._live_workers)
+        free = self._limit - max(0, self._in_use)
+        self._fallback_cap = len(self._permits) + max(0, free) // workers
         share, places = self._local_limits()
         log.warning(
             "admission: %s This worker now admits up to %d requests and %d waiting on its "

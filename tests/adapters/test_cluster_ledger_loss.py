@@ -141,6 +141,29 @@ async def test_in_fallback_what_a_worker_holds_counts_against_its_share(
         assert ledger.statistics().permits_held == 2
 
 
+async def test_in_fallback_the_workers_caps_add_up_to_the_limit(
+    redis_server: RedisServer,
+) -> None:
+    async with (
+        ledger_on(redis_server, limit=4, queue=4, workers=2) as busy,
+        ledger_on(redis_server, limit=4, queue=4, workers=2) as idle,
+    ):
+        for request in ("a", "b", "c"):
+            assert (await busy.arrive(request)).admitted
+        assert (await idle.arrive("d")).admitted  # its answer: 4 of 4 in use
+        await trio.to_thread.run_sync(redis_server.kill)
+
+        # ``idle`` is within its share of two, but the limit was full when it last
+        # heard from Redis: taking a second would make five.
+        assert not (await idle.arrive("x")).admitted
+        assert idle.statistics().local_share == 1
+        assert not (await busy.arrive("y")).admitted
+        await busy.leave("a")
+        await busy.leave("b")
+        assert await busy.retry("y"), "under its share of two"
+        assert busy.statistics().permits_held + idle.statistics().permits_held == 3
+
+
 def cut_off(ledger: RedisAdmissionLedger, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """Make every Redis call of ``ledger`` fail, as a partition would; returns the undo."""
     link = ledger._link  # (the one door to Redis)
