@@ -9,13 +9,30 @@ The state in Redis and the scripts that change it: ``ledger_scripts``.
   each (one round trip). A permit is a lease (``lease_s``, at most 10 s) that
   ``run()`` renews every ``lease_s / 3``; a worker that dies stops renewing,
   and its permits and places are purged by the next script after expiry.
+* **Lost state.** When Redis comes back empty (restart without persistence,
+  flush, eviction) the scripts hold new admissions back for one lease while
+  every worker's heartbeat takes its permits back (``ledger_scripts``); the
+  arrivals meanwhile wait in line. This ledger logs it once per loss.
 * **Local share.** When a call to Redis fails, the ledger admits on its own up
   to a share of the limits (the configured worker count, else the live workers
-  it last saw), logs that once on ``orpipe.cluster`` and counts it. The
-  heartbeat keeps probing; when Redis answers again it re-registers every
-  permit and place this worker holds (nothing admitted is dropped; the global
-  count may exceed the limit until those requests end) and the ledger is
-  global again.
+  it last saw), logs that once on ``orpipe.cluster`` and counts it. What it
+  already holds counts against that share: it admits anew only while it holds
+  fewer permits than its share, and than what it held when it fell back plus
+  an even part of the permits free at Redis' last answer. The heartbeat keeps
+  probing; when Redis answers again it re-registers every permit and place
+  this worker holds first (nothing admitted is dropped), then admits as the
+  global count allows; if some of its leases expired meanwhile, that heartbeat
+  starts a hold.
+
+  The bound, honestly. During an outage the workers' caps add up to what ran
+  plus what was free, i.e. to the limit, when every worker's last answer was
+  current; the total exceeds the limit only by what other workers admitted
+  between a worker's last answer and the outage (its count of free permits is
+  that old; heartbeats make it at most ``lease_s / 3`` old), and new admissions
+  never add to that excess. A worker cut off from Redis for longer than a lease
+  while the others still reach it loses its leases there: the others may fill
+  those permits, and its re-registration then exceeds the limit by at most
+  what it held; the hold it starts keeps everyone else from adding to it.
 * **Waking waiters.** A release is published on a channel; ``run()`` keeps one
   subscriber (a worker thread blocked on the socket for at most a second at a
   time) and wakes ``wait_for_change``. Releases in this worker wake it at
@@ -111,6 +128,13 @@ class RedisAdmissionLedger:
         self._mode = GLOBAL
         self._changed = trio.Event()
         self._in_use = self._waiting = self._live_workers = -1
+        #: The epoch of the Redis state last seen (0: none yet; ``ledger_scripts``).
+        self._epoch = 0
+        #: Permits this worker may hold on its own, fixed when it falls back (``_fall_back``).
+        self._fallback_cap: int | None = None
+        #: Set when falling back: the next heartbeat that reaches Redis starts a hold
+        #: if it finds this worker's permits gone there (``ledger_scripts``).
+        self._returning = False
         self._admitted = self._rejected = self._fallbacks = self._errors = 0
 
     # -- the port ---------------------------------------------------------------------
@@ -217,7 +241,10 @@ class RedisAdmissionLedger:
     def _local_limits(self) -> tuple[int, int]:
         """This worker's share of (permits, places) while Redis is out of reach."""
         workers = self._workers or max(1, self._live_workers)
-        return max(1, self._limit // workers), self._queue_maxsize // workers
+        share = max(1, self._limit // workers)
+        if self._fallback_cap is not None:
+            share = min(share, self._fallback_cap)
+        return share, self._queue_maxsize // workers
 
     def _local_arrival(self, request_id: str) -> int:
         if request_id in self._permits:
@@ -236,18 +263,37 @@ class RedisAdmissionLedger:
 
     # -- Redis ------------------------------------------------------------------------
 
-    async def _script(self, name: str, args: Sequence[str | int], doing: str) -> list[int] | None:
-        """One script call; None (and the fallback) when Redis is out of reach."""
+    async def _script(
+        self, name: str, args: Sequence[str | int], doing: str, *, returning: bool = False
+    ) -> list[int] | None:
+        """One script call; None (and the fallback) when Redis is out of reach.
+
+        The prelude's arguments go first (``ledger_scripts``); the epoch every
+        script returns last is taken off the answer here.
+        """
         script, keys = self._scripts[name], self._keys.for_scripts()
+        full_args = [self._epoch, self._lease_ms, int(returning), *args]
 
         def work() -> list[int]:
-            return [int(value) for value in script(keys=keys, args=list(args))]
+            return [int(value) for value in script(keys=keys, args=full_args)]
 
         try:
-            return await self._link.call(work, doing)
+            *reply, epoch = await self._link.call(work, doing)
         except PersistenceError as exc:
             self._fall_back(exc)
             return None
+        if epoch != self._epoch:
+            if self._epoch:
+                log.warning(
+                    "admission: Redis at %s lost the admission ledger's state (restarted "
+                    "without persistence, flushed or evicted). New requests wait up to %g s "
+                    "while every worker registers the requests it runs again; configure Redis "
+                    "persistence and maxmemory-policy noeviction to avoid this.",
+                    self._link.location,
+                    self._lease_ms / 1000,
+                )
+            self._epoch = epoch
+        return reply
 
     async def _release(self, request_id: str) -> None:
         args = (self._member(request_id), self._keys.freed_channel)
@@ -259,9 +305,13 @@ class RedisAdmissionLedger:
         ttl_ms = self._lease_ms * _WORKER_TTL_LEASES
         args: list[str | int] = [self.worker_id, ttl_ms, self._lease_ms, len(permits)]
         args += [self._member(request_id) for request_id in (*permits, *places)]
-        reply = await self._script("heartbeat", args, "renewing this worker's permits")
+        reply = await self._script(
+            "heartbeat", args, "renewing this worker's permits", returning=self._returning
+        )
         if reply is None:
             return
+        self._returning = False
+        self._fallback_cap = None
         self._in_use, self._waiting, self._live_workers = reply
         if self._mode == LOCAL_SHARE:
             self._mode = GLOBAL
@@ -304,7 +354,14 @@ class RedisAdmissionLedger:
         if self._mode == LOCAL_SHARE:
             return
         self._mode = LOCAL_SHARE
+        self._returning = True
         self._fallbacks += 1
+        # What the workers may hold on their own must add up to the limit: each
+        # keeps what it holds plus an even part of what was free at its last
+        # answer (stale by what others admitted since), and never above its share.
+        workers = self._workers or max(1, self._live_workers)
+        free = self._limit - max(0, self._in_use)
+        self._fallback_cap = len(self._permits) + max(0, free) // workers
         share, places = self._local_limits()
         log.warning(
             "admission: %s This worker now admits up to %d requests and %d waiting on its "
