@@ -89,6 +89,9 @@ class LedgerStats:
     #: Times the ledger fell back to ``local_share``, and errors reaching its state.
     fallbacks_total: int
     errors_total: int
+    #: Times the shared state was found lost (a restart without persistence, a flush,
+    #: an eviction); each holds new admissions back for one lease.
+    state_losses_total: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

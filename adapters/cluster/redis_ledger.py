@@ -130,6 +130,7 @@ class RedisAdmissionLedger:
         self._in_use = self._waiting = self._live_workers = -1
         #: The epoch of the Redis state last seen (0: none yet; ``ledger_scripts``).
         self._epoch = 0
+        self._state_losses = 0
         #: Permits this worker may hold on its own, fixed when it falls back (``_fall_back``).
         self._fallback_cap: int | None = None
         #: Set when falling back: the next heartbeat that reaches Redis starts a hold
@@ -214,6 +215,7 @@ class RedisAdmissionLedger:
             rejected_total=self._rejected,
             fallbacks_total=self._fallbacks,
             errors_total=self._errors,
+            state_losses_total=self._state_losses,
         )
 
     # -- bookkeeping (no checkpoint: see the module doc on cancellation) --------------
@@ -284,6 +286,7 @@ class RedisAdmissionLedger:
             return None
         if epoch != self._epoch:
             if self._epoch:
+                self._state_losses += 1
                 log.warning(
                     "admission: Redis at %s lost the admission ledger's state (restarted "
                     "without persistence, flushed or evicted). New requests wait up to %g s "

@@ -89,6 +89,10 @@ async def test_after_a_loss_nobody_new_is_admitted_until_every_holder_registered
             f"{two.worker_id}/b",
         }
         assert (one.statistics().admitted_total, two.statistics().admitted_total) == (1, 1)
+        assert (one.statistics().state_losses_total, two.statistics().state_losses_total) == (
+            1,
+            1,
+        )
         told = [r.getMessage() for r in caplog.records if "lost the admission" in r.getMessage()]
         assert told, "the administrator is told that Redis lost the ledger's state"
         assert all(redis_server.url not in message for message in told)
@@ -116,6 +120,7 @@ async def test_a_first_start_on_an_empty_redis_admits_at_once(redis_server: Redi
     # Nobody saw a ledger before: an empty Redis is a first start, not a loss.
     async with ledger_on(redis_server, limit=1, lease_s=MAX_LEASE_S) as one:
         assert (await one.arrive("a")).admitted
+        assert one.statistics().state_losses_total == 0
 
 
 # -- Redis out of reach ----------------------------------------------------------------------
