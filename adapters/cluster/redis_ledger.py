@@ -339,7 +339,9 @@ class RedisAdmissionLedger:
             await trio.sleep(self._renew_s)
 
     async def _listen_once(self) -> None:
-        pubsub = self._link.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # ``pubsub`` is untyped in some redis-py releases this project accepts and typed
+        # in others (Open WebUI's pin): the ignore must hold for both.
+        pubsub = self._link.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
         channel = self._keys.freed_channel
         try:
             await self._link.call(lambda: pubsub.subscribe(channel), "subscribing to releases")
