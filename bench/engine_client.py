@@ -39,7 +39,7 @@ from orpipe.engine import (
     Failed,
     TextDelta,
 )
-from orpipe.engine.ports import ArtifactStore
+from orpipe.engine.ports import AdmissionLedger, ArtifactStore
 from orpipe.engine.tools import toolbox
 
 __all__ = ["MOCK_API_KEY", "open_mock_engine", "run_engine_phase"]
@@ -89,14 +89,18 @@ async def run_engine_phase(phase: Phase, scenario: BenchScenario, config: Engine
 
 @asynccontextmanager
 async def open_mock_engine(
-    config: EngineConfig, *, artifacts: ArtifactStore | None = None
+    config: EngineConfig,
+    *,
+    artifacts: ArtifactStore | None = None,
+    admission_ledger: AdmissionLedger | None = None,
 ) -> AsyncIterator[Engine]:
     """An engine on the real HTTP transport, talking to the mock at ``config.base_url``."""
-    async with (
-        OpenRouterHttpTransport(config, api_key=MOCK_API_KEY) as transport,
-        open_engine(config, EnginePorts(transport=transport, artifacts=artifacts)) as engine,
-    ):
-        yield engine
+    async with OpenRouterHttpTransport(config, api_key=MOCK_API_KEY) as transport:
+        ports = EnginePorts(
+            transport=transport, artifacts=artifacts, admission_ledger=admission_ledger
+        )
+        async with open_engine(config, ports) as engine:
+            yield engine
 
 
 def _tool_figures(fake: FakeTools, counters: Mapping[str, int]) -> dict[str, object]:

@@ -34,18 +34,16 @@ from typing import Any
 
 import trio
 
-from orpipe.actors import open_engine
 from orpipe.adapters.cluster.assembly import LedgerSettings, open_ledger
-from orpipe.adapters.openrouter.transport import OpenRouterHttpTransport
 from orpipe.adapters.store.assembly import open_store
 from orpipe.adapters.store.settings import StoreSettings
+from orpipe.bench.engine_client import open_mock_engine
 from orpipe.engine import (
     AdmissionRejected,
     ChatRequest,
     Completed,
     Engine,
     EngineConfig,
-    EnginePorts,
     Failed,
     OutputItem,
     TextDelta,
@@ -55,8 +53,6 @@ from orpipe.engine.ports import ArtifactStore
 
 __all__ = ["store_settings"]
 
-#: The key the mock is started with; the engine sends it as the Function would.
-API_KEY = "sk-or-v1-workers-bench-0123456789abcdef"
 #: How long a turn waits for its artifacts to be stored before it reports them unconfirmed.
 PERSIST_WAIT_S = 10.0
 
@@ -167,12 +163,9 @@ async def main() -> None:
         workers=settings["workers"],
     )  # fmt: skip
     async with (
-        OpenRouterHttpTransport(config, api_key=API_KEY) as transport,
         open_ledger(ledger_settings, config) as ledger,
         open_store(store_settings(settings)) as store,
-        open_engine(
-            config, EnginePorts(transport=transport, artifacts=store, admission_ledger=ledger)
-        ) as engine,
+        open_mock_engine(config, artifacts=store, admission_ledger=ledger) as engine,
         trio.open_nursery() as nursery,
     ):
         worker = Worker(engine, store, settings["mock_params"])
