@@ -66,6 +66,8 @@ async def open_store(settings: StoreSettings) -> AsyncIterator[ArtifactStore]:
                 cache_ttl_s=settings.cache_ttl_s,
                 pending_warn_threshold=settings.pending_warn_threshold,
                 flush_failure_limit=settings.flush_failure_limit,
+                held_capacity=settings.held_max_rows,
+                held_max_bytes=settings.held_max_bytes,
             ) as rows,
             trio.open_nursery() as nursery,
         ):

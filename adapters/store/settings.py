@@ -37,6 +37,10 @@ class StoreSettings:
     cache_ttl_s: int
     pending_warn_threshold: int
     flush_failure_limit: int
+    #: Bounds of the rows a writer holds until SQL has them (durability ``writer_holds``):
+    #: full, the persister waits (``statistics().store``: ``held``, ``held_bytes``).
+    held_max_rows: int = 10_000
+    held_max_bytes: int = 64 * 1024 * 1024
 
     def key(self) -> tuple[object, ...]:
         """Equal keys describe the same store; the secrets enter only as a keyed hash."""
@@ -56,6 +60,8 @@ class StoreSettings:
             self.cache_ttl_s,
             self.pending_warn_threshold,
             self.flush_failure_limit,
+            self.held_max_rows,
+            self.held_max_bytes,
         )
 
     def __repr__(self) -> str:

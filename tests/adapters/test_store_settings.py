@@ -7,7 +7,9 @@ working store from the settings alone.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +22,12 @@ from orpipe.adapters.openwebui.valves.engine_settings import (
 from orpipe.adapters.store.assembly import open_store
 from orpipe.adapters.store.settings import StoreSettings
 from orpipe.engine.artifacts import Artifact
+
+if TYPE_CHECKING:  # imported by pytest as a plugin below (so that it is assertion-rewritten)
+    from tests.redis_support import RedisServer
+
+# The fixture redis_server (a plugin, as in test_redis_writebehind).
+pytest_plugins = ["tests.redis_support"]
 
 KEY = "a long random passphrase for the store"
 DB_PASSWORD = "db-pass-w0rd"
@@ -99,3 +107,15 @@ async def test_the_factory_opens_a_working_store() -> None:
         assert await store.fetch("chat-1", [artifact.artifact_id]) == {
             artifact.artifact_id: artifact
         }
+
+
+async def test_the_bounds_of_the_rows_a_writer_holds_come_from_the_settings(
+    redis_server: RedisServer,
+) -> None:
+    bounded = dataclasses.replace(
+        settings(), redis_url=redis_server.url, held_max_rows=7, held_max_bytes=4096
+    )
+    assert bounded.key() != dataclasses.replace(bounded, held_max_rows=8).key()
+    async with open_store(bounded) as store:
+        figures = store.statistics()  # what Engine.statistics().store shows
+    assert (figures["held_capacity"], figures["held_max_bytes"]) == (7, 4096)
